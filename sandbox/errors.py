@@ -1,0 +1,38 @@
+"""bashfleet's exceptions.
+
+    BashfleetError                 base of everything bashfleet raises on purpose
+     +-- InputError                the text or request is unusable (empty, binary, too big)
+     +-- PolicyError               the command may not run here (no isolation available)
+     +-- ExecutorError             infrastructure failed, not the command itself
+          +-- EngineUnavailable    the Docker engine does not answer / breaker is open
+
+Foreign errors are translated at the edge: ``raise ExecutorError(...) from e``.
+A command's own non-zero exit is never an exception: it is a status.
+"""
+
+from __future__ import annotations
+
+
+class BashfleetError(Exception):
+    """Base class of every error bashfleet raises on purpose."""
+
+
+class InputError(BashfleetError):
+    """The input cannot be used; the message says what to fix."""
+
+
+class PolicyError(BashfleetError):
+    """A command may not run with the isolation that is available."""
+
+
+class ExecutorError(BashfleetError):
+    """An executor failed for reasons outside the command (engine, API, spawn)."""
+
+    def __init__(self, message: str, *, executor: str = "", retryable: bool = True) -> None:
+        super().__init__(message)
+        self.executor = executor
+        self.retryable = retryable
+
+
+class EngineUnavailable(ExecutorError):
+    """The Docker engine cannot be reached, or the circuit breaker is open."""

@@ -1,0 +1,1 @@
+"""Executors: the only places that touch processes (local) or Docker (docker)."""

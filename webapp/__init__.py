@@ -1,0 +1,1 @@
+"""bashfleet's web portal (Flask + Flask-SocketIO). Talks only to sandbox.service."""

@@ -1,0 +1,45 @@
+"""The executor interface: run a job to its end, and cancel a running job.
+
+    run(job, on_output) -> Outcome   blocking; called from a worker thread
+    cancel(job_id)                   thread-safe; makes run() return CANCELLED soon
+
+An executor streams output as it arrives through ``on_output(stream, data)``
+(``stream`` is "stdout" or "stderr"; ``data`` is whole lines where possible,
+never more than 64 KiB at a time) and enforces the job's output cap per
+stream, sending one marker line when it is reached and then draining without
+forwarding. Infrastructure failures raise ``ExecutorError``; a command's own
+failure is an ``Outcome``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Protocol, runtime_checkable
+
+from sandbox.model import Job, Outcome
+
+OutputSink = Callable[[str, bytes], None]
+
+CHUNK_LIMIT = 64 << 10
+
+
+def truncation_marker(cap: int) -> bytes:
+    return f"\n[bashfleet: output truncated at {cap} bytes]\n".encode()
+
+
+@runtime_checkable
+class Executor(Protocol):
+    name: str
+
+    def run(self, job: Job, on_output: OutputSink) -> Outcome: ...
+
+    def cancel(self, job_id: str) -> None: ...
+
+
+@runtime_checkable
+class BatchAware(Protocol):
+    """Executors that prepare per-batch resources (the Docker executor's batch containers)."""
+
+    def open_batch(self, batch_id: str, workspace: str, classes: set[str]) -> None: ...
+
+    def close_batch(self, batch_id: str) -> None: ...

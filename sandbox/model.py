@@ -1,0 +1,110 @@
+"""Plain values shared by the engine's modules: classes, statuses, jobs, outcomes.
+
+No I/O here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+
+
+class CommandClass(str, Enum):
+    """How risky a command is, in increasing order."""
+
+    SAFE = "safe"
+    CONDITIONAL = "conditional"
+    SEQUENTIAL = "sequential"
+    DANGEROUS = "dangerous"
+
+    @property
+    def rank(self) -> int:
+        return _CLASS_RANK[self]
+
+    @classmethod
+    def worst(cls, *classes: CommandClass) -> CommandClass:
+        return max(classes, key=lambda c: c.rank, default=cls.SAFE)
+
+
+_CLASS_RANK = {
+    CommandClass.SAFE: 0,
+    CommandClass.CONDITIONAL: 1,
+    CommandClass.SEQUENTIAL: 2,
+    CommandClass.DANGEROUS: 3,
+}
+
+
+class Status(str, Enum):
+    """A command's (or a batch's) lifecycle state. See DESIGN.md, "Statuses"."""
+
+    PENDING = "pending"  # waiting for dependencies
+    QUEUED = "queued"  # ready, waiting for a slot
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    TIMED_OUT = "timed_out"
+    CANCELLED = "cancelled"
+    SKIPPED = "skipped"  # an upstream command failed
+    INTERRUPTED = "interrupted"  # the server died while it ran
+    REFUSED = "refused"  # policy, or no isolation available
+    OOM_KILLED = "oom_killed"
+
+    @property
+    def final(self) -> bool:
+        return self not in (Status.PENDING, Status.QUEUED, Status.RUNNING)
+
+    @property
+    def ok(self) -> bool:
+        return self is Status.SUCCEEDED
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Resource limits for one command. None means "no limit"."""
+
+    cpu_s: int | None = 600  # CPU seconds
+    memory_bytes: int | None = 2 << 30  # address space (local) / cgroup memory (docker)
+    file_size_bytes: int | None = 1 << 30  # largest file a command may write
+    open_files: int | None = 1024
+    pids: int | None = 256  # processes/threads (docker pids_limit; local RLIMIT_NPROC is per-uid)
+    cpus: float | None = None  # docker nano_cpus
+    tmpfs_bytes: int | None = 64 << 20  # docker /tmp size
+
+
+DEFAULT_OUTPUT_CAP = 10 << 20  # per stream, then a marker
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """One command handed to an executor."""
+
+    id: str
+    command: str
+    cls: CommandClass
+    workspace: Path
+    batch_id: str = ""
+    index: int = 0
+    timeout_s: float | None = None
+    limits: Limits = field(default_factory=Limits)
+    env: tuple[tuple[str, str], ...] = ()  # extra environment, on top of the allowlist
+    read_only: bool = False  # the workspace is mounted read-only (safe commands)
+    network: bool = False  # may use the network (docker: only when the workspace allows it)
+    output_cap: int = DEFAULT_OUTPUT_CAP
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What happened to a job. A non-zero exit is a status, never an exception."""
+
+    status: Status
+    exit_code: int | None = None
+    signal: int | None = None
+    started_at: float = 0.0  # time.time()
+    ended_at: float = 0.0
+    error: str | None = None  # infrastructure or limit message shown to the user
+    truncated: bool = False  # output went past the cap
+
+    @property
+    def duration_s(self) -> float:
+        return max(0.0, self.ended_at - self.started_at)

@@ -1,0 +1,177 @@
+"""The `bashfleet` console script. Argument parsing and printing only."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import IO
+
+from sandbox import __version__
+from sandbox.errors import BashfleetError
+
+COLOURS = {"safe": "32", "conditional": "33", "sequential": "36", "dangerous": "31;1"}
+
+
+def data_dir(arg: str | None) -> Path:
+    raw = arg or os.environ.get("BASHFLEET_DATA") or str(Path.home() / ".local/share/bashfleet")
+    return Path(raw).expanduser()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="bashfleet",
+        description="Run batches of shell commands concurrently and safely.",
+    )
+    p.add_argument("--version", action="version", version=f"bashfleet {__version__}")
+    p.add_argument(
+        "--data", help="data folder (default: $BASHFLEET_DATA or ~/.local/share/bashfleet)"
+    )
+    sub = p.add_subparsers(dest="cmd", metavar="COMMAND")
+
+    c = sub.add_parser("classify", help="judge commands without running them")
+    c.add_argument("commands", nargs="*", metavar="COMMAND", help="each argument is one unit")
+    c.add_argument("--json", action="store_true", help="one JSON object per line")
+    c.add_argument("--file", type=Path, help="judge every top-level statement of a script")
+
+    r = sub.add_parser("run", help="run a batch (one command per top-level statement of FILE)")
+    r.add_argument("file", metavar="FILE", help="the script ('-' for standard input)")
+    r.add_argument("--jobs", "-j", type=int, default=None, help="most commands at once")
+    r.add_argument("--workspace", "-w", type=Path, default=Path.cwd(), help="working folder")
+    r.add_argument("--isolation", choices=("auto", "docker", "local"), default="auto")
+    r.add_argument("--json", action="store_true", help="print a JSON summary on stdout at the end")
+    r.add_argument("--timeout", type=float, default=None, help="wall-clock limit per command (s)")
+    r.add_argument("--retries", type=int, default=0, help="retries for safe/conditional commands")
+
+    sub.add_parser("doctor", help="check Docker, the sandbox image, bubblewrap and the database")
+
+    img = sub.add_parser("image", help="the sandbox image")
+    img_sub = img.add_subparsers(dest="image_cmd", metavar="ACTION")
+    b = img_sub.add_parser("build", help="build the default sandbox image locally (no registry)")
+    b.add_argument("--tag", default="bashfleet-sandbox:latest")
+    b.add_argument("--force", action="store_true", help="rebuild even if the tag exists")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not args.cmd:
+        parser.print_help()
+        return 2
+    try:
+        if args.cmd == "classify":
+            return cmd_classify(args, sys.stdout)
+        if args.cmd == "run":
+            return cmd_run(args)
+        if args.cmd == "doctor":
+            from sandbox.doctor import run_doctor
+
+            return run_doctor(data_dir(args.data), sys.stdout)
+        if args.cmd == "image":
+            return cmd_image(args, parser)
+    except BashfleetError as e:
+        print(f"bashfleet: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    parser.print_help()
+    return 2
+
+
+def cmd_classify(args: argparse.Namespace, out: IO[str]) -> int:
+    from sandbox.classify import classify
+    from sandbox.effects import effects
+    from sandbox.parse import parse, parse_unit
+
+    if args.file is not None:
+        try:
+            text = _read_text(args.file)
+        except OSError as e:
+            raise BashfleetError(f"cannot read {args.file}: {e.strerror}") from e
+        statements = parse(text)
+    else:
+        if not args.commands:
+            raise BashfleetError("give at least one COMMAND, or --file F")
+        statements = [parse_unit(c) for c in args.commands]
+    colour = out.isatty() and not os.environ.get("NO_COLOR")
+    for stmt in statements:
+        verdict = classify(stmt)
+        eff = effects(stmt)
+        record = {
+            "command": stmt.text,
+            "class": verdict.cls.value,
+            "reads": sorted(eff.reads),
+            "writes": sorted(eff.writes),
+            "reasons": list(verdict.reasons),
+        }
+        if args.json:
+            out.write(json.dumps(record, ensure_ascii=False) + "\n")
+        else:
+            out.write(_human(record, colour))
+    return 0
+
+
+def _human(record: dict[str, object], colour: bool) -> str:
+    cls = str(record["class"])
+    label = f"{cls:<11}"
+    if colour:
+        label = f"\x1b[{COLOURS[cls]}m{label}\x1b[0m"
+    command = str(record["command"]).replace("\n", "\\n")
+    lines = [f"{label} {command}"]
+    reads, writes = record["reads"], record["writes"]
+    if reads or writes:
+        lines.append(
+            f"{'':11}   reads: {', '.join(reads) or '-'}  writes: {', '.join(writes) or '-'}"  # type: ignore[arg-type]
+        )
+    for reason in record["reasons"]:  # type: ignore[attr-defined]
+        lines.append(f"{'':11}   - {reason}")
+    return "\n".join(lines) + "\n"
+
+
+def _read_text(path: Path | str) -> str:
+    raw = sys.stdin.buffer.read() if str(path) == "-" else Path(path).read_bytes()
+    if b"\x00" in raw:
+        raise BashfleetError(f"{path} looks binary (it contains NUL bytes); give a text script")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise BashfleetError(f"{path} is not UTF-8 text (byte {e.start}); convert it first") from e
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from sandbox.runner import RunOptions, run_script
+
+    if args.jobs is not None and args.jobs < 1:
+        raise BashfleetError("--jobs must be at least 1")
+    try:
+        text = _read_text(args.file)
+    except OSError as e:
+        raise BashfleetError(f"cannot read {args.file}: {e.strerror}") from e
+    opts = RunOptions(
+        jobs=args.jobs,
+        workspace=args.workspace,
+        isolation=args.isolation,
+        json=args.json,
+        timeout_s=args.timeout,
+        retries=args.retries,
+    )
+    return run_script(text, opts, sys.stdout.buffer, sys.stderr)
+
+
+def cmd_image(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    if args.image_cmd != "build":
+        parser.parse_args(["image", "--help"])
+        return 2
+    from sandbox.image import build_image
+
+    tag = build_image(args.tag, force=args.force)
+    print(tag)
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

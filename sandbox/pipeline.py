@@ -1,0 +1,128 @@
+"""Text -> judged statements -> plan -> scheduler batch. Pure (no I/O).
+
+This is the left half of the flow in DESIGN.md, glued together once so the
+CLI, the service and the benchmarks all judge a script the same way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from sandbox.classify import Verdict, classify
+from sandbox.effects import Effects, effects
+from sandbox.errors import InputError
+from sandbox.model import CommandClass, Limits
+from sandbox.parse import Statement, parse
+from sandbox.plan import Plan, build_plan
+from sandbox.scheduler import BatchSpec, CommandSpec
+
+MAX_SCRIPT_BYTES = 1 << 20
+MAX_STATEMENTS = 5000
+
+
+@dataclass(frozen=True, slots=True)
+class Judged:
+    statement: Statement
+    verdict: Verdict
+    effects: Effects
+
+
+@dataclass(frozen=True, slots=True)
+class Judgement:
+    judged: tuple[Judged, ...]
+    plan: Plan
+
+
+def check_script(
+    text: str, *, max_bytes: int = MAX_SCRIPT_BYTES, max_statements: int = MAX_STATEMENTS
+) -> None:
+    """Raise InputError with what to fix, before anything is parsed or stored."""
+    size = len(text.encode("utf-8", "surrogatepass"))
+    if size > max_bytes:
+        raise InputError(f"the script is {size} bytes; the limit is {max_bytes} bytes")
+    if "\x00" in text:
+        raise InputError("the script contains a NUL byte; bash cannot run it")
+    if not text.strip():
+        raise InputError("the script is empty: give at least one command")
+
+
+def judge(
+    text: str,
+    *,
+    needs: Mapping[int, Iterable[int]] | None = None,
+    max_statements: int = MAX_STATEMENTS,
+) -> Judgement:
+    statements = parse(text)
+    if not statements:
+        raise InputError("the script has no commands (only blank lines or comments)")
+    if len(statements) > max_statements:
+        raise InputError(
+            f"the script has {len(statements)} statements; the limit is {max_statements}"
+        )
+    return judge_statements(statements, needs=needs)
+
+
+def judge_statements(
+    statements: list[Statement], *, needs: Mapping[int, Iterable[int]] | None = None
+) -> Judgement:
+    judged = tuple(Judged(s, classify(s), effects(s)) for s in statements)
+    plan = build_plan(statements, classes=[j.verdict.cls for j in judged], needs=needs)
+    return Judgement(judged, plan)
+
+
+def batch_spec(
+    judgement: Judgement,
+    workspace: Path,
+    *,
+    batch_id: str = "",
+    priority: int = 5,
+    timeout_s: float | None = None,
+    retries: int = 0,
+    allow_network: bool = False,
+    limits: Limits | None = None,
+    command_ids: list[str] | None = None,
+) -> BatchSpec:
+    edge_reasons: dict[tuple[int, int], str] = {
+        (e.before, e.after): e.reason for e in judgement.plan.edges
+    }
+    commands = []
+    for j, node in zip(judgement.judged, judgement.plan.nodes, strict=True):
+        i = node.index
+        commands.append(
+            CommandSpec(
+                index=i,
+                command=j.statement.text,
+                cls=j.verdict.cls,
+                reasons=j.verdict.reasons,
+                reads=tuple(sorted(j.effects.reads)),
+                writes=tuple(sorted(j.effects.writes)),
+                resources=tuple(sorted(_lockable(j.effects))),
+                needs=tuple(node.needs),
+                needs_reasons=tuple(edge_reasons.get((n, i), "") for n in node.needs),
+                id=command_ids[i] if command_ids else "",
+            )
+        )
+    return BatchSpec(
+        commands=tuple(commands),
+        workspace=workspace,
+        id=batch_id,
+        priority=priority,
+        timeout_s=timeout_s,
+        retries=retries,
+        allow_network=allow_network,
+        limits=limits or Limits(),
+    )
+
+
+def _lockable(e: Effects) -> set[str]:
+    # Using the network is not a conflict; everything else a command touches is.
+    return {r for r in e.resources if r != "network"}
+
+
+def class_counts(judgement: Judgement) -> dict[CommandClass, int]:
+    counts = dict.fromkeys(CommandClass, 0)
+    for j in judgement.judged:
+        counts[j.verdict.cls] += 1
+    return counts

@@ -1,0 +1,677 @@
+"""The one place that decides when a command runs.
+
+Ready commands (all ``needs`` done) wait in a per-class priority heap; a
+command starts when its class has a free slot, the total is under the job
+limit, and it can take all of its path/resource locks at once. Everything
+the scheduler does is published as an event on the bus.
+
+Threads: ``submit``/``cancel`` come from callers; each running job occupies a
+worker thread that blocks in ``executor.run``; one timer thread wakes the
+scheduler for retry back-offs. All state is guarded by ``self._lock``;
+executors are never called while it is held.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+import os
+import random
+import threading
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import psutil
+
+from sandbox.errors import ExecutorError, InputError
+from sandbox.events import (
+    BatchFinished,
+    BatchSubmitted,
+    CommandStatusChanged,
+    EventBus,
+    OutputReceived,
+    PoolResized,
+)
+from sandbox.executors.base import BatchAware, Executor
+from sandbox.locks import READ, WRITE, LockRequest, LockTable
+from sandbox.model import DEFAULT_OUTPUT_CAP, CommandClass, Job, Limits, Outcome, Status
+from sandbox.priority import AGING_PER_S, DurationModel, fingerprint, score
+
+log = logging.getLogger(__name__)
+
+# DESIGN.md defaults: the maxima.
+MAX_LIMITS = {
+    CommandClass.SAFE: 16,
+    CommandClass.CONDITIONAL: 8,
+    CommandClass.SEQUENTIAL: 1,  # per workspace
+    CommandClass.DANGEROUS: 1,  # and exclusive in its workspace
+}
+NOT_IDEMPOTENT = (CommandClass.SEQUENTIAL, CommandClass.DANGEROUS)
+RETRYABLE = (Status.FAILED, Status.TIMED_OUT)
+EXCLUSIVE = "\x00exclusive"
+SEQUENTIAL_TOKEN = "\x00sequential"
+SEQUENTIAL_WORKSPACES = 8  # sequential commands of different workspaces may overlap
+
+
+def default_limits(jobs: int | None = None) -> dict[CommandClass, int]:
+    """Per-class slots: DESIGN.md maxima capped by cores and available memory.
+
+    An explicit ``jobs`` (``--jobs N``) is the user's word for how much runs at
+    once; it caps every class instead of the core count.
+    """
+    cores = os.cpu_count() or 1
+    avail_gb = psutil.virtual_memory().available / (1 << 30)
+    if jobs is not None:
+        safe = conditional = max(1, jobs)
+    else:
+        safe = max(2, 4 * cores)
+        conditional = max(1, cores)
+    conditional = min(conditional, max(1, int(avail_gb / 0.5)))
+    return {
+        CommandClass.SAFE: min(MAX_LIMITS[CommandClass.SAFE], safe),
+        CommandClass.CONDITIONAL: min(MAX_LIMITS[CommandClass.CONDITIONAL], conditional),
+        CommandClass.SEQUENTIAL: 1,
+        CommandClass.DANGEROUS: 1,
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class CommandSpec:
+    """One command of a batch, as planned."""
+
+    index: int
+    command: str
+    cls: CommandClass
+    reasons: tuple[str, ...] = ()
+    reads: tuple[str, ...] = ()
+    writes: tuple[str, ...] = ()
+    resources: tuple[str, ...] = ()
+    needs: tuple[int, ...] = ()
+    needs_reasons: tuple[str, ...] = ()  # aligned with needs: "#3 writes out/a.txt"
+    id: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class BatchSpec:
+    commands: tuple[CommandSpec, ...]
+    workspace: Path
+    id: str = ""
+    priority: int = 5  # the user's 1..10
+    timeout_s: float | None = None
+    retries: int = 0  # opt-in; never applied to sequential/dangerous
+    allow_network: bool = False
+    limits: Limits = field(default_factory=Limits)
+    output_cap: int = DEFAULT_OUTPUT_CAP
+    env: tuple[tuple[str, str], ...] = ()
+
+
+# route(cls) -> (executor name, None) or (None, why it is refused)
+Router = Callable[[CommandClass], tuple[str | None, str | None]]
+
+
+@dataclass(eq=False)
+class _Cmd:
+    spec: CommandSpec
+    batch: _Batch
+    id: str
+    status: Status = Status.PENDING
+    waiting_on: int = 0
+    dependents: list[_Cmd] = field(default_factory=list)
+    attempt: int = 1
+    executor: str | None = None
+    base: float = 0.0
+    fingerprint: str = ""
+    not_before: float = 0.0
+    infra_since: float | None = None
+    cancel_requested: bool = False
+    outcome: Outcome | None = None
+    reason: str = ""
+    offsets: dict[str, int] = field(default_factory=lambda: {"stdout": 0, "stderr": 0})
+
+
+@dataclass(eq=False)
+class _Batch:
+    spec: BatchSpec
+    id: str
+    commands: list[_Cmd] = field(default_factory=list)
+    remaining: int = 0
+    cancelled: bool = False
+    started: float = field(default_factory=time.monotonic)
+    done: threading.Event = field(default_factory=threading.Event)
+    status: Status = Status.RUNNING
+    executors: set[str] = field(default_factory=set)
+
+
+class Scheduler:
+    def __init__(
+        self,
+        executors: Mapping[str, Executor],
+        route: Router,
+        *,
+        bus: EventBus | None = None,
+        limits: Mapping[CommandClass, int] | None = None,
+        max_running: int | None = None,
+        durations: DurationModel | None = None,
+        infra_deadline_s: float = 60.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.executors = dict(executors)
+        self.route = route
+        self.bus = bus or EventBus()
+        self.limits = dict(limits or default_limits())
+        self.max_running = max_running or sum(self.limits.values())
+        self.durations = durations or DurationModel()
+        self.infra_deadline_s = infra_deadline_s
+        self.clock = clock
+        self._lock = threading.RLock()
+        self._locks = LockTable()
+        self._heaps: dict[CommandClass, list[tuple[float, int, _Cmd]]] = {
+            c: [] for c in CommandClass
+        }
+        self._seq = itertools.count()
+        self._running: dict[CommandClass, int] = dict.fromkeys(CommandClass, 0)
+        self._running_total = 0
+        self._batches: dict[str, _Batch] = {}
+        self._by_id: dict[str, _Cmd] = {}
+        self._delayed: list[tuple[float, int, _Cmd]] = []
+        self._draining: set[str] = set()  # workspaces where a dangerous command waits
+        self._closed = False
+        self._pool = ThreadPoolExecutor(
+            max_workers=max(4, self.max_running + 2), thread_name_prefix="bashfleet-job"
+        )
+        self._wake = threading.Condition(self._lock)
+        self._timer = threading.Thread(target=self._timer_loop, name="bashfleet-timer", daemon=True)
+        self._timer.start()
+
+    # --- public API -------------------------------------------------------------------
+
+    def submit(self, spec: BatchSpec) -> str:
+        _validate(spec)
+        batch = _Batch(spec=spec, id=spec.id or uuid.uuid4().hex)
+        with self._lock:
+            if self._closed:
+                raise InputError("the scheduler is shutting down; no new work is accepted")
+            if batch.id in self._batches:
+                raise InputError(f"batch {batch.id} was already submitted")
+            self._batches[batch.id] = batch
+            for cs in spec.commands:
+                cmd = _Cmd(spec=cs, batch=batch, id=cs.id or f"{batch.id}-{cs.index}")
+                cmd.fingerprint = fingerprint(cs.command)
+                batch.commands.append(cmd)
+                self._by_id[cmd.id] = cmd
+            batch.remaining = len(batch.commands)
+            by_index = {c.spec.index: c for c in batch.commands}
+            for cmd in batch.commands:
+                for n in set(cmd.spec.needs):
+                    by_index[n].dependents.append(cmd)
+                    cmd.waiting_on += 1
+        self.bus.publish(
+            BatchSubmitted(
+                batch_id=batch.id, commands=len(batch.commands), workspace=str(spec.workspace)
+            )
+        )
+        self._open_batch(batch)
+        with self._lock:
+            for cmd in batch.commands:
+                if cmd.waiting_on:
+                    self._emit(cmd, Status.PENDING, reason=self._pending_reason(cmd))
+            for cmd in batch.commands:
+                if not cmd.waiting_on and cmd.status is Status.PENDING:
+                    self._make_ready(cmd)
+            if not batch.commands:
+                self._finish_batch(batch)
+            self._pump()
+        return batch.id
+
+    def wait(self, batch_id: str, timeout: float | None = None) -> bool:
+        batch = self._batches.get(batch_id)
+        if batch is None:
+            raise KeyError(batch_id)
+        return batch.done.wait(timeout)
+
+    def cancel_batch(self, batch_id: str) -> None:
+        with self._lock:
+            batch = self._batches.get(batch_id)
+            if batch is None:
+                raise KeyError(batch_id)
+            batch.cancelled = True
+            for cmd in batch.commands:
+                self._cancel(cmd)
+            self._pump()
+
+    def cancel_command(self, command_id: str) -> None:
+        with self._lock:
+            cmd = self._by_id.get(command_id)
+            if cmd is None:
+                raise KeyError(command_id)
+            self._cancel(cmd)
+            self._pump()
+
+    def set_limit(self, cls: CommandClass, limit: int, reason: str) -> None:
+        with self._lock:
+            before = self.limits[cls]
+            after = max(1, min(MAX_LIMITS[cls], limit))
+            if after == before:
+                return
+            self.limits[cls] = after
+            self._pump()
+        self.bus.publish(PoolResized(pool=cls.value, before=before, after=after, reason=reason))
+
+    def snapshot(self) -> dict[str, dict[str, int]]:
+        """Per pool: limit, running and queued counts (for dashboards and autoscaling)."""
+        with self._lock:
+            return {
+                c.value: {
+                    "limit": self.limits[c],
+                    "running": self._running[c],
+                    "queued": len(self._heaps[c]),
+                }
+                for c in CommandClass
+            }
+
+    def status_of(self, command_id: str) -> Status:
+        with self._lock:
+            return self._by_id[command_id].status
+
+    def shutdown(self, grace_s: float = 0.0) -> None:
+        """Stop dispatching; give running commands ``grace_s``; the rest end ``interrupted``."""
+        with self._lock:
+            self._closed = True
+            for heap in self._heaps.values():
+                for _k, _s, cmd in heap:
+                    if not cmd.status.final:
+                        self._emit(
+                            cmd, Status.INTERRUPTED, reason="the server shut down before it ran"
+                        )
+                        self._settle(cmd)
+                heap.clear()
+            for batch in self._batches.values():
+                for cmd in batch.commands:
+                    if cmd.status is Status.PENDING:
+                        self._emit(
+                            cmd, Status.INTERRUPTED, reason="the server shut down before it ran"
+                        )
+                        self._settle(cmd)
+            deadline = self.clock() + grace_s
+            while self._running_total and self.clock() < deadline:
+                self._wake.wait(min(0.1, max(0.0, deadline - self.clock())))
+            for batch in self._batches.values():
+                for cmd in batch.commands:
+                    if cmd.status is Status.RUNNING:
+                        cmd.cancel_requested = True
+                        cmd.reason = "interrupted: the server shut down"
+                        self._pool.submit(self._cancel_running, cmd)
+            while self._running_total and self.clock() < deadline + 10:
+                self._wake.wait(0.1)
+            self._wake.notify_all()
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    # --- internals (all called with self._lock held unless noted) --------------------
+
+    def _open_batch(self, batch: _Batch) -> None:
+        classes = {c.spec.cls.value for c in batch.commands}
+        names: set[str] = set()
+        for cls in {c.spec.cls for c in batch.commands}:
+            name, _why = self.route(cls)
+            if name:
+                names.add(name)
+        batch.executors = names
+        for name in names:
+            ex = self.executors.get(name)
+            if isinstance(ex, BatchAware):
+                try:
+                    ex.open_batch(batch.id, str(batch.spec.workspace), classes)
+                except ExecutorError as e:
+                    log.warning("could not prepare %s for batch %s: %s", name, batch.id, e)
+
+    def _pending_reason(self, cmd: _Cmd) -> str:
+        parts = []
+        for i, n in enumerate(cmd.spec.needs):
+            why = cmd.spec.needs_reasons[i] if i < len(cmd.spec.needs_reasons) else ""
+            parts.append(f"#{n + 1}" + (f" ({why})" if why else ""))
+        return "waits for " + ", ".join(parts[:5]) + (" ..." if len(parts) > 5 else "")
+
+    def _make_ready(self, cmd: _Cmd) -> None:
+        spec = cmd.spec
+        name, why = self.route(spec.cls)
+        if name is None or name not in self.executors:
+            self._emit(cmd, Status.REFUSED, reason=why or f"no executor for {spec.cls.value}")
+            self._settle(cmd)
+            return
+        cmd.executor = name
+        estimate = self.durations.estimate(cmd.fingerprint, spec.cls)
+        cmd.base = score(spec.cls, estimate, cmd.batch.spec.priority)
+        self._enqueue(cmd)
+        self._emit(cmd, Status.QUEUED, reason=cmd.reason)
+
+    def _enqueue(self, cmd: _Cmd) -> None:
+        key = -(cmd.base - AGING_PER_S * self.clock())
+        heapq.heappush(self._heaps[cmd.spec.cls], (key, next(self._seq), cmd))
+
+    def _pump(self) -> None:
+        """Start every ready command that can start now."""
+        if self._closed:
+            return
+        for cls in (
+            CommandClass.DANGEROUS,
+            CommandClass.SEQUENTIAL,
+            CommandClass.CONDITIONAL,
+            CommandClass.SAFE,
+        ):
+            heap = self._heaps[cls]
+            skipped: list[tuple[float, int, _Cmd]] = []
+            scanned = 0
+            while heap and self._running[cls] < self._limit(cls) and scanned < 256:
+                if self._running_total >= self.max_running:
+                    break
+                item = heapq.heappop(heap)
+                cmd = item[2]
+                scanned += 1
+                if cmd.status is not Status.QUEUED:
+                    continue
+                ws = str(cmd.batch.spec.workspace)
+                if ws in self._draining and cls is not CommandClass.DANGEROUS:
+                    skipped.append(item)
+                    continue
+                if not self._locks.try_acquire(cmd.id, self._lock_requests(cmd)):
+                    skipped.append(item)
+                    if cls is CommandClass.DANGEROUS:
+                        self._draining.add(ws)
+                    continue
+                if cls is CommandClass.DANGEROUS:
+                    self._draining.discard(ws)
+                self._start(cmd)
+            for item in skipped:
+                heapq.heappush(heap, item)
+
+    def _limit(self, cls: CommandClass) -> int:
+        if cls is CommandClass.SEQUENTIAL:
+            # one per workspace, enforced by the workspace's sequential lock token
+            return SEQUENTIAL_WORKSPACES
+        return self.limits[cls]
+
+    def _lock_requests(self, cmd: _Cmd) -> list[LockRequest]:
+        ws = str(cmd.batch.spec.workspace)
+        spec = cmd.spec
+        reqs = [LockRequest(ws, p, READ) for p in spec.reads if p not in spec.writes]
+        reqs += [LockRequest(ws, p, WRITE) for p in spec.writes]
+        reqs += [LockRequest("resource", r, WRITE) for r in spec.resources]
+        if spec.cls is CommandClass.DANGEROUS:
+            reqs.append(LockRequest(ws, EXCLUSIVE, WRITE))
+        else:
+            reqs.append(LockRequest(ws, EXCLUSIVE, READ))
+        if spec.cls is CommandClass.SEQUENTIAL:
+            reqs.append(LockRequest(ws, SEQUENTIAL_TOKEN, WRITE))
+        return reqs
+
+    def _start(self, cmd: _Cmd) -> None:
+        cls = cmd.spec.cls
+        self._running[cls] += 1
+        self._running_total += 1
+        job = self._job(cmd)
+        self._emit(cmd, Status.RUNNING)
+        self._pool.submit(self._run, cmd, job)
+
+    def _job(self, cmd: _Cmd) -> Job:
+        b = cmd.batch.spec
+        return Job(
+            id=cmd.id,
+            command=cmd.spec.command,
+            cls=cmd.spec.cls,
+            workspace=b.workspace,
+            batch_id=cmd.batch.id,
+            index=cmd.spec.index,
+            timeout_s=b.timeout_s,
+            limits=b.limits,
+            env=b.env,
+            read_only=cmd.spec.cls is CommandClass.SAFE,
+            network=b.allow_network and cmd.spec.cls is CommandClass.CONDITIONAL,
+            output_cap=b.output_cap,
+        )
+
+    def _run(self, cmd: _Cmd, job: Job) -> None:
+        """Worker thread: run one attempt, then hand the result back under the lock."""
+        executor = self.executors[cmd.executor or ""]
+
+        def sink(stream: str, data: bytes) -> None:
+            offset = cmd.offsets.get(stream, 0)
+            cmd.offsets[stream] = offset + len(data)
+            self.bus.publish(
+                OutputReceived(
+                    batch_id=cmd.batch.id,
+                    command_id=cmd.id,
+                    index=cmd.spec.index,
+                    stream=stream,
+                    data=data,
+                    offset=offset,
+                )
+            )
+
+        outcome: Outcome | None = None
+        infra: ExecutorError | None = None
+        try:
+            outcome = executor.run(job, sink)
+        except ExecutorError as e:
+            infra = e
+        except Exception as e:  # an executor bug must not wedge the batch
+            log.exception("executor %s crashed on %s", cmd.executor, cmd.id)
+            infra = ExecutorError(
+                f"internal error in the {cmd.executor} executor: {e}", retryable=False
+            )
+        with self._lock:
+            self._running[cmd.spec.cls] -= 1
+            self._running_total -= 1
+            self._locks.release(cmd.id)
+            if infra is not None:
+                self._infra_failure(cmd, infra)
+            else:
+                assert outcome is not None
+                self._finished(cmd, outcome)
+            self._pump()
+            self._wake.notify_all()
+
+    def _infra_failure(self, cmd: _Cmd, error: ExecutorError) -> None:
+        now = self.clock()
+        if cmd.infra_since is None:
+            cmd.infra_since = now
+        if cmd.cancel_requested:
+            self._emit(cmd, Status.CANCELLED, reason=cmd.reason or "cancelled")
+            self._settle(cmd)
+        elif error.retryable and now - cmd.infra_since < self.infra_deadline_s:
+            cmd.reason = f"waiting for {cmd.executor}: {error}"
+            self._delay(cmd, now + min(5.0, 0.5 + (now - cmd.infra_since) / 4))
+            self._emit(cmd, Status.QUEUED, reason=cmd.reason)
+        else:
+            waited = f" (gave up after {now - cmd.infra_since:.0f} s)" if error.retryable else ""
+            cmd.outcome = Outcome(status=Status.FAILED, error=f"{error}{waited}")
+            self._emit(cmd, Status.FAILED, reason=f"{error}{waited}")
+            self._settle(cmd)
+
+    def _finished(self, cmd: _Cmd, outcome: Outcome) -> None:
+        cmd.infra_since = None
+        status = outcome.status
+        if cmd.cancel_requested and not status.ok:
+            status = Status.INTERRUPTED if self._closed else Status.CANCELLED
+        if status is Status.SUCCEEDED:
+            self.durations.observe(cmd.fingerprint, outcome.duration_s)
+        retries = 0 if cmd.spec.cls in NOT_IDEMPOTENT else cmd.batch.spec.retries
+        if status in RETRYABLE and cmd.attempt <= retries and not cmd.batch.cancelled:
+            delay = min(30.0, 0.5 * 2 ** (cmd.attempt - 1)) * random.uniform(0.5, 1.5)
+            why = f"exit {outcome.exit_code}" if status is Status.FAILED else "timed out"
+            self._emit_finished(cmd, replace(outcome, status=status))
+            cmd.attempt += 1
+            cmd.reason = f"retry {cmd.attempt - 1} of {retries} in {delay:.1f} s ({why})"
+            self._delay(cmd, self.clock() + delay)
+            self._emit(cmd, Status.QUEUED, reason=cmd.reason)
+            return
+        cmd.outcome = replace(outcome, status=status)
+        self._emit_finished(cmd, cmd.outcome)
+        self._settle(cmd)
+
+    def _emit_finished(self, cmd: _Cmd, outcome: Outcome) -> None:
+        reason = outcome.error or cmd.reason or ""
+        self._emit(
+            cmd,
+            outcome.status,
+            reason=reason,
+            exit_code=outcome.exit_code,
+            signal=outcome.signal,
+            duration_s=outcome.duration_s,
+            truncated=outcome.truncated,
+        )
+
+    def _delay(self, cmd: _Cmd, at: float) -> None:
+        cmd.status = Status.QUEUED
+        heapq.heappush(self._delayed, (at, next(self._seq), cmd))
+        self._wake.notify_all()
+
+    def _timer_loop(self) -> None:
+        with self._lock:
+            while not (self._closed and not self._delayed):
+                now = self.clock()
+                released = False
+                while self._delayed and self._delayed[0][0] <= now:
+                    _at, _s, cmd = heapq.heappop(self._delayed)
+                    if cmd.status is Status.QUEUED and not cmd.cancel_requested:
+                        self._enqueue(cmd)
+                        released = True
+                if released:
+                    self._pump()
+                timeout = self._delayed[0][0] - now if self._delayed else 1.0
+                self._wake.wait(max(0.01, min(timeout, 1.0)))
+                if self._closed and not self._running_total:
+                    return
+
+    def _cancel(self, cmd: _Cmd) -> None:
+        if cmd.status.final:
+            return
+        cmd.cancel_requested = True
+        cmd.reason = "cancelled"
+        if cmd.status is Status.RUNNING:
+            self._pool.submit(self._cancel_running, cmd)
+        else:
+            self._emit(cmd, Status.CANCELLED, reason="cancelled before it started")
+            self._settle(cmd)
+
+    def _cancel_running(self, cmd: _Cmd) -> None:
+        """Not under the lock: executors are never called while it is held."""
+        ex = self.executors.get(cmd.executor or "")
+        if ex is not None:
+            try:
+                ex.cancel(cmd.id)
+            except ExecutorError as e:
+                log.warning("cancel of %s failed: %s", cmd.id, e)
+
+    def _settle(self, cmd: _Cmd) -> None:
+        """A command reached a final status: release dependents or skip them."""
+        batch = cmd.batch
+        batch.remaining -= 1
+        ok = cmd.status is Status.SUCCEEDED
+        stack = [cmd]
+        while stack:
+            done = stack.pop()
+            for dep in done.dependents:
+                if dep.status.final:
+                    continue
+                if ok and done is cmd:
+                    dep.waiting_on -= 1
+                    if dep.waiting_on == 0 and dep.status is Status.PENDING:
+                        self._make_ready(dep)
+                elif dep.status in (Status.PENDING, Status.QUEUED):
+                    why = f"#{cmd.spec.index + 1} {cmd.status.value}"
+                    self._emit(dep, Status.SKIPPED, reason=f"skipped: {why}")
+                    batch.remaining -= 1
+                    stack.append(dep)
+        if batch.remaining <= 0 and not batch.done.is_set():
+            self._finish_batch(batch)
+
+    def _finish_batch(self, batch: _Batch) -> None:
+        counts: dict[str, int] = {}
+        for c in batch.commands:
+            counts[c.status.value] = counts.get(c.status.value, 0) + 1
+        if batch.cancelled:
+            batch.status = Status.CANCELLED
+        elif all(c.status is Status.SUCCEEDED for c in batch.commands):
+            batch.status = Status.SUCCEEDED
+        elif any(c.status is Status.INTERRUPTED for c in batch.commands):
+            batch.status = Status.INTERRUPTED
+        else:
+            batch.status = Status.FAILED
+        makespan = time.monotonic() - batch.started
+        for name in batch.executors:
+            ex = self.executors.get(name)
+            if isinstance(ex, BatchAware):
+                self._pool.submit(_close_batch, ex, batch.id)
+        self.bus.publish(
+            BatchFinished(
+                batch_id=batch.id, status=batch.status, counts=counts, makespan_s=makespan
+            )
+        )
+        batch.done.set()
+
+    def _emit(self, cmd: _Cmd, status: Status, **fields: object) -> None:
+        previous = cmd.status
+        cmd.status = status
+        if "reason" in fields:
+            cmd.reason = str(fields["reason"])
+        self.bus.publish(
+            CommandStatusChanged(
+                batch_id=cmd.batch.id,
+                command_id=cmd.id,
+                index=cmd.spec.index,
+                status=status,
+                previous=previous,
+                executor=cmd.executor,
+                attempt=cmd.attempt,
+                **fields,  # type: ignore[arg-type]
+            )
+        )
+
+    # --- read access for callers ----------------------------------------------------------
+
+    def result(
+        self, batch_id: str
+    ) -> list[tuple[CommandSpec, Status, Outcome | None, str | None, str]]:
+        """(spec, status, outcome, executor, reason) per command, in index order."""
+        with self._lock:
+            batch = self._batches[batch_id]
+            return [(c.spec, c.status, c.outcome, c.executor, c.reason) for c in batch.commands]
+
+    def batch_status(self, batch_id: str) -> Status:
+        with self._lock:
+            return self._batches[batch_id].status
+
+    def forget(self, batch_id: str) -> None:
+        """Drop a finished batch's bookkeeping (long-running servers)."""
+        with self._lock:
+            batch = self._batches.get(batch_id)
+            if batch is None or not batch.done.is_set():
+                return
+            del self._batches[batch_id]
+            for c in batch.commands:
+                self._by_id.pop(c.id, None)
+
+
+def _close_batch(ex: BatchAware, batch_id: str) -> None:
+    try:
+        ex.close_batch(batch_id)
+    except ExecutorError as e:
+        log.warning("could not clean up batch %s: %s", batch_id, e)
+
+
+def _validate(spec: BatchSpec) -> None:
+    indices = [c.index for c in spec.commands]
+    if sorted(indices) != list(range(len(indices))):
+        raise InputError("command indices must be 0..n-1, each once")
+    for c in spec.commands:
+        for n in c.needs:
+            if not 0 <= n < c.index:
+                raise InputError(
+                    f"command #{c.index + 1} needs #{n + 1}: "
+                    "a command may only wait for earlier ones"
+                )

@@ -1,0 +1,134 @@
+"""`bashfleet doctor`: what is missing, and the exact command that fixes it."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sqlite3
+import subprocess
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    name: str
+    ok: bool
+    detail: str
+    fix: str = ""
+
+
+def check_docker() -> Check:
+    if shutil.which("docker") is None and shutil.which("dockerd") is None:
+        return Check(
+            "docker engine",
+            False,
+            "Docker is not installed; non-safe commands cannot be isolated",
+            "sudo apt-get install -y docker.io && sudo scripts/docker-up",
+        )
+    try:
+        from sandbox.executors.docker import DockerExecutor
+
+        ex = DockerExecutor(instance_id="doctor")
+        version = ex.ping()
+        ex.close()
+    except Exception as e:  # any failure here is the answer, not a crash
+        return Check(
+            "docker engine",
+            False,
+            f"no engine answers ({e})",
+            "sudo scripts/docker-up   (or: sudo dockerd &)",
+        )
+    return Check("docker engine", True, f"answers (engine {version})")
+
+
+def check_image() -> Check:
+    from sandbox.image import default_image, image_present
+
+    tag = default_image()
+    if image_present(tag):
+        return Check("sandbox image", True, tag)
+    return Check(
+        "sandbox image",
+        False,
+        f"{tag} is not in the engine (or the engine is down)",
+        f"bashfleet image build --tag {tag}",
+    )
+
+
+def check_bubblewrap() -> Check:
+    bwrap = shutil.which("bwrap")
+    if bwrap is None:
+        return Check(
+            "bubblewrap",
+            False,
+            "missing: safe commands run without a read-only view of the workspace",
+            "sudo apt-get install -y bubblewrap",
+        )
+    probe = subprocess.run(
+        [bwrap, "--ro-bind", "/", "/", "--dev", "/dev", "--unshare-pid", "true"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if probe.returncode != 0:
+        return Check(
+            "bubblewrap",
+            False,
+            f"installed but cannot create namespaces: {probe.stderr.strip()[:200]}",
+            "sudo sysctl -w kernel.unprivileged_userns_clone=1  (or run bashfleet as root)",
+        )
+    return Check("bubblewrap", True, f"{bwrap}: safe commands see the workspace read-only")
+
+
+def check_database(data: Path) -> Check:
+    url = os.environ.get("BASHFLEET_DATABASE_URL", "")
+    if url and not url.startswith("sqlite"):
+        try:
+            from sqlalchemy import create_engine, text
+
+            with create_engine(url).connect() as conn:
+                conn.execute(text("select 1"))
+        except Exception as e:
+            return Check("database", False, f"{_redact(url)}: {e}", "check BASHFLEET_DATABASE_URL")
+        return Check("database", True, _redact(url))
+    try:
+        data.mkdir(parents=True, exist_ok=True)
+        path = data / "bashfleet.db"
+        with sqlite3.connect(path) as conn:
+            conn.execute("pragma quick_check").fetchone()
+    except (OSError, sqlite3.Error) as e:
+        return Check(
+            "database",
+            False,
+            f"{data}: {e}",
+            f"mkdir -p {data} && chmod u+rwx {data}   (or pass --data DIR)",
+        )
+    return Check("database", True, f"SQLite at {path}")
+
+
+def _redact(url: str) -> str:
+    if "@" in url and "://" in url:
+        scheme, rest = url.split("://", 1)
+        return f"{scheme}://***@{rest.split('@', 1)[1]}"
+    return url
+
+
+def run_doctor(data: Path, out: IO[str]) -> int:
+    checks: list[Callable[[], Check]] = [
+        check_docker,
+        check_image,
+        check_bubblewrap,
+        lambda: check_database(data),
+    ]
+    failed = 0
+    for fn in checks:
+        c = fn()
+        out.write(f"{'ok' if c.ok else 'MISSING':<8} {c.name}: {c.detail}\n")
+        if not c.ok:
+            failed += 1
+            out.write(f"{'':8} fix: {c.fix}\n")
+    out.write("all good\n" if not failed else f"{failed} problem(s); fixes above\n")
+    return 0 if not failed else 1

@@ -13,6 +13,7 @@ and commands behind wrappers (``env``, ``sudo``, ``nice``, ``timeout`` ...).
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -27,6 +28,7 @@ _LANGUAGE = tree_sitter.Language(tree_sitter_bash.language())
 _PARSER = tree_sitter.Parser(_LANGUAGE)
 
 GLOB_CHARS = re.compile(r"(?<!\\)[*?\[]")
+_ARITH_ASSIGN = re.compile(r"\+\+|--|(?<![=!<>])=(?!=)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,9 +70,7 @@ class Redirect:
         value = self.target.value
         if value in ("/dev/null", "/dev/stdout", "/dev/stderr", "/dev/stdin", "/dev/tty"):
             return True
-        if self.op in (">&", "<&") and value is not None and (value.isdigit() or value == "-"):
-            return True
-        return False
+        return self.op in (">&", "<&") and value is not None and (value.isdigit() or value == "-")
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,7 +80,8 @@ class Command:
     argv: tuple[Word, ...]
     assignments: tuple[str, ...] = ()
     redirects: tuple[Redirect, ...] = ()
-    via: tuple[str, ...] = ()  # how it was reached: "bash -c", "find -exec", "xargs", "$(...)"
+    # how it was reached: "bash -c", "find -exec", "xargs", "$(...)", "<(...)", "(...)" (subshell)
+    via: tuple[str, ...] = ()
     wrappers: tuple[tuple[Word, ...], ...] = ()  # peeled wrappers, outermost first
     piped_stdin: bool = False  # stdin comes from a pipe
     nested_script: bool = False  # its inline script (bash -c, eval) was parsed into more commands
@@ -220,7 +221,19 @@ def parse(text: str) -> list[Statement]:
         stmt_text = source[start:end].decode("utf-8", "replace")
         if "\x00" in stmt_text:
             acc.problem("contains a NUL byte, which bash cannot run")
-        statements.append(_statement(len(statements), stmt_text, source, start, acc))
+        if not acc.problems and any(n.has_error for n in nodes):
+            acc.problem("syntax error")
+        line = nodes[0].start_point.row + 1
+        statements.append(_statement(len(statements), stmt_text, line, acc))
+    root = tree.root_node
+    if root.has_error and not any(s.problems for s in statements):
+        # the error swallowed the whole script (e.g. 500 unclosed `$(`)
+        problem = ("syntax error: the script could not be parsed",)
+        if statements:
+            last = statements[-1]
+            statements[-1] = dataclasses.replace(last, problems=(*last.problems, *problem))
+        else:
+            statements.append(Statement(index=0, text=text, line=1, problems=problem))
     return statements
 
 
@@ -252,11 +265,11 @@ def parse_unit(text: str) -> Statement:
     )
 
 
-def _statement(index: int, text: str, source: bytes, start: int, acc: _Acc) -> Statement:
+def _statement(index: int, text: str, line: int, acc: _Acc) -> Statement:
     return Statement(
         index=index,
         text=text,
-        line=source.count(b"\n", 0, start) + 1,
+        line=line,
         commands=tuple(acc.commands),
         redirects=tuple(acc.redirects),
         constructs=frozenset(acc.constructs),
@@ -285,7 +298,7 @@ def _top_level_groups(
         same_line = (
             node.type == "ERROR"
             and groups
-            and not children[i - 1].type in (";", "&", "\n")
+            and children[i - 1].type not in (";", "&", "\n")
             and node.start_point.row == children[i - 1].end_point.row
         )
         if groups and (node.start_byte < groups[-1][1] or same_line):
@@ -324,7 +337,7 @@ def _walk(root: tree_sitter.Node, acc: _Acc) -> None:
             if body is None:
                 continue
             target = _last_simple_command(body)
-            if target is not None and body.type == "command" or (
+            if (target is not None and body.type == "command") or (
                 target is not None and any(r.op in ("<<", "<<<") for r in outer)
             ):
                 # bash applies a statement's heredoc to its last command
@@ -335,7 +348,9 @@ def _walk(root: tree_sitter.Node, acc: _Acc) -> None:
             stack.append((body, via, piped))
             continue
         if kind == "variable_assignment":
-            acc.assignments.append(acc.text(node))
+            if not via and acc.depth == 0:
+                # only the top-level shell keeps it; in (...), $(...) or bash -c it is gone after
+                acc.assignments.append(acc.text(node))
             acc.constructs.add("assignment")
             _push_children(node, stack, via)
             continue
@@ -349,6 +364,13 @@ def _walk(root: tree_sitter.Node, acc: _Acc) -> None:
             child_via = via
             if kind in ("command_substitution", "process_substitution"):
                 child_via = (*via, "$(...)" if kind == "command_substitution" else "<(...)")
+            elif kind == "subshell":
+                child_via = (*via, "(...)")
+            elif kind == "compound_statement" and node.children and node.children[0].type == "((":
+                # `((i++))`: an arithmetic command; it can assign shell variables
+                acc.constructs.add("arithmetic")
+                if not via and acc.depth == 0 and _ARITH_ASSIGN.search(acc.text(node)):
+                    acc.assignments.append(acc.text(node))
             if kind == "pipeline":
                 named = [c for c in node.children if c.is_named]
                 for pos in range(len(named) - 1, -1, -1):
@@ -382,7 +404,9 @@ _REDIRECT_TYPES = ("file_redirect", "heredoc_redirect", "herestring_redirect")
 
 
 def _push_children(
-    node: tree_sitter.Node, stack: list[tuple[tree_sitter.Node, tuple[str, ...], bool]], via: tuple[str, ...]
+    node: tree_sitter.Node,
+    stack: list[tuple[tree_sitter.Node, tuple[str, ...], bool]],
+    via: tuple[str, ...],
 ) -> None:
     for child in reversed(node.children):
         if child.is_named or child.type == "ERROR" or child.is_missing:
@@ -393,7 +417,13 @@ def _check_unnamed(node: tree_sitter.Node, acc: _Acc) -> None:
     for child in node.children:
         if child.is_missing:
             acc.problem(f"syntax error: missing {child.type!r}")
-        elif child.type == "&" and node.type in ("list", "program", "compound_statement", "do_group", "subshell"):
+        elif child.type == "&" and node.type in (
+            "list",
+            "program",
+            "compound_statement",
+            "do_group",
+            "subshell",
+        ):
             acc.constructs.add("background")
         elif child.type == "|&":
             acc.constructs.add("pipeline")
@@ -446,7 +476,9 @@ def _redirect(
     elif kind == "herestring_redirect":
         op = "<<<"
     op = _normalise_op(op)
-    redirect = Redirect(op=op, fd=fd, target=None if kind == "heredoc_redirect" else target, body=body)
+    redirect = Redirect(
+        op=op, fd=fd, target=None if kind == "heredoc_redirect" else target, body=body
+    )
     acc.redirects.append(redirect)
     return redirect
 
@@ -496,7 +528,11 @@ def _value(node: tree_sitter.Node, acc: _Acc) -> tuple[str | None, bool, bool]:
         parts: list[str] = []
         for child in node.children:
             if child.type == "string_content":
-                parts.append(_ESCAPE_DQ.sub(lambda m: "" if m.group(1) == "\n" else m.group(1), acc.text(child)))
+                parts.append(
+                    _ESCAPE_DQ.sub(
+                        lambda m: "" if m.group(1) == "\n" else m.group(1), acc.text(child)
+                    )
+                )
             elif child.is_named:
                 return None, True, False
         return "".join(parts), True, False
@@ -607,16 +643,39 @@ def _emit(cmd: Command, acc: _Acc) -> None:
 def _replace(cmd: Command, **changes: object) -> Command:
     values = {f: getattr(cmd, f) for f in cmd.__dataclass_fields__}
     values.update(changes)
-    return Command(**values)  # type: ignore[arg-type]
+    return Command(**values)
 
 
 # Wrappers: name -> (options that take a value, whether a positional precedes the command)
 _WRAPPERS: dict[str, tuple[frozenset[str], int]] = {
     "env": (frozenset({"-u", "--unset", "-C", "--chdir", "-S", "--split-string"}), 0),
     "sudo": (
-        frozenset({"-u", "--user", "-g", "--group", "-C", "--close-from", "-h", "--host", "-p",
-                   "--prompt", "-r", "--role", "-t", "--type", "-U", "--other-user", "-D",
-                   "--chdir", "-T", "--command-timeout", "-R", "--chroot"}),
+        frozenset(
+            {
+                "-u",
+                "--user",
+                "-g",
+                "--group",
+                "-C",
+                "--close-from",
+                "-h",
+                "--host",
+                "-p",
+                "--prompt",
+                "-r",
+                "--role",
+                "-t",
+                "--type",
+                "-U",
+                "--other-user",
+                "-D",
+                "--chdir",
+                "-T",
+                "--command-timeout",
+                "-R",
+                "--chroot",
+            }
+        ),
         0,
     ),
     "doas": (frozenset({"-u", "-C"}), 0),
@@ -656,7 +715,7 @@ def _peel_wrappers(cmd: Command, acc: _Acc) -> Command:
             if name == "command" and v in ("-v", "-V"):
                 stop = True  # `command -v x` looks a name up; it runs nothing
                 break
-            if name == "env" and v in ("-S", "--split-string") or v.startswith("--split-string="):
+            if name == "env" and (v in ("-S", "--split-string") or v.startswith("--split-string=")):
                 acc.problem("env -S splits a string into a command line; not analysed")
                 stop = True
                 break
@@ -758,9 +817,28 @@ def _find_exec(cmd: Command) -> list[Command]:
 
 
 _XARGS_VALUE_OPTS = frozenset(
-    {"-I", "-i", "-n", "-P", "-L", "-l", "-s", "-d", "-E", "-e", "-a", "--arg-file",
-     "--delimiter", "--max-args", "--max-procs", "--max-lines", "--max-chars", "--eof",
-     "--replace", "--process-slot-var"}
+    {
+        "-I",
+        "-i",
+        "-n",
+        "-P",
+        "-L",
+        "-l",
+        "-s",
+        "-d",
+        "-E",
+        "-e",
+        "-a",
+        "--arg-file",
+        "--delimiter",
+        "--max-args",
+        "--max-procs",
+        "--max-lines",
+        "--max-chars",
+        "--eof",
+        "--replace",
+        "--process-slot-var",
+    }
 )
 
 

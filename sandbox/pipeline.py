@@ -18,8 +18,9 @@ from sandbox.parse import Statement, parse
 from sandbox.plan import Plan, build_plan
 from sandbox.scheduler import BatchSpec, CommandSpec
 
-MAX_SCRIPT_BYTES = 1 << 20
+MAX_SCRIPT_BYTES = 1 << 20  # the portal's default; the CLI allows more
 MAX_STATEMENTS = 5000
+MAX_STATEMENT_BYTES = 128 << 10  # Linux's limit for one argument (MAX_ARG_STRLEN)
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,15 +53,22 @@ def judge(
     text: str,
     *,
     needs: Mapping[int, Iterable[int]] | None = None,
-    max_statements: int = MAX_STATEMENTS,
+    max_statements: int | None = MAX_STATEMENTS,
 ) -> Judgement:
     statements = parse(text)
     if not statements:
         raise InputError("the script has no commands (only blank lines or comments)")
-    if len(statements) > max_statements:
+    if max_statements is not None and len(statements) > max_statements:
         raise InputError(
             f"the script has {len(statements)} statements; the limit is {max_statements}"
         )
+    for s in statements:
+        size = len(s.text.encode("utf-8", "surrogatepass"))
+        if size > MAX_STATEMENT_BYTES:
+            raise InputError(
+                f"statement #{s.index + 1} (line {s.line}) is {size} bytes; the limit is "
+                f"{MAX_STATEMENT_BYTES} bytes for one command (Linux's limit for one argument)"
+            )
     return judge_statements(statements, needs=needs)
 
 

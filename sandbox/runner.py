@@ -20,6 +20,7 @@ from sandbox.pipeline import batch_spec, check_script, judge
 from sandbox.scheduler import Router, Scheduler, default_limits
 
 ISOLATIONS = ("auto", "docker", "local")
+CLI_MAX_SCRIPT_BYTES = 64 << 20
 
 
 @dataclass
@@ -154,8 +155,8 @@ class _Printer:
 
 def run_script(text: str, opts: RunOptions, out: IO[bytes], err: IO[str]) -> int:
     """Run a batch to its end. Returns the process exit code (0 = every command succeeded)."""
-    check_script(text)
-    judgement = judge(text)
+    check_script(text, max_bytes=CLI_MAX_SCRIPT_BYTES)
+    judgement = judge(text, max_statements=None)
     workspace = opts.workspace.resolve()
     if not workspace.is_dir():
         raise BashfleetError(f"workspace {workspace} is not a directory")
@@ -173,6 +174,12 @@ def run_script(text: str, opts: RunOptions, out: IO[bytes], err: IO[str]) -> int
             executors["docker"] = docker
             docker_ready = True
             docker.recover_orphans()  # type: ignore[attr-defined]
+            if workspace.stat().st_uid == 0:
+                err.write(
+                    f"bashfleet: warning: {workspace} belongs to root, and containers never run "
+                    "as root: container commands cannot write there. Give the workspace to a "
+                    f"non-root user (chown -R 1000:1000 {workspace}) or pass --isolation local.\n"
+                )
         elif opts.isolation == "docker":
             raise BashfleetError(f"--isolation docker, but {why}. See `bashfleet doctor`.")
     bus = EventBus()

@@ -123,6 +123,7 @@ class _Cmd:
     waiting_on: int = 0
     dependents: list[_Cmd] = field(default_factory=list)
     attempt: int = 1
+    rank: int = 1
     executor: str | None = None
     base: float = 0.0
     fingerprint: str = ""
@@ -170,7 +171,7 @@ class Scheduler:
         self.clock = clock
         self._lock = threading.RLock()
         self._locks = LockTable()
-        self._heaps: dict[CommandClass, list[tuple[float, int, _Cmd]]] = {
+        self._heaps: dict[CommandClass, list[tuple[float, int, int, _Cmd]]] = {
             c: [] for c in CommandClass
         }
         self._seq = itertools.count()
@@ -210,6 +211,10 @@ class Scheduler:
                 for n in set(cmd.spec.needs):
                     by_index[n].dependents.append(cmd)
                     cmd.waiting_on += 1
+            # Ties in priority go to the command with the longest chain behind it,
+            # which keeps the critical path moving (list scheduling by rank).
+            for cmd in reversed(batch.commands):
+                cmd.rank = 1 + max((d.rank for d in cmd.dependents), default=0)
         self.bus.publish(
             BatchSubmitted(
                 batch_id=batch.id, commands=len(batch.commands), workspace=str(spec.workspace)
@@ -283,7 +288,7 @@ class Scheduler:
         with self._lock:
             self._closed = True
             for heap in self._heaps.values():
-                for _k, _s, cmd in heap:
+                for *_key, cmd in heap:
                     if not cmd.status.final:
                         self._emit(
                             cmd, Status.INTERRUPTED, reason="the server shut down before it ran"
@@ -351,7 +356,7 @@ class Scheduler:
 
     def _enqueue(self, cmd: _Cmd) -> None:
         key = -(cmd.base - AGING_PER_S * self.clock())
-        heapq.heappush(self._heaps[cmd.spec.cls], (key, next(self._seq), cmd))
+        heapq.heappush(self._heaps[cmd.spec.cls], (round(key, 2), -cmd.rank, next(self._seq), cmd))
 
     def _pump(self) -> None:
         """Start every ready command that can start now."""
@@ -364,13 +369,13 @@ class Scheduler:
             CommandClass.SAFE,
         ):
             heap = self._heaps[cls]
-            skipped: list[tuple[float, int, _Cmd]] = []
+            skipped: list[tuple[float, int, int, _Cmd]] = []
             scanned = 0
             while heap and self._running[cls] < self._limit(cls) and scanned < 256:
                 if self._running_total >= self.max_running:
                     break
                 item = heapq.heappop(heap)
-                cmd = item[2]
+                cmd = item[3]
                 scanned += 1
                 if cmd.status is not Status.QUEUED:
                     continue
@@ -584,7 +589,7 @@ class Scheduler:
                         self._make_ready(dep)
                 elif dep.status in (Status.PENDING, Status.QUEUED):
                     why = f"#{cmd.spec.index + 1} {cmd.status.value}"
-                    self._emit(dep, Status.SKIPPED, reason=f"skipped: {why}")
+                    self._emit(dep, Status.SKIPPED, reason=f"because {why}")
                     batch.remaining -= 1
                     stack.append(dep)
         if batch.remaining <= 0 and not batch.done.is_set():

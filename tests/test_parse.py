@@ -74,9 +74,30 @@ def test_redirects() -> None:
     stmt = parse_unit("sort a > b 2>/dev/null < c >> d")
     ops = sorted((r.op, r.target.value if r.target else None) for r in stmt.redirects)
     assert ops == [("<", "c"), (">", "/dev/null"), (">", "b"), (">>", "d")]
-    assert [r.writes for r in stmt.redirects if r.target and r.target.value == "/dev/null"] == [False]
+    assert [r.writes for r in stmt.redirects if r.target and r.target.value == "/dev/null"] == [
+        False
+    ]
 
 
 def test_empty_and_comment_only() -> None:
     assert parse("") == []
     assert parse("# nothing\n\n   \n") == []
+
+
+def test_subshell_commands_are_marked_and_their_assignments_are_not_session_state() -> None:
+    stmt = parse_unit("(cd x; a=1; ls)")
+    assert [c.via for c in stmt.commands] == [("(...)",), ("(...)",)]
+    assert stmt.assignments == ()
+    assert parse_unit("a=1").assignments == ("a=1",)
+    assert parse_unit("echo $(b=2)").assignments == ()
+
+
+def test_arithmetic_command_assigns() -> None:
+    assert parse_unit("((i++))").assignments == ("((i++))",)
+    assert parse_unit("(( i > 3 ))").assignments == ()
+
+
+@pytest.mark.parametrize("text", ["$(" * 500, "$(" * 3, "((((("])
+def test_errors_that_swallow_the_script_are_problems(text: str) -> None:
+    assert parse_unit(text).problems
+    assert all(s.problems for s in parse(text)[-1:])

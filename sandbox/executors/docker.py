@@ -167,6 +167,15 @@ class DockerExecutor:
 
     # -- lifecycle ------------------------------------------------------------------------
 
+    def ping(self) -> str:
+        """The engine's version; raises EngineUnavailable when it does not answer."""
+        with self._guard("ping"):
+            version = self._docker().version()
+        return str(version.get("Version", "?"))
+
+    def close(self) -> None:
+        self.shutdown()
+
     def shutdown(self) -> None:
         """Remove every container this instance made (waiting for ones being started)."""
         for batch_id in list(self._batches):

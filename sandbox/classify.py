@@ -1,0 +1,229 @@
+"""Statement -> class + reasons. Pure: no I/O, no web imports.
+
+A statement gets the most dangerous class of any of its parts: every simple
+command inside it (pipelines, lists, loops, ``$(...)``, ``bash -c``, ``find
+-exec``, ``xargs`` targets), every redirection, and statement-level effects
+(background jobs, function definitions, bare assignments). Per-program rules
+live in ``rules.py``; this module judges what no single rule can see:
+
+* the command *name*: dynamic (``$cmd``), quoted or escaped (``\\rm``,
+  ``'ls'``), a glob, or made of look-alike characters is dangerous; a local
+  script (``./x``) or a program missing from the table is conditional;
+* wrappers (``sudo`` is dangerous, ``nohup``/``setsid`` at least conditional,
+  ``timeout``/``nice``/``env``... change nothing);
+* environment prefixes that hijack what runs (``PATH=``, ``LD_PRELOAD=``);
+* redirections: writing a file is at least sequential, outside the workspace
+  or to ``/dev/tcp`` dangerous; duplicating fds and ``/dev/null`` are harmless;
+* shell session state: ``cd``, ``export``, assignments, function definitions
+  are sequential, except inside a subshell, ``$(...)`` or ``bash -c``, where
+  they cannot outlive the statement (``( cd x && ls )`` is safe);
+* parse problems make a statement dangerous; empty text is safe ("empty:
+  nothing to run").
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from sandbox.model import CommandClass
+from sandbox.parse import Command, Redirect, Statement, parse_unit
+from sandbox.rules import RULES
+from sandbox.rules_flags import COND, DANGER, SAFE, SEQ, Finding, name, outside, words
+from sandbox.rules_tools import migration_finding
+
+__all__ = ["Verdict", "classify", "classify_command", "classify_text"]
+
+MAX_REASONS = 8
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    cls: CommandClass
+    reasons: tuple[str, ...]
+
+
+def classify_text(text: str) -> Verdict:
+    """Judge ``text`` as one unit, however many statements it holds."""
+    return classify(parse_unit(text))
+
+
+def classify(stmt: Statement) -> Verdict:
+    findings: list[Finding] = [(DANGER, f"could not parse: {p}") for p in stmt.problems]
+    for cmd in stmt.commands:
+        if cmd.program == "read" and "loop" in stmt.constructs and len(cmd.argv) > 1:
+            # `while read -r line; do ...`: the loop's own variable, like `for f in ...`
+            findings.append((SAFE, "read sets the loop variable"))
+            continue
+        findings.extend(_command_findings(cmd))
+    findings.extend(_statement_findings(stmt))
+    if not findings:
+        if not stmt.text.strip() or all(
+            not line.strip() or line.lstrip().startswith("#") for line in stmt.text.splitlines()
+        ):
+            return Verdict(SAFE, ("empty: nothing to run",))
+        return Verdict(SAFE, ("only evaluates a test or an expression",))
+    return _verdict(findings)
+
+
+def classify_command(cmd: Command) -> Verdict:
+    """Judge one simple command with its wrappers, prefix assignments and redirects.
+
+    Nested commands are separate entries of ``Statement.commands``: a ``bash
+    -c 'literal'`` or ``eval 'literal'`` command is judged safe here because
+    its inner commands are judged on their own by ``classify``.
+    """
+    return _verdict(_command_findings(cmd))
+
+
+def _verdict(findings: Iterable[Finding]) -> Verdict:
+    ordered = sorted(findings, key=lambda f: -f[0].rank)
+    if not ordered:
+        return Verdict(SAFE, ("nothing to run",))
+    worst = ordered[0][0]
+    reasons: dict[str, None] = {}
+    for cls, reason in ordered:
+        if cls is SAFE and worst is not SAFE:
+            break
+        reasons.setdefault(reason)
+        if len(reasons) >= MAX_REASONS:
+            break
+    return Verdict(worst, tuple(reasons))
+
+
+# --- one command -------------------------------------------------------------------------
+
+_ROOT_WRAPPERS = frozenset({"sudo", "doas", "su", "pkexec", "run0", "runuser"})
+_ESCAPE_WRAPPERS = frozenset({"nohup", "setsid"})
+_STD_DIRS = frozenset(
+    {"/bin", "/usr/bin", "/sbin", "/usr/sbin", "/usr/local/bin", "/usr/local/sbin",
+     "/opt/homebrew/bin", "/usr/games"}
+)  # fmt: skip
+_SESSION_STATE = words(
+    "cd pushd popd export set alias shopt trap umask ulimit hash unset read readarray mapfile "
+    "let getopts shift declare typeset local readonly unalias enable complete bind exit "
+    "return logout"
+)
+# Prefix assignments that change which code a command runs.
+_HIJACK = re.compile(
+    r"^(PATH|LD_\w+|DYLD_\w+|BASH_ENV|ENV|IFS|SHELLOPTS|BASHOPTS|PS4|PROMPT_COMMAND|\w*PAGER|"
+    r"LESSOPEN|LESSCLOSE|EDITOR|VISUAL|GIT_\w*(COMMAND|SSH|DIFF|PAGER|EDITOR|EXEC_PATH|CONFIG\w*|"
+    r"ASKPASS|PROXY\w*)|PYTHONSTARTUP|PYTHONPATH|PYTHONHOME|PERL5OPT|PERL5LIB|RUBYOPT|RUBYLIB|"
+    r"NODE_OPTIONS|NODE_PATH|JAVA_TOOL_OPTIONS|_JAVA_OPTIONS|MANPAGER|BROWSER|TERMINAL)$"
+)
+# Look-alike letters that NFKC does not fold (Cyrillic, Greek, dotless i ...).
+_CONFUSABLES = str.maketrans(
+    "аеорсухіјѕԁһӏɡοαεινκρτυχΑВЕКМНОРСТХІЈЅıℓ",
+    "aeopcyxijsdhlgoaeivkptuxABEKMHOPCTXIJSil",
+)
+
+
+def _command_findings(cmd: Command) -> list[Finding]:
+    found = _name_findings(cmd)
+    for wrapper_words in cmd.wrappers:
+        wrapper = (wrapper_words[0].value or "?").rsplit("/", 1)[-1]
+        if wrapper in _ROOT_WRAPPERS:
+            found.append((DANGER, f"{wrapper} runs it with root privileges"))
+        elif wrapper in _ESCAPE_WRAPPERS:
+            found.append((COND, f"{wrapper} lets it outlive the batch"))
+        elif wrapper == "time" and any(w.value in ("-o", "--output") for w in wrapper_words):
+            found.append((SEQ, "time -o writes a file"))
+    for assignment in cmd.assignments:
+        var = assignment.partition("=")[0]
+        if _HIJACK.match(var):
+            found.append((COND, f"{var}=... changes which code {cmd.program or 'it'} runs"))
+    for r in cmd.redirects:
+        if (finding := redirect_finding(r)) is not None:
+            found.append(finding)
+    if cmd.program == "exec" and len(cmd.argv) == 1 and cmd.redirects:
+        found.append(
+            (SEQ, "exec with redirections changes the shell's files (shell session state)")
+        )
+    return found
+
+
+def _name_findings(cmd: Command) -> list[Finding]:
+    word = cmd.argv[0]
+    value = word.value
+    if value is None:
+        return [(DANGER, f"command name {word.text!r} is known only at run time")]
+    if word.glob:
+        return [(DANGER, f"command name {word.text!r} is a glob pattern")]
+    if word.quoted and " " not in value:
+        return [(DANGER, f"command name {word.text!r} is quoted or escaped, which hides what runs")]
+    if not value.isascii():
+        if _fold(value) != unicodedata.normalize("NFC", value):
+            return [(DANGER, f"command name {value!r} uses look-alike or invisible characters")]
+        return [(COND, f"unknown program {value!r}")]
+    if "/" in value:
+        directory, _, program = value.rpartition("/")
+        if directory not in _STD_DIRS:
+            return [
+                migration_finding(cmd)
+                or (COND, f"runs the program {value}, which was not inspected")
+            ]
+    else:
+        program = value
+    return [_program_finding(cmd, program)]
+
+
+def _fold(value: str) -> str:
+    visible = "".join(c for c in value if unicodedata.category(c) != "Cf")
+    return unicodedata.normalize("NFKC", visible).translate(_CONFUSABLES)
+
+
+def _program_finding(cmd: Command, program: str) -> Finding:
+    rule = RULES.get(program)
+    if rule is None:
+        return migration_finding(cmd) or (COND, f"unknown program {program!r}")
+    finding = rule.check(cmd) if rule.check is not None else None
+    if finding is None:
+        finding = rule.cls, f"{program} {rule.what}"
+    if program in _SESSION_STATE and finding[0] is SEQ and _in_subshell(cmd):
+        return SAFE, f"{program} changes shell state only inside a subshell"
+    if program in ("source", ".") and finding[0] is SEQ and _in_subshell(cmd):
+        return COND, f"{program} runs a file inside a subshell"
+    return finding
+
+
+def _in_subshell(cmd: Command) -> bool:
+    return any(v != "eval" for v in cmd.via)
+
+
+def redirect_finding(r: Redirect) -> Finding | None:
+    target = r.target
+    if target is None:
+        return None
+    text = target.value if target.value is not None else target.text
+    if text.startswith(("/dev/tcp/", "/dev/udp/")):
+        return DANGER, f"redirection opens a network connection ({text})"
+    if not r.writes:
+        return None
+    if outside(target):
+        return DANGER, f"redirects output into {name(target)}, outside the workspace"
+    return SEQ, f"redirects output into {name(target)}"
+
+
+# --- statement-level effects ---------------------------------------------------------------
+
+_FORK_BOMB = re.compile(r"([^\s(){}|&;]+)\s*\(\)\s*\{[^}]*\1\s*\|\s*\1\s*&")
+
+
+def _statement_findings(stmt: Statement) -> list[Finding]:
+    found: list[Finding] = []
+    constructs = stmt.constructs
+    for r in stmt.redirects:
+        if (finding := redirect_finding(r)) is not None:
+            found.append(finding)
+    if "background" in constructs:
+        found.append((COND, "starts a background job that outlives the command"))
+    if "function" in constructs:
+        if _FORK_BOMB.search(stmt.text):
+            found.append((DANGER, "fork bomb: a function that starts copies of itself"))
+        found.append((SEQ, "defines a shell function (shell session state)"))
+    if stmt.assignments:
+        names = ", ".join(sorted({a.partition("=")[0].strip("()+-") for a in stmt.assignments})[:4])
+        found.append((SEQ, f"assigns {names} (shell session state)"))
+    return found

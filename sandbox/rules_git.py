@@ -1,0 +1,146 @@
+"""Flag rules for git: which subcommands and options only read the repository.
+
+No I/O here. ``git -c`` with a key whose value is a program (core.pager,
+alias.*, core.sshCommand ...) is dangerous: git would run it.
+"""
+
+from __future__ import annotations
+
+import re
+
+from sandbox.parse import Command, Word
+from sandbox.rules_flags import (
+    COND,
+    DANGER,
+    SAFE,
+    SEQ,
+    Finding,
+    words,
+)
+
+_GIT_READ = words(
+    "status log show diff blame grep ls-files ls-tree rev-parse rev-list describe shortlog "
+    "cat-file whatchanged name-rev merge-base cherry count-objects verify-commit verify-tag "
+    "for-each-ref show-ref var version help diff-tree diff-files diff-index check-ignore "
+    "check-attr show-branch range-diff annotate"
+)
+_GIT_NETWORK = words("clone fetch ls-remote remote-update archive bundle fsck gc lfs")
+_GIT_WRITE = words(
+    "add commit merge rebase push pull checkout switch restore stash rm mv cherry-pick revert "
+    "reset am apply init notes worktree submodule tag branch config update-index update-ref "
+    "mergetool bisect sparse-checkout replace prune repack maintenance remote reflog "
+    "format-patch"
+)
+# Listing forms of subcommands that otherwise write.
+_GIT_LIST_FORMS: dict[str, frozenset[str]] = {
+    "branch": words(
+        "-a -r -v -vv -l --list --all --remotes --verbose --contains --merged --no-merged "
+        "--show-current --sort --format --color --no-color --points-at"
+    ),
+    "tag": words("-l --list -n --contains --merged --no-merged --sort --points-at"),
+    "stash": frozenset({"list", "show"}),
+    "remote": frozenset({"-v", "--verbose", "show", "get-url"}),
+    "config": words(
+        "--get --get-all --get-regexp --list -l --show-origin --show-scope --name-only "
+        "--global --local --system -z --null --type --default --bool --int --path"
+    ),
+    "worktree": frozenset({"list"}),
+    "submodule": frozenset({"status", "summary", "foreach"}),
+    "notes": frozenset({"list", "show"}),
+    "reflog": frozenset({"show", "--date", "-n"}),
+    "bisect": frozenset({"log", "view", "visualize"}),
+}
+# `git -c key=value`: keys whose value is a program git runs.
+_GIT_CODE_KEYS = re.compile(
+    r"^(core\.(pager|editor|sshcommand|fsmonitor|hookspath|askpass|gitproxy)|alias\.|"
+    r"diff\..*(external|textconv|command)|filter\.|credential\.|pager\.|sequence\.editor|"
+    r"gpg\.program|protocol\.|uploadpack\.|remote\..*\.(receivepack|uploadpack|proxy)|"
+    r"include\.|includeif\.|merge\..*\.driver|http\.proxy|url\.)",
+    re.I,
+)
+_GIT_CHANGING_FLAGS = words(
+    "-d -D -m -M -c -C -a -s -f -u --delete --move --copy --force --set-upstream-to "
+    "--unset-upstream --edit-description --track --annotate --sign add remove rm rename "
+    "set-url drop pop apply clear push expire delete"
+)
+_GIT_GLOBAL_VALUES = frozenset(
+    {"-C", "-c", "--git-dir", "--work-tree", "--namespace", "--config-env", "--super-prefix"}
+)
+
+
+def git(cmd: Command) -> Finding | None:
+    args = cmd.args
+    i = 0
+    finding: Finding | None = None
+    while i < len(args) and (args[i].value or "").startswith("-"):
+        v = args[i].value or ""
+        key = v.partition("=")[0]
+        value = args[i + 1].value if i + 1 < len(args) and "=" not in v else v.partition("=")[2]
+        if key in ("-c", "--config-env"):
+            if value is None or _GIT_CODE_KEYS.match(value):
+                return DANGER, f"git -c {value or '?'} can make git run another program"
+            finding = COND, f"git -c {value} changes configuration for this run"
+        elif key == "--exec-path" and "=" in v:
+            return DANGER, "git --exec-path runs git commands from another directory"
+        elif key in ("--version", "--help", "-h"):
+            return SAFE, "git --version only prints"
+        i += 2 if key in _GIT_GLOBAL_VALUES and "=" not in v else 1
+    if i >= len(args):
+        return finding or (SAFE, "git alone only prints help")
+    sub = args[i].value
+    rest = args[i + 1 :]
+    verdict = _git_sub(sub, rest)
+    if finding and finding[0].rank > verdict[0].rank:
+        return finding
+    return verdict
+
+
+def _git_sub(sub: str | None, rest: tuple[Word, ...]) -> Finding:
+    values = [w.value for w in rest]
+    flags = {(v or "").partition("=")[0] for v in values}
+    if sub is None:
+        return DANGER, "git subcommand is known only at run time"
+    if sub == "reset" and "--hard" in flags:
+        return DANGER, "git reset --hard discards uncommitted work"
+    if sub == "clean":
+        if flags & {"-n", "--dry-run"}:
+            return SAFE, "git clean -n only lists what it would delete"
+        return DANGER, "git clean deletes untracked files"
+    if sub == "push" and (
+        flags & {"-f", "--force", "--force-with-lease", "--mirror", "--delete", "-d"}
+        or any(v and v.startswith("+") for v in values)
+    ):
+        return DANGER, "git push --force rewrites remote history"
+    if sub == "push" and any(v and v.startswith(":") for v in values):
+        return DANGER, "git push :branch deletes a remote branch"
+    if sub in ("log", "show", "diff") and "--ext-diff" in flags:
+        return COND, f"git {sub} --ext-diff runs an external diff program"
+    if sub == "archive" and flags & {"-o", "--output"}:
+        return SEQ, "git archive -o writes a file"
+    if sub in ("filter-branch", "filter-repo"):
+        return DANGER, f"git {sub} rewrites history"
+    if sub == "diff" and any(v and v.startswith("--output") for v in values):
+        return SEQ, "git diff --output writes a file"
+    if sub == "grep" and flags & {"-O", "--open-files-in-pager"}:
+        return COND, "git grep -O opens a pager"
+    if sub in _GIT_READ:
+        return SAFE, f"git {sub} only reads the repository"
+    if sub == "config" and (
+        flags & {"--get", "--get-all", "--get-regexp", "--list", "-l"}
+        or (len(values) == 1 and values[0] is not None and not values[0].startswith("-"))
+    ):
+        return SAFE, "git config --get only reads configuration"
+    listing = _GIT_LIST_FORMS.get(sub)
+    if listing is not None and sub != "config":
+        changes = flags & _GIT_CHANGING_FLAGS
+        if (
+            (not values and sub not in ("stash", "bisect", "worktree"))
+            or (values and values[0] in listing and not changes)
+            or (values and set(values) <= listing)
+        ):
+            return SAFE, f"git {sub} only lists"
+    if sub in _GIT_NETWORK:
+        return COND, f"git {sub} uses the network or rewrites repository storage"
+    if sub in _GIT_WRITE:
+        return SEQ, f"git {sub} changes the repository or working tree"
+    return COND, f"unknown git subcommand {sub!r} (an alias or extension)"

@@ -1,0 +1,1 @@
+"""Alembic revisions of the bashfleet schema, run by ``sandbox.store.db.migrate``."""

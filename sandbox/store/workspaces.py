@@ -1,0 +1,109 @@
+"""Workspaces: named folders under DATA/workspaces that batches run in."""
+
+from __future__ import annotations
+
+import builtins
+import contextlib
+import os
+import re
+import stat
+from pathlib import Path
+
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from sandbox.errors import InputError
+from sandbox.store.base import NotFound, Repository, rowcount, to_record
+from sandbox.store.models import Workspace
+from sandbox.store.records import WorkspaceRecord
+
+# Letters, digits, ".", "_", "-"; starting with a letter, digit or "_" (no hidden
+# folders, nothing that reads as an option); never "..".
+WORKSPACE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,63}")
+WORKSPACES = "workspaces"
+
+
+def check_workspace_name(name: str) -> str:
+    if not isinstance(name, str) or not WORKSPACE_NAME.fullmatch(name) or ".." in name:
+        raise InputError(
+            f"invalid workspace name {name!r}: 1 to 64 letters, digits, '.', '_' or '-', "
+            "starting with a letter, digit or '_', without '..'"
+        )
+    return name
+
+
+class WorkspaceRepository(Repository):
+    def __init__(self, sessions: sessionmaker[Session], data_dir: str | os.PathLike[str]) -> None:
+        super().__init__(sessions)
+        self._data = Path(data_dir).resolve()
+
+    @property
+    def root(self) -> Path:
+        return self._data / WORKSPACES
+
+    def get_or_create(
+        self, name: str, *, allow_network: bool = False, image: str | None = None
+    ) -> WorkspaceRecord:
+        """The workspace called ``name``, made (folder and row) if missing. The settings
+        apply only when it is made. The folder must be a real directory: a symlink or a
+        file planted under that name is refused."""
+        self._ensure_dir(check_workspace_name(name))
+        found = self.find(name)
+        if found is not None:
+            return found
+        with self._write() as s:
+            try:
+                with s.begin_nested():
+                    row = Workspace(
+                        name=name,
+                        path=f"{WORKSPACES}/{name}",
+                        allow_network=allow_network,
+                        image=image,
+                    )
+                    s.add(row)
+            except IntegrityError:  # made by someone else meanwhile
+                row = s.scalars(select(Workspace).where(Workspace.name == name)).one()
+            return self._record(row)
+
+    def find(self, name: str) -> WorkspaceRecord | None:
+        with self._read() as s:
+            row = s.scalar(select(Workspace).where(Workspace.name == name))
+            return self._record(row) if row else None
+
+    def get(self, workspace_id: int) -> WorkspaceRecord:
+        with self._read() as s:
+            row = s.get(Workspace, workspace_id)
+            if row is None:
+                raise NotFound(f"no workspace {workspace_id}")
+            return self._record(row)
+
+    def list(self) -> builtins.list[WorkspaceRecord]:
+        with self._read() as s:
+            return [self._record(w) for w in s.scalars(select(Workspace).order_by(Workspace.name))]
+
+    def configure(self, workspace_id: int, *, allow_network: bool, image: str | None) -> None:
+        with self._write() as s:
+            result = s.execute(
+                update(Workspace)
+                .where(Workspace.id == workspace_id)
+                .values(allow_network=allow_network, image=image)
+            )
+            if not rowcount(result):
+                raise NotFound(f"no workspace {workspace_id}")
+
+    def _ensure_dir(self, name: str) -> Path:
+        self.root.mkdir(parents=True, exist_ok=True)
+        root_fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            with contextlib.suppress(FileExistsError):
+                os.mkdir(name, 0o755, dir_fd=root_fd)
+            st = os.stat(name, dir_fd=root_fd, follow_symlinks=False)
+        finally:
+            os.close(root_fd)
+        if not stat.S_ISDIR(st.st_mode):
+            raise InputError(f"workspace {name!r}: {self.root / name} is not a plain directory")
+        return self.root / name
+
+    def _record(self, w: Workspace) -> WorkspaceRecord:
+        return to_record(WorkspaceRecord, w, path=self._data / w.path)

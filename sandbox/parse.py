@@ -14,6 +14,7 @@ and commands behind wrappers (``env``, ``sudo``, ``nice``, ``timeout`` ...).
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -210,8 +211,47 @@ _LEAVES = {
 def parse(text: str) -> list[Statement]:
     """Split a script into top-level statements. Never raises."""
     source = text.encode("utf-8", "surrogatepass")
-    tree = _PARSER.parse(source)
     statements: list[Statement] = []
+    start = 0
+    # tree-sitter-bash sometimes glues the next line onto a pipeline's last command
+    # (`a | b | c` then `d > f`); such a script is cut at that newline and re-parsed.
+    for _ in range(10_000):
+        segment = source[start:]
+        tree = _PARSER.parse(segment)
+        cut = _glued_newline(tree.root_node, segment)
+        if cut is not None:
+            tree = _PARSER.parse(segment[:cut])
+        line0 = source.count(b"\n", 0, start) if start else 0
+        statements.extend(_statements(tree, segment[:cut] if cut else segment, line0))
+        if cut is None:
+            break
+        start += cut
+    return [dataclasses.replace(s, index=i) for i, s in enumerate(statements)]
+
+
+def _glued_newline(root: tree_sitter.Node, source: bytes) -> int | None:
+    """Offset of an unescaped newline between two words of a top-level command."""
+    stack = [c for c in root.children if c.type in _TOP_CHAIN]
+    while stack:
+        node = stack.pop()
+        if node.type != "command":
+            stack.extend(c for c in node.children if c.type in _TOP_CHAIN)
+            continue
+        children = node.children
+        for a, b in itertools.pairwise(children):
+            gap = source[a.end_byte : b.start_byte]
+            nl = gap.find(b"\n")
+            if nl >= 0 and not gap[:nl].rstrip(b" \t").endswith(b"\\"):
+                return a.end_byte + nl
+    return None
+
+
+_TOP_CHAIN = frozenset({"pipeline", "list", "redirected_statement", "command"})
+
+
+def _statements(tree: tree_sitter.Tree, source: bytes, line0: int) -> list[Statement]:
+    statements: list[Statement] = []
+    text = source.decode("utf-8", "replace")
     for start, end, nodes, background in _top_level_groups(tree.root_node):
         acc = _Acc(source, depth=0)
         for node in nodes:
@@ -223,7 +263,7 @@ def parse(text: str) -> list[Statement]:
             acc.problem("contains a NUL byte, which bash cannot run")
         if not acc.problems and any(n.has_error for n in nodes):
             acc.problem("syntax error")
-        line = nodes[0].start_point.row + 1
+        line = line0 + nodes[0].start_point.row + 1
         statements.append(_statement(len(statements), stmt_text, line, acc))
     root = tree.root_node
     if root.has_error and not any(s.problems for s in statements):
@@ -233,7 +273,7 @@ def parse(text: str) -> list[Statement]:
             last = statements[-1]
             statements[-1] = dataclasses.replace(last, problems=(*last.problems, *problem))
         else:
-            statements.append(Statement(index=0, text=text, line=1, problems=problem))
+            statements.append(Statement(index=0, text=text, line=line0 + 1, problems=problem))
     return statements
 
 

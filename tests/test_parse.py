@@ -101,3 +101,12 @@ def test_arithmetic_command_assigns() -> None:
 def test_errors_that_swallow_the_script_are_problems(text: str) -> None:
     assert parse_unit(text).problems
     assert all(s.problems for s in parse(text)[-1:])
+
+
+def test_pipeline_does_not_swallow_the_next_line() -> None:
+    # tree-sitter-bash glues `rm -rf x > log` onto `head` here; parse must not.
+    stmts = parse("a | g | head -n 20\nrm -rf x > log\nls\n")
+    assert [s.text for s in stmts] == ["a | g | head -n 20", "rm -rf x > log", "ls"]
+    assert [s.line for s in stmts] == [1, 2, 3]
+    assert [s.index for s in stmts] == [0, 1, 2]
+    assert parse("ls \\\n  -la | wc\n")[0].text == "ls \\\n  -la | wc"

@@ -1,0 +1,71 @@
+"""Makespan of a DAG-shaped batch against its lower bound.
+
+lower bound = max(critical path, total work / slots). Real processes
+(`sleep`) in the local pool, 8 slots. Run: .venv/bin/python benchmarks/bench_makespan.py
+"""
+
+from __future__ import annotations
+
+import random
+import tempfile
+import time
+from pathlib import Path
+
+from _util import machine
+
+from sandbox.executors.local import LocalExecutor
+from sandbox.model import CommandClass
+from sandbox.scheduler import BatchSpec, CommandSpec, Scheduler
+
+SLOTS = 8
+
+
+def dag(seed: int) -> tuple[list[CommandSpec], list[float]]:
+    """Chains of dependent steps mixed with independent work, shuffled into a script."""
+    rng = random.Random(seed)
+    durations: list[float] = []
+    specs: list[CommandSpec] = []
+    chains = [[] for _ in range(4)]  # type: list[list[int]]
+    for i in range(60):
+        d = rng.choice([0.1, 0.2, 0.3, 0.4])
+        chain = rng.randrange(12)  # 4 chains, and independent commands otherwise
+        needs: tuple[int, ...] = ()
+        if chain < 4:
+            if chains[chain]:
+                needs = (chains[chain][-1],)
+            chains[chain].append(i)
+        durations.append(d)
+        specs.append(CommandSpec(index=i, command=f"sleep {d}", cls=CommandClass.SAFE, needs=needs))
+    return specs, durations
+
+
+def lower_bound(specs: list[CommandSpec], durations: list[float]) -> float:
+    finish = [0.0] * len(specs)
+    for s in specs:
+        finish[s.index] = durations[s.index] + max((finish[n] for n in s.needs), default=0.0)
+    return max(max(finish), sum(durations) / SLOTS)
+
+
+def main() -> None:
+    print(f"# DAG makespan vs lower bound, {SLOTS} slots ({machine()})")
+    print(f"{'seed':>4}{'commands':>10}{'bound s':>10}{'makespan s':>12}{'ratio':>8}")
+    ratios = []
+    for seed in range(3):
+        specs, durations = dag(seed)
+        limits = {c: SLOTS for c in CommandClass}
+        sched = Scheduler({"local": LocalExecutor()}, lambda c: ("local", None), limits=limits,
+                          max_running=SLOTS)
+        with tempfile.TemporaryDirectory() as ws:
+            started = time.monotonic()
+            bid = sched.submit(BatchSpec(commands=tuple(specs), workspace=Path(ws)))
+            sched.wait(bid)
+            makespan = time.monotonic() - started
+        sched.shutdown()
+        bound = lower_bound(specs, durations)
+        ratios.append(makespan / bound)
+        print(f"{seed:>4}{len(specs):>10}{bound:>10.2f}{makespan:>12.2f}{makespan / bound:>8.2f}")
+    print(f"worst ratio {max(ratios):.2f} (target <= 1.10)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,344 @@
+"""The local process pool's executor: ``bash -c COMMAND`` on the host, contained.
+
+Each job is spawned with ``subprocess.Popen`` (no ``preexec_fn``: the scheduler
+is threaded) as ``[bwrap VIEW --] bash -c COMMAND`` in its own session and
+process group, with an allowlisted environment. Its rlimits are set by that
+same bash from a ``BASH_ENV`` script handed over on a pipe, or by ``prlimit``
+if that self-test fails (see ``rlimits``: measured, BASH_ENV costs nothing,
+prlimit ~0.4 ms and a ``ulimit; exec bash`` wrapper ~0.7 ms per command).
+
+Read-only jobs (the safe class) run under bubblewrap when it is installed (see
+``bwrap``: read-only host and workspace, private /tmp, data folder and Docker
+socket hidden, no network, no capabilities, a pid namespace that dies with the
+command). bwrap costs ~3 ms per command, so writable jobs (``--isolation
+local``) do not use it. Outside a pid namespace a job's processes are found
+through its group, a per-job marker variable and its descendant tree (see
+``proctree``); there, as root, a command *can* signal bashfleet.
+
+One thread per job runs a poll loop over stdout, stderr, a pidfd (exit) and an
+eventfd (cancel), so neither pipe can fill up and block the command.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pwd
+import secrets
+import shutil
+import subprocess
+import tempfile
+import threading
+import time
+import weakref
+from dataclasses import dataclass
+from pathlib import Path
+
+from sandbox.errors import ExecutorError
+from sandbox.executors import bwrap, proctree, rlimits
+from sandbox.executors.base import OutputSink
+from sandbox.executors.watch import JobWatch
+from sandbox.model import Job, Limits, Outcome, Status
+
+SAFE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+# A cancel for a job whose run() has not started yet is honoured when run() starts
+# within this long (the scheduler's hand-off race), not by a later retry of it.
+EARLY_CANCEL_TTL_S = 10.0
+
+
+@dataclass
+class _Running:
+    """A job in flight, as seen by ``cancel``."""
+
+    wake_fd: int
+    cancelled: bool = False
+
+
+def _read_all(fd: int) -> bytes:
+    """What a pipe holds once its writers are gone."""
+    os.set_blocking(fd, False)
+    chunks = []
+    with contextlib.suppress(BlockingIOError):
+        while chunk := os.read(fd, 4096):
+            chunks.append(chunk)
+    return b"".join(chunks)
+
+
+class _HomeDirs:
+    """An empty HOME for each job, outside the workspace, without a mkdir per job.
+
+    Each worker thread keeps one directory and empties it after use (a listdir
+    when the job wrote nothing there); it is removed when the thread ends.
+    """
+
+    def __init__(self) -> None:
+        self._local = threading.local()
+
+    def take(self) -> str:
+        path: str | None = getattr(self._local, "path", None)
+        if path is None or not os.path.isdir(path):
+            path = tempfile.mkdtemp(prefix="bashfleet-home-")
+            self._local.path = path
+            self._local.owner = owner = _DirOwner()
+            weakref.finalize(owner, shutil.rmtree, path, ignore_errors=True)
+        return path
+
+    def give_back(self, path: str) -> None:
+        if os.listdir(path):
+            shutil.rmtree(path, ignore_errors=True)
+            try:
+                os.mkdir(path, 0o700)
+            except OSError:  # could not empty it: take() makes a fresh one
+                self._local.path = None
+
+
+class _DirOwner:
+    """Lives in a thread-local: when the thread ends, the directory goes with it."""
+
+
+class LocalExecutor:
+    """Runs jobs as host processes; see the module docstring.
+
+    ``use_bwrap``: None = bubblewrap for read-only jobs when it is installed and
+    passes a self-test; True = require it for read-only jobs (ExecutorError
+    otherwise); False = never. Writable jobs never use it.
+    ``hidden_paths``: folders the sandbox must not see (bashfleet's data folder;
+    ``$BASHFLEET_DATA`` is always added when set).
+    """
+
+    name = "local"
+
+    def __init__(
+        self, use_bwrap: bool | None = None, *, hidden_paths: tuple[str | Path, ...] = ()
+    ) -> None:
+        self._bash = shutil.which("bash", path=SAFE_PATH)
+        self._prlimit = shutil.which("prlimit", path=SAFE_PATH)
+        binary = shutil.which("bwrap", path=SAFE_PATH) if use_bwrap is not False else None
+        if use_bwrap and not binary:
+            raise ExecutorError(
+                "bubblewrap was requested but is not installed (apt-get install -y bubblewrap)",
+                executor=self.name,
+                retryable=False,
+            )
+        self._require_bwrap = bool(use_bwrap)
+        data = os.environ.get("BASHFLEET_DATA")
+        hidden = [Path(p) for p in (*hidden_paths, *([data] if data else []))]
+        self._bwrap = bwrap.BwrapView(binary, hidden) if binary else None
+        self._bwrap_problem: str | None = None
+        if self._bwrap is None:
+            self._bwrap_problem = "disabled" if use_bwrap is False else "not installed"
+        self._probed = False
+        self._probe_lock = threading.Lock()
+        self._lock = threading.Lock()
+        self._running: dict[str, _Running] = {}
+        self._early_cancels: dict[str, float] = {}  # job id -> when, for cancel-before-run
+        self._bash_env_ok: dict[bool, bool] = {}  # sandboxed? -> BASH_ENV limits self-test
+        self._homes = _HomeDirs()
+        self._user = pwd.getpwuid(os.geteuid()).pw_name
+
+    # -- what is in force ------------------------------------------------------
+
+    @property
+    def isolation(self) -> str:
+        if self._sandbox_ready():
+            return (
+                "bubblewrap (read-only workspace, pid namespace) for read-only jobs; "
+                "process group, rlimits and a scrubbed environment for the rest"
+            )
+        return (
+            "process group only (install bubblewrap for a read-only workspace; "
+            f"bubblewrap: {self._bwrap_problem})"
+        )
+
+    def _sandbox_ready(self) -> bool:
+        if self._bwrap is None:
+            return False
+        with self._probe_lock:
+            if not self._probed:
+                self._probed = True
+                self._bwrap_problem = self._bwrap.self_test()
+        return self._bwrap_problem is None
+
+    # -- the protocol ----------------------------------------------------------
+
+    def cancel(self, job_id: str) -> None:
+        with self._lock:  # held while writing: run() closes wake_fd only under it
+            running = self._running.get(job_id)
+            if running is None:  # not started yet (or already over): remember briefly
+                self._early_cancels[job_id] = time.monotonic()
+                while len(self._early_cancels) > 1024:
+                    del self._early_cancels[next(iter(self._early_cancels))]
+                return
+            running.cancelled = True
+            os.eventfd_write(running.wake_fd, 1)
+
+    def run(self, job: Job, on_output: OutputSink) -> Outcome:
+        workspace = self._workspace(job)
+        sandboxed = job.read_only and self._sandbox_ready()
+        if job.read_only and self._require_bwrap and not sandboxed:
+            raise ExecutorError(
+                f"bubblewrap is unusable: {self._bwrap_problem}", executor=self.name
+            )
+        marker = f"{job.id}.{secrets.token_hex(8)}"
+        home = "/tmp" if sandboxed else self._homes.take()  # bwrap's /tmp is private
+        env = self._environment(job, marker, home)
+        running = _Running(wake_fd=os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC))
+        with self._lock:
+            if job.id in self._running:
+                os.close(running.wake_fd)
+                raise ExecutorError(f"job {job.id} is already running", executor=self.name)
+            cancelled_at = self._early_cancels.pop(job.id, None)
+            running.cancelled = cancelled_at is not None and (
+                time.monotonic() - cancelled_at < EARLY_CANCEL_TTL_S
+            )
+            self._running[job.id] = running
+        try:
+            return self._spawn_and_watch(job, env, workspace, sandboxed, running, marker, on_output)
+        finally:
+            with self._lock:
+                del self._running[job.id]
+                os.close(running.wake_fd)
+            if not sandboxed:
+                self._homes.give_back(home)
+
+    # -- building the process ----------------------------------------------------
+
+    def _workspace(self, job: Job) -> Path:
+        if self._bash is None:
+            raise ExecutorError("bash is not installed on this host", executor=self.name)
+        workspace = job.workspace.resolve()
+        if not workspace.is_dir():
+            raise ExecutorError(
+                f"workspace {job.workspace} does not exist or is not a directory",
+                executor=self.name,
+                retryable=False,
+            )
+        return workspace
+
+    def _environment(self, job: Job, marker: str, home: str) -> dict[str, str]:
+        env = {"PATH": SAFE_PATH, "HOME": home, "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8"}
+        env |= {"TERM": "dumb", "USER": self._user, "LOGNAME": self._user}
+        if "TZ" in os.environ:
+            env["TZ"] = os.environ["TZ"]
+        for key, value in job.env:
+            if not key or "=" in key or "\0" in key + value:
+                raise ExecutorError(f"invalid environment variable {key!r}", retryable=False)
+            env[key] = value
+        env[proctree.MARKER_VAR] = marker  # last: a job cannot hide from the tree kill
+        return env
+
+    def _spawn(
+        self,
+        argv: list[str],
+        env: dict[str, str],
+        cwd: Path,
+        limits: rlimits.Pairs,
+        via_bash_env: bool,
+        pass_fds: tuple[int, ...] = (),
+    ) -> subprocess.Popen[bytes]:
+        """Start the job in its own session, its limits set before any of it runs.
+
+        Closes ``pass_fds`` (our copies) once the child has them.
+        """
+        if limits and via_bash_env:
+            r, w = os.pipe()  # the script is tiny: it fits in the pipe, the write cannot block
+            os.write(w, rlimits.ulimit_script(limits, r))
+            os.close(w)
+            env = {**env, "BASH_ENV": f"/dev/fd/{r}"}
+            pass_fds = (*pass_fds, r)
+        elif limits:
+            if self._prlimit is None:
+                raise ExecutorError("cannot set resource limits: BASH_ENV failed, no prlimit")
+            argv = [*rlimits.prlimit_argv(self._prlimit, limits), *argv]
+        try:
+            return subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                cwd=cwd,
+                env=env,
+                start_new_session=True,
+                pass_fds=pass_fds,
+                bufsize=0,
+            )
+        except OSError as e:
+            raise ExecutorError(f"cannot start bash: {e}", executor=self.name) from e
+        finally:
+            for fd in pass_fds:
+                os.close(fd)
+
+    def _bash_env_works(self, sandboxed: bool) -> bool:
+        """Self-test, once per mode: does bash apply a BASH_ENV limits script here?"""
+        with self._lock:
+            known = self._bash_env_ok.get(sandboxed)
+        if known is not None:
+            return known
+        probe = rlimits.wanted(Limits(cpu_s=500, memory_bytes=None, file_size_bytes=None))
+        ws = Path(tempfile.mkdtemp(prefix="bashfleet-probe-"))
+        try:
+            assert self._bash is not None
+            argv = [self._bash, "-c", 'ulimit -S -t; ulimit -H -t; echo "${BASH_ENV-unset}"']
+            if sandboxed:
+                assert self._bwrap is not None
+                argv = [*self._bwrap.argv(ws, read_only=True, network=False), *argv]
+            proc = self._spawn(argv, {"PATH": SAFE_PATH}, ws, probe, via_bash_env=True)
+            out, _ = proc.communicate(timeout=10)
+            ok = out == b"500\n501\nunset\n"
+        except (OSError, subprocess.SubprocessError):
+            ok = False
+        finally:
+            shutil.rmtree(ws, ignore_errors=True)
+        with self._lock:
+            self._bash_env_ok[sandboxed] = ok
+        return ok
+
+    # -- watching it ---------------------------------------------------------------
+
+    def _spawn_and_watch(
+        self,
+        job: Job,
+        env: dict[str, str],
+        workspace: Path,
+        sandboxed: bool,
+        running: _Running,
+        marker: str,
+        on_output: OutputSink,
+    ) -> Outcome:
+        started = time.time()
+        if running.cancelled:
+            return Outcome(Status.CANCELLED, started_at=started, ended_at=started)
+        limits = rlimits.wanted(job.limits)
+        via_bash_env = bool(limits) and self._bash_env_works(sandboxed)
+        assert self._bash is not None
+        argv = [self._bash, "-c", job.command]
+        status_r, status_w = os.pipe() if sandboxed else (-1, -1)
+        try:
+            if sandboxed:
+                assert self._bwrap is not None
+                view = self._bwrap.argv(
+                    workspace, read_only=job.read_only, network=job.network, status_fd=status_w
+                )
+                argv = [*view, *argv]
+            keep = (status_w,) if sandboxed else ()
+            proc = self._spawn(argv, env, workspace, limits, via_bash_env, keep)
+            watch = JobWatch(
+                proc,
+                job,
+                marker,
+                on_output,
+                running.wake_fd,
+                lambda: running.cancelled,
+                pid_namespace=sandboxed,
+            )
+            try:
+                reason = watch.loop()
+            finally:
+                watch.finish()
+            if sandboxed and reason is None and not bwrap.came_up(_read_all(status_r)):
+                tail = watch.stderr_tail.decode(errors="replace").strip()
+                raise ExecutorError(f"bubblewrap could not set up the sandbox: {tail}")
+            return watch.outcome(reason, started)
+        finally:
+            if sandboxed:
+                os.close(status_r)

@@ -1,0 +1,475 @@
+"""The local executor against real processes: output, limits, timeouts, tree kill, bubblewrap."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import psutil
+import pytest
+
+from sandbox.errors import ExecutorError
+from sandbox.executors.base import CHUNK_LIMIT, Executor, truncation_marker
+from sandbox.executors.local import LocalExecutor
+from sandbox.executors.streams import LineForwarder
+from sandbox.model import CommandClass, Job, Limits, Outcome, Status
+
+HAVE_BWRAP = shutil.which("bwrap") is not None
+needs_bwrap = pytest.mark.skipif(
+    not HAVE_BWRAP,
+    reason="BUBBLEWRAP MISSING: apt-get install -y bubblewrap (CI installs it, never skips)",
+)
+MODES = ["plain", pytest.param("bwrap", marks=needs_bwrap)]
+
+
+class Recorder:
+    """An OutputSink that keeps (time, stream, bytes), or only counts when told to."""
+
+    def __init__(self, keep: bool = True) -> None:
+        self.keep = keep
+        self.chunks: list[tuple[float, str, bytes]] = []
+        self.sizes: dict[str, int] = {"stdout": 0, "stderr": 0}
+        self.largest = 0
+        self.last: dict[str, bytes] = {}
+        self.lock = threading.Lock()
+
+    def __call__(self, stream: str, data: bytes) -> None:
+        with self.lock:
+            self.sizes[stream] += len(data)
+            self.largest = max(self.largest, len(data))
+            self.last[stream] = data
+            if self.keep:
+                self.chunks.append((time.monotonic(), stream, data))
+
+    def text(self, stream: str) -> str:
+        return b"".join(d for _, s, d in self.chunks if s == stream).decode()
+
+
+@pytest.fixture(params=MODES)
+def mode(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def executor(mode: str) -> LocalExecutor:
+    return LocalExecutor(use_bwrap=mode == "bwrap")
+
+
+@pytest.fixture
+def workspace(tmp_path: Path) -> Path:
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    return ws
+
+
+def make_job(workspace: Path, command: str, **kw: object) -> Job:
+    # read_only jobs are the ones bubblewrap sandboxes; "plain" mode runs them unsandboxed.
+    kw.setdefault("read_only", True)
+    return Job(
+        id=secrets.token_hex(4),
+        command=command,
+        cls=CommandClass.SAFE,
+        workspace=workspace,
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+def run(ex: LocalExecutor, job: Job, sink: Recorder | None = None) -> tuple[Outcome, Recorder]:
+    sink = sink or Recorder()
+    return ex.run(job, sink), sink
+
+
+def survivors(token: str, wait_s: float = 0.5) -> list[str]:
+    """Live processes whose command line mentions ``token`` (after SIGKILL has had time to land)."""
+    end = time.monotonic() + wait_s
+    while True:
+        found = []
+        for p in psutil.process_iter(["cmdline", "status"]):
+            if p.info["status"] != psutil.STATUS_ZOMBIE and token in " ".join(
+                p.info["cmdline"] or ()
+            ):
+                found.append(" ".join(p.info["cmdline"]))
+        if not found or time.monotonic() > end:
+            return found
+        time.sleep(0.05)
+
+
+def sleep_arg() -> str:
+    """A unique sleep duration, so this test's sleepers can be told from anyone else's."""
+    return f"1000.{secrets.randbelow(10**9):09d}1"
+
+
+# -- exit status, output ---------------------------------------------------------
+
+
+def test_is_an_executor() -> None:
+    assert isinstance(LocalExecutor(use_bwrap=False), Executor)
+
+
+def test_success_failure_and_exit_code(executor: LocalExecutor, workspace: Path) -> None:
+    ok, out = run(executor, make_job(workspace, "echo hello"))
+    assert ok.status is Status.SUCCEEDED and ok.exit_code == 0 and ok.error is None
+    assert out.text("stdout") == "hello\n"
+    bad, _ = run(executor, make_job(workspace, "echo oops >&2; exit 3"))
+    assert bad.status is Status.FAILED and bad.exit_code == 3 and bad.signal is None
+    assert bad.duration_s >= 0
+
+
+def test_runs_in_the_workspace_with_empty_stdin(executor: LocalExecutor, workspace: Path) -> None:
+    (workspace / "here.txt").write_text("x")
+    outcome, out = run(executor, make_job(workspace, "pwd; ls; cat"))
+    assert outcome.status is Status.SUCCEEDED
+    assert out.text("stdout") == f"{workspace.resolve()}\nhere.txt\n"
+
+
+def test_streams_are_separate_and_line_streamed(executor: LocalExecutor, workspace: Path) -> None:
+    script = "for i in 1 2 3; do echo out$i; echo err$i >&2; sleep 0.2; done; printf tail"
+    outcome, out = run(executor, make_job(workspace, script))
+    ended = time.monotonic()
+    assert outcome.status is Status.SUCCEEDED
+    assert out.text("stdout") == "out1\nout2\nout3\ntail"
+    assert out.text("stderr") == "err1\nerr2\nerr3\n"
+    first_at = next(t for t, s, _ in out.chunks if s == "stdout")
+    assert ended - first_at > 0.3, "the first line should arrive while the command still runs"
+    assert all(d.endswith(b"\n") for _, _, d in out.chunks[:-1]), "chunks are whole lines"
+
+
+def test_output_cap_sends_marker_and_drains(executor: LocalExecutor, workspace: Path) -> None:
+    rss_before = psutil.Process().memory_info().rss
+    sink = Recorder(keep=False)
+    t0 = time.monotonic()
+    outcome, _ = run(executor, make_job(workspace, "yes | head -c 50M; echo done >&2"), sink)
+    assert outcome.status is Status.SUCCEEDED, "the command was drained, not blocked"
+    assert outcome.truncated
+    cap = 10 << 20
+    assert sink.sizes["stdout"] == cap + len(truncation_marker(cap))
+    assert sink.last["stdout"] == truncation_marker(cap)
+    assert sink.last["stderr"] == b"done\n"
+    assert sink.largest <= CHUNK_LIMIT
+    assert psutil.Process().memory_info().rss - rss_before < 50 << 20
+    assert time.monotonic() - t0 < 10
+
+
+def test_a_huge_single_line_is_chunked(executor: LocalExecutor, workspace: Path) -> None:
+    size = 20 << 20
+    sink = Recorder(keep=False)
+    job = make_job(workspace, f"head -c {size} /dev/zero | tr '\\0' a", output_cap=32 << 20)
+    outcome, _ = run(executor, job, sink)
+    assert outcome.status is Status.SUCCEEDED and not outcome.truncated
+    assert sink.sizes["stdout"] == size
+    assert sink.largest == CHUNK_LIMIT
+
+
+# -- timeout, cancel, leftovers ----------------------------------------------------
+
+
+def escaping_children(tag: str) -> str:
+    """Background children that leave in every way we know, each sleeping ``tag`` seconds."""
+    return (
+        f"setsid sleep {tag} & "  # new session
+        f"( (sleep {tag} &) & ); "  # double fork, orphaned
+        f"nohup sleep {tag} >/dev/null 2>&1 & "  # ignores SIGHUP
+        f"sleep {tag} | cat & "  # a grandchild holding our stdout pipe
+        f"setsid bash -c 'sleep {tag} | cat' & "  # a new session that also holds stdout
+    )
+
+
+def test_timeout_kills_the_whole_tree(executor: LocalExecutor, workspace: Path) -> None:
+    tag = sleep_arg()
+    job = make_job(workspace, escaping_children(tag) + f"sleep {tag}", timeout_s=1)
+    t0 = time.monotonic()
+    outcome, _ = run(executor, job)
+    assert time.monotonic() - t0 < 2
+    assert outcome.status is Status.TIMED_OUT and "timed out" in (outcome.error or "")
+    assert survivors(tag) == []
+
+
+def test_a_normal_end_kills_leftovers(executor: LocalExecutor, workspace: Path) -> None:
+    tag = sleep_arg()
+    t0 = time.monotonic()
+    outcome, out = run(executor, make_job(workspace, escaping_children(tag) + "echo done"))
+    assert time.monotonic() - t0 < 1.5, "a grandchild holding stdout must not keep us waiting"
+    assert outcome.status is Status.SUCCEEDED and out.text("stdout") == "done\n"
+    assert survivors(tag) == []
+
+
+def test_no_survivors_under_concurrency(executor: LocalExecutor, workspace: Path) -> None:
+    tag = sleep_arg()
+    jobs = [make_job(workspace, f"setsid sleep {tag} & (sleep {tag} &); echo x") for _ in range(48)]
+    with ThreadPoolExecutor(8) as pool:
+        outcomes = list(pool.map(lambda job: run(executor, job)[0], jobs))
+    assert {o.status for o in outcomes} == {Status.SUCCEEDED}
+    assert survivors(tag) == []
+
+
+def test_closing_stdout_does_not_end_the_command(executor: LocalExecutor, workspace: Path) -> None:
+    job = make_job(workspace, "exec >&- 2>&-; sleep 0.3; exit 4", read_only=False)
+    outcome, _ = run(executor, job)
+    assert outcome.status is Status.FAILED and outcome.exit_code == 4
+
+
+def test_cancel_from_another_thread(executor: LocalExecutor, workspace: Path) -> None:
+    tag = sleep_arg()
+    job = make_job(workspace, f"setsid sleep {tag} & sleep {tag}")
+    threading.Timer(0.3, executor.cancel, args=(job.id,)).start()
+    t0 = time.monotonic()
+    outcome, _ = run(executor, job)
+    assert time.monotonic() - t0 < 1.3
+    assert outcome.status is Status.CANCELLED
+    assert survivors(tag) == []
+
+
+def test_a_failing_sink_still_ends_the_job(executor: LocalExecutor, workspace: Path) -> None:
+    tag = sleep_arg()
+
+    def sink(stream: str, data: bytes) -> None:
+        raise RuntimeError("sink broke")
+
+    with pytest.raises(RuntimeError, match="sink broke"):
+        executor.run(make_job(workspace, f"echo hi; sleep {tag}"), sink)
+    assert survivors(tag) == []
+
+
+def test_cancel_before_run_is_not_lost(workspace: Path) -> None:
+    ex = LocalExecutor(use_bwrap=False)
+    job = make_job(workspace, "touch ran", read_only=False)
+    ex.cancel(job.id)
+    outcome, _ = run(ex, job)
+    assert outcome.status is Status.CANCELLED
+    assert not (workspace / "ran").exists()
+
+
+# -- environment and limits ----------------------------------------------------------
+
+
+def test_environment_is_scrubbed(
+    executor: LocalExecutor, workspace: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("BASHFLEET_SECRET", "x")
+    monkeypatch.setenv("BASHFLEET_DATABASE_URL", "postgresql://u:p@h/db")
+    job = make_job(
+        workspace,
+        "env; echo ---; cat /proc/self/environ | tr '\\0' '\\n'",
+        env=(("GREETING", "hi"),),
+    )
+    outcome, out = run(executor, job)
+    assert outcome.status is Status.SUCCEEDED
+    listed, from_proc = out.text("stdout").split("---\n")
+    for text in (listed, from_proc):
+        names = {line.split("=", 1)[0] for line in text.splitlines()}
+        assert "BASHFLEET_SECRET" not in text and "postgresql" not in text
+        assert {"PATH", "HOME", "LANG", "LC_ALL", "TERM", "USER", "GREETING"} <= names
+        assert not {n for n in names if n.startswith("BASHFLEET_")} - {"BASHFLEET_JOB"}
+        assert "TERM=dumb" in text and f"HOME={os.environ['HOME']}\n" not in text
+
+
+LIMITS = Limits(cpu_s=50, memory_bytes=1 << 30, file_size_bytes=1 << 20, open_files=100)
+SHOW_LIMITS = (
+    "ulimit -S -t; ulimit -H -t; ulimit -v; ulimit -f; ulimit -n; echo ${BASH_ENV-unset}; "
+    "bash -c 'ulimit -n'; ls /proc/self/fd"
+)
+EXPECTED_LIMITS = "50\n51\n1048576\n1024\n100\nunset\n100\n0\n1\n2\n3\n"  # 3: ls's own dir
+
+
+def test_limits_are_set_and_leave_no_trace(executor: LocalExecutor, workspace: Path) -> None:
+    outcome, out = run(executor, make_job(workspace, SHOW_LIMITS, limits=LIMITS))
+    assert (outcome.status, out.text("stderr")) == (Status.SUCCEEDED, "")
+    assert out.text("stdout") == EXPECTED_LIMITS
+
+
+def test_limits_through_prlimit_when_bash_env_fails(
+    workspace: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ex = LocalExecutor(use_bwrap=False)
+    monkeypatch.setattr(ex, "_bash_env_works", lambda sandboxed: False)
+    outcome, out = run(ex, make_job(workspace, SHOW_LIMITS, limits=LIMITS))
+    assert outcome.status is Status.SUCCEEDED
+    assert out.text("stdout") == EXPECTED_LIMITS
+
+
+def test_no_limits_at_all(workspace: Path) -> None:
+    none = Limits(cpu_s=None, memory_bytes=None, file_size_bytes=None, open_files=None)
+    outcome, out = run(LocalExecutor(use_bwrap=False), make_job(workspace, "echo ok", limits=none))
+    assert outcome.status is Status.SUCCEEDED and out.text("stdout") == "ok\n"
+
+
+def test_file_size_limit(executor: LocalExecutor, workspace: Path) -> None:
+    job = make_job(
+        workspace,
+        "head -c 10M /dev/zero > f",
+        read_only=False,
+        limits=Limits(file_size_bytes=1 << 20),
+    )
+    outcome, _ = run(executor, job)
+    assert outcome.status is Status.FAILED
+    assert "file size limit" in (outcome.error or "")
+    assert (workspace / "f").stat().st_size <= 1 << 20
+
+
+def test_memory_limit(executor: LocalExecutor, workspace: Path) -> None:
+    job = make_job(
+        workspace, "python3 -c 'x = bytearray(2 << 30)'", limits=Limits(memory_bytes=512 << 20)
+    )
+    outcome, out = run(executor, job)
+    assert outcome.status is Status.FAILED
+    assert "MemoryError" in out.text("stderr")
+    assert "memory limit" in (outcome.error or "")
+
+
+def test_cpu_limit(workspace: Path) -> None:
+    ex = LocalExecutor(use_bwrap=False)
+    job = make_job(workspace, "while :; do :; done", limits=Limits(cpu_s=1), timeout_s=10)
+    outcome, _ = run(ex, job)
+    assert outcome.status is Status.FAILED
+    assert "CPU time limit" in (outcome.error or "")
+
+
+def test_missing_workspace_is_an_infrastructure_error(tmp_path: Path) -> None:
+    with pytest.raises(ExecutorError, match="does not exist"):
+        LocalExecutor(use_bwrap=False).run(make_job(tmp_path / "nope", "true"), Recorder())
+
+
+# -- bubblewrap ------------------------------------------------------------------------
+
+
+@needs_bwrap
+def test_isolation_describes_what_is_in_force() -> None:
+    assert LocalExecutor().isolation.startswith("bubblewrap (read-only workspace, pid namespace)")
+    assert LocalExecutor(use_bwrap=False).isolation.startswith("process group only")
+
+
+@needs_bwrap
+def test_read_only_workspace_cannot_be_written(workspace: Path) -> None:
+    (workspace / "kept").write_text("original")
+    job = make_job(workspace, "touch x; echo changed > kept; rm kept; touch /etc/x /x")
+    outcome, out = run(LocalExecutor(use_bwrap=True), job)
+    assert outcome.status is Status.FAILED
+    assert "Read-only file system" in out.text("stderr")
+    assert sorted(p.name for p in workspace.iterdir()) == ["kept"]
+    assert (workspace / "kept").read_text() == "original"
+    assert not Path("/x").exists()
+
+
+@needs_bwrap
+def test_writable_job_in_bwrap_mode_can_write(workspace: Path) -> None:
+    outcome, _ = run(LocalExecutor(use_bwrap=True), make_job(workspace, "touch x", read_only=False))
+    assert outcome.status is Status.SUCCEEDED and (workspace / "x").exists()
+
+
+@needs_bwrap
+def test_sandbox_cannot_touch_bashfleet(workspace: Path) -> None:
+    me = os.getpid()
+    script = (
+        f"kill -9 {me} && echo KILLED; ls /proc/{me}/environ && echo SEEN; "
+        "echo x > /proc/sys/kernel/domainname && echo SYSCTL; "
+        "mount -o remount,rw / && echo REMOUNTED; true"
+    )
+    outcome, out = run(LocalExecutor(use_bwrap=True), make_job(workspace, script))
+    assert outcome.status is Status.SUCCEEDED
+    assert out.text("stdout") == ""
+    assert psutil.pid_exists(me)
+
+
+@needs_bwrap
+def test_data_folder_is_hidden_but_the_workspace_inside_it_is_not(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    ws = data / "workspaces" / "w1"
+    ws.mkdir(parents=True)
+    (data / "bashfleet.db").write_text("secret")
+    (ws / "f").write_text("visible\n")
+    ex = LocalExecutor(use_bwrap=True, hidden_paths=(data,))
+    outcome, out = run(ex, make_job(ws, f"cat f; ls -A {data}; cat {data}/bashfleet.db"))
+    assert outcome.status is Status.FAILED
+    assert out.text("stdout") == "visible\nworkspaces\n"
+    assert "secret" not in out.text("stdout")
+
+
+@needs_bwrap
+def test_a_sandbox_that_cannot_start_is_an_infrastructure_error(
+    workspace: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ex = LocalExecutor(use_bwrap=True)
+    assert ex.isolation.startswith("bubblewrap") and ex._bwrap is not None
+    view = ex._bwrap.argv
+    broken = ["--ro-bind", "/nonexistent", "/x", "--"]
+    monkeypatch.setattr(ex._bwrap, "argv", lambda *a, **kw: [*view(*a, **kw)[:-1], *broken])
+    with pytest.raises(ExecutorError, match="could not set up the sandbox"):
+        ex.run(make_job(workspace, "true"), Recorder())
+    # ...while a command that merely looks like it is still the command's own failure
+    fake = make_job(workspace, "echo 'bwrap: fake' >&2; exit 1")
+    outcome, _ = run(LocalExecutor(use_bwrap=True), fake)
+    assert outcome.status is Status.FAILED and outcome.exit_code == 1
+
+
+@needs_bwrap
+def test_docker_socket_folder_is_hidden(workspace: Path) -> None:
+    outcome, out = run(LocalExecutor(use_bwrap=True), make_job(workspace, "ls -A /run /var/run"))
+    assert outcome.status is Status.SUCCEEDED
+    assert "docker" not in out.text("stdout")
+
+
+# -- the line forwarder (pure) -------------------------------------------------------
+
+
+def test_forwarder_holds_partial_lines_until_newline_or_close() -> None:
+    sink = Recorder()
+    fwd = LineForwarder("stdout", sink, cap=100)
+    fwd.feed(b"ab")
+    assert sink.chunks == []
+    fwd.feed(b"c\nde")
+    fwd.close()
+    assert [d for _, _, d in sink.chunks] == [b"abc\n", b"de"]
+
+
+def test_forwarder_cuts_at_the_cap_once() -> None:
+    sink = Recorder()
+    fwd = LineForwarder("stderr", sink, cap=5)
+    fwd.feed(b"1234\n5678\n")
+    fwd.feed(b"more\n")
+    fwd.close()
+    assert [d for _, _, d in sink.chunks] == [b"1234\n", truncation_marker(5)]
+    assert fwd.truncated
+
+
+# -- by hand: python tests/test_local_executor.py [N] ----------------------------------
+
+
+def _throughput(n: int = 1000, threads: int = 8) -> None:
+    """`echo N` x n at `threads` wide: xargs -P vs LocalExecutor without and with bwrap."""
+    import subprocess
+    import sys
+    import tempfile
+
+    t0 = time.perf_counter()
+    xargs = f"seq {n} | xargs -P{threads} -I{{}} bash -c 'echo {{}}' >/dev/null"
+    subprocess.run(xargs, shell=True, check=True)
+    base = time.perf_counter() - t0
+    print(f"xargs -P{threads} bash -c:           {base:.2f} s")
+    ws = Path(tempfile.mkdtemp())
+    for use_bwrap in (False, True) if HAVE_BWRAP else (False,):
+        ex = LocalExecutor(use_bwrap=use_bwrap)
+        ex.run(make_job(ws, "true"), Recorder())  # the self-tests are not measured
+        jobs = [make_job(ws, f"echo {i}") for i in range(n)]
+        t0 = time.perf_counter()
+        with ThreadPoolExecutor(threads) as pool:
+            done = list(pool.map(lambda job, ex=ex: ex.run(job, Recorder(keep=False)), jobs))
+        took = time.perf_counter() - t0
+        assert all(o.status is Status.SUCCEEDED for o in done)
+        t0 = time.perf_counter()
+        for job in jobs[:100]:
+            ex.run(job, lambda s, d: None)
+        serial_ms = (time.perf_counter() - t0) * 10
+        label = "LocalExecutor, bwrap:" if use_bwrap else "LocalExecutor, no bwrap:"
+        print(f"{label:28s} {took:.2f} s = {took / base:.2f}x  ({serial_ms:.2f} ms/cmd serial)")
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    import sys
+
+    _throughput(int(sys.argv[1]) if len(sys.argv) > 1 else 1000)

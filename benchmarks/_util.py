@@ -20,7 +20,9 @@ def timed(argv: list[str] | str, *, shell: bool = False, cwd: Path | None = None
     )
     elapsed = time.perf_counter() - started
     if done.returncode != 0:
-        raise SystemExit(f"benchmark command failed ({done.returncode}): {argv}\n{done.stderr[-2000:]!r}")
+        raise SystemExit(
+            f"benchmark command failed ({done.returncode}): {argv}\n{done.stderr[-2000:]!r}"
+        )
     return elapsed
 
 

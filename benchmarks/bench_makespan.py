@@ -53,8 +53,9 @@ def main() -> None:
     for seed in range(3):
         specs, durations = dag(seed)
         limits = {c: SLOTS for c in CommandClass}
-        sched = Scheduler({"local": LocalExecutor()}, lambda c: ("local", None), limits=limits,
-                          max_running=SLOTS)
+        sched = Scheduler(
+            {"local": LocalExecutor()}, lambda c: ("local", None), limits=limits, max_running=SLOTS
+        )
         with tempfile.TemporaryDirectory() as ws:
             started = time.monotonic()
             bid = sched.submit(BatchSpec(commands=tuple(specs), workspace=Path(ws)))

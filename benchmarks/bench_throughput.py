@@ -25,17 +25,36 @@ def main() -> None:
         script.write_text("".join(f"echo {i}\n" for i in range(N)))
         rows = []
         rows.append(
-            ("xargs -P8", median_of(REPEAT, lambda: timed(
-                f"seq {N} | xargs -P8 -I{{}} bash -c 'echo {{}}'", shell=True)))
+            (
+                "xargs -P8",
+                median_of(
+                    REPEAT,
+                    lambda: timed(f"seq {N} | xargs -P8 -I{{}} bash -c 'echo {{}}'", shell=True),
+                ),
+            )
         )
         if shutil.which("parallel"):
             rows.append(
-                ("GNU parallel -j8", median_of(REPEAT, lambda: timed(
-                    f"seq {N} | parallel -j8 \"bash -c 'echo {{}}'\"", shell=True)))
+                (
+                    "GNU parallel -j8",
+                    median_of(
+                        REPEAT,
+                        lambda: timed(
+                            f"seq {N} | parallel -j8 \"bash -c 'echo {{}}'\"", shell=True
+                        ),
+                    ),
+                )
             )
         rows.append(
-            ("bashfleet run --jobs 8", median_of(REPEAT, lambda: timed(
-                [BASHFLEET, "run", str(script), "--jobs", "8", "--workspace", str(ws)])))
+            (
+                "bashfleet run --jobs 8",
+                median_of(
+                    REPEAT,
+                    lambda: timed(
+                        [BASHFLEET, "run", str(script), "--jobs", "8", "--workspace", str(ws)]
+                    ),
+                ),
+            )
         )
     print(f"# {N} x `echo N` at 8 in parallel ({machine()}), median of {REPEAT}")
     print(f"{'tool':<26}{'seconds':>9}{'cmds/s':>10}{'ms/cmd':>9}")

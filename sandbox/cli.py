@@ -6,7 +6,7 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import IO
 
@@ -115,7 +115,7 @@ def cmd_classify(args: argparse.Namespace, out: IO[str]) -> int:
     return 0
 
 
-def _human(record: dict[str, object], colour: bool) -> str:
+def _human(record: Mapping[str, object], colour: bool) -> str:
     cls = str(record["class"])
     label = f"{cls:<11}"
     if colour:

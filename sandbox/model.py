@@ -6,11 +6,11 @@ No I/O here.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 
 
-class CommandClass(str, Enum):
+class CommandClass(StrEnum):
     """How risky a command is, in increasing order."""
 
     SAFE = "safe"
@@ -35,7 +35,7 @@ _CLASS_RANK = {
 }
 
 
-class Status(str, Enum):
+class Status(StrEnum):
     """A command's (or a batch's) lifecycle state. See DESIGN.md, "Statuses"."""
 
     PENDING = "pending"  # waiting for dependencies

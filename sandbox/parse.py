@@ -230,20 +230,24 @@ def parse(text: str) -> list[Statement]:
 
 
 def _glued_newline(root: tree_sitter.Node, source: bytes) -> int | None:
-    """Offset of an unescaped newline between two words of a top-level command."""
+    """Offset of the first unescaped newline between two words of a top-level command."""
+    first: int | None = None
     stack = [c for c in root.children if c.type in _TOP_CHAIN]
     while stack:
         node = stack.pop()
+        if first is not None and node.start_byte >= first:
+            continue
         if node.type != "command":
             stack.extend(c for c in node.children if c.type in _TOP_CHAIN)
             continue
-        children = node.children
-        for a, b in itertools.pairwise(children):
+        for a, b in itertools.pairwise(node.children):
             gap = source[a.end_byte : b.start_byte]
             nl = gap.find(b"\n")
             if nl >= 0 and not gap[:nl].rstrip(b" \t").endswith(b"\\"):
-                return a.end_byte + nl
-    return None
+                at = a.end_byte + nl
+                first = at if first is None else min(first, at)
+                break
+    return first
 
 
 _TOP_CHAIN = frozenset({"pipeline", "list", "redirected_statement", "command"})

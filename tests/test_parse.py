@@ -110,3 +110,11 @@ def test_pipeline_does_not_swallow_the_next_line() -> None:
     assert [s.line for s in stmts] == [1, 2, 3]
     assert [s.index for s in stmts] == [0, 1, 2]
     assert parse("ls \\\n  -la | wc\n")[0].text == "ls \\\n  -la | wc"
+
+
+def test_every_glued_line_is_cut_in_order() -> None:
+    text = "cat *.txt | sort | uniq -c\necho lima > a.txt\n" * 2
+    assert [s.text for s in parse(text)] == [
+        "cat *.txt | sort | uniq -c",
+        "echo lima > a.txt",
+    ] * 2

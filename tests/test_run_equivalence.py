@@ -32,7 +32,7 @@ def batches(draw: st.DrawFn) -> list[str]:
     for _ in range(draw(st.integers(3, 14))):
         existing = sorted(files)
         choice = draw(st.integers(0, 13))
-        sleep = draw(st.sampled_from(["", "", "sleep 0.02; ", "sleep 0.05; "]))
+        sleep = draw(st.sampled_from(["", "", "sleep 0.02 && ", "sleep 0.05 && "]))
         f = draw(st.sampled_from(FILES))
         if "/" in f and "d" not in dirs:
             out.append("mkdir -p d")
@@ -72,8 +72,8 @@ def batches(draw: st.DrawFn) -> list[str]:
             files.add(f)
         elif choice == 12:
             out.append(f"cat *.txt {src} | sort | uniq -c")
-        else:
-            out.append(f"sort {src} > sorted.out; cat sorted.out")
+        elif src != "sorted.out":
+            out.append(f"{{ sort {src} > sorted.out; cat sorted.out; }}")
             files.add("sorted.out")
     return out
 

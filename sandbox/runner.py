@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import sys
 import threading
@@ -11,6 +10,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
+
+import psutil
 
 from sandbox.errors import BashfleetError, EngineUnavailable, ExecutorError
 from sandbox.events import CommandStatusChanged, Event, EventBus, OutputReceived
@@ -60,6 +61,23 @@ def open_docker(instance_id: str) -> tuple[Executor | None, str]:
     except (EngineUnavailable, ExecutorError) as e:
         return None, str(e)
     return ex, ""
+
+
+def cli_instance_id() -> str:
+    """`cli-PID-START`: another run can tell whether this process is still alive."""
+    me = psutil.Process()
+    return f"cli-{me.pid}-{int(me.create_time())}"
+
+
+def instance_alive(instance_id: str) -> bool:
+    """True when the instance is a `bashfleet run` process that still runs, or unknown."""
+    parts = instance_id.split("-")
+    if len(parts) != 3 or parts[0] != "cli" or not (parts[1].isdigit() and parts[2].isdigit()):
+        return False
+    try:
+        return int(psutil.Process(int(parts[1])).create_time()) == int(parts[2])
+    except psutil.Error:
+        return False
 
 
 class _Printer:
@@ -162,7 +180,7 @@ def run_script(text: str, opts: RunOptions, out: IO[bytes], err: IO[str]) -> int
         raise BashfleetError(f"workspace {workspace} is not a directory")
     from sandbox.executors.local import LocalExecutor
 
-    instance = f"cli-{os.getpid()}-{int(time.time())}"
+    instance = cli_instance_id()
     executors: dict[str, Executor] = {"local": LocalExecutor()}
     needs_docker = opts.isolation != "local" and any(
         j.verdict.cls is not CommandClass.SAFE for j in judgement.judged
@@ -173,7 +191,7 @@ def run_script(text: str, opts: RunOptions, out: IO[bytes], err: IO[str]) -> int
         if docker is not None:
             executors["docker"] = docker
             docker_ready = True
-            docker.recover_orphans()  # type: ignore[attr-defined]
+            docker.recover_orphans(alive=instance_alive)  # type: ignore[attr-defined]
             if workspace.stat().st_uid == 0:
                 err.write(
                     f"bashfleet: warning: {workspace} belongs to root, and containers never run "

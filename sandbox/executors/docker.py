@@ -38,6 +38,7 @@ import logging
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -194,13 +195,21 @@ class DockerExecutor:
             for c in self._list({"label": f"{prof.LABEL_INSTANCE}={self.instance_id}"}):
                 self._remove(c.id)
 
-    def recover_orphans(self, all_instances: bool = False) -> list[str]:
+    def recover_orphans(
+        self, all_instances: bool = False, alive: Callable[[str], bool] | None = None
+    ) -> list[str]:
         """Remove containers of earlier bashfleet instances; return the ids of the commands
-        that were running in them (from the label, or the running-marker files inside)."""
+        that were running in them (from the label, or the running-marker files inside).
+
+        ``alive(instance_id)`` spares the containers of instances that still run (several
+        `bashfleet run` processes may share one engine)."""
         label = prof.LABEL_COMMAND if all_instances else prof.LABEL_INSTANCE
         command_ids: list[str] = []
         for c in self._list({"label": label}):
-            if not all_instances and c.labels.get(prof.LABEL_INSTANCE) == self.instance_id:
+            owner = c.labels.get(prof.LABEL_INSTANCE, "")
+            if not all_instances and owner == self.instance_id:
+                continue
+            if alive is not None and alive(owner):
                 continue
             if c.labels.get(prof.LABEL_COMMAND):
                 command_ids.append(c.labels[prof.LABEL_COMMAND])

@@ -50,7 +50,8 @@ def main() -> None:
         f"({1000 * seq / N:.0f} ms each) = {seq / baseline:.2f}x (target <= 0.4x)"
     )
     print(
-        f"dangerous: 10 commands in {dangerous:.2f} s = {10 / dangerous:.1f}/s (fresh container each)"
+        f"dangerous: 10 commands in {dangerous:.2f} s = {10 / dangerous:.1f}/s"
+        " (fresh container each)"
     )
     print(f"conditional at --jobs 4: 40 commands in {conditional:.2f} s = {40 / conditional:.1f}/s")
 

@@ -55,13 +55,14 @@ def score(cls: CommandClass, estimate_s: float, user_priority: int) -> float:
 
 _NUMBER = re.compile(r"\d+")
 _SUBCOMMAND = re.compile(r"^[a-z][a-z0-9:_-]*$")
+_NUMERIC = re.compile(r"^[0-9][0-9.]{0,11}[smhd]?$")
 
 
 def fingerprint(command: str) -> str:
     """A normalised key for "the same command": program, subcommand and flags.
 
     ``pytest tests/a.py -k x`` and ``pytest tests/b.py -k y`` share a key;
-    numbers are kept as magnitude classes so ``sleep 1`` and ``sleep 100`` don't.
+    numeric arguments are kept, so ``sleep 1`` and ``sleep 100`` don't.
     """
     tokens = command.split()[:32]
     if not tokens:
@@ -72,8 +73,8 @@ def fingerprint(command: str) -> str:
             break
         if tok.startswith("-"):
             out.append(_NUMBER.sub("N", tok.split("=", 1)[0]))
-        elif tok.isdigit():
-            out.append(f"<{len(tok)}d>")
+        elif _NUMERIC.match(tok):
+            out.append(tok)  # `sleep 1` and `sleep 100` are different commands
         elif i == 1 and _SUBCOMMAND.match(tok):
             out.append(tok)
     return " ".join(out)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import logging
+import math
 import os
 import random
 import threading
@@ -55,7 +56,8 @@ NOT_IDEMPOTENT = (CommandClass.SEQUENTIAL, CommandClass.DANGEROUS)
 RETRYABLE = (Status.FAILED, Status.TIMED_OUT)
 EXCLUSIVE = "\x00exclusive"
 SEQUENTIAL_TOKEN = "\x00sequential"
-SEQUENTIAL_WORKSPACES = 8  # sequential commands of different workspaces may overlap
+SEQUENTIAL_WORKSPACES = 8
+AGING_STEP_S = 5.0  # sequential commands of different workspaces may overlap
 
 
 def default_limits(jobs: int | None = None) -> dict[CommandClass, int]:
@@ -123,7 +125,7 @@ class _Cmd:
     waiting_on: int = 0
     dependents: list[_Cmd] = field(default_factory=list)
     attempt: int = 1
-    rank: int = 1
+    rank: float = 1.0  # estimated seconds on the longest chain from here to the end
     executor: str | None = None
     base: float = 0.0
     fingerprint: str = ""
@@ -171,7 +173,7 @@ class Scheduler:
         self.clock = clock
         self._lock = threading.RLock()
         self._locks = LockTable()
-        self._heaps: dict[CommandClass, list[tuple[float, int, int, _Cmd]]] = {
+        self._heaps: dict[CommandClass, list[tuple[float, float, int, _Cmd]]] = {
             c: [] for c in CommandClass
         }
         self._seq = itertools.count()
@@ -214,7 +216,8 @@ class Scheduler:
             # Ties in priority go to the command with the longest chain behind it,
             # which keeps the critical path moving (list scheduling by rank).
             for cmd in reversed(batch.commands):
-                cmd.rank = 1 + max((d.rank for d in cmd.dependents), default=0)
+                own = self.durations.estimate(cmd.fingerprint, cmd.spec.cls)
+                cmd.rank = own + max((d.rank for d in cmd.dependents), default=0.0)
         self.bus.publish(
             BatchSubmitted(
                 batch_id=batch.id, commands=len(batch.commands), workspace=str(spec.workspace)
@@ -355,8 +358,11 @@ class Scheduler:
         self._emit(cmd, Status.QUEUED, reason=cmd.reason)
 
     def _enqueue(self, cmd: _Cmd) -> None:
-        key = -(cmd.base - AGING_PER_S * self.clock())
-        heapq.heappush(self._heaps[cmd.spec.cls], (round(key, 2), -cmd.rank, next(self._seq), cmd))
+        # Aging counts in whole steps, so that within one step the critical path
+        # (rank) decides between commands of equal score instead of arrival order.
+        waited_steps = math.floor(self.clock() / AGING_STEP_S) * AGING_STEP_S
+        key = round(AGING_PER_S * waited_steps - cmd.base, 6)
+        heapq.heappush(self._heaps[cmd.spec.cls], (key, -cmd.rank, next(self._seq), cmd))
 
     def _pump(self) -> None:
         """Start every ready command that can start now."""
@@ -369,7 +375,7 @@ class Scheduler:
             CommandClass.SAFE,
         ):
             heap = self._heaps[cls]
-            skipped: list[tuple[float, int, int, _Cmd]] = []
+            skipped: list[tuple[float, float, int, _Cmd]] = []
             scanned = 0
             while heap and self._running[cls] < self._limit(cls) and scanned < 256:
                 if self._running_total >= self.max_running:

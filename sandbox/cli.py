@@ -8,7 +8,7 @@ import os
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import IO
+from typing import IO, Protocol
 
 from sandbox import __version__
 from sandbox.errors import BashfleetError
@@ -48,6 +48,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("doctor", help="check Docker, the sandbox image, bubblewrap and the database")
 
+    from sandbox.accounts_cli import add_parsers
+
+    add_parsers(sub)
+
     img = sub.add_parser("image", help="the sandbox image")
     img_sub = img.add_subparsers(dest="image_cmd", metavar="ACTION")
     b = img_sub.add_parser("build", help="build the default sandbox image locally (no registry)")
@@ -56,13 +60,34 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+class CliExtension(Protocol):
+    """A command added by another layer (the web portal adds `serve`)."""
+
+    name: str
+
+    def add(self, sub: argparse._SubParsersAction) -> None: ...  # type: ignore[type-arg]
+
+    def run(self, args: argparse.Namespace, data: Path) -> int: ...
+
+
+def main(argv: Sequence[str] | None = None, extensions: Sequence[CliExtension] = ()) -> int:
     parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    for ext in extensions:
+        ext.add(sub)
     args = parser.parse_args(argv)
     if not args.cmd:
         parser.print_help()
         return 2
     try:
+        for ext in extensions:
+            if args.cmd == ext.name:
+                return ext.run(args, data_dir(args.data))
+        if args.cmd in ("user", "token"):
+            from sandbox.accounts_cli import run_token, run_user
+
+            runner = run_user if args.cmd == "user" else run_token
+            return runner(args, data_dir(args.data))
         if args.cmd == "classify":
             return cmd_classify(args, sys.stdout)
         if args.cmd == "run":

@@ -1,1 +1,70 @@
-"""bashfleet's web portal (Flask + Flask-SocketIO). Talks only to sandbox.service."""
+"""bashfleet's web portal (Flask). Talks only to ``sandbox.service.Service``.
+
+``create_app(config)`` builds the app and opens the service; nothing happens at
+import time. Config keys (all optional): ``DATA_DIR``, ``DATABASE_URL``,
+``ISOLATION``, ``JOBS``, ``MAX_SCRIPT_BYTES``, ``MAX_STATEMENTS``,
+``SUBMIT_RATE`` (submissions per minute per user), ``SECRET_KEY``, ``SERVICE``
+(an already opened Service, for tests).
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # imported lazily: `bashfleet classify` must not pay for Flask
+    from flask import Flask
+
+    from sandbox.service import Service
+
+
+def create_app(config: dict[str, Any] | None = None) -> Flask:
+    from flask import Flask
+
+    from sandbox.service import Service, ServiceConfig
+    from webapp.errors import register_errors
+
+    app = Flask(__name__, template_folder="../templates", static_folder="../static")
+    app.config.update(
+        DATA_DIR=os.environ.get("BASHFLEET_DATA", "data"),
+        DATABASE_URL=os.environ.get("BASHFLEET_DATABASE_URL") or None,
+        ISOLATION=os.environ.get("BASHFLEET_ISOLATION", "auto"),
+        JOBS=None,
+        MAX_SCRIPT_BYTES=1 << 20,
+        MAX_STATEMENTS=5000,
+        SUBMIT_RATE=60,
+        MAX_CONTENT_LENGTH=2 << 20,
+    )
+    app.config.update(config or {})
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    app.config.setdefault(
+        "SECRET_KEY", os.environ.get("BASHFLEET_SECRET_KEY") or secrets.token_hex(32)
+    )
+    service = app.config.get("SERVICE")
+    if service is None:
+        service = Service.open(
+            ServiceConfig(
+                data_dir=Path(app.config["DATA_DIR"]),
+                database_url=app.config["DATABASE_URL"],
+                isolation=app.config["ISOLATION"],
+                jobs=app.config["JOBS"],
+                max_script_bytes=app.config["MAX_SCRIPT_BYTES"],
+                max_statements=app.config["MAX_STATEMENTS"],
+            )
+        )
+    app.extensions["bashfleet"] = service
+
+    from webapp.api import api
+    from webapp.health import health
+
+    app.register_blueprint(health)
+    app.register_blueprint(api, url_prefix="/api/v1")
+    register_errors(app)
+    return app
+
+
+def service_of(app: Flask) -> Service:
+    svc: Service = app.extensions["bashfleet"]
+    return svc

@@ -1,0 +1,344 @@
+"""The facade the web app, the CLI and schedules use. Nothing else talks to executors.
+
+    svc = Service.open(ServiceConfig(data_dir=Path("data")))
+    batch = svc.submit(user, script="ls\\nmake test", workspace="default")
+    svc.get_batch(batch.id); svc.cancel_batch(user, batch.id); svc.close()
+
+At start it recovers from a dead predecessor: commands left ``running`` (or
+waiting) become ``interrupted``, their leftover processes (found by the job
+marker in their environment, not by pid) are killed, and every labelled
+container is removed.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sandbox.errors import BashfleetError, InputError, PolicyError
+from sandbox.events import Event, EventBus
+from sandbox.executors.base import Executor
+from sandbox.executors.local import LocalExecutor
+from sandbox.image import SANDBOX_UID
+from sandbox.model import CommandClass, Limits, Status
+from sandbox.persist import StoreWriter
+from sandbox.pipeline import Judgement, batch_spec, check_script, judge
+from sandbox.runner import make_router, open_docker
+from sandbox.scheduler import Scheduler, default_limits
+from sandbox.store import (
+    BatchRecord,
+    NewCommand,
+    NotFound,
+    Page,
+    Role,
+    Source,
+    Store,
+    UserRecord,
+    default_url,
+    make_engine,
+    migrate,
+)
+from sandbox.store.ids import new_id
+from sandbox.store.records import ExecutorKind, utcnow
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ServiceConfig:
+    data_dir: Path
+    database_url: str | None = None
+    isolation: str = "auto"  # auto | docker | local
+    jobs: int | None = None
+    max_script_bytes: int = 1 << 20
+    max_statements: int = 5000
+    default_timeout_s: float | None = 3600.0
+    instance_id: str = field(default_factory=lambda: f"server-{os.getpid()}")
+
+
+class Forbidden(BashfleetError):
+    """The user's role does not allow this."""
+
+
+class Service:
+    def __init__(self, config: ServiceConfig, store: Store) -> None:
+        self.config = config
+        self.store = store
+        self.bus = EventBus()
+        self.writer = StoreWriter(store)
+        self.bus.subscribe(self.writer)
+        self.executors: dict[str, Executor] = {"local": LocalExecutor()}
+        self.docker_why = ""
+        docker_ready = False
+        if config.isolation != "local":
+            docker, self.docker_why = open_docker(config.instance_id)
+            if docker is not None:
+                self.executors["docker"] = docker
+                docker_ready = True
+            elif config.isolation == "docker":
+                raise BashfleetError(f"isolation is docker, but {self.docker_why}")
+        self.scheduler = Scheduler(
+            self.executors,
+            make_router(config.isolation, docker_ready, self.docker_why),
+            bus=self.bus,
+            limits=default_limits(config.jobs),
+            max_running=config.jobs,
+        )
+        self._lock = threading.Lock()
+
+    @classmethod
+    def open(cls, config: ServiceConfig) -> Service:
+        config.data_dir.mkdir(parents=True, exist_ok=True)
+        engine = make_engine(config.database_url or default_url(config.data_dir))
+        migrate(engine)
+        store = Store.open(engine, config.data_dir)
+        service = cls(config, store)
+        service.recover()
+        return service
+
+    # --- recovery -------------------------------------------------------------------------
+
+    def recover(self) -> list[str]:
+        """Mark what a dead process left unfinished as interrupted; kill its leftovers."""
+        lost = self.store.batches.interrupt_unfinished()
+        ids = {c.id for c in lost}
+        if ids:
+            _kill_marked(ids)
+        docker = self.executors.get("docker")
+        if docker is not None:
+            try:
+                docker.recover_orphans(all_instances=True)  # type: ignore[attr-defined]
+            except BashfleetError as e:
+                log.warning("could not remove leftover containers: %s", e)
+        for batch_id in {c.batch_id for c in lost}:
+            self.store.batches.update_batch(
+                batch_id, status=Status.INTERRUPTED, finished_at=utcnow()
+            )
+        if lost:
+            log.warning("recovered %d interrupted commands", len(lost))
+        return sorted(ids)
+
+    # --- commands -------------------------------------------------------------------------
+
+    def classify(self, script: str) -> Judgement:
+        """A dry run: statements, classes, effects and the plan. Stores nothing."""
+        check_script(script, max_bytes=self.config.max_script_bytes)
+        return judge(script, max_statements=self.config.max_statements)
+
+    def submit(
+        self,
+        user: UserRecord | None,
+        *,
+        script: str | None = None,
+        commands: list[str] | None = None,
+        workspace: str = "default",
+        priority: int = 5,
+        timeout_s: float | None = None,
+        retries: int = 0,
+        needs: Mapping[int, Iterable[int]] | None = None,
+        source: Source = Source.API,
+        schedule_id: int | None = None,
+    ) -> BatchRecord:
+        """Judge, plan, store and start a batch. A rejected batch stores nothing."""
+        if user is not None and not user.role.allows(Role.OPERATOR):
+            raise Forbidden("viewers may not submit batches")
+        text = _script_text(script, commands)
+        check_script(text, max_bytes=self.config.max_script_bytes)
+        if not 1 <= priority <= 10:
+            raise InputError("priority must be between 1 and 10")
+        if retries < 0 or retries > 10:
+            raise InputError("retries must be between 0 and 10")
+        if timeout_s is not None and not 0 < timeout_s <= 7 * 86400:
+            raise InputError("timeout_s must be more than 0 and at most 604800 (a week)")
+        judgement = judge(text, needs=needs, max_statements=self.config.max_statements)
+        ws = self.store.workspaces.get_or_create(workspace)
+        _own_workspace(ws.path)
+        batch_id = new_id()
+        command_ids = [new_id() for _ in judgement.judged]
+        route = self.scheduler.route
+        new = []
+        for j, node, cid in zip(judgement.judged, judgement.plan.nodes, command_ids, strict=True):
+            executor, _why = route(j.verdict.cls)
+            new.append(
+                NewCommand(
+                    id=cid,
+                    index=node.index,
+                    command=j.statement.text,
+                    cls=j.verdict.cls,
+                    reasons=j.verdict.reasons,
+                    executor=ExecutorKind(executor) if executor else ExecutorKind.NONE,
+                    needs=tuple(node.needs),
+                    reads=tuple(sorted(j.effects.reads)),
+                    writes=tuple(sorted(j.effects.writes)),
+                )
+            )
+        record = self.store.batches.create(
+            batch_id=batch_id,
+            script=text,
+            commands=new,
+            workspace_id=ws.id,
+            user_id=user.id if user else None,
+            source=source,
+            schedule_id=schedule_id,
+            priority=priority,
+            timeout_s=timeout_s,
+            retries=retries,
+        )
+        spec = batch_spec(
+            judgement,
+            ws.path,
+            batch_id=batch_id,
+            priority=priority,
+            timeout_s=timeout_s or self.config.default_timeout_s,
+            retries=retries,
+            allow_network=ws.allow_network,
+            limits=Limits(),
+            command_ids=command_ids,
+        )
+        self.scheduler.submit(spec)
+        return record
+
+    def cancel_batch(self, user: UserRecord | None, batch_id: str) -> BatchRecord:
+        batch = self.store.batches.get(batch_id)
+        self._may_change(user, batch)
+        try:
+            self.scheduler.cancel_batch(batch_id)
+        except KeyError:
+            if not batch.status.final:
+                # not running in this process (e.g. interrupted): settle it in the store
+                self.store.batches.set_commands_status(
+                    batch_id,
+                    only_from=[Status.PENDING, Status.QUEUED],
+                    status=Status.CANCELLED,
+                    finished_at=utcnow(),
+                )
+                self.store.batches.update_batch(
+                    batch_id, status=Status.CANCELLED, finished_at=utcnow()
+                )
+        self.writer.flush(2)
+        return self.store.batches.get(batch_id)
+
+    def cancel_command(self, user: UserRecord | None, batch_id: str, command_id: str) -> None:
+        batch = self.store.batches.get(batch_id)
+        self._may_change(user, batch)
+        if not any(c.id == command_id for c in batch.commands):
+            raise NotFound(f"batch {batch_id} has no command {command_id}")
+        try:
+            self.scheduler.cancel_command(command_id)
+        except KeyError:
+            raise PolicyError("that command is not running in this server") from None
+
+    def _may_change(self, user: UserRecord | None, batch: BatchRecord) -> None:
+        if user is None or user.role is Role.ADMIN:
+            return
+        if not user.role.allows(Role.OPERATOR):
+            raise Forbidden("viewers may not cancel batches")
+        if batch.user_id != user.id:
+            raise Forbidden("operators may cancel only their own batches")
+
+    # --- reads ----------------------------------------------------------------------------
+
+    def get_batch(self, batch_id: str) -> BatchRecord:
+        return self.store.batches.get(batch_id)
+
+    def list_batches(self, **filters: Any) -> Page[BatchRecord]:
+        return self.store.batches.list(**filters)
+
+    def read_output(
+        self, batch_id: str, command_id: str, stream: str, offset: int = 0, limit: int = 1 << 20
+    ) -> tuple[bytes, int, int]:
+        if stream not in ("stdout", "stderr"):
+            raise InputError("stream must be stdout or stderr")
+        command = self.store.batches.get_command(command_id)
+        if command.batch_id != batch_id:
+            raise NotFound(f"batch {batch_id} has no command {command_id}")
+        return self.store.output.read(batch_id, command_id, stream, offset, limit)
+
+    def wait(self, batch_id: str, timeout: float | None = None) -> bool:
+        try:
+            done = self.scheduler.wait(batch_id, timeout)
+        except KeyError:
+            return self.store.batches.get(batch_id).status.final
+        self.writer.flush(10)
+        return done
+
+    def subscribe(self, fn: Callable[[Event], None]) -> Callable[[], None]:
+        return self.bus.subscribe(fn)
+
+    def pools(self) -> dict[str, dict[str, int]]:
+        return self.scheduler.snapshot()
+
+    def close(self, grace_s: float = 0.0) -> None:
+        self.scheduler.shutdown(grace_s)
+        self.writer.close()
+        for ex in self.executors.values():
+            close = getattr(ex, "close", None)
+            if callable(close):
+                close()
+        self.store.close()
+
+
+def _script_text(script: str | None, commands: list[str] | None) -> str:
+    if (script is None) == (commands is None):
+        raise InputError("give exactly one of `script` (text) or `commands` (a list of strings)")
+    if script is not None:
+        if not isinstance(script, str):
+            raise InputError("`script` must be a string")
+        return script
+    assert commands is not None
+    if not isinstance(commands, list) or not all(isinstance(c, str) for c in commands):
+        raise InputError("`commands` must be a list of strings")
+    if not commands:
+        raise InputError("`commands` is empty: give at least one command")
+    for i, c in enumerate(commands):
+        if not c.strip():
+            raise InputError(f"commands[{i}] is empty")
+        if "\n" in c.strip():
+            raise InputError(f"commands[{i}] spans several lines; use `script` for that")
+    return "\n".join(commands) + "\n"
+
+
+def _own_workspace(path: Path) -> None:
+    """Containers never run as root: give a root-owned workspace to the sandbox user."""
+    try:
+        if os.geteuid() == 0 and path.stat().st_uid == 0:
+            os.chown(path, SANDBOX_UID, SANDBOX_UID)
+    except OSError as e:
+        log.warning("cannot hand %s to uid %d: %s", path, SANDBOX_UID, e)
+
+
+def _kill_marked(command_ids: set[str]) -> int:
+    """Kill processes whose environment carries the job marker of one of these commands."""
+    import signal
+
+    killed = 0
+    prefixes = [f"BASHFLEET_JOB={cid}".encode() for cid in command_ids]
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/environ", "rb") as f:
+                env = f.read()
+        except OSError:
+            continue
+        for var in env.split(b"\0"):
+            if var.startswith(b"BASHFLEET_JOB=") and any(var.startswith(p) for p in prefixes):
+                try:
+                    os.kill(int(entry), signal.SIGKILL)
+                    killed += 1
+                except OSError:
+                    pass
+                break
+    return killed
+
+
+def classes_summary(judgement: Judgement) -> dict[str, int]:
+    counts: dict[str, int] = {c.value: 0 for c in CommandClass}
+    for j in judgement.judged:
+        counts[j.verdict.cls.value] += 1
+    return counts

@@ -1,0 +1,140 @@
+"""A real `bashfleet serve` process for end-to-end tests, with users and tokens."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+BASHFLEET = str(Path(sys.executable).parent / "bashfleet")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Portal:
+    data: Path
+    port: int
+    env: dict[str, str]
+    extra: list[str] = field(default_factory=list)
+    proc: subprocess.Popen[bytes] | None = None
+    tokens: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def cli(self, *args: str, input: str | None = None) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [BASHFLEET, "--data", str(self.data), *args],
+            input=input,
+            capture_output=True,
+            text=True,
+            env=self.env,
+            timeout=60,
+            check=False,
+        )
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [BASHFLEET, "--data", str(self.data), "serve", "--port", str(self.port), *self.extra],
+            env=self.env,
+            stdout=subprocess.DEVNULL,
+            stderr=open(self.data / "serve.log", "ab"),  # noqa: SIM115 (the child keeps it)
+        )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and self.proc.poll() is None:
+            try:
+                with urllib.request.urlopen(self.url + "/healthz", timeout=1) as r:
+                    if r.status == 200:
+                        return
+            except OSError:
+                time.sleep(0.1)
+        raise AssertionError("the portal did not answer /healthz: " + self.log())
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def log(self) -> str:
+        path = self.data / "serve.log"
+        return path.read_text(errors="replace")[-3000:] if path.exists() else ""
+
+    def token(self, user: str, role: str) -> str:
+        if user not in self.tokens:
+            added = self.cli("user", "add", user, "--role", role)
+            assert added.returncode == 0, added.stderr
+            made = self.cli("token", "create", user)
+            assert made.returncode == 0, made.stderr
+            self.tokens[user] = made.stdout.strip().splitlines()[-1]
+        return self.tokens[user]
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        *,
+        token: str | None = None,
+        raw: bytes | None = None,
+    ) -> tuple[int, Any]:
+        data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
+        req = urllib.request.Request(self.url + path, data=data, method=method)
+        req.add_header("Content-Type", "application/json")
+        if token:
+            req.add_header("Authorization", f"Bearer {token}")
+        try:
+            with urllib.request.urlopen(req, timeout=30) as r:
+                return r.status, json.loads(r.read() or b"null")
+        except urllib.error.HTTPError as e:
+            text = e.read()
+            try:
+                return e.code, json.loads(text)
+            except ValueError:
+                return e.code, text.decode(errors="replace")
+
+    def wait_batch(self, batch_id: str, token: str, timeout: float = 60) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while True:
+            status, batch = self.request("GET", f"/api/v1/batches/{batch_id}", token=token)
+            assert status == 200, batch
+            if (
+                batch["status"] not in ("pending", "queued", "running")
+                or time.monotonic() > deadline
+            ):
+                return batch
+            time.sleep(0.1)
+
+
+@pytest.fixture
+def portal(tmp_path: Path) -> Iterator[Portal]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BASHFLEET_")}
+    env["BASHFLEET_ADMIN_PASSWORD"] = "first-run-password"
+    p = Portal(data=tmp_path / "data", port=free_port(), env=env, extra=["--isolation", "local"])
+    p.data.mkdir()
+    p.start()
+    try:
+        yield p
+    finally:
+        p.stop()

@@ -1,0 +1,163 @@
+"""End-to-end tests of the REST API against a real `bashfleet serve` process."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import time
+
+import psutil
+import pytest
+
+from tests.portal import Portal
+
+pytest_plugins = ("tests.portal",)  # the `portal` fixture
+
+
+def batch_count(p: Portal) -> int:
+    with sqlite3.connect(p.data / "bashfleet.db") as db:
+        return int(db.execute("select count(*) from batches").fetchone()[0])
+
+
+def test_submit_run_statuses_and_output(portal: Portal) -> None:
+    token = portal.token("alice", "operator")
+    status, batch = portal.request(
+        "POST",
+        "/api/v1/batches",
+        {"script": "echo hi\nfalse\necho x > f.txt\ncat f.txt\n", "timeout_s": 30},
+        token=token,
+    )
+    assert status == 201, batch
+    assert batch["source"] == "api" and batch["schedule_id"] is None
+    assert [c["class"] for c in batch["commands"]] == ["safe", "safe", "sequential", "safe"]
+    assert batch["commands"][3]["needs"] == [2]
+    done = portal.wait_batch(batch["id"], token)
+    assert done["status"] == "failed"
+    assert [c["status"] for c in done["commands"]] == [
+        "succeeded",
+        "failed",
+        "succeeded",
+        "succeeded",
+    ]
+    assert done["commands"][1]["exit_code"] == 1
+    cid = done["commands"][3]["id"]
+    status, out = portal.request(
+        "GET", f"/api/v1/batches/{batch['id']}/commands/{cid}/output", token=token
+    )
+    assert status == 200 and out["stdout"] == "x\n" and out["stderr"] == ""
+    assert out["truncated"] is False
+    status, page = portal.request("GET", "/api/v1/batches?limit=5", token=token)
+    assert status == 200 and page["total"] == 1 and page["items"][0]["id"] == batch["id"]
+
+
+def test_commands_list_and_classify(portal: Portal) -> None:
+    token = portal.token("bob", "viewer")
+    status, plan = portal.request(
+        "POST", "/api/v1/classify", {"script": "echo a > x\ncat x\nrm -rf /"}, token=token
+    )
+    assert status == 200
+    assert [s["class"] for s in plan["statements"]] == ["sequential", "safe", "dangerous"]
+    assert plan["edges"][0]["before"] == 0 and plan["edges"][0]["after"] == 1
+    op = portal.token("carol", "operator")
+    status, batch = portal.request("POST", "/api/v1/batches", {"commands": ["ls", "pwd"]}, token=op)
+    assert status == 201 and len(batch["commands"]) == 2
+
+
+def test_auth_roles_and_audit(portal: Portal) -> None:
+    viewer = portal.token("vera", "viewer")
+    operator = portal.token("otto", "operator")
+    assert portal.request("GET", "/api/v1/batches")[0] == 401
+    assert portal.request("GET", "/api/v1/batches", token="bf_not-a-real-token")[0] == 401
+    status, body = portal.request("POST", "/api/v1/batches", {"script": "ls"}, token=viewer)
+    assert status == 403 and body["error"] == "forbidden"
+    status, batch = portal.request("POST", "/api/v1/batches", {"script": "sleep 5"}, token=operator)
+    assert status == 201
+    other = portal.token("olga", "operator")
+    assert portal.request("POST", f"/api/v1/batches/{batch['id']}/cancel", token=other)[0] == 403
+    status, _ = portal.request("POST", f"/api/v1/batches/{batch['id']}/cancel", token=operator)
+    assert status == 200
+    done = portal.wait_batch(batch["id"], operator)
+    assert done["status"] == "cancelled"
+    with sqlite3.connect(portal.data / "bashfleet.db") as db:
+        actions = [r[0] for r in db.execute("select action from audit_events order by id")]
+    assert {"batch_submitted", "batch_cancelled", "forbidden", "auth_failed"} <= set(actions)
+
+
+@pytest.mark.parametrize(
+    ("raw", "code"),
+    [
+        (b"{not json", "malformed_json"),
+        (b'"a string"', "invalid_input"),
+        (b'{"script": ""}', "invalid_input"),
+        (b'{"script": "   \\n# only a comment\\n"}', "invalid_input"),
+        (b'{"script": "ls\\u0000x"}', "invalid_input"),
+        (b'{"script": "ls", "priority": 11}', "invalid_input"),
+        (b'{"script": "ls", "surprise": 1}', "invalid_input"),
+        (b'{"commands": []}', "invalid_input"),
+        (b'{"script": "ls", "commands": ["ls"]}', "invalid_input"),
+        (b'{"script": "ls", "workspace": "../escape"}', "invalid_input"),
+        (b'{"script": "echo \'unterminated"}', None),  # stored, judged dangerous
+        (b'{"script": "' + b"x" * (1 << 20) + b'"}', "invalid_input"),
+    ],
+)
+def test_bad_input_is_a_json_error_and_stores_nothing(
+    portal: Portal,
+    raw: bytes,
+    code: str | None,
+) -> None:
+    token = portal.token("alice", "operator")
+    before = batch_count(portal)
+    status, body = portal.request("POST", "/api/v1/batches", raw=raw, token=token)
+    if code is None:
+        assert status == 201 and body["commands"][0]["class"] == "dangerous"
+        return
+    assert status in (400, 413), body
+    assert isinstance(body, dict) and body["error"] in (code, "request_entity_too_large")
+    assert "Traceback" not in body["message"]
+    assert batch_count(portal) == before
+
+
+def test_openapi_and_health(portal: Portal) -> None:
+    status, doc = portal.request("GET", "/api/v1/openapi.json")
+    assert status == 200 and doc["openapi"].startswith("3.")
+    assert "/batches" in doc["paths"]
+    status, health = portal.request("GET", "/healthz")
+    assert status == 200 and health["status"] == "ok"
+    status, body = portal.request("GET", "/api/v1/nowhere")
+    assert status == 404 and body["error"] == "not_found"
+
+
+def test_kill_9_then_restart_marks_interrupted_and_leaves_no_process(portal: Portal) -> None:
+    token = portal.token("alice", "operator")
+    status, batch = portal.request(
+        "POST",
+        "/api/v1/batches",
+        {"script": "sleep 300.301\nsleep 300.302\nsetsid sleep 300.303 & sleep 300.304\n"},
+        token=token,
+    )
+    assert status == 201
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        _s, b = portal.request("GET", f"/api/v1/batches/{batch['id']}", token=token)
+        if sum(c["status"] == "running" for c in b["commands"]) >= 3:
+            break
+        time.sleep(0.1)
+    assert portal.proc is not None
+    server = psutil.Process(portal.proc.pid)
+    workers = [c for c in server.children() if "serve" in " ".join(c.cmdline())]
+    assert workers, "no gunicorn worker found"
+    for worker in workers:  # the process that runs the scheduler dies without warning
+        os.kill(worker.pid, signal.SIGKILL)
+    portal.stop(signal.SIGKILL)
+    portal.start()
+    done = portal.wait_batch(batch["id"], token, timeout=10)
+    assert done["status"] == "interrupted"
+    assert {c["status"] for c in done["commands"]} <= {"interrupted", "succeeded"}
+    time.sleep(0.3)
+    left = [
+        p.info["cmdline"]
+        for p in psutil.process_iter(["cmdline"])
+        if any(a.startswith("300.30") for a in (p.info["cmdline"] or []))
+    ]
+    assert left == []

@@ -1,0 +1,192 @@
+"""The REST API under /api/v1 (DESIGN.md, "Contracts")."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, Response, current_app, jsonify, request
+
+from sandbox.model import Status
+from sandbox.store import Role, Source
+from webapp.auth import RateLimiter, audit, current_user, requires
+from webapp.errors import ApiError
+from webapp.openapi import openapi_document
+from webapp.serialize import batch_json, judgement_json
+
+api = Blueprint("api", __name__)
+_submissions = RateLimiter()
+
+SUBMIT_FIELDS = {"script", "commands", "workspace", "priority", "timeout_s", "retries", "needs"}
+
+
+def _svc() -> Any:
+    return current_app.extensions["bashfleet"]
+
+
+def _body(allowed: set[str]) -> dict[str, Any]:
+    body = request.get_json(silent=True, force=True)
+    if body is None:
+        raise ApiError(400, "malformed_json", "the request body must be a JSON object")
+    if not isinstance(body, dict):
+        raise ApiError(400, "invalid_input", "the request body must be a JSON object")
+    unknown = sorted(set(body) - allowed)
+    if unknown:
+        raise ApiError(
+            400,
+            "invalid_input",
+            f"unknown field(s) {', '.join(unknown)}; allowed: " + ", ".join(sorted(allowed)),
+        )
+    return body
+
+
+def _typed(body: dict[str, Any], key: str, kind: type | tuple[type, ...], default: Any) -> Any:
+    value = body.get(key, default)
+    if value is None or value is default:
+        return value
+    if isinstance(value, bool) or not isinstance(value, kind):
+        names = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
+        raise ApiError(400, "invalid_input", f"`{key}` must be {names}")
+    return value
+
+
+def _needs(value: Any) -> dict[int, list[int]] | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise ApiError(400, "invalid_input", "`needs` maps a command index to earlier indices")
+    out: dict[int, list[int]] = {}
+    for k, v in value.items():
+        if (
+            not str(k).isdigit()
+            or not isinstance(v, list)
+            or not all(isinstance(i, int) and not isinstance(i, bool) for i in v)
+        ):
+            raise ApiError(400, "invalid_input", '`needs` looks like {"3": [0, 1]}')
+        out[int(k)] = v
+    return out
+
+
+@api.post("/batches")
+@requires(Role.OPERATOR)
+def submit() -> tuple[Response, int]:
+    user = current_user()
+    body = _body(SUBMIT_FIELDS)
+    if not _submissions.allow(f"user:{user.id}", current_app.config["SUBMIT_RATE"]):
+        audit("rate_limited", target="/batches")
+        raise ApiError(429, "rate_limited", "too many submissions; wait a minute and retry")
+    record = _svc().submit(
+        user,
+        script=_typed(body, "script", str, None),
+        commands=_typed(body, "commands", list, None),
+        workspace=_typed(body, "workspace", str, "default"),
+        priority=_typed(body, "priority", int, 5),
+        timeout_s=_typed(body, "timeout_s", (int, float), None),
+        retries=_typed(body, "retries", int, 0),
+        needs=_needs(body.get("needs")),
+        source=Source.API,
+    )
+    audit(
+        "batch_submitted",
+        target=record.id,
+        detail={
+            "script": record.script,
+            "commands": [
+                {"index": c.index, "class": c.cls.value, "reasons": list(c.reasons)}
+                for c in record.commands
+            ],
+        },
+    )
+    return jsonify(batch_json(record)), 201
+
+
+@api.get("/batches")
+@requires(Role.VIEWER)
+def list_batches() -> Response:
+    args = request.args
+    filters: dict[str, Any] = {}
+    if "status" in args:
+        try:
+            filters["status"] = [Status(s) for s in args.get("status", "").split(",")]
+        except ValueError:
+            raise ApiError(400, "invalid_input", "unknown status in `status`") from None
+    if "source" in args:
+        try:
+            filters["source"] = Source(args["source"])
+        except ValueError:
+            raise ApiError(400, "invalid_input", "`source` is web, api, schedule or cli") from None
+    if args.get("q"):
+        filters["text"] = args["q"][:200]
+    limit = _int_arg("limit", 50, 1, 200)
+    offset = _int_arg("offset", 0, 0, 10_000_000)
+    page = _svc().list_batches(limit=limit, offset=offset, cursor=args.get("cursor"), **filters)
+    return jsonify(
+        {
+            "items": [batch_json(b, with_commands=False) for b in page.items],
+            "total": page.total,
+            "next_cursor": page.next_cursor,
+        }
+    )
+
+
+def _int_arg(name: str, default: int, lo: int, hi: int) -> int:
+    raw = request.args.get(name)
+    if raw is None:
+        return default
+    if not raw.isdigit() or not lo <= int(raw) <= hi:
+        raise ApiError(400, "invalid_input", f"`{name}` must be a whole number from {lo} to {hi}")
+    return int(raw)
+
+
+@api.get("/batches/<batch_id>")
+@requires(Role.VIEWER)
+def get_batch(batch_id: str) -> Response:
+    return jsonify(batch_json(_svc().get_batch(batch_id)))
+
+
+@api.post("/batches/<batch_id>/cancel")
+@requires(Role.OPERATOR)
+def cancel_batch(batch_id: str) -> Response:
+    record = _svc().cancel_batch(current_user(), batch_id)
+    audit("batch_cancelled", target=batch_id)
+    return jsonify(batch_json(record))
+
+
+@api.post("/batches/<batch_id>/commands/<command_id>/cancel")
+@requires(Role.OPERATOR)
+def cancel_command(batch_id: str, command_id: str) -> Response:
+    _svc().cancel_command(current_user(), batch_id, command_id)
+    audit("command_cancelled", target=f"{batch_id}/{command_id}")
+    return jsonify({"status": "cancelling"})
+
+
+@api.get("/batches/<batch_id>/commands/<command_id>/output")
+@requires(Role.VIEWER)
+def output(batch_id: str, command_id: str) -> Response:
+    offset = _int_arg("offset", 0, 0, 1 << 40)
+    limit = _int_arg("limit", 1 << 20, 1, 8 << 20)
+    svc = _svc()
+    result: dict[str, Any] = {}
+    truncated = False
+    for stream in ("stdout", "stderr"):
+        data, next_offset, size = svc.read_output(batch_id, command_id, stream, offset, limit)
+        result[stream] = data.decode("utf-8", "replace")
+        result[f"{stream}_next_offset"] = next_offset
+        truncated |= next_offset < size
+    command = svc.store.batches.get_command(command_id)
+    result["truncated"] = truncated or command.truncated
+    return jsonify(result)
+
+
+@api.post("/classify")
+@requires(Role.VIEWER)
+def classify() -> Response:
+    body = _body({"script"})
+    script = _typed(body, "script", str, None)
+    if script is None:
+        raise ApiError(400, "invalid_input", "`script` (text) is required")
+    return jsonify(judgement_json(_svc().classify(script)))
+
+
+@api.get("/openapi.json")
+def openapi() -> Response:
+    return jsonify(openapi_document())

@@ -1,0 +1,99 @@
+"""The `bashfleet` console script: the engine's commands plus `serve`."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from sandbox import cli as engine_cli
+
+
+class ServeCommand:
+    name = "serve"
+
+    def add(self, sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+        p = sub.add_parser("serve", help="run the portal (embedded SQLite by default)")
+        p.add_argument(
+            "--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)"
+        )
+        p.add_argument("--port", type=int, default=8080)
+        p.add_argument("--database-url", default=None, help="e.g. postgresql://user@host/db")
+        p.add_argument("--isolation", choices=("auto", "docker", "local"), default="auto")
+        p.add_argument("--threads", type=int, default=32)
+        p.add_argument("--dev", action="store_true", help="Flask's development server")
+
+    def run(self, args: argparse.Namespace, data: Path) -> int:
+        from sandbox.accounts_cli import ensure_admin, open_store
+
+        store = open_store(data, args.database_url)
+        try:
+            password = ensure_admin(store)
+        finally:
+            store.close()
+        if password:
+            print(
+                f"first run: created user `admin` with password {password} (shown once; "
+                "set BASHFLEET_ADMIN_PASSWORD to choose it)",
+                file=sys.stderr,
+            )
+        config: dict[str, Any] = {
+            "DATA_DIR": str(data),
+            "DATABASE_URL": args.database_url or os.environ.get("BASHFLEET_DATABASE_URL"),
+            "ISOLATION": args.isolation,
+        }
+        print(f"bashfleet: serving on http://{args.host}:{args.port}/", file=sys.stderr)
+        if args.dev:
+            from webapp import create_app
+
+            create_app(config).run(host=args.host, port=args.port, threaded=True)
+            return 0
+        _gunicorn(config, args.host, args.port, args.threads)
+        return 0
+
+
+def _gunicorn(config: dict[str, Any], host: str, port: int, threads: int) -> None:
+    from gunicorn.app.base import BaseApplication
+
+    apps: list[Any] = []
+
+    def worker_exit(_server: Any, _worker: Any) -> None:
+        # drain: no new work, running commands get a grace period, the rest is interrupted
+        for app in apps:
+            app.extensions["bashfleet"].close(grace_s=10.0)
+
+    class Portal(BaseApplication):  # type: ignore[misc]
+        def load_config(self) -> None:
+            self.cfg.set("worker_exit", worker_exit)
+            # one worker: the scheduler and the live streams live in one process
+            for key, value in {
+                "bind": f"{host}:{port}",
+                "workers": 1,
+                "worker_class": "gthread",
+                "threads": threads,
+                "timeout": 0,
+                "graceful_timeout": 30,
+                "accesslog": None,
+                "control_socket_disable": True,  # no shared socket in $HOME between servers
+            }.items():
+                self.cfg.set(key, value)
+
+        def load(self) -> Any:
+            from webapp import create_app
+
+            app = create_app(config)
+            apps.append(app)
+            return app
+
+    Portal().run()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return engine_cli.main(argv, extensions=[ServeCommand()])
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

@@ -1,0 +1,66 @@
+"""JSON errors: ``{"error": CODE, "message": TEXT}`` with a 4xx status, never a traceback."""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Flask, Response, jsonify
+from werkzeug.exceptions import HTTPException
+
+from sandbox.errors import BashfleetError, InputError, PolicyError
+from sandbox.service import Forbidden
+from sandbox.store import Conflict, NotFound
+
+log = logging.getLogger(__name__)
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+
+
+def error_response(status: int, code: str, message: str) -> tuple[Response, int]:
+    return jsonify({"error": code, "message": message}), status
+
+
+def register_errors(app: Flask) -> None:
+    @app.errorhandler(ApiError)
+    def _api(e: ApiError) -> tuple[Response, int]:
+        return error_response(e.status, e.code, e.message)
+
+    @app.errorhandler(InputError)
+    def _input(e: InputError) -> tuple[Response, int]:
+        return error_response(400, "invalid_input", str(e))
+
+    @app.errorhandler(Forbidden)
+    def _forbidden(e: Forbidden) -> tuple[Response, int]:
+        return error_response(403, "forbidden", str(e))
+
+    @app.errorhandler(NotFound)
+    def _not_found(e: NotFound) -> tuple[Response, int]:
+        return error_response(404, "not_found", str(e))
+
+    @app.errorhandler(Conflict)
+    def _conflict(e: Conflict) -> tuple[Response, int]:
+        return error_response(409, "conflict", str(e))
+
+    @app.errorhandler(PolicyError)
+    def _policy(e: PolicyError) -> tuple[Response, int]:
+        return error_response(409, "not_possible", str(e))
+
+    @app.errorhandler(BashfleetError)
+    def _bashfleet(e: BashfleetError) -> tuple[Response, int]:
+        return error_response(400, "rejected", str(e))
+
+    @app.errorhandler(HTTPException)
+    def _http(e: HTTPException) -> tuple[Response, int]:
+        code = (e.name or "error").lower().replace(" ", "_")
+        return error_response(e.code or 500, code, e.description or e.name)
+
+    @app.errorhandler(Exception)
+    def _unexpected(e: Exception) -> tuple[Response, int]:
+        log.exception("unexpected error")
+        return error_response(500, "internal_error", "an internal error occurred; see the log")

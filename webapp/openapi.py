@@ -1,0 +1,235 @@
+"""The OpenAPI 3 document served at /api/v1/openapi.json."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sandbox import __version__
+
+STATUSES = [
+    "pending",
+    "queued",
+    "running",
+    "succeeded",
+    "failed",
+    "timed_out",
+    "cancelled",
+    "skipped",
+    "interrupted",
+    "refused",
+    "oom_killed",
+]
+CLASSES = ["safe", "conditional", "sequential", "dangerous"]
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json(schema: dict[str, Any], description: str = "OK") -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+ERRORS = {
+    "400": _json(_ref("Error"), "Invalid input"),
+    "401": _json(_ref("Error"), "No or bad token"),
+    "403": _json(_ref("Error"), "Role does not allow this"),
+    "404": _json(_ref("Error"), "Not found"),
+}
+
+
+def _op(summary: str, responses: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    return {"summary": summary, "responses": {**responses, **ERRORS}, **extra}
+
+
+def _path_param(name: str) -> dict[str, Any]:
+    return {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+
+
+def _query(name: str, schema: dict[str, Any]) -> dict[str, Any]:
+    return {"name": name, "in": "query", "required": False, "schema": schema}
+
+
+SCHEMAS: dict[str, Any] = {
+    "Error": {
+        "type": "object",
+        "required": ["error", "message"],
+        "properties": {"error": {"type": "string"}, "message": {"type": "string"}},
+    },
+    "Command": {
+        "type": "object",
+        "required": [
+            "id",
+            "index",
+            "command",
+            "class",
+            "reasons",
+            "executor",
+            "needs",
+            "status",
+            "exit_code",
+            "duration_s",
+        ],
+        "properties": {
+            "id": {"type": "string"},
+            "index": {"type": "integer"},
+            "command": {"type": "string"},
+            "class": {"type": "string", "enum": CLASSES},
+            "reasons": {"type": "array", "items": {"type": "string"}},
+            "executor": {"type": "string", "enum": ["local", "docker", "none"]},
+            "needs": {"type": "array", "items": {"type": "integer"}},
+            "reads": {"type": "array", "items": {"type": "string"}},
+            "writes": {"type": "array", "items": {"type": "string"}},
+            "status": {"type": "string", "enum": STATUSES},
+            "exit_code": {"type": ["integer", "null"]},
+            "signal": {"type": ["integer", "null"]},
+            "duration_s": {"type": ["number", "null"]},
+            "reason": {"type": ["string", "null"]},
+            "truncated": {"type": "boolean"},
+        },
+    },
+    "Batch": {
+        "type": "object",
+        "required": ["id", "status", "source", "schedule_id"],
+        "properties": {
+            "id": {"type": "string"},
+            "status": {"type": "string", "enum": STATUSES},
+            "source": {"type": "string", "enum": ["web", "api", "schedule", "cli"]},
+            "schedule_id": {"type": ["integer", "null"]},
+            "user": {"type": ["string", "null"]},
+            "workspace": {"type": "string"},
+            "priority": {"type": "integer"},
+            "timeout_s": {"type": ["number", "null"]},
+            "retries": {"type": "integer"},
+            "command_count": {"type": "integer"},
+            "counts": {"type": "object", "additionalProperties": {"type": "integer"}},
+            "commands": {"type": "array", "items": _ref("Command")},
+        },
+    },
+    "Submit": {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {
+            "script": {"type": "string", "description": "one command per top-level statement"},
+            "commands": {"type": "array", "items": {"type": "string"}},
+            "workspace": {"type": "string", "pattern": "^[A-Za-z0-9._-]{1,64}$"},
+            "priority": {"type": "integer", "minimum": 1, "maximum": 10},
+            "timeout_s": {"type": "number", "exclusiveMinimum": 0, "maximum": 604800},
+            "retries": {"type": "integer", "minimum": 0, "maximum": 10},
+            "needs": {
+                "type": "object",
+                "additionalProperties": {"type": "array", "items": {"type": "integer"}},
+            },
+        },
+    },
+}
+
+
+def openapi_document() -> dict[str, Any]:
+    batch_id, command_id = _path_param("batch_id"), _path_param("command_id")
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "bashfleet", "version": __version__},
+        "servers": [{"url": "/api/v1"}],
+        "components": {
+            "schemas": SCHEMAS,
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        },
+        "security": [{"bearer": []}],
+        "paths": {
+            "/batches": {
+                "post": _op(
+                    "Submit a batch",
+                    {"201": _json(_ref("Batch"), "Created"), "429": _json(_ref("Error"))},
+                    requestBody={
+                        "required": True,
+                        "content": {"application/json": {"schema": _ref("Submit")}},
+                    },
+                ),
+                "get": _op(
+                    "List batches, newest first",
+                    {
+                        "200": _json(
+                            {
+                                "type": "object",
+                                "properties": {
+                                    "items": {"type": "array", "items": _ref("Batch")},
+                                    "total": {"type": "integer"},
+                                    "next_cursor": {"type": ["string", "null"]},
+                                },
+                            }
+                        )
+                    },
+                    parameters=[
+                        _query("status", {"type": "string"}),
+                        _query(
+                            "source", {"type": "string", "enum": ["web", "api", "schedule", "cli"]}
+                        ),
+                        _query("q", {"type": "string"}),
+                        _query("limit", {"type": "integer", "minimum": 1, "maximum": 200}),
+                        _query("offset", {"type": "integer", "minimum": 0}),
+                        _query("cursor", {"type": "string"}),
+                    ],
+                ),
+            },
+            "/batches/{batch_id}": {
+                "get": _op(
+                    "One batch with its commands",
+                    {"200": _json(_ref("Batch"))},
+                    parameters=[batch_id],
+                ),
+            },
+            "/batches/{batch_id}/cancel": {
+                "post": _op("Cancel a batch", {"200": _json(_ref("Batch"))}, parameters=[batch_id]),
+            },
+            "/batches/{batch_id}/commands/{command_id}/cancel": {
+                "post": _op(
+                    "Cancel one running command",
+                    {"200": _json({"type": "object"}), "409": _json(_ref("Error"))},
+                    parameters=[batch_id, command_id],
+                ),
+            },
+            "/batches/{batch_id}/commands/{command_id}/output": {
+                "get": _op(
+                    "A command's output",
+                    {
+                        "200": _json(
+                            {
+                                "type": "object",
+                                "required": ["stdout", "stderr", "truncated"],
+                                "properties": {
+                                    "stdout": {"type": "string"},
+                                    "stderr": {"type": "string"},
+                                    "truncated": {"type": "boolean"},
+                                },
+                            }
+                        )
+                    },
+                    parameters=[
+                        batch_id,
+                        command_id,
+                        _query("offset", {"type": "integer", "minimum": 0}),
+                        _query("limit", {"type": "integer", "minimum": 1}),
+                    ],
+                ),
+            },
+            "/classify": {
+                "post": _op(
+                    "Classify and plan a script without running it",
+                    {"200": _json({"type": "object"})},
+                    requestBody={
+                        "required": True,
+                        "content": {
+                            "application/json": {
+                                "schema": {
+                                    "type": "object",
+                                    "required": ["script"],
+                                    "properties": {"script": {"type": "string"}},
+                                }
+                            }
+                        },
+                    },
+                ),
+            },
+        },
+    }

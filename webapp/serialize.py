@@ -1,0 +1,81 @@
+"""Records -> the JSON shapes of DESIGN.md's contracts."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sandbox.pipeline import Judgement
+from sandbox.store import BatchRecord, CommandRecord
+
+
+def _time(value: datetime | None) -> str | None:
+    return value.isoformat() if value else None
+
+
+def command_json(c: CommandRecord) -> dict[str, Any]:
+    return {
+        "id": c.id,
+        "index": c.index,
+        "command": c.command,
+        "class": c.cls.value,
+        "reasons": list(c.reasons),
+        "executor": c.executor.value,
+        "needs": list(c.needs),
+        "reads": list(c.reads),
+        "writes": list(c.writes),
+        "status": c.status.value,
+        "exit_code": c.exit_code,
+        "signal": c.signal,
+        "duration_s": c.duration_s,
+        "reason": c.error,
+        "truncated": c.truncated,
+        "stdout_bytes": c.stdout_bytes,
+        "stderr_bytes": c.stderr_bytes,
+        "queued_at": _time(c.queued_at),
+        "started_at": _time(c.started_at),
+        "finished_at": _time(c.finished_at),
+    }
+
+
+def batch_json(b: BatchRecord, *, with_commands: bool = True) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "id": b.id,
+        "status": b.status.value,
+        "source": b.source.value,
+        "schedule_id": b.schedule_id,
+        "user": b.user_name,
+        "workspace": b.workspace_name,
+        "priority": b.priority,
+        "timeout_s": b.timeout_s,
+        "retries": b.retries,
+        "created_at": _time(b.created_at),
+        "started_at": _time(b.started_at),
+        "finished_at": _time(b.finished_at),
+        "command_count": b.command_count,
+        "counts": dict(b.counts),
+    }
+    if with_commands:
+        out["commands"] = [command_json(c) for c in b.commands]
+    return out
+
+
+def judgement_json(j: Judgement) -> dict[str, Any]:
+    return {
+        "statements": [
+            {
+                "index": x.statement.index,
+                "line": x.statement.line,
+                "command": x.statement.text,
+                "class": x.verdict.cls.value,
+                "reasons": list(x.verdict.reasons),
+                "reads": sorted(x.effects.reads),
+                "writes": sorted(x.effects.writes),
+                "needs": list(node.needs),
+                "level": node.level,
+            }
+            for x, node in zip(j.judged, j.plan.nodes, strict=True)
+        ],
+        "edges": [{"before": e.before, "after": e.after, "reason": e.reason} for e in j.plan.edges],
+        "levels": [list(level) for level in j.plan.levels],
+    }

@@ -12,8 +12,6 @@ import pytest
 
 from tests.portal import Portal
 
-pytest_plugins = ("tests.portal",)  # the `portal` fixture
-
 
 def batch_count(p: Portal) -> int:
     with sqlite3.connect(p.data / "bashfleet.db") as db:

@@ -34,7 +34,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         JOBS=None,
         MAX_SCRIPT_BYTES=1 << 20,
         MAX_STATEMENTS=5000,
-        SUBMIT_RATE=60,
+        SUBMIT_RATE=int(os.environ.get("BASHFLEET_SUBMIT_RATE", "60")),
         MAX_CONTENT_LENGTH=2 << 20,
     )
     app.config.update(config or {})

@@ -29,6 +29,11 @@ def _body(allowed: set[str]) -> dict[str, Any]:
         raise ApiError(400, "malformed_json", "the request body must be a JSON object")
     if not isinstance(body, dict):
         raise ApiError(400, "invalid_input", "the request body must be a JSON object")
+    nulls = sorted(k for k, v in body.items() if v is None)
+    if nulls:
+        raise ApiError(
+            400, "invalid_input", f"{', '.join(nulls)}: null is not allowed; leave it out"
+        )
     unknown = sorted(set(body) - allowed)
     if unknown:
         raise ApiError(

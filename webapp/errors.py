@@ -58,7 +58,11 @@ def register_errors(app: Flask) -> None:
     @app.errorhandler(HTTPException)
     def _http(e: HTTPException) -> tuple[Response, int]:
         code = (e.name or "error").lower().replace(" ", "_")
-        return error_response(e.code or 500, code, e.description or e.name)
+        response, status = error_response(e.code or 500, code, e.description or e.name)
+        for name, value in e.get_headers():
+            if name.lower() == "allow":  # 405 must say what is allowed (RFC 9110)
+                response.headers[name] = value
+        return response, status
 
     @app.errorhandler(Exception)
     def _unexpected(e: Exception) -> tuple[Response, int]:

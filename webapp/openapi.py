@@ -20,6 +20,7 @@ STATUSES = [
     "oom_killed",
 ]
 CLASSES = ["safe", "conditional", "sequential", "dangerous"]
+STATUS_LIST = "^(" + "|".join(STATUSES) + ")(,(" + "|".join(STATUSES) + "))*$"
 
 
 def _ref(name: str) -> dict[str, str]:
@@ -109,9 +110,20 @@ SCHEMAS: dict[str, Any] = {
     "Submit": {
         "type": "object",
         "additionalProperties": False,
+        "oneOf": [{"required": ["script"]}, {"required": ["commands"]}],
         "properties": {
-            "script": {"type": "string", "description": "one command per top-level statement"},
-            "commands": {"type": "array", "items": {"type": "string"}},
+            "script": {
+                "type": "string",
+                "minLength": 1,
+                "maxLength": 1048576,
+                "description": "one command per top-level statement",
+            },
+            "commands": {
+                "type": "array",
+                "minItems": 1,
+                "maxItems": 5000,
+                "items": {"type": "string", "minLength": 1},
+            },
             "workspace": {"type": "string", "pattern": "^[A-Za-z0-9._-]{1,64}$"},
             "priority": {"type": "integer", "minimum": 1, "maximum": 10},
             "timeout_s": {"type": "number", "exclusiveMinimum": 0, "maximum": 604800},
@@ -161,7 +173,7 @@ def openapi_document() -> dict[str, Any]:
                         )
                     },
                     parameters=[
-                        _query("status", {"type": "string"}),
+                        _query("status", {"type": "string", "pattern": STATUS_LIST}),
                         _query(
                             "source", {"type": "string", "enum": ["web", "api", "schedule", "cli"]}
                         ),

@@ -37,11 +37,19 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         SUBMIT_RATE=int(os.environ.get("BASHFLEET_SUBMIT_RATE", "60")),
         MAX_CONTENT_LENGTH=2 << 20,
     )
+    app.config.update(
+        LOGIN_RATE=int(os.environ.get("BASHFLEET_LOGIN_RATE", "10")),
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Strict",
+        SESSION_COOKIE_NAME="bashfleet_session",
+        PERMANENT_SESSION_LIFETIME=12 * 3600,
+    )
     app.config.update(config or {})
     app.json.sort_keys = False  # type: ignore[attr-defined]
-    app.config.setdefault(
-        "SECRET_KEY", os.environ.get("BASHFLEET_SECRET_KEY") or secrets.token_hex(32)
-    )
+    if not app.config.get("SECRET_KEY"):
+        app.config["SECRET_KEY"] = os.environ.get("BASHFLEET_SECRET_KEY") or _secret_key(
+            Path(app.config["DATA_DIR"])
+        )
     service = app.config.get("SERVICE")
     if service is None:
         service = Service.open(
@@ -58,11 +66,27 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
 
     from webapp.api import api
     from webapp.health import health
+    from webapp.sessions import sessions
 
     app.register_blueprint(health)
     app.register_blueprint(api, url_prefix="/api/v1")
+    app.register_blueprint(sessions, url_prefix="/api/v1")
     register_errors(app)
     return app
+
+
+def _secret_key(data: Path) -> str:
+    """Kept in the data folder (mode 0600) so that sessions survive a restart."""
+    data.mkdir(parents=True, exist_ok=True)
+    path = data / "secret_key"
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    except FileExistsError:
+        return path.read_text().strip()
+    key = secrets.token_hex(32)
+    with os.fdopen(fd, "w") as f:
+        f.write(key)
+    return key
 
 
 def service_of(app: Flask) -> Service:

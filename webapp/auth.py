@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hmac
+import secrets
 import threading
 import time
 from collections import deque
@@ -9,9 +11,9 @@ from collections.abc import Callable
 from functools import wraps
 from typing import Any, TypeVar, cast
 
-from flask import current_app, g, request
+from flask import current_app, g, request, session
 
-from sandbox.store import Role, UserRecord
+from sandbox.store import NotFound, Role, UserRecord
 from webapp.errors import ApiError
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -24,20 +26,62 @@ def current_user() -> UserRecord:
     return user
 
 
+SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
+
+
 def _authenticate() -> UserRecord:
+    """A bearer token (programs), or the session cookie plus a CSRF header (browsers)."""
+    svc = current_app.extensions["bashfleet"]
     header = request.headers.get("Authorization", "")
-    if not header.startswith("Bearer "):
+    if header.startswith("Bearer "):
+        user = svc.store.accounts.user_for_token(header[7:].strip())
+        if user is None:
+            audit("auth_failed", target=request.path, detail={"reason": "invalid or revoked token"})
+            raise ApiError(
+                401, "unauthorized", "the token is invalid, revoked, or its user disabled"
+            )
+        return cast(UserRecord, user)
+    user_id = session.get("user_id")
+    if user_id is None:
         raise ApiError(
             401,
             "unauthorized",
-            "send `Authorization: Bearer TOKEN` (create one with `bashfleet token create USER`)",
+            "log in, or send `Authorization: Bearer TOKEN` "
+            "(create one with `bashfleet token create USER`)",
         )
-    svc = current_app.extensions["bashfleet"]
-    user = svc.store.accounts.user_for_token(header[7:].strip())
-    if user is None:
-        audit("auth_failed", target=request.path, detail={"reason": "invalid or revoked token"})
-        raise ApiError(401, "unauthorized", "the token is invalid, revoked, or its user disabled")
+    try:
+        user = svc.store.accounts.get_user(int(user_id))
+    except NotFound:
+        user = None
+    if user is None or user.disabled or session.get("epoch") != _epoch(user):
+        session.clear()
+        raise ApiError(401, "unauthorized", "the session has ended; log in again")
+    if request.method not in SAFE_METHODS:
+        check_csrf()
     return cast(UserRecord, user)
+
+
+def check_csrf() -> None:
+    """State-changing requests from a browser session must echo the session's CSRF token."""
+    expected = session.get("csrf")
+    given = request.headers.get("X-CSRF-Token", "")
+    if not expected or not hmac.compare_digest(str(expected), given):
+        audit("csrf_refused", target=request.path)
+        raise ApiError(403, "csrf", "missing or wrong X-CSRF-Token header for this session")
+
+
+def _epoch(user: UserRecord) -> str:
+    """Changes when the user's role changes, which ends their sessions."""
+    return f"{user.id}:{user.role.value}"
+
+
+def start_session(user: UserRecord) -> str:
+    session.clear()
+    session["user_id"] = user.id
+    session["epoch"] = _epoch(user)
+    session["csrf"] = secrets.token_urlsafe(32)
+    session.permanent = True
+    return str(session["csrf"])
 
 
 def requires(role: Role) -> Callable[[F], F]:

@@ -225,6 +225,33 @@ def openapi_document() -> dict[str, Any]:
                     ],
                 ),
             },
+            "/session": {
+                "post": _op(
+                    "Log in (browser session); returns the CSRF token to send as X-CSRF-Token",
+                    {"200": _json({"type": "object"}), "429": _json(_ref("Error"))},
+                    security=[],
+                    requestBody={
+                        "required": True,
+                        "content": {
+                            "application/json": {
+                                "schema": {
+                                    "type": "object",
+                                    "required": ["name", "password"],
+                                    "properties": {
+                                        "name": {"type": "string"},
+                                        "password": {"type": "string"},
+                                    },
+                                }
+                            }
+                        },
+                    },
+                ),
+                "get": _op(
+                    "The logged-in user and the session's CSRF token",
+                    {"200": _json({"type": "object"})},
+                ),
+                "delete": _op("Log out", {"200": _json({"type": "object"})}, security=[]),
+            },
             "/classify": {
                 "post": _op(
                     "Classify and plan a script without running it",

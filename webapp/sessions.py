@@ -1,0 +1,55 @@
+"""Browser sessions: log in and out (JSON), with rate limits and audit."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, Response, current_app, g, jsonify, request, session
+
+from sandbox.store import Role
+from webapp.auth import RateLimiter, audit, check_csrf, current_user, requires, start_session
+from webapp.errors import ApiError
+
+sessions = Blueprint("sessions", __name__)
+_logins = RateLimiter()
+LOGINS_PER_MINUTE = 10
+
+
+@sessions.post("/session")
+def login() -> tuple[Response, int]:
+    address = request.remote_addr or "?"
+    if not _logins.allow(f"addr:{address}", current_app.config["LOGIN_RATE"]):
+        audit("rate_limited", target="/session")
+        raise ApiError(429, "rate_limited", "too many login attempts; wait a minute")
+    body: Any = request.get_json(silent=True, force=True)
+    if (
+        not isinstance(body, dict)
+        or not isinstance(body.get("name"), str)
+        or not isinstance(body.get("password"), str)
+    ):
+        raise ApiError(400, "invalid_input", 'send {"name": ..., "password": ...}')
+    svc = current_app.extensions["bashfleet"]
+    user = svc.store.accounts.authenticate(body["name"][:64], body["password"][:1024])
+    if user is None:
+        audit("login_failed", target=body["name"][:64])
+        raise ApiError(401, "unauthorized", "wrong name or password")
+    csrf = start_session(user)
+    g.user = user
+    audit("login", target=user.name)
+    return jsonify({"user": user.name, "role": user.role.value, "csrf_token": csrf}), 200
+
+
+@sessions.get("/session")
+@requires(Role.VIEWER)
+def whoami() -> Response:
+    user = current_user()
+    return jsonify({"user": user.name, "role": user.role.value, "csrf_token": session.get("csrf")})
+
+
+@sessions.delete("/session")
+def logout() -> Response:
+    if session.get("user_id") is not None:
+        check_csrf()
+        audit("logout", target=str(session.get("user_id")))
+    session.clear()
+    return jsonify({"status": "logged out"})

@@ -93,3 +93,32 @@ def test_submission_rate_limit_is_per_user(portal: Portal) -> None:
     assert codes.count(201) == 60 and codes[-1] == 429
     assert portal.request("POST", "/api/v1/batches", {"script": "true"}, token=calm)[0] == 201
     assert "rate_limited" in audit_actions(portal)
+
+
+def test_admin_manages_users_and_tokens_and_revoked_tokens_fail(portal: Portal) -> None:
+    boss = portal.token("boss", "admin")
+    worker = portal.token("worker", "operator")
+    assert portal.request("GET", "/api/v1/users", token=worker)[0] == 403
+    status, made = portal.request(
+        "POST", "/api/v1/users", {"name": "newbie", "role": "viewer"}, token=boss
+    )
+    assert status == 201 and len(made["password"]) >= 8
+    status, changed = portal.request(
+        "PATCH", f"/api/v1/users/{made['id']}", {"role": "operator"}, token=boss
+    )
+    assert status == 200 and changed["role"] == "operator"
+    status, tok = portal.request("POST", "/api/v1/tokens", {"name": "ci"}, token=worker)
+    assert status == 201 and tok["token"].startswith("bf_")
+    assert portal.request("GET", "/api/v1/batches", token=tok["token"])[0] == 200
+    assert portal.request("DELETE", f"/api/v1/tokens/{tok['id']}", token=worker)[0] == 200
+    status, body = portal.request("GET", "/api/v1/batches", token=tok["token"])
+    assert status == 401 and body["error"] == "unauthorized"
+    status, log = portal.request("GET", "/api/v1/audit?limit=50", token=boss)
+    actions = {e["action"] for e in log["items"]}
+    assert {
+        "user_created",
+        "user_changed",
+        "token_created",
+        "token_revoked",
+        "auth_failed",
+    } <= actions

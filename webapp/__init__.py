@@ -64,6 +64,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         )
     app.extensions["bashfleet"] = service
 
+    from webapp.admin import admin
     from webapp.api import api
     from webapp.health import health
     from webapp.sessions import sessions
@@ -71,6 +72,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     app.register_blueprint(health)
     app.register_blueprint(api, url_prefix="/api/v1")
     app.register_blueprint(sessions, url_prefix="/api/v1")
+    app.register_blueprint(admin, url_prefix="/api/v1")
     register_errors(app)
     return app
 

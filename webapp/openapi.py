@@ -252,6 +252,116 @@ def openapi_document() -> dict[str, Any]:
                 ),
                 "delete": _op("Log out", {"200": _json({"type": "object"})}, security=[]),
             },
+            "/users": {
+                "get": _op("Users (admins)", {"200": _json({"type": "object"})}),
+                "post": _op(
+                    "Add a user (admins); a generated password is returned once",
+                    {"201": _json({"type": "object"}), "409": _json(_ref("Error"))},
+                    requestBody={
+                        "required": True,
+                        "content": {
+                            "application/json": {
+                                "schema": {
+                                    "type": "object",
+                                    "required": ["name"],
+                                    "properties": {
+                                        "name": {"type": "string"},
+                                        "role": {
+                                            "type": "string",
+                                            "enum": ["viewer", "operator", "admin"],
+                                        },
+                                        "password": {"type": "string", "minLength": 8},
+                                    },
+                                }
+                            }
+                        },
+                    },
+                ),
+            },
+            "/users/{user_id}": {
+                "patch": _op(
+                    "Change a user's role or disable them (admins)",
+                    {"200": _json({"type": "object"}), "409": _json(_ref("Error"))},
+                    parameters=[
+                        {
+                            "name": "user_id",
+                            "in": "path",
+                            "required": True,
+                            "schema": {"type": "integer"},
+                        }
+                    ],
+                    requestBody={
+                        "required": True,
+                        "content": {
+                            "application/json": {
+                                "schema": {
+                                    "type": "object",
+                                    "properties": {
+                                        "role": {
+                                            "type": "string",
+                                            "enum": ["viewer", "operator", "admin"],
+                                        },
+                                        "disabled": {"type": "boolean"},
+                                    },
+                                }
+                            }
+                        },
+                    },
+                ),
+            },
+            "/tokens": {
+                "get": _op(
+                    "Your API tokens (admins: ?all=1 for everyone's)",
+                    {"200": _json({"type": "object"})},
+                ),
+                "post": _op(
+                    "Create an API token; the secret is returned once",
+                    {"201": _json({"type": "object"})},
+                    requestBody={
+                        "required": True,
+                        "content": {
+                            "application/json": {
+                                "schema": {
+                                    "type": "object",
+                                    "properties": {
+                                        "name": {
+                                            "type": "string",
+                                            "minLength": 1,
+                                            "maxLength": 100,
+                                        },
+                                        "user_id": {"type": "integer"},
+                                    },
+                                }
+                            }
+                        },
+                    },
+                ),
+            },
+            "/tokens/{token_id}": {
+                "delete": _op(
+                    "Revoke a token",
+                    {"200": _json({"type": "object"})},
+                    parameters=[
+                        {
+                            "name": "token_id",
+                            "in": "path",
+                            "required": True,
+                            "schema": {"type": "integer"},
+                        }
+                    ],
+                ),
+            },
+            "/audit": {
+                "get": _op(
+                    "The audit log, newest first (admins)",
+                    {"200": _json({"type": "object"})},
+                    parameters=[
+                        _query("action", {"type": "string"}),
+                        _query("limit", {"type": "integer", "minimum": 1, "maximum": 500}),
+                        _query("cursor", {"type": "string"}),
+                    ],
+                ),
+            },
             "/classify": {
                 "post": _op(
                     "Classify and plan a script without running it",

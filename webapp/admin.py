@@ -1,0 +1,173 @@
+"""Accounts over the API: users and tokens (admins), own tokens (everyone), audit log."""
+
+from __future__ import annotations
+
+import secrets
+from typing import Any
+
+from flask import Blueprint, Response, current_app, jsonify, request
+
+from sandbox.store import Role, TokenRecord, UserRecord
+from webapp.auth import audit, current_user, requires
+from webapp.errors import ApiError
+
+admin = Blueprint("admin", __name__)
+
+
+def _svc() -> Any:
+    return current_app.extensions["bashfleet"]
+
+
+def _user_json(u: UserRecord) -> dict[str, Any]:
+    return {
+        "id": u.id,
+        "name": u.name,
+        "role": u.role.value,
+        "disabled": u.disabled,
+        "created_at": u.created_at.isoformat(),
+    }
+
+
+def _token_json(t: TokenRecord) -> dict[str, Any]:
+    return {
+        "id": t.id,
+        "user_id": t.user_id,
+        "name": t.name,
+        "prefix": t.prefix,
+        "created_at": t.created_at.isoformat(),
+        "last_used_at": t.last_used_at.isoformat() if t.last_used_at else None,
+        "revoked_at": t.revoked_at.isoformat() if t.revoked_at else None,
+    }
+
+
+def _json_object() -> dict[str, Any]:
+    body = request.get_json(silent=True, force=True)
+    if not isinstance(body, dict):
+        raise ApiError(400, "invalid_input", "the request body must be a JSON object")
+    return body
+
+
+@admin.get("/users")
+@requires(Role.ADMIN)
+def list_users() -> Response:
+    return jsonify({"items": [_user_json(u) for u in _svc().store.accounts.list_users()]})
+
+
+@admin.post("/users")
+@requires(Role.ADMIN)
+def add_user() -> tuple[Response, int]:
+    body = _json_object()
+    name, role = body.get("name"), body.get("role", "viewer")
+    if not isinstance(name, str) or role not in [r.value for r in Role]:
+        raise ApiError(400, "invalid_input", '{"name": "...", "role": "viewer|operator|admin"}')
+    password = body.get("password")
+    generated = password is None
+    if generated:
+        password = secrets.token_urlsafe(15)
+    if not isinstance(password, str) or len(password) < 8:
+        raise ApiError(400, "invalid_input", "the password must have at least 8 characters")
+    accounts = _svc().store.accounts
+    if accounts.find_user(name) is not None:
+        raise ApiError(409, "conflict", f"user {name!r} exists already")
+    user = accounts.create_user(name, password, Role(role))
+    audit("user_created", target=user.name, detail={"role": user.role.value})
+    out = _user_json(user)
+    if generated:
+        out["password"] = password  # shown once
+    return jsonify(out), 201
+
+
+@admin.patch("/users/<int:user_id>")
+@requires(Role.ADMIN)
+def change_user(user_id: int) -> Response:
+    body = _json_object()
+    accounts = _svc().store.accounts
+    user = accounts.get_user(user_id)
+    if "role" in body:
+        if body["role"] not in [r.value for r in Role]:
+            raise ApiError(400, "invalid_input", "role is viewer, operator or admin")
+        accounts.set_role(user_id, Role(body["role"]))
+    if "disabled" in body:
+        if not isinstance(body["disabled"], bool):
+            raise ApiError(400, "invalid_input", "disabled is true or false")
+        if user_id == current_user().id and body["disabled"]:
+            raise ApiError(409, "conflict", "you cannot disable yourself")
+        accounts.set_disabled(user_id, body["disabled"])
+    audit(
+        "user_changed",
+        target=user.name,
+        detail={k: body[k] for k in ("role", "disabled") if k in body},
+    )
+    return jsonify(_user_json(accounts.get_user(user_id)))
+
+
+@admin.get("/tokens")
+@requires(Role.VIEWER)
+def list_tokens() -> Response:
+    user = current_user()
+    owner = None if user.role is Role.ADMIN and request.args.get("all") else user.id
+    tokens = _svc().store.accounts.list_tokens(owner)
+    return jsonify({"items": [_token_json(t) for t in tokens]})
+
+
+@admin.post("/tokens")
+@requires(Role.VIEWER)
+def create_token() -> tuple[Response, int]:
+    body = _json_object()
+    user = current_user()
+    target = user
+    wanted = body.get("user_id", user.id)
+    if isinstance(wanted, bool) or not isinstance(wanted, int):
+        raise ApiError(400, "invalid_input", "user_id is a whole number")
+    if wanted != user.id:
+        if user.role is not Role.ADMIN:
+            raise ApiError(403, "forbidden", "only admins create tokens for other users")
+        target = _svc().store.accounts.get_user(wanted)
+    name = body.get("name", "api")
+    if not isinstance(name, str):
+        raise ApiError(400, "invalid_input", "name is a string")
+    new = _svc().store.accounts.create_token(target.id, name)
+    audit("token_created", target=new.token.prefix, detail={"for": target.name})
+    return jsonify({**_token_json(new.token), "token": new.secret}), 201
+
+
+@admin.delete("/tokens/<int:token_id>")
+@requires(Role.VIEWER)
+def revoke_token(token_id: int) -> Response:
+    user = current_user()
+    owner = None if user.role is Role.ADMIN else user.id
+    if not _svc().store.accounts.revoke_token(token_id, owner):
+        raise ApiError(404, "not_found", f"no token {token_id} of yours")
+    audit("token_revoked", target=str(token_id))
+    return jsonify({"status": "revoked"})
+
+
+@admin.get("/audit")
+@requires(Role.ADMIN)
+def audit_log() -> Response:
+    limit = request.args.get("limit", "100")
+    if not limit.isdigit() or not 1 <= int(limit) <= 500:
+        raise ApiError(400, "invalid_input", "limit is 1 to 500")
+    page = _svc().store.audit.list(
+        action=request.args.get("action") or None,
+        limit=int(limit),
+        cursor=request.args.get("cursor"),
+    )
+    return jsonify(
+        {
+            "items": [
+                {
+                    "id": e.id,
+                    "at": e.at.isoformat(),
+                    "actor": e.actor,
+                    "address": e.address,
+                    "action": e.action,
+                    "target": e.target,
+                    "detail": dict(e.detail),
+                }
+                for e in page.items
+            ],
+            "total": page.total,
+            "next_cursor": page.next_cursor,
+        }
+    )

@@ -63,19 +63,24 @@ def open_docker(instance_id: str) -> tuple[Executor | None, str]:
     return ex, ""
 
 
-def cli_instance_id() -> str:
-    """`cli-PID-START`: another run can tell whether this process is still alive."""
+def cli_instance_id(kind: str = "cli") -> str:
+    """`KIND-PID-START`: another process can tell whether this one is still alive."""
     me = psutil.Process()
-    return f"cli-{me.pid}-{int(me.create_time())}"
+    return f"{kind}-{me.pid}-{int(me.create_time())}"
 
 
 def instance_alive(instance_id: str) -> bool:
     """True when the instance is a `bashfleet run` process that still runs, or unknown."""
     parts = instance_id.split("-")
-    if len(parts) != 3 or parts[0] != "cli" or not (parts[1].isdigit() and parts[2].isdigit()):
+    if len(parts) != 3 or parts[0] not in ("cli", "server") or not (
+        parts[1].isdigit() and parts[2].isdigit()
+    ):
         return False
     try:
-        return int(psutil.Process(int(parts[1])).create_time()) == int(parts[2])
+        proc = psutil.Process(int(parts[1]))
+        return (
+            int(proc.create_time()) == int(parts[2]) and proc.status() != psutil.STATUS_ZOMBIE
+        )
     except psutil.Error:
         return False
 

@@ -132,6 +132,7 @@ class _Cmd:
     not_before: float = 0.0
     infra_since: float | None = None
     cancel_requested: bool = False
+    blocked: bool = False  # a dangerous command that waited for its exclusive lock
     outcome: Outcome | None = None
     reason: str = ""
     offsets: dict[str, int] = field(default_factory=lambda: {"stdout": 0, "stderr": 0})
@@ -368,11 +369,18 @@ class Scheduler:
         """Start every ready command that can start now."""
         if self._closed:
             return
+        self._draining = {
+            str(c.batch.spec.workspace)
+            for *_key, c in self._heaps[CommandClass.DANGEROUS]
+            if c.blocked and c.status is Status.QUEUED
+        }
+        # Lighter classes first; a dangerous command that cannot take its exclusive lock
+        # marks its workspace as draining, so nothing new starts there until it has run.
         for cls in (
-            CommandClass.DANGEROUS,
-            CommandClass.SEQUENTIAL,
-            CommandClass.CONDITIONAL,
             CommandClass.SAFE,
+            CommandClass.CONDITIONAL,
+            CommandClass.SEQUENTIAL,
+            CommandClass.DANGEROUS,
         ):
             heap = self._heaps[cls]
             skipped: list[tuple[float, float, int, _Cmd]] = []
@@ -392,6 +400,7 @@ class Scheduler:
                 if not self._locks.try_acquire(cmd.id, self._lock_requests(cmd)):
                     skipped.append(item)
                     if cls is CommandClass.DANGEROUS:
+                        cmd.blocked = True
                         self._draining.add(ws)
                     continue
                 if cls is CommandClass.DANGEROUS:

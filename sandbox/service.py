@@ -28,7 +28,7 @@ from sandbox.image import SANDBOX_UID
 from sandbox.model import CommandClass, Limits, Status
 from sandbox.persist import StoreWriter
 from sandbox.pipeline import Judgement, batch_spec, check_script, judge
-from sandbox.runner import make_router, open_docker
+from sandbox.runner import cli_instance_id, instance_alive, make_router, open_docker
 from sandbox.scheduler import Scheduler, default_limits
 from sandbox.store import (
     BatchRecord,
@@ -58,7 +58,7 @@ class ServiceConfig:
     max_script_bytes: int = 1 << 20
     max_statements: int = 5000
     default_timeout_s: float | None = 3600.0
-    instance_id: str = field(default_factory=lambda: f"server-{os.getpid()}")
+    instance_id: str = field(default_factory=lambda: cli_instance_id("server"))
 
 
 class Forbidden(BashfleetError):
@@ -112,7 +112,10 @@ class Service:
         docker = self.executors.get("docker")
         if docker is not None:
             try:
-                docker.recover_orphans(all_instances=True)  # type: ignore[attr-defined]
+                # every labelled container, except those of bashfleet processes still alive
+                docker.recover_orphans(  # type: ignore[attr-defined]
+                    all_instances=True, alive=instance_alive
+                )
             except BashfleetError as e:
                 log.warning("could not remove leftover containers: %s", e)
         for batch_id in {c.batch_id for c in lost}:

@@ -250,3 +250,18 @@ def test_many_commands_scale() -> None:
     assert sched.wait(bid, 60)
     assert len(fake.started) == n
     assert time.monotonic() - t0 < 30
+
+
+def test_a_cancelled_waiting_dangerous_command_does_not_wedge_its_workspace() -> None:
+    fake = FakeExecutor(script={"slow": FakeResult(duration_s=0.5)})
+    sched, _ = make(fake)
+    slow = sched.submit(spec(cmd(0, "slow", S)))
+    time.sleep(0.05)
+    danger = sched.submit(spec(cmd(0, "rm -rf x", D)))
+    time.sleep(0.05)
+    assert sched.status_of(f"{danger}-0") is Status.QUEUED  # waits for its exclusive lock
+    sched.cancel_batch(danger)
+    quick = sched.submit(spec(cmd(0, "quick", S)))
+    assert sched.wait(quick, 0.3)  # runs beside `slow`, not after it
+    assert sched.wait(slow, 2) and sched.wait(danger, 2)
+    assert "rm -rf x" not in fake.started

@@ -1,0 +1,85 @@
+"""The portal with the real Docker engine: container commands, and recovery after kill -9."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+
+from tests.portal import Portal, free_port
+
+pytest_plugins = ("docker_fixtures",)
+
+
+@pytest.fixture
+def docker_portal(tmp_path: Path, docker_client: Any, sandbox_image: str) -> Iterator[Portal]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BASHFLEET_")}
+    p = Portal(data=tmp_path / "data", port=free_port(), env=env, extra=["--isolation", "auto"])
+    p.data.mkdir()
+    p.start()
+    try:
+        yield p
+    finally:
+        p.stop()
+
+
+def server_containers(client: Any) -> list[Any]:
+    return [
+        c
+        for c in client.containers.list(all=True, filters={"label": "bashfleet.instance"})
+        if c.labels.get("bashfleet.instance", "").startswith("server-")
+    ]
+
+
+@pytest.mark.docker
+def test_container_commands_and_kill_9_recovery(docker_portal: Portal, docker_client: Any) -> None:
+    p = docker_portal
+    token = p.token("ops", "operator")
+    status, batch = p.request(
+        "POST", "/api/v1/batches", {"script": "touch made.txt\nls\nid -u\n"}, token=token
+    )
+    assert status == 201
+    done = p.wait_batch(batch["id"], token)
+    assert [c["executor"] for c in done["commands"]] == ["docker", "local", "local"]
+    assert done["status"] == "succeeded", done
+    assert (p.data / "workspaces" / "default" / "made.txt").stat().st_uid != 0
+
+    status, batch = p.request(
+        "POST",
+        "/api/v1/batches",
+        {"script": "touch a && sleep 120\nsleep 120.5\nrm -rf gone && sleep 120\n"},
+        token=token,
+    )
+    assert status == 201
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        _s, b = p.request("GET", f"/api/v1/batches/{batch['id']}", token=token)
+        if sum(c["status"] == "running" for c in b["commands"]) >= 2:
+            break
+        time.sleep(0.2)
+    dead = {c.labels["bashfleet.instance"] for c in server_containers(docker_client)}
+    assert dead, "no container was started"
+    assert p.proc is not None
+    for worker in psutil.Process(p.proc.pid).children():
+        os.kill(worker.pid, signal.SIGKILL)
+    p.stop(signal.SIGKILL)
+    p.start()
+    done = p.wait_batch(batch["id"], token, timeout=10)
+    assert done["status"] == "interrupted"
+    assert {c["status"] for c in done["commands"]} <= {"interrupted", "cancelled"}
+    left = [
+        c.labels for c in server_containers(docker_client) if c.labels["bashfleet.instance"] in dead
+    ]
+    assert left == []  # the dead server's containers are gone; the new server may have its own
+    time.sleep(0.3)
+    assert not [
+        q.info["cmdline"]
+        for q in psutil.process_iter(["cmdline"])
+        if "120.5" in (q.info["cmdline"] or [])
+    ]

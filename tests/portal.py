@@ -138,3 +138,22 @@ def portal(tmp_path: Path) -> Iterator[Portal]:
         yield p
     finally:
         p.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def any_portal(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Portal]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BASHFLEET_")}
+    env["BASHFLEET_SUBMIT_RATE"] = "1000"
+    env["BASHFLEET_ADMIN_PASSWORD"] = "first-run-password"
+    extra = ["--isolation", "local"]
+    if request.param == "postgresql":
+        extra += ["--database-url", request.getfixturevalue("pg_url")]
+    p = Portal(data=tmp_path / "data", port=free_port(), env=env, extra=extra)
+    p.data.mkdir()
+    if request.param == "postgresql":
+        p.env["BASHFLEET_DATABASE_URL"] = extra[-1]  # for the user/token commands
+    p.start()
+    try:
+        yield p
+    finally:
+        p.stop()

@@ -18,7 +18,8 @@ def batch_count(p: Portal) -> int:
         return int(db.execute("select count(*) from batches").fetchone()[0])
 
 
-def test_submit_run_statuses_and_output(portal: Portal) -> None:
+def test_submit_run_statuses_and_output(any_portal: Portal) -> None:
+    portal = any_portal
     token = portal.token("alice", "operator")
     status, batch = portal.request(
         "POST",

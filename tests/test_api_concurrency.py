@@ -2,35 +2,11 @@
 
 from __future__ import annotations
 
-import os
 import threading
-from collections.abc import Iterator
-from pathlib import Path
 
-import pytest
-
-from tests.pg import pg_server, pg_url  # noqa: F401  (fixtures)
-from tests.portal import Portal, free_port
+from tests.portal import Portal
 
 STREAMER = "for i in $(seq 150); do echo line $i; sleep 0.01; done"
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def any_portal(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Portal]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("BASHFLEET_")}
-    env["BASHFLEET_SUBMIT_RATE"] = "1000"
-    extra = ["--isolation", "local"]
-    if request.param == "postgresql":
-        extra += ["--database-url", request.getfixturevalue("pg_url")]
-    p = Portal(data=tmp_path / "data", port=free_port(), env=env, extra=extra)
-    p.data.mkdir()
-    if request.param == "postgresql":
-        p.env["BASHFLEET_DATABASE_URL"] = extra[-1]  # for the user/token commands
-    p.start()
-    try:
-        yield p
-    finally:
-        p.stop()
 
 
 def test_fifty_submissions_while_ten_batches_stream(any_portal: Portal) -> None:

@@ -7,6 +7,7 @@ import secrets
 import shutil
 import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -24,7 +25,12 @@ needs_bwrap = pytest.mark.skipif(
     not HAVE_BWRAP,
     reason="BUBBLEWRAP MISSING: apt-get install -y bubblewrap (CI installs it, never skips)",
 )
-MODES = ["plain", pytest.param("bwrap", marks=needs_bwrap)]
+MODES = [
+    "plain",
+    pytest.param("bwrap-cold", marks=needs_bwrap),  # a bwrap per command
+    pytest.param("bwrap-warm", marks=needs_bwrap),  # a long-lived bwrap per workspace (spawner)
+]
+SANDBOXED = [m for m in MODES if m != "plain"]
 
 
 class Recorder:
@@ -55,9 +61,25 @@ def mode(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
+def make_executor(mode: str, **kw: object) -> LocalExecutor:
+    if mode == "plain":
+        return LocalExecutor(use_bwrap=False, **kw)  # type: ignore[arg-type]
+    return LocalExecutor(use_bwrap=True, warm=mode == "bwrap-warm", **kw)  # type: ignore[arg-type]
+
+
 @pytest.fixture
-def executor(mode: str) -> LocalExecutor:
-    return LocalExecutor(use_bwrap=mode == "bwrap")
+def executor(mode: str) -> Iterator[LocalExecutor]:
+    ex = make_executor(mode)
+    yield ex
+    ex.close()
+
+
+@pytest.fixture(params=SANDBOXED)
+def sandboxed(request: pytest.FixtureRequest) -> Iterator[LocalExecutor]:
+    """An executor that sandboxes read-only jobs: cold (bwrap per command) or warm."""
+    ex = make_executor(str(request.param))
+    yield ex
+    ex.close()
 
 
 @pytest.fixture
@@ -311,6 +333,15 @@ def test_file_size_limit(executor: LocalExecutor, workspace: Path) -> None:
     assert (workspace / "f").stat().st_size <= 1 << 20
 
 
+def test_file_size_limit_in_the_sandbox(sandboxed: LocalExecutor, workspace: Path) -> None:
+    job = make_job(
+        workspace, "head -c 10M /dev/zero > /tmp/f", limits=Limits(file_size_bytes=1 << 20)
+    )
+    outcome, _ = run(sandboxed, job)
+    assert outcome.status is Status.FAILED
+    assert "file size limit" in (outcome.error or "")
+
+
 def test_memory_limit(executor: LocalExecutor, workspace: Path) -> None:
     job = make_job(
         workspace, "python3 -c 'x = bytearray(2 << 30)'", limits=Limits(memory_bytes=512 << 20)
@@ -321,10 +352,9 @@ def test_memory_limit(executor: LocalExecutor, workspace: Path) -> None:
     assert "memory limit" in (outcome.error or "")
 
 
-def test_cpu_limit(workspace: Path) -> None:
-    ex = LocalExecutor(use_bwrap=False)
+def test_cpu_limit(executor: LocalExecutor, workspace: Path) -> None:
     job = make_job(workspace, "while :; do :; done", limits=Limits(cpu_s=1), timeout_s=10)
-    outcome, _ = run(ex, job)
+    outcome, _ = run(executor, job)
     assert outcome.status is Status.FAILED
     assert "CPU time limit" in (outcome.error or "")
 
@@ -343,11 +373,10 @@ def test_isolation_describes_what_is_in_force() -> None:
     assert LocalExecutor(use_bwrap=False).isolation.startswith("process group only")
 
 
-@needs_bwrap
-def test_read_only_workspace_cannot_be_written(workspace: Path) -> None:
+def test_read_only_workspace_cannot_be_written(sandboxed: LocalExecutor, workspace: Path) -> None:
     (workspace / "kept").write_text("original")
     job = make_job(workspace, "touch x; echo changed > kept; rm kept; touch /etc/x /x")
-    outcome, out = run(LocalExecutor(use_bwrap=True), job)
+    outcome, out = run(sandboxed, job)
     assert outcome.status is Status.FAILED
     assert "Read-only file system" in out.text("stderr")
     assert sorted(p.name for p in workspace.iterdir()) == ["kept"]
@@ -355,45 +384,56 @@ def test_read_only_workspace_cannot_be_written(workspace: Path) -> None:
     assert not Path("/x").exists()
 
 
-@needs_bwrap
-def test_writable_job_in_bwrap_mode_can_write(workspace: Path) -> None:
-    outcome, _ = run(LocalExecutor(use_bwrap=True), make_job(workspace, "touch x", read_only=False))
+def test_writable_job_in_bwrap_mode_can_write(sandboxed: LocalExecutor, workspace: Path) -> None:
+    outcome, _ = run(sandboxed, make_job(workspace, "touch x", read_only=False))
     assert outcome.status is Status.SUCCEEDED and (workspace / "x").exists()
 
 
-@needs_bwrap
-def test_sandbox_cannot_touch_bashfleet(workspace: Path) -> None:
+def test_sandbox_cannot_touch_bashfleet(sandboxed: LocalExecutor, workspace: Path) -> None:
     me = os.getpid()
     script = (
         f"kill -9 {me} && echo KILLED; ls /proc/{me}/environ && echo SEEN; "
         "echo x > /proc/sys/kernel/domainname && echo SYSCTL; "
         "mount -o remount,rw / && echo REMOUNTED; true"
     )
-    outcome, out = run(LocalExecutor(use_bwrap=True), make_job(workspace, script))
+    outcome, out = run(sandboxed, make_job(workspace, script))
     assert outcome.status is Status.SUCCEEDED
     assert out.text("stdout") == ""
     assert psutil.pid_exists(me)
 
 
+def test_no_capabilities_inside(sandboxed: LocalExecutor, workspace: Path) -> None:
+    job = make_job(workspace, "grep -E '^Cap(Prm|Eff)' /proc/self/status")
+    outcome, out = run(sandboxed, job)
+    assert outcome.status is Status.SUCCEEDED
+    assert out.text("stdout").split() == ["CapPrm:", "0" * 16, "CapEff:", "0" * 16]
+
+
+@pytest.mark.parametrize("warm", [False, True])
 @needs_bwrap
-def test_data_folder_is_hidden_but_the_workspace_inside_it_is_not(tmp_path: Path) -> None:
+def test_data_folder_is_hidden_but_the_workspace_inside_it_is_not(
+    tmp_path: Path, warm: bool
+) -> None:
     data = tmp_path / "data"
     ws = data / "workspaces" / "w1"
     ws.mkdir(parents=True)
     (data / "bashfleet.db").write_text("secret")
     (ws / "f").write_text("visible\n")
-    ex = LocalExecutor(use_bwrap=True, hidden_paths=(data,))
+    ex = LocalExecutor(use_bwrap=True, hidden_paths=(data,), warm=warm)
     outcome, out = run(ex, make_job(ws, f"cat f; ls -A {data}; cat {data}/bashfleet.db"))
+    ex.close()
     assert outcome.status is Status.FAILED
     assert out.text("stdout") == "visible\nworkspaces\n"
     assert "secret" not in out.text("stdout")
 
 
+@pytest.mark.parametrize("warm", [False, True])
 @needs_bwrap
 def test_a_sandbox_that_cannot_start_is_an_infrastructure_error(
-    workspace: Path, monkeypatch: pytest.MonkeyPatch
+    workspace: Path, monkeypatch: pytest.MonkeyPatch, warm: bool
 ) -> None:
-    ex = LocalExecutor(use_bwrap=True)
+    # warm: the long-lived sandbox cannot start either, and the job falls back to its own bwrap
+    ex = LocalExecutor(use_bwrap=True, warm=warm)
     assert ex.isolation.startswith("bubblewrap") and ex._bwrap is not None
     view = ex._bwrap.argv
     broken = ["--ro-bind", "/nonexistent", "/x", "--"]
@@ -402,13 +442,15 @@ def test_a_sandbox_that_cannot_start_is_an_infrastructure_error(
         ex.run(make_job(workspace, "true"), Recorder())
     # ...while a command that merely looks like it is still the command's own failure
     fake = make_job(workspace, "echo 'bwrap: fake' >&2; exit 1")
-    outcome, _ = run(LocalExecutor(use_bwrap=True), fake)
+    ex.close()
+    good = LocalExecutor(use_bwrap=True, warm=warm)
+    outcome, _ = run(good, fake)
+    good.close()
     assert outcome.status is Status.FAILED and outcome.exit_code == 1
 
 
-@needs_bwrap
-def test_docker_socket_folder_is_hidden(workspace: Path) -> None:
-    outcome, out = run(LocalExecutor(use_bwrap=True), make_job(workspace, "ls -A /run /var/run"))
+def test_docker_socket_folder_is_hidden(sandboxed: LocalExecutor, workspace: Path) -> None:
+    outcome, out = run(sandboxed, make_job(workspace, "ls -A /run /var/run"))
     assert outcome.status is Status.SUCCEEDED
     assert "docker" not in out.text("stdout")
 
@@ -451,8 +493,8 @@ def _throughput(n: int = 1000, threads: int = 8) -> None:
     base = time.perf_counter() - t0
     print(f"xargs -P{threads} bash -c:           {base:.2f} s")
     ws = Path(tempfile.mkdtemp())
-    for use_bwrap in (False, True) if HAVE_BWRAP else (False,):
-        ex = LocalExecutor(use_bwrap=use_bwrap)
+    for mode in ("plain", "bwrap-cold", "bwrap-warm") if HAVE_BWRAP else ("plain",):
+        ex = make_executor(mode)
         ex.run(make_job(ws, "true"), Recorder())  # the self-tests are not measured
         jobs = [make_job(ws, f"echo {i}") for i in range(n)]
         t0 = time.perf_counter()
@@ -464,7 +506,8 @@ def _throughput(n: int = 1000, threads: int = 8) -> None:
         for job in jobs[:100]:
             ex.run(job, lambda s, d: None)
         serial_ms = (time.perf_counter() - t0) * 10
-        label = "LocalExecutor, bwrap:" if use_bwrap else "LocalExecutor, no bwrap:"
+        ex.close()
+        label = f"LocalExecutor, {mode}:"
         print(f"{label:28s} {took:.2f} s = {took / base:.2f}x  ({serial_ms:.2f} ms/cmd serial)")
     sys.stdout.flush()
 

@@ -25,6 +25,7 @@ from sandbox.events import Event, EventBus
 from sandbox.executors.base import Executor
 from sandbox.executors.local import LocalExecutor
 from sandbox.image import SANDBOX_UID
+from sandbox.metrics import Metrics
 from sandbox.model import CommandClass, Limits, Status
 from sandbox.persist import StoreWriter
 from sandbox.pipeline import Judgement, batch_spec, check_script, judge
@@ -89,7 +90,23 @@ class Service:
             limits=default_limits(config.jobs),
             max_running=config.jobs,
         )
+        self.metrics = Metrics(self.scheduler.snapshot, self._gauges)
+        self.bus.subscribe(self.metrics)
         self._lock = threading.Lock()
+
+    def _gauges(self) -> dict[str, float]:
+        docker = self.executors.get("docker")
+        breaker = getattr(docker, "breaker", None)
+        states = {"closed": 0.0, "half_open": 1.0, "open": 2.0}
+        return {
+            "docker_available": 1.0 if docker is not None else 0.0,
+            "docker_breaker_state": states.get(str(breaker.state), 0.0) if breaker else 0.0,
+        }
+
+    def metrics_summary(self) -> dict[str, Any]:
+        summary = self.metrics.summary(self.scheduler.snapshot())
+        summary["docker"] = self._gauges()
+        return summary
 
     @classmethod
     def open(cls, config: ServiceConfig) -> Service:
@@ -192,6 +209,8 @@ class Service:
             timeout_s=timeout_s,
             retries=retries,
         )
+        for command in new:
+            self.metrics.remember_class(command.id or "", command.cls.value)
         spec = batch_spec(
             judgement,
             ws.path,

@@ -195,3 +195,10 @@ def classify() -> Response:
 @api.get("/openapi.json")
 def openapi() -> Response:
     return jsonify(openapi_document())
+
+
+@api.get("/metrics")
+@requires(Role.VIEWER)
+def metrics_json() -> Response:
+    """The same numbers as /metrics, as JSON, with p50/p90/p95/p99."""
+    return jsonify(_svc().metrics_summary())

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, current_app, jsonify
+from flask import Blueprint, Response, current_app, jsonify, make_response
 from sqlalchemy import text
 
 health = Blueprint("health", __name__)
@@ -17,3 +17,12 @@ def healthz() -> tuple[Response, int]:
     except Exception as e:
         return jsonify({"status": "unhealthy", "database": str(e)[:200]}), 503
     return jsonify({"status": "ok", "pools": svc.pools()}), 200
+
+
+@health.get("/metrics")
+def metrics() -> Response:
+    """Prometheus text exposition format."""
+    svc = current_app.extensions["bashfleet"]
+    response = make_response(svc.metrics.prometheus())
+    response.headers["Content-Type"] = "text/plain; version=0.0.4; charset=utf-8"
+    return response

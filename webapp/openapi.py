@@ -362,6 +362,12 @@ def openapi_document() -> dict[str, Any]:
                     ],
                 ),
             },
+            "/metrics": {
+                "get": _op(
+                    "Metrics as JSON, with p50/p90/p95/p99 of durations and queue waits",
+                    {"200": _json({"type": "object"})},
+                ),
+            },
             "/classify": {
                 "post": _op(
                     "Classify and plan a script without running it",

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sandbox.autoscale import Autoscaler
 from sandbox.errors import BashfleetError, InputError, PolicyError
 from sandbox.events import Event, EventBus
 from sandbox.executors.base import Executor
@@ -60,6 +61,7 @@ class ServiceConfig:
     max_statements: int = 5000
     default_timeout_s: float | None = 3600.0
     instance_id: str = field(default_factory=lambda: cli_instance_id("server"))
+    autoscale: bool = True
 
 
 class Forbidden(BashfleetError):
@@ -92,6 +94,10 @@ class Service:
         )
         self.metrics = Metrics(self.scheduler.snapshot, self._gauges)
         self.bus.subscribe(self.metrics)
+        self.autoscaler: Autoscaler | None = None
+        if config.autoscale:
+            self.autoscaler = Autoscaler(self.scheduler)
+            self.autoscaler.start()
         self._lock = threading.Lock()
 
     def _gauges(self) -> dict[str, float]:
@@ -296,6 +302,8 @@ class Service:
         return self.scheduler.snapshot()
 
     def close(self, grace_s: float = 0.0) -> None:
+        if self.autoscaler is not None:
+            self.autoscaler.stop()
         self.scheduler.shutdown(grace_s)
         self.writer.close()
         for ex in self.executors.values():

@@ -160,3 +160,29 @@ def test_kill_9_then_restart_marks_interrupted_and_leaves_no_process(portal: Por
         if any(a.startswith("300.30") for a in (p.info["cmdline"] or []))
     ]
     assert left == []
+
+
+def test_sigterm_drains_and_interrupts_what_remains(portal: Portal) -> None:
+    token = portal.token("alice", "operator")
+    status, batch = portal.request(
+        "POST", "/api/v1/batches", {"script": "sleep 400.401\necho quick\n"}, token=token
+    )
+    assert status == 201
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        _s, b = portal.request("GET", f"/api/v1/batches/{batch['id']}", token=token)
+        if b["commands"][0]["status"] == "running" and b["commands"][1]["status"] == "succeeded":
+            break
+        time.sleep(0.1)
+    started = time.monotonic()
+    portal.stop(signal.SIGTERM)
+    assert time.monotonic() - started < 25  # 10 s of grace, then the rest is interrupted
+    portal.start()
+    done = portal.wait_batch(batch["id"], token, timeout=5)
+    assert [c["status"] for c in done["commands"]] == ["interrupted", "succeeded"]
+    assert done["status"] == "interrupted"
+    assert not [
+        p.info["cmdline"]
+        for p in psutil.process_iter(["cmdline"])
+        if "400.401" in (p.info["cmdline"] or [])
+    ]

@@ -32,12 +32,14 @@ from sandbox.persist import StoreWriter
 from sandbox.pipeline import Judgement, batch_spec, check_script, judge
 from sandbox.runner import cli_instance_id, instance_alive, make_router, open_docker
 from sandbox.scheduler import Scheduler, default_limits
+from sandbox.schedules import ScheduleRunner, trigger_for
 from sandbox.store import (
     BatchRecord,
     NewCommand,
     NotFound,
     Page,
     Role,
+    ScheduleRecord,
     Source,
     Store,
     UserRecord,
@@ -62,6 +64,7 @@ class ServiceConfig:
     default_timeout_s: float | None = 3600.0
     instance_id: str = field(default_factory=lambda: cli_instance_id("server"))
     autoscale: bool = True
+    schedules: bool = True
 
 
 class Forbidden(BashfleetError):
@@ -94,6 +97,7 @@ class Service:
         )
         self.metrics = Metrics(self.scheduler.snapshot, self._gauges)
         self.bus.subscribe(self.metrics)
+        self.schedules: ScheduleRunner | None = None
         self.autoscaler: Autoscaler | None = None
         if config.autoscale:
             self.autoscaler = Autoscaler(self.scheduler)
@@ -117,12 +121,117 @@ class Service:
     @classmethod
     def open(cls, config: ServiceConfig) -> Service:
         config.data_dir.mkdir(parents=True, exist_ok=True)
-        engine = make_engine(config.database_url or default_url(config.data_dir))
+        url = config.database_url or default_url(config.data_dir)
+        engine = make_engine(url)
         migrate(engine)
         store = Store.open(engine, config.data_dir)
         service = cls(config, store)
         service.recover()
+        if config.schedules:
+            service.schedules = ScheduleRunner(service, engine.url.render_as_string(False))
+            service.schedules.start()
         return service
+
+    # --- schedules ------------------------------------------------------------------------
+
+    def _runner(self) -> ScheduleRunner:
+        if self.schedules is None:
+            raise PolicyError("schedules are switched off in this server")
+        return self.schedules
+
+    def create_schedule(self, user: UserRecord, **fields: Any) -> ScheduleRecord:
+        if not user.role.allows(Role.OPERATOR):
+            raise Forbidden("viewers may not create schedules")
+        runner = self._runner()
+        values = self._schedule_values(fields, creating=True)
+        if self.store.schedules.find(user.id, values["name"]) is not None:
+            raise InputError(f"you have a schedule named {values['name']!r} already")
+        record = self.store.schedules.create(user_id=user.id, **values)
+        return runner.added(record)
+
+    def update_schedule(self, user: UserRecord, schedule_id: int, **fields: Any) -> ScheduleRecord:
+        runner = self._runner()
+        current = self.store.schedules.get(schedule_id)
+        self._may_manage(user, current.user_id)
+        values = self._schedule_values(fields, creating=False, current=current)
+        record = self.store.schedules.update(schedule_id, **values)
+        trigger_changed = "cron" in values or "interval_s" in values
+        return runner.changed(record, trigger_changed)
+
+    def delete_schedule(self, user: UserRecord, schedule_id: int) -> None:
+        current = self.store.schedules.get(schedule_id)
+        self._may_manage(user, current.user_id)
+        self._runner().removed(schedule_id)
+        self.store.schedules.delete(schedule_id)
+
+    def _may_manage(self, user: UserRecord, owner_id: int) -> None:
+        if user.role is Role.ADMIN:
+            return
+        if not user.role.allows(Role.OPERATOR) or user.id != owner_id:
+            raise Forbidden("operators manage only their own schedules")
+
+    def _schedule_values(
+        self, fields: dict[str, Any], *, creating: bool, current: ScheduleRecord | None = None
+    ) -> dict[str, Any]:
+        allowed = {
+            "name",
+            "script",
+            "workspace",
+            "cron",
+            "interval_s",
+            "priority",
+            "timeout_s",
+            "retries",
+            "paused",
+        }
+        unknown = sorted(set(fields) - allowed)
+        if unknown:
+            raise InputError(f"unknown field(s) {', '.join(unknown)}")
+        values: dict[str, Any] = {}
+        if creating or "name" in fields:
+            name = fields.get("name")
+            if not isinstance(name, str) or not 1 <= len(name.strip()) <= 100:
+                raise InputError("a schedule needs a `name` of 1 to 100 characters")
+            values["name"] = name.strip()
+        if creating or "script" in fields:
+            script = fields.get("script")
+            if not isinstance(script, str):
+                raise InputError("`script` (text) is required")
+            self.classify(script)  # the same limits and checks as a submission
+            values["script"] = script
+        if creating or "workspace" in fields:
+            ws = fields.get("workspace", "default")
+            if not isinstance(ws, str):
+                raise InputError("`workspace` is a name")
+            values["workspace_id"] = self.store.workspaces.get_or_create(ws).id
+        if creating or "cron" in fields or "interval_s" in fields:
+            cron = fields.get(
+                "cron", None if creating or "interval_s" in fields else current and current.cron
+            )
+            interval = fields.get(
+                "interval_s",
+                None if creating or "cron" in fields else current and current.interval_s,
+            )
+            trigger_for(cron, interval)  # raises InputError with what is wrong
+            values["cron"], values["interval_s"] = cron, interval
+        for key, lo, hi in (("priority", 1, 10), ("retries", 0, 10)):
+            if key in fields:
+                v = fields[key]
+                if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
+                    raise InputError(f"`{key}` must be from {lo} to {hi}")
+                values[key] = v
+        if "timeout_s" in fields:
+            t = fields["timeout_s"]
+            if t is not None and (isinstance(t, bool) or not isinstance(t, int | float) or t <= 0):
+                raise InputError("`timeout_s` is a positive number of seconds")
+            values["timeout_s"] = t
+        if "paused" in fields:
+            if not isinstance(fields["paused"], bool):
+                raise InputError("`paused` is true or false")
+            values["paused"] = fields["paused"]
+        elif creating:
+            values.setdefault("priority", 5)
+        return values
 
     # --- recovery -------------------------------------------------------------------------
 
@@ -302,6 +411,8 @@ class Service:
         return self.scheduler.snapshot()
 
     def close(self, grace_s: float = 0.0) -> None:
+        if self.schedules is not None:
+            self.schedules.stop()
         if self.autoscaler is not None:
             self.autoscaler.stop()
         self.scheduler.shutdown(grace_s)

@@ -67,12 +67,14 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     from webapp.admin import admin
     from webapp.api import api
     from webapp.health import health
+    from webapp.schedules_api import schedules_api
     from webapp.sessions import sessions
 
     app.register_blueprint(health)
     app.register_blueprint(api, url_prefix="/api/v1")
     app.register_blueprint(sessions, url_prefix="/api/v1")
     app.register_blueprint(admin, url_prefix="/api/v1")
+    app.register_blueprint(schedules_api, url_prefix="/api/v1")
     register_errors(app)
     return app
 

@@ -137,6 +137,25 @@ SCHEMAS: dict[str, Any] = {
 }
 
 
+SCHEDULE_ID = {"name": "schedule_id", "in": "path", "required": True, "schema": {"type": "integer"}}
+SCHEDULE: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["name", "script"],
+    "properties": {
+        "name": {"type": "string", "minLength": 1, "maxLength": 100},
+        "script": {"type": "string", "minLength": 1},
+        "workspace": {"type": "string", "pattern": "^[A-Za-z0-9._-]{1,64}$"},
+        "cron": {"type": "string", "description": "minute hour day-of-month month weekday"},
+        "interval_s": {"type": "integer", "minimum": 1, "maximum": 31622400},
+        "priority": {"type": "integer", "minimum": 1, "maximum": 10},
+        "timeout_s": {"type": "number", "exclusiveMinimum": 0},
+        "retries": {"type": "integer", "minimum": 0, "maximum": 10},
+        "paused": {"type": "boolean"},
+    },
+}
+
+
 def openapi_document() -> dict[str, Any]:
     batch_id, command_id = _path_param("batch_id"), _path_param("command_id")
     return {
@@ -361,6 +380,44 @@ def openapi_document() -> dict[str, Any]:
                         _query("cursor", {"type": "string"}),
                     ],
                 ),
+            },
+            "/schedules": {
+                "get": _op("Schedules", {"200": _json({"type": "object"})}),
+                "post": _op(
+                    "Create a schedule: `cron` (five fields, UTC) or `interval_s`",
+                    {"201": _json({"type": "object"})},
+                    requestBody={
+                        "required": True,
+                        "content": {"application/json": {"schema": SCHEDULE}},
+                    },
+                ),
+            },
+            "/schedules/{schedule_id}": {
+                "get": _op(
+                    "One schedule, with its next run",
+                    {"200": _json({"type": "object"})},
+                    parameters=[SCHEDULE_ID],
+                ),
+                "patch": _op(
+                    "Change a schedule",
+                    {"200": _json({"type": "object"})},
+                    parameters=[SCHEDULE_ID],
+                    requestBody={
+                        "required": True,
+                        "content": {"application/json": {"schema": {**SCHEDULE, "required": []}}},
+                    },
+                ),
+                "delete": _op(
+                    "Delete a schedule",
+                    {"200": _json({"type": "object"})},
+                    parameters=[SCHEDULE_ID],
+                ),
+            },
+            "/schedules/{schedule_id}/pause": {
+                "post": _op("Pause", {"200": _json({"type": "object"})}, parameters=[SCHEDULE_ID]),
+            },
+            "/schedules/{schedule_id}/resume": {
+                "post": _op("Resume", {"200": _json({"type": "object"})}, parameters=[SCHEDULE_ID]),
             },
             "/metrics": {
                 "get": _op(

@@ -1,0 +1,211 @@
+"""Recurring batches with APScheduler 3, its job store in bashfleet's own database.
+
+Each schedule is one APScheduler job whose id is ``schedule-<id>`` and whose
+function is the module-level ``fire(schedule_id)``: the job store holds ids
+only, no pickled objects and no secrets. Jobs coalesce and have a misfire
+grace time, so a server that was down runs one catch-up, not a storm. At
+start the scheduler keeps the jobs it finds in the job store (their next run
+time survives a restart) and only adds the missing ones, so a restart neither
+loses nor duplicates a schedule. A run claims its tick in the schedules table
+first (``mark_run(expected_next_run_at=...)``), so one tick never runs twice,
+even with two servers on one database.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from apscheduler.jobstores.base import JobLookupError
+from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
+from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.triggers.base import BaseTrigger
+from apscheduler.triggers.cron import CronTrigger
+from apscheduler.triggers.interval import IntervalTrigger
+
+from sandbox.errors import InputError
+from sandbox.store import NotFound, ScheduleRecord, Source
+
+if TYPE_CHECKING:
+    from sandbox.service import Service
+
+log = logging.getLogger(__name__)
+
+MISFIRE_GRACE_S = 3600  # a run missed by less than this still happens once on restart
+MIN_INTERVAL_S = 1
+_service: Service | None = None  # the running service; fire() looks it up here
+
+
+def trigger_for(cron: str | None, interval_s: int | None) -> BaseTrigger:
+    """A trigger from five cron fields or a fixed interval; InputError says what is wrong."""
+    if (cron is None) == (interval_s is None):
+        raise InputError("give exactly one of `cron` (five fields) or `interval_s`")
+    if cron is not None:
+        if not isinstance(cron, str) or len(cron.split()) != 5:
+            raise InputError("`cron` takes five fields: minute hour day-of-month month weekday")
+        try:
+            return CronTrigger.from_crontab(cron, timezone=UTC)
+        except ValueError as e:
+            raise InputError(f"`cron` {cron!r} is not valid: {e}") from None
+    if isinstance(interval_s, bool) or not isinstance(interval_s, int):
+        raise InputError("`interval_s` is a whole number of seconds")
+    if interval_s < MIN_INTERVAL_S or interval_s > 366 * 86400:
+        raise InputError(f"`interval_s` must be from {MIN_INTERVAL_S} to {366 * 86400} seconds")
+    return IntervalTrigger(seconds=interval_s, timezone=UTC)
+
+
+def next_fire(cron: str | None, interval_s: int | None, after: datetime) -> datetime | None:
+    trigger = trigger_for(cron, interval_s)
+    fire: datetime | None = trigger.get_next_fire_time(None, after)
+    return fire
+
+
+def job_id(schedule_id: int) -> str:
+    return f"schedule-{schedule_id}"
+
+
+def fire(schedule_id: int) -> None:
+    """The job function: submit the schedule's batch as its owner (ids only in the store)."""
+    service = _service
+    runner = service.schedules if service is not None else None
+    if runner is None:
+        log.warning("schedule %s fired with no service running", schedule_id)
+        return
+    runner.run(schedule_id)
+
+
+class ScheduleRunner:
+    """Owns the APScheduler instance for one service."""
+
+    def __init__(self, service: Service, url: str) -> None:
+        global _service
+        self.service = service
+        self.store = service.store
+        self.scheduler = BackgroundScheduler(
+            jobstores={"default": SQLAlchemyJobStore(url=url, tablename="apscheduler_jobs")},
+            job_defaults={
+                "coalesce": True,
+                "max_instances": 1,
+                "misfire_grace_time": MISFIRE_GRACE_S,
+            },
+            timezone=UTC,
+        )
+        _service = service
+
+    def start(self) -> None:
+        self.scheduler.start()
+        wanted = {job_id(s.id): s for s in self.store.schedules.list()}
+        for job in self.scheduler.get_jobs():
+            if job.id not in wanted:
+                job.remove()  # its schedule was deleted while we were down
+        for jid, schedule in wanted.items():
+            if self.scheduler.get_job(jid) is None:
+                self._add(schedule)
+            self._sync_next_run(schedule.id)
+
+    def stop(self) -> None:
+        global _service
+        if self.scheduler.running:
+            self.scheduler.shutdown(wait=False)
+        if _service is self.service:
+            _service = None
+
+    def _add(self, s: ScheduleRecord) -> None:
+        self.scheduler.add_job(
+            fire,
+            trigger=trigger_for(s.cron, s.interval_s),
+            args=[s.id],
+            id=job_id(s.id),
+            name=s.name,
+            replace_existing=True,
+        )
+        if s.paused:
+            self.scheduler.pause_job(job_id(s.id))
+
+    def _sync_next_run(self, schedule_id: int) -> datetime | None:
+        job = self.scheduler.get_job(job_id(schedule_id))
+        next_run = job.next_run_time if job is not None else None
+        self.store.schedules.update(schedule_id, next_run_at=next_run)
+        return next_run
+
+    # --- called by the service ------------------------------------------------------------
+
+    def added(self, s: ScheduleRecord) -> ScheduleRecord:
+        self._add(s)
+        self._sync_next_run(s.id)
+        return self.store.schedules.get(s.id)
+
+    def changed(self, s: ScheduleRecord, trigger_changed: bool) -> ScheduleRecord:
+        if trigger_changed or self.scheduler.get_job(job_id(s.id)) is None:
+            self._add(s)
+        elif s.paused:
+            self.scheduler.pause_job(job_id(s.id))
+        else:
+            self.scheduler.resume_job(job_id(s.id))
+        self._sync_next_run(s.id)
+        return self.store.schedules.get(s.id)
+
+    def removed(self, schedule_id: int) -> None:
+        with contextlib.suppress(JobLookupError):
+            self.scheduler.remove_job(job_id(schedule_id))
+
+    def run(self, schedule_id: int) -> str | None:
+        """Claim this tick and submit the batch; returns the batch id, or None if skipped."""
+        try:
+            s = self.store.schedules.get(schedule_id)
+        except NotFound:
+            self.removed(schedule_id)
+            return None
+        if s.paused:
+            return None
+        now = datetime.now(UTC)
+        job = self.scheduler.get_job(job_id(schedule_id))
+        upcoming = job.next_run_time if job is not None else None
+        if not self.store.schedules.mark_run(
+            schedule_id, ran_at=now, next_run_at=upcoming, expected_next_run_at=s.next_run_at
+        ):
+            log.info("schedule %s: this tick was already run", schedule_id)
+            return None
+        try:
+            owner = self.store.accounts.get_user(s.user_id)
+            workspace = self.store.workspaces.get(s.workspace_id)
+            batch = self.service.submit(
+                owner,
+                script=s.script,
+                workspace=workspace.name,
+                priority=max(1, min(10, s.priority or 5)),
+                timeout_s=s.timeout_s,
+                retries=s.retries,
+                source=Source.SCHEDULE,
+                schedule_id=s.id,
+            )
+        except Exception as e:  # a bad run must not stop the schedule
+            log.error("schedule %s (%s) could not submit: %s", s.id, s.name, e)
+            return None
+        return batch.id
+
+
+def describe(s: ScheduleRecord) -> dict[str, Any]:
+    return {
+        "id": s.id,
+        "name": s.name,
+        "user_id": s.user_id,
+        "workspace_id": s.workspace_id,
+        "script": s.script,
+        "cron": s.cron,
+        "interval_s": s.interval_s,
+        "priority": s.priority,
+        "timeout_s": s.timeout_s,
+        "retries": s.retries,
+        "paused": s.paused,
+        "created_at": s.created_at.isoformat(),
+        "updated_at": s.updated_at.isoformat(),
+        "last_run_at": s.last_run_at.isoformat() if s.last_run_at else None,
+        "next_run_at": s.next_run_at.isoformat() if s.next_run_at else None,
+    }
+
+
+def in_seconds(seconds: float) -> datetime:
+    return datetime.now(UTC) + timedelta(seconds=seconds)

@@ -1,0 +1,85 @@
+"""/api/v1/schedules: recurring batches (cron with five fields, or a fixed interval)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, Response, current_app, jsonify, request
+
+from sandbox.schedules import describe
+from sandbox.store import Role
+from webapp.auth import audit, current_user, requires
+from webapp.errors import ApiError
+
+schedules_api = Blueprint("schedules_api", __name__)
+
+
+def _svc() -> Any:
+    return current_app.extensions["bashfleet"]
+
+
+def _object() -> dict[str, Any]:
+    body = request.get_json(silent=True, force=True)
+    if body is None:
+        raise ApiError(400, "malformed_json", "the request body must be a JSON object")
+    if not isinstance(body, dict):
+        raise ApiError(400, "invalid_input", "the request body must be a JSON object")
+    nulls = sorted(k for k, v in body.items() if v is None)
+    if nulls:
+        raise ApiError(
+            400, "invalid_input", f"{', '.join(nulls)}: null is not allowed; leave it out"
+        )
+    return body
+
+
+@schedules_api.get("/schedules")
+@requires(Role.VIEWER)
+def list_schedules() -> Response:
+    return jsonify({"items": [describe(s) for s in _svc().store.schedules.list()]})
+
+
+@schedules_api.post("/schedules")
+@requires(Role.OPERATOR)
+def create_schedule() -> tuple[Response, int]:
+    record = _svc().create_schedule(current_user(), **_object())
+    audit("schedule_created", target=str(record.id), detail=describe(record))
+    return jsonify(describe(record)), 201
+
+
+@schedules_api.get("/schedules/<int:schedule_id>")
+@requires(Role.VIEWER)
+def get_schedule(schedule_id: int) -> Response:
+    return jsonify(describe(_svc().store.schedules.get(schedule_id)))
+
+
+@schedules_api.patch("/schedules/<int:schedule_id>")
+@requires(Role.OPERATOR)
+def change_schedule(schedule_id: int) -> Response:
+    body = _object()
+    record = _svc().update_schedule(current_user(), schedule_id, **body)
+    audit("schedule_changed", target=str(schedule_id), detail=body)
+    return jsonify(describe(record))
+
+
+@schedules_api.post("/schedules/<int:schedule_id>/pause")
+@requires(Role.OPERATOR)
+def pause(schedule_id: int) -> Response:
+    record = _svc().update_schedule(current_user(), schedule_id, paused=True)
+    audit("schedule_paused", target=str(schedule_id))
+    return jsonify(describe(record))
+
+
+@schedules_api.post("/schedules/<int:schedule_id>/resume")
+@requires(Role.OPERATOR)
+def resume(schedule_id: int) -> Response:
+    record = _svc().update_schedule(current_user(), schedule_id, paused=False)
+    audit("schedule_resumed", target=str(schedule_id))
+    return jsonify(describe(record))
+
+
+@schedules_api.delete("/schedules/<int:schedule_id>")
+@requires(Role.OPERATOR)
+def delete_schedule(schedule_id: int) -> Response:
+    _svc().delete_schedule(current_user(), schedule_id)
+    audit("schedule_deleted", target=str(schedule_id))
+    return jsonify({"status": "deleted"})

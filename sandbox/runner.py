@@ -72,15 +72,15 @@ def cli_instance_id(kind: str = "cli") -> str:
 def instance_alive(instance_id: str) -> bool:
     """True when the instance is a `bashfleet run` process that still runs, or unknown."""
     parts = instance_id.split("-")
-    if len(parts) != 3 or parts[0] not in ("cli", "server") or not (
-        parts[1].isdigit() and parts[2].isdigit()
+    if (
+        len(parts) != 3
+        or parts[0] not in ("cli", "server")
+        or not (parts[1].isdigit() and parts[2].isdigit())
     ):
         return False
     try:
         proc = psutil.Process(int(parts[1]))
-        return (
-            int(proc.create_time()) == int(parts[2]) and proc.status() != psutil.STATUS_ZOMBIE
-        )
+        return int(proc.create_time()) == int(parts[2]) and proc.status() != psutil.STATUS_ZOMBIE
     except psutil.Error:
         return False
 

@@ -35,7 +35,7 @@ ALWAYS_HIDDEN = (Path("/run"),)
 class BwrapView:
     def __init__(self, binary: str, hidden: list[Path]) -> None:
         self.binary = binary
-        self._hidden = [*hidden, *ALWAYS_HIDDEN]
+        self.hidden = [*hidden, *ALWAYS_HIDDEN]
 
     def argv(
         self, workspace: Path, *, read_only: bool, network: bool, status_fd: int | None = None
@@ -43,7 +43,7 @@ class BwrapView:
         """The bwrap command line up to and including ``--``."""
         argv = [self.binary, "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc"]
         argv += ["--ro-bind", "/proc/sys", "/proc/sys", "--tmpfs", "/tmp"]
-        hidden = [h.resolve() for h in self._hidden if h.is_dir()]
+        hidden = [h.resolve() for h in self.hidden if h.is_dir()]
         # a folder holding the workspace is covered first, then the workspace bound back
         argv += [a for h in hidden if workspace.is_relative_to(h) for a in ("--tmpfs", str(h))]
         argv += ["--ro-bind" if read_only else "--bind", str(workspace), str(workspace)]

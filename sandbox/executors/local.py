@@ -10,18 +10,23 @@ prlimit ~0.4 ms and a ``ulimit; exec bash`` wrapper ~0.7 ms per command).
 Read-only jobs (the safe class) run under bubblewrap when it is installed (see
 ``bwrap``: read-only host and workspace, private /tmp, data folder and Docker
 socket hidden, no network, no capabilities, a pid namespace that dies with the
-command). bwrap costs ~3 ms per command, so writable jobs (``--isolation
-local``) do not use it. Outside a pid namespace a job's processes are found
-through its group, a per-job marker variable and its descendant tree (see
-``proctree``); there, as root, a command *can* signal bashfleet.
+command). bwrap costs ~3 ms per command, so read-only jobs are spawned inside a
+*warm* sandbox, one long-lived bwrap per (workspace, network) with the same view
+(see ``spawner``), and take a bwrap of their own only when ``warm=False`` or that
+sandbox is unavailable. Writable jobs (``--isolation local``) do not use bwrap.
+Outside a pid namespace a job's processes are found through its group, a per-job
+marker variable and its descendant tree (see ``proctree``); there, as root, a
+command *can* signal bashfleet.
 
-One thread per job runs a poll loop over stdout, stderr, a pidfd (exit) and an
-eventfd (cancel), so neither pipe can fill up and block the command.
+One thread per job runs a poll loop over stdout, stderr, an exit fd (a pidfd, or
+for a warm-sandbox job an eventfd) and an eventfd (cancel), so neither pipe can
+fill up and block the command.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import pwd
 import secrets
@@ -35,10 +40,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sandbox.errors import ExecutorError
-from sandbox.executors import bwrap, proctree, rlimits
+from sandbox.executors import bwrap, proctree, rlimits, spawner
 from sandbox.executors.base import OutputSink
-from sandbox.executors.watch import JobWatch
+from sandbox.executors.watch import HostProcess, JobWatch, Process
 from sandbox.model import Job, Limits, Outcome, Status
+
+log = logging.getLogger(__name__)
 
 SAFE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 # A cancel for a job whose run() has not started yet is honoured when run() starts
@@ -104,12 +111,18 @@ class LocalExecutor:
     otherwise); False = never. Writable jobs never use it.
     ``hidden_paths``: folders the sandbox must not see (bashfleet's data folder;
     ``$BASHFLEET_DATA`` is always added when set).
+    ``warm``: read-only jobs share a long-lived sandbox per workspace (``spawner``)
+    instead of paying for a bwrap each; ``close()`` ends those sandboxes.
     """
 
     name = "local"
 
     def __init__(
-        self, use_bwrap: bool | None = None, *, hidden_paths: tuple[str | Path, ...] = ()
+        self,
+        use_bwrap: bool | None = None,
+        *,
+        hidden_paths: tuple[str | Path, ...] = (),
+        warm: bool = True,
     ) -> None:
         self._bash = shutil.which("bash", path=SAFE_PATH)
         self._prlimit = shutil.which("prlimit", path=SAFE_PATH)
@@ -124,6 +137,11 @@ class LocalExecutor:
         data = os.environ.get("BASHFLEET_DATA")
         hidden = [Path(p) for p in (*hidden_paths, *([data] if data else []))]
         self._bwrap = bwrap.BwrapView(binary, hidden) if binary else None
+        self._spawners = (
+            spawner.SpawnerPool(self._bwrap.argv, [h.resolve() for h in self._bwrap.hidden])
+            if self._bwrap is not None and warm
+            else None
+        )
         self._bwrap_problem: str | None = None
         if self._bwrap is None:
             self._bwrap_problem = "disabled" if use_bwrap is False else "not installed"
@@ -153,13 +171,20 @@ class LocalExecutor:
     def _sandbox_ready(self) -> bool:
         if self._bwrap is None:
             return False
+        if self._probed:  # set only once the answer is in
+            return self._bwrap_problem is None
         with self._probe_lock:
             if not self._probed:
-                self._probed = True
                 self._bwrap_problem = self._bwrap.self_test()
+                self._probed = True
         return self._bwrap_problem is None
 
     # -- the protocol ----------------------------------------------------------
+
+    def close(self) -> None:
+        """End the warm sandboxes (a job still running in one dies with it)."""
+        if self._spawners is not None:
+            self._spawners.close()
 
     def cancel(self, job_id: str) -> None:
         with self._lock:  # held while writing: run() closes wake_fd only under it
@@ -174,6 +199,8 @@ class LocalExecutor:
 
     def run(self, job: Job, on_output: OutputSink) -> Outcome:
         workspace = self._workspace(job)
+        if job.read_only and self._spawners is not None and not self._probed:
+            self._spawners.prestart(workspace, job.network)  # starts while the self-tests run
         sandboxed = job.read_only and self._sandbox_ready()
         if job.read_only and self._require_bwrap and not sandboxed:
             raise ExecutorError(
@@ -309,9 +336,13 @@ class LocalExecutor:
         if running.cancelled:
             return Outcome(Status.CANCELLED, started_at=started, ended_at=started)
         limits = rlimits.wanted(job.limits)
-        via_bash_env = bool(limits) and self._bash_env_works(sandboxed)
         assert self._bash is not None
         argv = [self._bash, "-c", job.command]
+        if sandboxed and self._spawners is not None:
+            outcome = self._run_warm(job, argv, env, workspace, limits, running, marker, on_output)
+            if outcome is not None:
+                return outcome
+        via_bash_env = bool(limits) and self._bash_env_works(sandboxed)
         status_r, status_w = os.pipe() if sandboxed else (-1, -1)
         try:
             if sandboxed:
@@ -322,19 +353,8 @@ class LocalExecutor:
                 argv = [*view, *argv]
             keep = (status_w,) if sandboxed else ()
             proc = self._spawn(argv, env, workspace, limits, via_bash_env, keep)
-            watch = JobWatch(
-                proc,
-                job,
-                marker,
-                on_output,
-                running.wake_fd,
-                lambda: running.cancelled,
-                pid_namespace=sandboxed,
-            )
-            try:
-                reason = watch.loop()
-            finally:
-                watch.finish()
+            watch = self._watch(HostProcess(proc, marker, sandboxed), job, running, on_output)
+            reason = watch.loop_and_finish()
             if sandboxed and reason is None and not bwrap.came_up(_read_all(status_r)):
                 tail = watch.stderr_tail.decode(errors="replace").strip()
                 raise ExecutorError(f"bubblewrap could not set up the sandbox: {tail}")
@@ -342,3 +362,37 @@ class LocalExecutor:
         finally:
             if sandboxed:
                 os.close(status_r)
+
+    def _run_warm(
+        self,
+        job: Job,
+        argv: list[str],
+        env: dict[str, str],
+        workspace: Path,
+        limits: rlimits.Pairs,
+        running: _Running,
+        marker: str,
+        on_output: OutputSink,
+    ) -> Outcome | None:
+        """Run the job in the warm sandbox of its workspace; None if it cannot take it."""
+        assert self._spawners is not None
+        if limits and not self._bash_env_works(sandboxed=True):
+            return None  # a warm sandbox sets limits the BASH_ENV way only
+        script = rlimits.ulimit_script(limits, spawner.SCRIPT_FD) if limits else None
+        try:
+            spawned = self._spawners.spawn(workspace, job.network, argv, env, script, marker)
+        except spawner.Unavailable as e:
+            log.debug("job %s: a bwrap of its own (%s)", job.id, e)
+            return None
+        started = time.time()
+        watch = self._watch(spawned, job, running, on_output)
+        reason = watch.loop_and_finish()
+        if spawned.lost is not None and reason is None:
+            raise ExecutorError(
+                f"the warm sandbox died while the command ran ({spawned.lost})",
+                executor=self.name,
+            )
+        return watch.outcome(reason, started)
+
+    def _watch(self, proc: Process, job: Job, running: _Running, on_output: OutputSink) -> JobWatch:
+        return JobWatch(proc, job, on_output, running.wake_fd, lambda: running.cancelled)

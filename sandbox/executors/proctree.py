@@ -132,8 +132,10 @@ def descendants(pid: int) -> list[int]:
         return []
 
 
-def kill_tree(pgid: int, marker: str, *, extra: list[int] | None = None, rounds: int = 5) -> None:
-    """SIGKILL the group ``pgid``, the pids in ``extra`` and every process carrying ``marker``.
+def kill_tree(
+    pgid: int | None, marker: str, *, extra: list[int] | None = None, rounds: int = 5
+) -> None:
+    """SIGKILL the group ``pgid`` (if any), the pids in ``extra`` and every process with ``marker``.
 
     ``pgid`` must still be reserved (its leader unreaped) so that it cannot name
     someone else's group. Repeats while new marked processes turn up, since one
@@ -144,7 +146,8 @@ def kill_tree(pgid: int, marker: str, *, extra: list[int] | None = None, rounds:
     wanted = marker.encode()
     killed: set[int] = set()
     for _ in range(rounds):
-        kill_group(pgid)
+        if pgid is not None:
+            kill_group(pgid)
         marked, unsure = _INDEX.pids_with(wanted)
         fresh = [pid for pid in marked if pid not in killed]
         if not fresh and not unsure:
@@ -154,3 +157,8 @@ def kill_tree(pgid: int, marker: str, *, extra: list[int] | None = None, rounds:
         killed.update(fresh)
         if not fresh:
             time.sleep(0.001)  # let the exec in progress finish, then read it again
+
+
+def kill_marked(marker: str) -> None:
+    """SIGKILL every process carrying ``marker`` (a warm sandbox's job: no group of ours)."""
+    kill_tree(None, marker)

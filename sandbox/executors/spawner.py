@@ -1,0 +1,629 @@
+"""Warm sandboxes: one long-lived bubblewrap per (workspace, network) that spawns commands.
+
+bwrap costs 2.4-4.5 ms per command here, more than the command itself (``bash -c
+true`` is 1.3 ms), so read-only jobs pay it once per sandbox instead:
+
+    bwrap <the view of bwrap.BwrapView, unchanged> -- python3 -I -S -c SERVER_SOURCE FD
+
+The server holds one end of a SOCK_SEQPACKET socketpair. Per job the host sends a
+JSON request (argv, environment, marker, the BASH_ENV limits script) with the
+job's stdout/stderr pipe write ends (SCM_RIGHTS); the server starts the command
+with ``posix_spawn`` (a vfork: a fork of the Python server costs ~0.5 ms more):
+``setsid``, /dev/null and the two pipes on 0-2, the limits script on fd 3 (the
+same self-tested ``BASH_ENV`` mechanism as ``rlimits``), nothing else inherited,
+an empty signal mask, default SIGPIPE/SIGXFSZ, cwd the workspace (bwrap's
+``--chdir``). It watches each shell with a pidfd; when one exits (left unreaped,
+so its pid, group and session stay reserved) it kills the job's leftovers, reaps
+it and sends ``{"exited": id, "status": raw wait status, "cpu": s}``.
+``{"kill": id}`` (timeout, cancel) kills the shell, its group and the rest.
+
+The server is the namespace's child subreaper, so when a shell exits its
+children become the server's: if the server's only children are job shells
+(one read of ``/proc/ME/task/ME/children``), the job left nothing, which is the
+common case. Otherwise the leftovers are found in the sandbox's own small /proc:
+the job's session, its process group, its marker variable (``BASHFLEET_JOB``),
+the descendants of all those, and any orphan that left both its session and its
+environment (no job in flight claims it: it is killed at the next job's end,
+even if it came from a job still running).
+
+The server is made non-dumpable (jobs run as the same uid: they must not ptrace
+it or read its memory). If the host closes the socket the server exits; bwrap's
+init then leaves and the kernel kills the whole pid namespace; ``--die-with-parent``
+ties bwrap to the host thread that started it (a thread that lives as long as
+the server: PDEATHSIG follows the parent *thread*).
+
+What differs from a sandbox per command: jobs of one workspace that run at the
+same time share the sandbox's /tmp (HOME; the server empties it whenever no job
+is in flight) and its pid/ipc/uts/net namespaces, so they can see, and as the
+same uid signal, each other (and the server: a job that kills it makes the jobs
+in flight there fail with a retryable ``ExecutorError``; the next job starts a
+new server; one that stops it stalls them until their timeouts). Nothing
+outside the sandbox becomes visible, and the view is the same (a server is
+keyed by the workspace's path and inode and by which hidden folders exist).
+
+Host side: ``SpawnerPool`` starts servers lazily (the first job's self-tests run
+while it starts), one reader thread each (it starts the bwrap, dispatches
+replies, closes the server after ``IDLE_S`` without jobs). A server that cannot
+start is not retried for ``RETRY_AFTER_S``; the executor then uses a bwrap per
+command (``Unavailable``), as it does for a command too large for one request.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from sandbox.executors import proctree
+
+log = logging.getLogger(__name__)
+
+IDLE_S = 60.0  # a server without jobs for this long is closed
+RETRY_AFTER_S = 30.0  # after a server failed to start, per-command bwrap for this long
+START_TIMEOUT_S = 10.0
+REAP_TIMEOUT_S = 5.0  # after a kill, how long the server may take to report the exit
+MAX_REQUEST = 60 << 10  # larger requests (huge commands) take the per-command path
+_RECV_SIZE = 64 << 10
+SCRIPT_FD = 3  # where a job's BASH_ENV limits script is (``rlimits.ulimit_script``)
+
+SERVER_SOURCE = r"""
+import ctypes, json, os, selectors, signal, socket, sys
+
+libc = ctypes.CDLL(None, use_errno=True)
+if libc.prctl(4, 0, 0, 0, 0) != 0:  # PR_SET_DUMPABLE 0: jobs may not ptrace us or read our memory
+    sys.exit("bashfleet spawner: prctl(PR_SET_DUMPABLE) failed")
+if libc.prctl(36, 1, 0, 0, 0) != 0:  # PR_SET_CHILD_SUBREAPER: orphans of every job come to us
+    sys.exit("bashfleet spawner: prctl(PR_SET_CHILD_SUBREAPER) failed")
+ME = os.getpid()
+CHILDREN = "/proc/%d/task/%d/children" % (ME, ME)
+TMP_SKELETON = set(os.listdir("/tmp"))  # e.g. the parents of a workspace under /tmp
+MARKER_KEY = b"BASHFLEET_JOB="
+jobs = {}  # job id -> {"shell": pid, "marker": bytes, "pidfd": fd}
+shells = {}  # shell pid -> job id
+
+
+def marker_of(pid):
+    try:
+        with open("/proc/%d/environ" % pid, "rb") as f:
+            env = f.read()
+    except OSError:
+        return None
+    for entry in env.split(b"\0"):
+        if entry.startswith(MARKER_KEY):
+            return entry[len(MARKER_KEY):]
+    return None
+
+
+def only_shells_below():
+    # After a shell's exit its children are ours (we are the subreaper): if all our children
+    # are job shells, that job left nothing behind. One small read instead of a /proc listdir.
+    try:
+        with open(CHILDREN, "rb") as f:
+            return all(int(pid) in shells for pid in f.read().split())
+    except (OSError, ValueError):
+        return False
+
+
+def others():
+    # the sandbox's processes but init, us and the job shells (a listdir, nothing read)
+    return [
+        int(name)
+        for name in os.listdir("/proc")
+        if name.isdigit() and int(name) not in shells and int(name) not in (1, ME)
+    ]
+
+
+def scan(pids):
+    # pid -> (ppid, pgrp, session, zombie)
+    procs = {}
+    for pid in pids:
+        try:
+            with open("/proc/%d/stat" % pid, "rb") as f:
+                fields = f.read().rsplit(b")", 1)[1].split()
+            procs[pid] = (int(fields[1]), int(fields[2]), int(fields[3]), fields[0] == b"Z")
+        except (OSError, ValueError, IndexError):
+            continue
+    return procs
+
+
+def kill_leftovers(job_id, rounds=10):
+    # SIGKILL the job's processes: its session, its group, its marker, their descendants,
+    # and any orphan that left both session and environment (no live job claims it).
+    job = jobs[job_id]
+    shell = job["shell"]
+    for _ in range(rounds):
+        if job.get("killing"):  # unreaped, so these still name the job's shell and group
+            for kill in (os.kill, os.killpg):
+                try:
+                    kill(shell, signal.SIGKILL)
+                except OSError:
+                    pass
+        pids = others()
+        if not pids:
+            return  # only job shells: nothing left (the common case: one listdir)
+        procs = scan(pids)
+        live_sids = {j["shell"] for i, j in jobs.items() if i != job_id}
+        live_markers = {j["marker"] for i, j in jobs.items() if i != job_id}
+        targets = set()
+        for pid, (ppid, pgrp, sid, zombie) in procs.items():
+            if zombie:
+                if ppid == ME:
+                    try:
+                        os.waitpid(pid, os.WNOHANG)
+                    except ChildProcessError:
+                        pass
+                continue
+            if sid == shell or pgrp == shell:
+                targets.add(pid)
+                continue
+            if sid in live_sids or pgrp in live_sids:
+                continue
+            marker = marker_of(pid)
+            if marker == job["marker"] or (ppid == ME and marker not in live_markers):
+                targets.add(pid)
+        children = {}
+        for pid, (ppid, _, _, _) in procs.items():
+            children.setdefault(ppid, []).append(pid)
+        todo = list(targets) + ([shell] if job.get("killing") else [])
+        while todo:
+            pid = todo.pop()
+            targets.add(pid)
+            todo.extend(c for c in children.get(pid, ()) if c not in targets)
+        targets.discard(shell)
+        if not targets:
+            return
+        for pid in targets:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+
+
+def spawn(req, fds, sel, sock):
+    out, err = fds
+    actions = [
+        (os.POSIX_SPAWN_OPEN, 0, "/dev/null", os.O_RDONLY, 0),
+        (os.POSIX_SPAWN_DUP2, out, 1),
+        (os.POSIX_SPAWN_DUP2, err, 2),
+    ]
+    env = req["env"]
+    script_r = None
+    if req.get("script"):
+        script_r, w = os.pipe()  # the script is tiny: the write cannot block
+        os.write(w, req["script"].encode())
+        os.close(w)
+        actions.append((os.POSIX_SPAWN_DUP2, script_r, 3))
+        env = dict(env, BASH_ENV="/dev/fd/3")
+    try:
+        shell = os.posix_spawn(
+            req["argv"][0],
+            req["argv"],
+            env,
+            file_actions=actions,
+            setsid=True,
+            setsigmask=(),
+            setsigdef=(signal.SIGPIPE, signal.SIGXFSZ),
+        )
+    except OSError as e:
+        sock.send(json.dumps({"exited": req["id"], "spawn_error": str(e)}).encode())
+        return
+    finally:
+        if script_r is not None:
+            os.close(script_r)
+    pidfd = os.pidfd_open(shell)
+    jobs[req["id"]] = {"shell": shell, "marker": req["marker"].encode(), "pidfd": pidfd}
+    shells[shell] = req["id"]
+    sel.register(pidfd, selectors.EVENT_READ, req["id"])
+
+
+def ended(job_id, sel, sock):
+    job = jobs[job_id]
+    if not only_shells_below():
+        kill_leftovers(job_id)  # the shell is a zombie still: its pid, group, session stay ours
+    sel.unregister(job["pidfd"])
+    os.close(job["pidfd"])
+    _, status, ru = os.wait4(job["shell"], 0)
+    del jobs[job_id], shells[job["shell"]]
+    if not jobs:  # a quiet moment: /tmp (HOME) is empty again, as in a fresh sandbox
+        wipe_tmp()
+    reply = {"exited": job_id, "status": status, "cpu": ru.ru_utime + ru.ru_stime}
+    sock.send(json.dumps(reply).encode())
+
+
+def wipe_tmp():
+    # only what jobs made: the skeleton bwrap made for the mounts under /tmp stays
+    try:
+        names = [n for n in os.listdir("/tmp") if n not in TMP_SKELETON]
+    except OSError:
+        return
+    if names:
+        import shutil
+
+        for name in names:
+            path = "/tmp/" + name
+            if os.path.isdir(path) and not os.path.islink(path):
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                try:
+                    os.unlink(path)
+                except OSError:
+                    pass
+
+
+def main():
+    sock = socket.socket(fileno=int(sys.argv[1]))
+    sock.set_inheritable(False)
+    sel = selectors.DefaultSelector()
+    sel.register(sock, selectors.EVENT_READ)
+    sock.send(json.dumps({"ready": ME}).encode())
+    while True:
+        for key, _ in sel.select():
+            if key.data is not None:
+                ended(key.data, sel, sock)
+                continue
+            try:
+                msg, fds, _, _ = socket.recv_fds(sock, RECV_SIZE, 4)
+            except OSError:
+                msg, fds = b"", []
+            for fd in fds:
+                os.set_inheritable(fd, False)
+            if not msg:
+                return
+            req = json.loads(msg)
+            try:
+                if "kill" in req:
+                    if req["kill"] in jobs:
+                        jobs[req["kill"]]["killing"] = True
+                        kill_leftovers(req["kill"])
+                elif len(fds) == 2:
+                    spawn(req, fds, sel, sock)
+            finally:
+                for fd in fds:
+                    os.close(fd)
+
+
+main()
+""".replace("RECV_SIZE", str(_RECV_SIZE))
+
+
+_Key = tuple[str, bool, int, int, tuple[bool, ...]]  # workspace, network, dev, inode, hidden
+
+
+class Unavailable(Exception):
+    """No warm sandbox for this job: run it with a bwrap of its own."""
+
+
+class SpawnedProcess:
+    """A job running in a warm sandbox, as ``watch.JobWatch`` sees it (``watch.Process``)."""
+
+    def __init__(self, server: _Server, seq: int, marker: str) -> None:
+        self._server, self.seq, self.marker = server, seq, marker
+        self.stdout = self.stderr = -1
+        self.exit_fd: int | None = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        self._fd_lock = threading.Lock()
+        self._done = threading.Event()
+        self.status: int | None = None
+        self.cpu = 0.0
+        self.lost: str | None = None  # why the server could not report the exit
+        self._kill_sent = False
+
+    # called by the server's reader thread, once per job at most (the job left its table)
+    def _finish(self, status: int | None, cpu: float, lost: str | None) -> None:
+        self.status, self.cpu, self.lost = status, cpu, lost
+        with self._fd_lock:  # _done before the wake-up: the watch checks exited() on waking
+            self._done.set()
+            if self.exit_fd is not None:
+                os.eventfd_write(self.exit_fd, 1)
+
+    def exited(self) -> bool:
+        return self._done.is_set()
+
+    def kill_tree(self) -> None:
+        if not self._done.is_set():
+            if not self._kill_sent:
+                self._kill_sent = True
+                self._server.send({"kill": self.seq})
+            # belt and braces: the host sees the namespace's processes too
+            proctree.kill_marked(self.marker)
+        elif self.lost is not None:  # the namespace died with its server; check anyway
+            proctree.kill_marked(self.marker)
+
+    def reap(self) -> tuple[int, float]:
+        """(returncode as Popen gives it, CPU seconds); ends the server if it does not answer."""
+        for fd in (self.stdout, self.stderr):
+            os.close(fd)
+        if not self._done.wait(REAP_TIMEOUT_S):
+            self._server.abort("it did not report a killed job's end")
+            self._done.wait(REAP_TIMEOUT_S)
+        self.discard()
+        if self.status is None:
+            return -9, self.cpu
+        return os.waitstatus_to_exitcode(self.status), self.cpu
+
+    def discard(self) -> None:
+        """Close the exit eventfd (the reader thread writes to it only under the same lock)."""
+        with self._fd_lock:
+            if self.exit_fd is not None:
+                os.close(self.exit_fd)
+                self.exit_fd = None
+
+
+class _Server:
+    """One warm sandbox: its bwrap process, its socket and its reader thread."""
+
+    def __init__(self, argv: list[str], key: _Key) -> None:
+        self.key = key
+        self.lock = threading.Lock()
+        self._send_lock = threading.Lock()  # the socket is closed only under it: no fd reuse races
+        self.ready = threading.Event()
+        self.dead: str | None = None
+        self.closing = False
+        self.last_used = time.monotonic()
+        self.pid: int | None = None
+        self._jobs: dict[int, SpawnedProcess] = {}
+        self._sock, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        self._proc: subprocess.Popen[bytes] | None = None
+        argv = [*argv, str(theirs.fileno())]
+        self._thread = threading.Thread(
+            target=self._run, args=(argv, theirs), name=f"bashfleet-spawner {key[0]}", daemon=True
+        )
+        self._thread.start()
+
+    # -- the job side --------------------------------------------------------------
+
+    def spawn(self, seq: int, request: bytes, fds: tuple[int, int], marker: str) -> SpawnedProcess:
+        """Send one job; raises Unavailable if the server cannot take it (nothing ran)."""
+        if not self.ready.wait(START_TIMEOUT_S) or self.dead:
+            raise Unavailable(self.dead or "the warm sandbox did not start in time")
+        handle = SpawnedProcess(self, seq, marker)
+        with self.lock:
+            if self.dead or self.closing:
+                handle.discard()
+                raise Unavailable(self.dead or "closing")
+            self._jobs[seq] = handle
+            self.last_used = time.monotonic()
+        try:
+            with self._send_lock:
+                socket.send_fds(self._sock, [request], list(fds))
+        except OSError as e:
+            with self.lock:
+                self._jobs.pop(seq, None)
+            handle.discard()
+            raise Unavailable(f"cannot reach the warm sandbox: {e}") from e
+        return handle
+
+    def send(self, message: dict[str, Any]) -> None:
+        with self._send_lock, contextlib.suppress(OSError):
+            self._sock.send(json.dumps(message).encode())
+
+    # -- ending it -------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Ask the server to end (it exits when its socket closes); jobs in flight die."""
+        with self.lock:
+            self.closing = True
+        with contextlib.suppress(OSError):
+            self._sock.shutdown(socket.SHUT_RDWR)
+
+    def abort(self, why: str) -> None:
+        """Kill the whole sandbox now (the outer bwrap: the namespace goes with it)."""
+        log.warning("warm sandbox for %s: killing it: %s", self.key[0], why)
+        with self.lock:
+            self.dead = self.dead or why
+            proc = self._proc
+        if proc is not None:
+            with contextlib.suppress(OSError):
+                proc.kill()
+        self.close()
+
+    def join(self, timeout: float) -> None:
+        self._thread.join(timeout)
+
+    # -- the reader thread -------------------------------------------------------------
+
+    def _run(self, argv: list[str], theirs: socket.socket) -> None:
+        why = "the warm sandbox exited"
+        try:
+            try:
+                proc = subprocess.Popen(
+                    argv,
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.PIPE,
+                    pass_fds=(theirs.fileno(),),
+                    env={},
+                    start_new_session=True,
+                )
+            except OSError as e:
+                why = f"cannot start bwrap: {e}"
+                return
+            finally:
+                theirs.close()
+            with self.lock:
+                self._proc = proc
+            why = self._read_replies(proc)
+        finally:
+            self._lost(why)
+
+    def _read_replies(self, proc: subprocess.Popen[bytes]) -> str:
+        self._sock.settimeout(1.0)
+        try:
+            while True:
+                try:
+                    data = self._sock.recv(_RECV_SIZE)
+                except TimeoutError:
+                    if not self.ready.is_set() and time.monotonic() - self.last_used > 2 * (
+                        START_TIMEOUT_S
+                    ):
+                        return "the warm sandbox did not start"
+                    if self._idle():
+                        return "idle"
+                    continue
+                except OSError as e:
+                    return f"the warm sandbox's socket failed: {e}"
+                if not data:
+                    return self._exit_reason(proc)
+                self._dispatch(json.loads(data))
+        finally:
+            with contextlib.suppress(OSError):
+                proc.kill()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.communicate(timeout=5)
+
+    def _exit_reason(self, proc: subprocess.Popen[bytes]) -> str:
+        if self.closing:
+            return "closed"
+        try:
+            _, err = proc.communicate(timeout=2)
+        except subprocess.TimeoutExpired:
+            err = b""
+        text = (err or b"").decode(errors="replace").strip()[-500:]
+        return f"the warm sandbox exited ({proc.returncode}){': ' + text if text else ''}"
+
+    def _dispatch(self, msg: dict[str, Any]) -> None:
+        if "ready" in msg:
+            self.pid = proc.pid if (proc := self._proc) else None
+            self.ready.set()
+            return
+        with self.lock:
+            handle = self._jobs.pop(int(msg["exited"]), None)
+            self.last_used = time.monotonic()
+        if handle is not None:
+            error = msg.get("error") or msg.get("spawn_error")
+            handle._finish(msg.get("status"), float(msg.get("cpu", 0.0)), error)
+
+    def _idle(self) -> bool:
+        with self.lock:
+            if not self._jobs and time.monotonic() - self.last_used > IDLE_S:
+                self.closing = True
+                return True
+            return False
+
+    def _lost(self, why: str) -> None:
+        with self.lock:
+            self.dead = dead = self.dead or why
+            jobs, self._jobs = self._jobs, {}
+        for handle in jobs.values():
+            handle._finish(None, 0.0, dead)
+        self.ready.set()
+        with self._send_lock:
+            self._sock.close()
+        if why not in ("idle", "closed"):
+            log.warning("warm sandbox for %s ended: %s", self.key[0], why)
+
+
+class SpawnerPool:
+    """Warm sandboxes by (workspace real path, network), started on first use."""
+
+    def __init__(self, view_argv: Any, hidden: list[Path]) -> None:
+        self._view_argv = view_argv  # BwrapView.argv: (workspace, read_only=, network=)
+        self._hidden = hidden
+        self._lock = threading.Lock()
+        self._servers: dict[_Key, _Server] = {}
+        self._failed: dict[_Key, float] = {}
+        self._seq = 0
+        self._closed = False
+
+    def _python(self, workspace: Path) -> str:
+        """A python3 that the sandbox can see (the view hides /run and the data folder)."""
+        for exe in (os.path.realpath(sys.executable), "/usr/bin/python3"):
+            path = Path(exe)
+            if path.is_file() and not any(path.is_relative_to(h) for h in self._hidden):
+                return exe
+        raise Unavailable("no python3 visible inside the sandbox")
+
+    def spawn(
+        self,
+        workspace: Path,
+        network: bool,
+        argv: list[str],
+        env: dict[str, str],
+        limits_script: bytes | None,
+        marker: str,
+    ) -> SpawnedProcess:
+        """Start ``argv`` in the warm sandbox for ``workspace``; Unavailable: use bwrap per job."""
+        key = self._key(workspace, network)
+        with self._lock:
+            if self._closed:
+                raise Unavailable("closed")
+            self._seq += 1
+            seq = self._seq
+        request = json.dumps(
+            {
+                "id": seq,
+                "argv": argv,
+                "env": env,
+                "marker": marker,
+                "script": (limits_script or b"").decode(),
+            }
+        ).encode()
+        if len(request) > MAX_REQUEST:
+            raise Unavailable("the command is too large for the warm sandbox")
+        server = self._server(key, workspace, network)
+        out_r, out_w = os.pipe()
+        err_r, err_w = os.pipe()
+        try:
+            handle = server.spawn(seq, request, (out_w, err_w), marker)
+        except Unavailable:
+            for fd in (out_r, err_r):
+                os.close(fd)
+            with self._lock:
+                if self._servers.get(key) is server and server.dead not in (None, "idle"):
+                    self._failed[key] = time.monotonic()
+            raise
+        finally:
+            for fd in (out_w, err_w):  # the server has its own copies now
+                os.close(fd)
+        handle.stdout, handle.stderr = out_r, err_r
+        return handle
+
+    def prestart(self, workspace: Path, network: bool) -> None:
+        """Start the sandbox for ``workspace`` now (its ~40 ms overlap the caller's self-tests)."""
+        with contextlib.suppress(Unavailable, OSError):
+            self._server(self._key(workspace, network), workspace, network)
+
+    def _key(self, workspace: Path, network: bool) -> _Key:
+        # A new server if the workspace was replaced or a hidden folder appeared since.
+        stat = workspace.stat()
+        shown = tuple(h.is_dir() for h in self._hidden)
+        return (str(workspace), network, stat.st_dev, stat.st_ino, shown)
+
+    def _server(self, key: _Key, workspace: Path, network: bool) -> _Server:
+        with self._lock:
+            server = self._servers.get(key)
+            if server is not None and not server.dead and not server.closing:
+                return server
+            failed_at = self._failed.get(key)
+            if failed_at is not None and time.monotonic() - failed_at < RETRY_AFTER_S:
+                raise Unavailable("the warm sandbox failed to start recently")
+            view = self._view_argv(workspace, read_only=True, network=network)
+            argv = [*view, self._python(workspace), "-I", "-S", "-c", SERVER_SOURCE]
+            server = self._servers[key] = _Server(argv, key)
+            self._reap_idle()
+            return server
+
+    def _reap_idle(self) -> None:
+        for key, server in list(self._servers.items()):
+            if server.dead or server.closing:
+                del self._servers[key]
+
+    def servers(self) -> list[_Server]:
+        with self._lock:
+            return [s for s in self._servers.values() if not s.dead]
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            servers, self._servers = list(self._servers.values()), {}
+        for server in servers:
+            server.close()
+        for server in servers:
+            server.join(5.0)

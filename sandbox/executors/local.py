@@ -148,6 +148,7 @@ class LocalExecutor:
         self._probed = False
         self._probe_lock = threading.Lock()
         self._lock = threading.Lock()
+        self._resolve_cache: dict[Path, tuple[Path, float]] = {}
         self._running: dict[str, _Running] = {}
         self._early_cancels: dict[str, float] = {}  # job id -> when, for cancel-before-run
         self._bash_env_ok: dict[bool, bool] = {}  # sandboxed? -> BASH_ENV limits self-test
@@ -230,10 +231,24 @@ class LocalExecutor:
 
     # -- building the process ----------------------------------------------------
 
+    def _resolved(self, path: Path) -> Path:
+        """``path.resolve()``, remembered for a second: a batch of a thousand commands in
+        one workspace need not walk its symlinks a thousand times. A stale answer is still
+        a real directory resolved without following anything planted since."""
+        now = time.monotonic()
+        hit = self._resolve_cache.get(path)
+        if hit is not None and now - hit[1] < 1.0:
+            return hit[0]
+        real = path.resolve()
+        if len(self._resolve_cache) > 256:
+            self._resolve_cache.clear()
+        self._resolve_cache[path] = (real, now)
+        return real
+
     def _workspace(self, job: Job) -> Path:
         if self._bash is None:
             raise ExecutorError("bash is not installed on this host", executor=self.name)
-        workspace = job.workspace.resolve()
+        workspace = self._resolved(job.workspace)
         if not workspace.is_dir():
             raise ExecutorError(
                 f"workspace {job.workspace} does not exist or is not a directory",

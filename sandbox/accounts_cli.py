@@ -105,7 +105,7 @@ def ensure_admin(store: Store) -> str | None:
 
     if store.accounts.list_users():
         return None
-    password = os.environ.get("BASHFLEET_ADMIN_PASSWORD")
+    password = os.environ.get("BASHFLEET_ADMIN_PASSWORD") or None
     generated = password is None
     if password is None:
         password = secrets.token_urlsafe(15)

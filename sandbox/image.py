@@ -139,12 +139,34 @@ def _read_lines(path: Path) -> list[str]:
         return []
 
 
-def _debootstrap(root: Path) -> None:
+def build_debian_image(
+    tag: str, packages: tuple[str, ...], files: dict[str, tuple[str, int]] | None = None
+) -> str:
+    """A Debian minbase image with ``packages`` and extra ``files`` ({path: (text, mode)}),
+    built with no registry. Used for local base images (the Dockerfile's BASE_IMAGE and a
+    PostgreSQL image for the compose test) on machines that cannot pull."""
+    if image_present(tag):
+        return tag
+    if not _ensure_tool("debootstrap", "debootstrap"):
+        raise ExecutorError("debootstrap is missing and cannot be installed", executor="docker")
+    with tempfile.TemporaryDirectory(prefix="bashfleet-rootfs-") as tmp:
+        root = Path(tmp) / "root"
+        _debootstrap(root, packages)
+        for rel, (text, mode) in (files or {}).items():
+            path = root / rel.lstrip("/")
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text)
+            path.chmod(mode)
+        _import(root, tag)
+    return tag
+
+
+def _debootstrap(root: Path, packages: tuple[str, ...] = EXTRA_PACKAGES) -> None:
     mirror, suite = apt_mirror()
     cmd = [
         "debootstrap",
         "--variant=minbase",
-        f"--include={','.join(EXTRA_PACKAGES)}",
+        f"--include={','.join(packages)}",
         suite,
         str(root),
         mirror,

@@ -22,7 +22,12 @@ class ServeCommand:
         )
         p.add_argument("--port", type=int, default=8080)
         p.add_argument("--database-url", default=None, help="e.g. postgresql://user@host/db")
-        p.add_argument("--isolation", choices=("auto", "docker", "local"), default="auto")
+        p.add_argument(
+            "--isolation",
+            choices=("auto", "docker", "local"),
+            default=None,
+            help="default: $BASHFLEET_ISOLATION or auto",
+        )
         p.add_argument("--threads", type=int, default=32)
         p.add_argument("--dev", action="store_true", help="Flask's development server")
 
@@ -43,7 +48,7 @@ class ServeCommand:
         config: dict[str, Any] = {
             "DATA_DIR": str(data),
             "DATABASE_URL": args.database_url or os.environ.get("BASHFLEET_DATABASE_URL"),
-            "ISOLATION": args.isolation,
+            "ISOLATION": args.isolation or os.environ.get("BASHFLEET_ISOLATION") or "auto",
         }
         print(f"bashfleet: serving on http://{args.host}:{args.port}/", file=sys.stderr)
         if args.dev:

@@ -96,18 +96,23 @@ def test_compose_stack_serves_a_batch(docker_client: Any) -> None:
         {"/usr/local/bin/docker-entrypoint": (PG_ENTRYPOINT, 0o755)},
     )
     # pg_isready must be on PATH for compose's health check, and the entrypoint the command.
-    subprocess.run(
-        [
-            "bash",
-            "-c",
-            f"docker image inspect {POSTGRES}-ready >/dev/null 2>&1 || "
-            f"printf 'FROM {POSTGRES}\\nRUN ln -sf $(ls -d /usr/lib/postgresql/*/bin | head -n 1)/pg_isready /usr/local/bin/pg_isready\\n"
-            f'CMD ["/usr/local/bin/docker-entrypoint"]\\n\' | docker build -q -t {POSTGRES}-ready -',
-        ],
-        check=True,
-        capture_output=True,
-        timeout=300,
-    )
+    ready = f"{POSTGRES}-ready"
+    if subprocess.run(["docker", "image", "inspect", ready], capture_output=True).returncode:
+        dockerfile = "\n".join(
+            [
+                f"FROM {POSTGRES}",
+                "RUN ln -sf $(ls -d /usr/lib/postgresql/*/bin | head -n 1)/pg_isready"
+                " /usr/local/bin/pg_isready",
+                'CMD ["/usr/local/bin/docker-entrypoint"]',
+            ]
+        )
+        subprocess.run(
+            ["docker", "build", "-q", "-t", ready, "-"],
+            input=dockerfile.encode(),
+            check=True,
+            capture_output=True,
+            timeout=300,
+        )
     project = f"bftest{uuid.uuid4().hex[:8]}"
     port = free_port()
     env = {

@@ -30,6 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--data", help="data folder (default: $BASHFLEET_DATA or ~/.local/share/bashfleet)"
     )
+    p.add_argument("--config", help="a TOML file of settings (below flags and environment)")
     sub = p.add_subparsers(dest="cmd", metavar="COMMAND")
 
     c = sub.add_parser("classify", help="judge commands without running them")
@@ -80,6 +81,11 @@ def main(argv: Sequence[str] | None = None, extensions: Sequence[CliExtension] =
         parser.print_help()
         return 2
     try:
+        from sandbox import config
+
+        path = config.find(args.config, args.data or os.environ.get("BASHFLEET_DATA"))
+        if path is not None:
+            config.load(path)
         for ext in extensions:
             if args.cmd == ext.name:
                 return ext.run(args, data_dir(args.data))

@@ -1,0 +1,69 @@
+"""Settings from an optional TOML file, below environment variables and flags.
+
+Precedence: command-line flags > environment variables > the TOML file >
+defaults. The file is ``--config FILE``, ``$BASHFLEET_CONFIG``, or
+``DATA/bashfleet.toml`` when it exists. Each key maps to one environment
+variable (the README's configuration table); unknown keys are an error, so a
+typo does not go unnoticed.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import MutableMapping
+from pathlib import Path
+
+from sandbox.errors import BashfleetError
+
+KEYS = {
+    "data": "BASHFLEET_DATA",
+    "database_url": "BASHFLEET_DATABASE_URL",
+    "isolation": "BASHFLEET_ISOLATION",
+    "image": "BASHFLEET_IMAGE",
+    "submit_rate": "BASHFLEET_SUBMIT_RATE",
+    "login_rate": "BASHFLEET_LOGIN_RATE",
+    "secret_key": "BASHFLEET_SECRET_KEY",
+    "admin_password": "BASHFLEET_ADMIN_PASSWORD",
+    "docker_host": "DOCKER_HOST",
+}
+
+
+def load(path: Path, environ: MutableMapping[str, str] | None = None) -> dict[str, str]:
+    """Read ``path`` and fill in the environment variables that are not set yet."""
+    env = os.environ if environ is None else environ
+    try:
+        data = tomllib.loads(path.read_text())
+    except OSError as e:
+        raise BashfleetError(f"cannot read the config file {path}: {e.strerror}") from e
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise BashfleetError(f"{path} is not valid TOML: {e}") from e
+    section = data.get("bashfleet", data)
+    if not isinstance(section, dict):
+        raise BashfleetError(f"{path}: [bashfleet] must be a table")
+    unknown = sorted(set(section) - set(KEYS))
+    if unknown:
+        raise BashfleetError(
+            f"{path}: unknown setting(s) {', '.join(unknown)}; known: {', '.join(sorted(KEYS))}"
+        )
+    applied: dict[str, str] = {}
+    for key, value in section.items():
+        if not isinstance(value, str | int) or isinstance(value, bool):
+            raise BashfleetError(f"{path}: `{key}` must be a string or a number")
+        var = KEYS[key]
+        if var not in env:
+            env[var] = str(value)
+            applied[var] = str(value)
+    return applied
+
+
+def find(explicit: str | None, data_hint: str | None) -> Path | None:
+    if explicit:
+        return Path(explicit)
+    if os.environ.get("BASHFLEET_CONFIG"):
+        return Path(os.environ["BASHFLEET_CONFIG"])
+    if data_hint:
+        candidate = Path(data_hint).expanduser() / "bashfleet.toml"
+        if candidate.is_file():
+            return candidate
+    return None

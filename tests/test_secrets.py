@@ -1,0 +1,71 @@
+"""No command, in either pool, can see bashfleet's settings, secrets or database URL."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.portal import Portal, free_port
+
+pytest_plugins = ("docker_fixtures",)
+
+SECRET = "s3cr3t-key-that-must-not-leak"
+DB_PASSWORD = "db-password-that-must-not-leak"
+PROBE = (
+    "env; cat /proc/*/environ 2>/dev/null | tr '\\0' '\\n'; "
+    "ls -la /var/run/docker.sock /run/docker.sock 2>&1; true"
+)
+
+
+@pytest.fixture
+def secret_portal(tmp_path: Path, docker_client: Any, sandbox_image: str) -> Iterator[Portal]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BASHFLEET_")}
+    env["BASHFLEET_SECRET_KEY"] = SECRET
+    env["BASHFLEET_ADMIN_PASSWORD"] = DB_PASSWORD
+    p = Portal(data=tmp_path / "data", port=free_port(), env=env, extra=["--isolation", "auto"])
+    p.data.mkdir()
+    p.start()
+    try:
+        yield p
+    finally:
+        p.stop()
+
+
+@pytest.mark.docker
+def test_commands_see_no_secrets_and_no_docker_socket(secret_portal: Portal) -> None:
+    p = secret_portal
+    token = p.token("probe", "operator")
+    script = "\n".join(
+        [
+            f"{{ {PROBE}; }}",  # safe: the local pool
+            f"touch x && {{ {PROBE}; }}",  # sequential: the batch's container
+            f"rm -rf y && {{ {PROBE}; }}",  # dangerous: a fresh container
+            "cat " + str(p.data / "bashfleet.db") + " | head -c 100 | wc -c",
+        ]
+    )
+    status, batch = p.request("POST", "/api/v1/batches", {"script": script}, token=token)
+    assert status == 201, batch
+    assert [c["executor"] for c in batch["commands"]] == ["local", "docker", "docker", "local"]
+    done = p.wait_batch(batch["id"], token, timeout=90)
+    time.sleep(0.3)
+    seen = ""
+    for c in done["commands"]:
+        _s, out = p.request(
+            "GET", f"/api/v1/batches/{batch['id']}/commands/{c['id']}/output", token=token
+        )
+        seen += out["stdout"] + out["stderr"]
+    assert seen.count("PATH=") >= 3  # every probe ran and printed its environment
+    assert SECRET not in seen and DB_PASSWORD not in seen
+    assert "BASHFLEET_SECRET" not in seen and "BASHFLEET_ADMIN" not in seen
+    assert "srw" not in seen  # no command saw the Docker socket
+    # the database file is hidden from the sandboxed pool: nothing was read
+    last = done["commands"][3]
+    _s, out = p.request(
+        "GET", f"/api/v1/batches/{batch['id']}/commands/{last['id']}/output", token=token
+    )
+    assert out["stdout"].strip() == "0", out

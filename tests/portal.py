@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -127,33 +128,33 @@ class Portal:
             time.sleep(0.1)
 
 
-@pytest.fixture
-def portal(tmp_path: Path) -> Iterator[Portal]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("BASHFLEET_")}
-    env["BASHFLEET_ADMIN_PASSWORD"] = "first-run-password"
-    p = Portal(data=tmp_path / "data", port=free_port(), env=env, extra=["--isolation", "local"])
+@contextlib.contextmanager
+def running_portal(
+    tmp_path: Path, *, env: dict[str, str] | None = None, extra: list[str] | None = None
+) -> Iterator[Portal]:
+    """A started portal on a fresh data folder; stopped (SIGTERM) afterwards."""
+    base = {k: v for k, v in os.environ.items() if not k.startswith("BASHFLEET_")}
+    base["BASHFLEET_ADMIN_PASSWORD"] = "first-run-password"
+    base.update(env or {})
+    p = Portal(data=tmp_path / "data", port=free_port(), env=base, extra=extra or [])
     p.data.mkdir()
     p.start()
     try:
         yield p
     finally:
         p.stop()
+
+
+@pytest.fixture
+def portal(tmp_path: Path) -> Iterator[Portal]:
+    with running_portal(tmp_path, extra=["--isolation", "local"]) as p:
+        yield p
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def any_portal(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Portal]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("BASHFLEET_")}
-    env["BASHFLEET_SUBMIT_RATE"] = "1000"
-    env["BASHFLEET_ADMIN_PASSWORD"] = "first-run-password"
-    extra = ["--isolation", "local"]
+    env = {"BASHFLEET_SUBMIT_RATE": "1000"}
     if request.param == "postgresql":
-        extra += ["--database-url", request.getfixturevalue("pg_url")]
-    p = Portal(data=tmp_path / "data", port=free_port(), env=env, extra=extra)
-    p.data.mkdir()
-    if request.param == "postgresql":
-        p.env["BASHFLEET_DATABASE_URL"] = extra[-1]  # for the user/token commands
-    p.start()
-    try:
+        env["BASHFLEET_DATABASE_URL"] = request.getfixturevalue("pg_url")
+    with running_portal(tmp_path, env=env, extra=["--isolation", "local"]) as p:
         yield p
-    finally:
-        p.stop()

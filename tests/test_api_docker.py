@@ -12,21 +12,15 @@ from typing import Any
 import psutil
 import pytest
 
-from tests.portal import Portal, free_port
+from tests.portal import Portal, running_portal
 
 pytest_plugins = ("docker_fixtures",)
 
 
 @pytest.fixture
 def docker_portal(tmp_path: Path, docker_client: Any, sandbox_image: str) -> Iterator[Portal]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("BASHFLEET_")}
-    p = Portal(data=tmp_path / "data", port=free_port(), env=env, extra=["--isolation", "auto"])
-    p.data.mkdir()
-    p.start()
-    try:
+    with running_portal(tmp_path, env={}, extra=["--isolation", "auto"]) as p:
         yield p
-    finally:
-        p.stop()
 
 
 def server_containers(client: Any) -> list[Any]:

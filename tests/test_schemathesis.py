@@ -9,7 +9,6 @@ scripts never run outside the read-only sandbox.
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -17,23 +16,19 @@ from pathlib import Path
 
 import pytest
 
-from tests.portal import Portal, free_port
+from tests.portal import Portal, running_portal
 
 SCHEMATHESIS = str(Path(sys.executable).parent / "schemathesis")
 
 
 @pytest.fixture
 def fuzz_portal(tmp_path: Path) -> Iterator[Portal]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("BASHFLEET_")}
-    env["BASHFLEET_SUBMIT_RATE"] = "100000"
-    env["DOCKER_HOST"] = "unix:///nonexistent/docker.sock"
-    p = Portal(data=tmp_path / "data", port=free_port(), env=env, extra=["--isolation", "auto"])
-    p.data.mkdir()
-    p.start()
-    try:
+    with running_portal(
+        tmp_path,
+        env={"BASHFLEET_SUBMIT_RATE": "100000", "DOCKER_HOST": "unix:///nonexistent/docker.sock"},
+        extra=["--isolation", "auto"],
+    ) as p:
         yield p
-    finally:
-        p.stop()
 
 
 def test_the_whole_openapi_document(fuzz_portal: Portal) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -10,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from tests.portal import Portal, free_port
+from tests.portal import Portal, running_portal
 
 pytest_plugins = ("docker_fixtures",)
 
@@ -24,16 +23,12 @@ PROBE = (
 
 @pytest.fixture
 def secret_portal(tmp_path: Path, docker_client: Any, sandbox_image: str) -> Iterator[Portal]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("BASHFLEET_")}
-    env["BASHFLEET_SECRET_KEY"] = SECRET
-    env["BASHFLEET_ADMIN_PASSWORD"] = DB_PASSWORD
-    p = Portal(data=tmp_path / "data", port=free_port(), env=env, extra=["--isolation", "auto"])
-    p.data.mkdir()
-    p.start()
-    try:
+    with running_portal(
+        tmp_path,
+        env={"BASHFLEET_SECRET_KEY": SECRET, "BASHFLEET_ADMIN_PASSWORD": DB_PASSWORD},
+        extra=["--isolation", "auto"],
+    ) as p:
         yield p
-    finally:
-        p.stop()
 
 
 @pytest.mark.docker

@@ -9,6 +9,7 @@ from flask import Blueprint, Response, current_app, jsonify, request
 
 from sandbox.store import Role, TokenRecord, UserRecord
 from webapp.auth import audit, current_user, requires
+from webapp.body import json_object
 from webapp.errors import ApiError
 
 admin = Blueprint("admin", __name__)
@@ -40,13 +41,6 @@ def _token_json(t: TokenRecord) -> dict[str, Any]:
     }
 
 
-def _json_object() -> dict[str, Any]:
-    body = request.get_json(silent=True, force=True)
-    if not isinstance(body, dict):
-        raise ApiError(400, "invalid_input", "the request body must be a JSON object")
-    return body
-
-
 @admin.get("/users")
 @requires(Role.ADMIN)
 def list_users() -> Response:
@@ -56,7 +50,7 @@ def list_users() -> Response:
 @admin.post("/users")
 @requires(Role.ADMIN)
 def add_user() -> tuple[Response, int]:
-    body = _json_object()
+    body = json_object()
     name, role = body.get("name"), body.get("role", "viewer")
     if not isinstance(name, str) or role not in [r.value for r in Role]:
         raise ApiError(400, "invalid_input", '{"name": "...", "role": "viewer|operator|admin"}')
@@ -80,7 +74,7 @@ def add_user() -> tuple[Response, int]:
 @admin.patch("/users/<int:user_id>")
 @requires(Role.ADMIN)
 def change_user(user_id: int) -> Response:
-    body = _json_object()
+    body = json_object()
     accounts = _svc().store.accounts
     user = accounts.get_user(user_id)
     if "role" in body:
@@ -113,7 +107,7 @@ def list_tokens() -> Response:
 @admin.post("/tokens")
 @requires(Role.VIEWER)
 def create_token() -> tuple[Response, int]:
-    body = _json_object()
+    body = json_object()
     user = current_user()
     target = user
     wanted = body.get("user_id", user.id)

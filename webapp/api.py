@@ -9,6 +9,7 @@ from flask import Blueprint, Response, current_app, jsonify, request
 from sandbox.model import Status
 from sandbox.store import Role, Source
 from webapp.auth import RateLimiter, audit, current_user, requires
+from webapp.body import json_object
 from webapp.errors import ApiError
 from webapp.openapi import openapi_document
 from webapp.serialize import batch_json, judgement_json
@@ -21,27 +22,6 @@ SUBMIT_FIELDS = {"script", "commands", "workspace", "priority", "timeout_s", "re
 
 def _svc() -> Any:
     return current_app.extensions["bashfleet"]
-
-
-def _body(allowed: set[str]) -> dict[str, Any]:
-    body = request.get_json(silent=True, force=True)
-    if body is None:
-        raise ApiError(400, "malformed_json", "the request body must be a JSON object")
-    if not isinstance(body, dict):
-        raise ApiError(400, "invalid_input", "the request body must be a JSON object")
-    nulls = sorted(k for k, v in body.items() if v is None)
-    if nulls:
-        raise ApiError(
-            400, "invalid_input", f"{', '.join(nulls)}: null is not allowed; leave it out"
-        )
-    unknown = sorted(set(body) - allowed)
-    if unknown:
-        raise ApiError(
-            400,
-            "invalid_input",
-            f"unknown field(s) {', '.join(unknown)}; allowed: " + ", ".join(sorted(allowed)),
-        )
-    return body
 
 
 def _typed(body: dict[str, Any], key: str, kind: type | tuple[type, ...], default: Any) -> Any:
@@ -75,7 +55,7 @@ def _needs(value: Any) -> dict[int, list[int]] | None:
 @requires(Role.OPERATOR)
 def submit() -> tuple[Response, int]:
     user = current_user()
-    body = _body(SUBMIT_FIELDS)
+    body = json_object(SUBMIT_FIELDS)
     if not _submissions.allow(f"user:{user.id}", current_app.config["SUBMIT_RATE"]):
         audit("rate_limited", target="/batches")
         raise ApiError(429, "rate_limited", "too many submissions; wait a minute and retry")
@@ -185,7 +165,7 @@ def output(batch_id: str, command_id: str) -> Response:
 @api.post("/classify")
 @requires(Role.VIEWER)
 def classify() -> Response:
-    body = _body({"script"})
+    body = json_object({"script"})
     script = _typed(body, "script", str, None)
     if script is None:
         raise ApiError(400, "invalid_input", "`script` (text) is required")

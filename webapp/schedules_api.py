@@ -4,32 +4,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, Response, current_app, jsonify, request
+from flask import Blueprint, Response, current_app, jsonify
 
 from sandbox.schedules import describe
 from sandbox.store import Role
 from webapp.auth import audit, current_user, requires
-from webapp.errors import ApiError
+from webapp.body import json_object
 
 schedules_api = Blueprint("schedules_api", __name__)
 
 
 def _svc() -> Any:
     return current_app.extensions["bashfleet"]
-
-
-def _object() -> dict[str, Any]:
-    body = request.get_json(silent=True, force=True)
-    if body is None:
-        raise ApiError(400, "malformed_json", "the request body must be a JSON object")
-    if not isinstance(body, dict):
-        raise ApiError(400, "invalid_input", "the request body must be a JSON object")
-    nulls = sorted(k for k, v in body.items() if v is None)
-    if nulls:
-        raise ApiError(
-            400, "invalid_input", f"{', '.join(nulls)}: null is not allowed; leave it out"
-        )
-    return body
 
 
 @schedules_api.get("/schedules")
@@ -41,7 +27,7 @@ def list_schedules() -> Response:
 @schedules_api.post("/schedules")
 @requires(Role.OPERATOR)
 def create_schedule() -> tuple[Response, int]:
-    record = _svc().create_schedule(current_user(), **_object())
+    record = _svc().create_schedule(current_user(), **json_object())
     audit("schedule_created", target=str(record.id), detail=describe(record))
     return jsonify(describe(record)), 201
 
@@ -55,7 +41,7 @@ def get_schedule(schedule_id: int) -> Response:
 @schedules_api.patch("/schedules/<int:schedule_id>")
 @requires(Role.OPERATOR)
 def change_schedule(schedule_id: int) -> Response:
-    body = _object()
+    body = json_object()
     record = _svc().update_schedule(current_user(), schedule_id, **body)
     audit("schedule_changed", target=str(schedule_id), detail=body)
     return jsonify(describe(record))

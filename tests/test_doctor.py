@@ -1,0 +1,54 @@
+"""`bashfleet doctor`: each check, and the exact fix when something is missing."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytest_plugins = ("docker_fixtures",)
+
+BASHFLEET = str(Path(sys.executable).parent / "bashfleet")
+
+
+def doctor(data: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [BASHFLEET, "--data", str(data), "doctor"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **env},
+        timeout=60,
+        check=False,
+    )
+
+
+@pytest.mark.docker
+def test_all_good_with_the_engine_image_and_bubblewrap(
+    tmp_path: Path, docker_client: Any, sandbox_image: str
+) -> None:
+    done = doctor(tmp_path)
+    assert done.returncode == 0, done.stdout
+    for name in ("docker engine", "sandbox image", "bubblewrap", "database"):
+        assert f"ok       {name}:" in done.stdout
+    assert done.stdout.strip().endswith("all good")
+
+
+def test_missing_engine_names_the_fix(tmp_path: Path) -> None:
+    done = doctor(tmp_path, DOCKER_HOST="unix:///nonexistent/docker.sock")
+    assert done.returncode == 1
+    assert "MISSING  docker engine" in done.stdout
+    assert "fix: sudo scripts/docker-up" in done.stdout
+    assert "fix: bashfleet image build --tag bashfleet-sandbox:latest" in done.stdout
+    assert "Traceback" not in done.stdout + done.stderr
+
+
+def test_unwritable_data_folder_names_the_fix(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    done = doctor(blocker / "data", DOCKER_HOST="unix:///nonexistent/docker.sock")
+    assert done.returncode == 1
+    assert "MISSING  database" in done.stdout and "fix: mkdir -p" in done.stdout

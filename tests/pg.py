@@ -10,9 +10,9 @@ Fixtures (import them into a test module, or list this module in ``pytest_plugin
 
 Needs the PostgreSQL server binaries (Debian: ``apt-get install -y postgresql``;
 found on PATH, in /usr/lib/postgresql/*/bin, or in $BASHFLEET_PG_BINDIR). Without
-them the tests are skipped with a loud reason, except when $CI is set: then they
-fail, because CI must provide the service. PostgreSQL refuses to run as root, so
-as root the server runs as the ``postgres`` system user (``runuser``).
+them the tests fail with a clear message; scripts/test installs them. PostgreSQL
+refuses to run as root, so as root the server runs as the ``postgres`` system user
+(``runuser``).
 """
 
 from __future__ import annotations
@@ -58,10 +58,12 @@ def _version(name: str) -> int:
 
 
 def _missing(reason: str) -> NoReturn:
-    message = f"PostgreSQL tests NOT RUN: {reason}. Install it: apt-get install -y postgresql"
-    if os.environ.get("CI"):
-        pytest.fail(f"{message} (CI is set, so this is a failure)", pytrace=False)
-    pytest.skip(message)
+    # scripts/test installs PostgreSQL; a missing one is a failure, never a skip
+    pytest.fail(
+        f"PostgreSQL tests cannot run: {reason}. Install it: apt-get install -y postgresql "
+        "(scripts/test does)",
+        pytrace=False,
+    )
 
 
 def _free_port() -> int:

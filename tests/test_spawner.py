@@ -19,6 +19,7 @@ from sandbox.executors.local import LocalExecutor
 from sandbox.model import Limits, Status
 from tests.test_local_executor import (
     Recorder,
+    bubblewrap,  # noqa: F401  (the fixture behind needs_bwrap)
     make_job,
     needs_bwrap,
     run,

@@ -36,6 +36,7 @@ class CommandStatusChanged(Event):
     command_id: str
     index: int
     status: Status
+    cls: str = ""  # the command's class: safe, conditional, sequential, dangerous
     previous: Status | None = None
     executor: str | None = None
     reason: str = ""  # why it waits, why it was skipped, what failed

@@ -93,15 +93,10 @@ class Metrics:
         self.registry.register(_PoolCollector(pools, extra))
         self._lock = threading.Lock()
         self._queued_at: dict[str, float] = {}
-        self._classes: dict[str, str] = {}
         self._durations: deque[float] = deque(maxlen=SAMPLES)
         self._waits: deque[float] = deque(maxlen=SAMPLES)
         self._finished: deque[float] = deque(maxlen=SAMPLES)  # wall times, for throughput
         self.started = time.time()
-
-    def remember_class(self, command_id: str, cls: str) -> None:
-        with self._lock:
-            self._classes[command_id] = cls
 
     def __call__(self, event: Event) -> None:
         if isinstance(event, PoolResized):
@@ -110,7 +105,7 @@ class Metrics:
         if not isinstance(event, CommandStatusChanged):
             return
         with self._lock:
-            cls = self._classes.get(event.command_id, "unknown")
+            cls = event.cls or "unknown"
             if event.status is Status.QUEUED:
                 self._queued_at[event.command_id] = event.at
                 if event.attempt > 1 and event.reason.startswith("retry"):
@@ -123,7 +118,6 @@ class Metrics:
                     self._waits.append(wait)
             elif event.status.final:
                 self._queued_at.pop(event.command_id, None)
-                self._classes.pop(event.command_id, None)
                 self.commands.labels(cls, event.executor or "none", event.status.value).inc()
                 if event.duration_s is not None:
                     self.duration.labels(cls).observe(event.duration_s)

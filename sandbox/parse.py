@@ -16,7 +16,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import tree_sitter
@@ -907,8 +907,3 @@ def _xargs_target(cmd: Command) -> list[Command]:
     # xargs appends arguments read from stdin: unknown words.
     target = (*target, Word(text="<stdin args>", value=None))
     return [Command(target, (), (), (*cmd.via, "xargs"), (), True)]
-
-
-def iter_commands(statements: Iterable[Statement]) -> Iterator[Command]:
-    for s in statements:
-        yield from s.commands

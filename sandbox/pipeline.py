@@ -13,7 +13,7 @@ from pathlib import Path
 from sandbox.classify import Verdict, classify
 from sandbox.effects import Effects, effects
 from sandbox.errors import InputError
-from sandbox.model import CommandClass, Limits
+from sandbox.model import Limits
 from sandbox.parse import Statement, parse
 from sandbox.plan import Plan, build_plan
 from sandbox.scheduler import BatchSpec, CommandSpec
@@ -127,10 +127,3 @@ def batch_spec(
 def _lockable(e: Effects) -> set[str]:
     # Using the network is not a conflict; everything else a command touches is.
     return {r for r in e.resources if r != "network"}
-
-
-def class_counts(judgement: Judgement) -> dict[CommandClass, int]:
-    counts = dict.fromkeys(CommandClass, 0)
-    for j in judgement.judged:
-        counts[j.verdict.cls] += 1
-    return counts

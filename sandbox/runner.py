@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 import sys
 import threading
 import time
@@ -11,14 +10,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-import psutil
-
-from sandbox.errors import BashfleetError, EngineUnavailable, ExecutorError
+from sandbox.errors import BashfleetError
 from sandbox.events import CommandStatusChanged, Event, EventBus, OutputReceived
 from sandbox.executors.base import Executor
 from sandbox.model import CommandClass, Status
 from sandbox.pipeline import batch_spec, check_script, judge
-from sandbox.scheduler import Router, Scheduler, default_limits
+from sandbox.routing import instance_alive, make_router, new_instance_id, open_docker
+from sandbox.scheduler import Scheduler, default_limits
 
 ISOLATIONS = ("auto", "docker", "local")
 CLI_MAX_SCRIPT_BYTES = 64 << 20
@@ -32,57 +30,6 @@ class RunOptions:
     json: bool = False
     timeout_s: float | None = None
     retries: int = 0
-
-
-def make_router(isolation: str, docker_ready: bool, docker_why: str = "") -> Router:
-    def route(cls: CommandClass) -> tuple[str | None, str | None]:
-        if cls is CommandClass.SAFE or isolation == "local":
-            return "local", None
-        if docker_ready:
-            return "docker", None
-        return None, (
-            f"{cls.value} commands run in Docker, and {docker_why or 'no Docker engine answers'}. "
-            "Start the engine (see `bashfleet doctor`), or pass --isolation local "
-            "to run them on this host without a container"
-        )
-
-    return route
-
-
-def open_docker(instance_id: str) -> tuple[Executor | None, str]:
-    """A DockerExecutor when an engine answers, else (None, why)."""
-    try:
-        from sandbox.executors.docker import DockerExecutor
-    except ImportError as e:  # pragma: no cover - packaging problem
-        return None, f"the Docker executor is unavailable ({e})"
-    try:
-        ex = DockerExecutor(instance_id=instance_id)
-        ex.ping()
-    except (EngineUnavailable, ExecutorError) as e:
-        return None, str(e)
-    return ex, ""
-
-
-def cli_instance_id(kind: str = "cli") -> str:
-    """`KIND-PID-START`: another process can tell whether this one is still alive."""
-    me = psutil.Process()
-    return f"{kind}-{me.pid}-{int(me.create_time())}"
-
-
-def instance_alive(instance_id: str) -> bool:
-    """True when the instance is a `bashfleet run` process that still runs, or unknown."""
-    parts = instance_id.split("-")
-    if (
-        len(parts) != 3
-        or parts[0] not in ("cli", "server")
-        or not (parts[1].isdigit() and parts[2].isdigit())
-    ):
-        return False
-    try:
-        proc = psutil.Process(int(parts[1]))
-        return int(proc.create_time()) == int(parts[2]) and proc.status() != psutil.STATUS_ZOMBIE
-    except psutil.Error:
-        return False
 
 
 class _Printer:
@@ -185,7 +132,7 @@ def run_script(text: str, opts: RunOptions, out: IO[bytes], err: IO[str]) -> int
         raise BashfleetError(f"workspace {workspace} is not a directory")
     from sandbox.executors.local import LocalExecutor
 
-    instance = cli_instance_id()
+    instance = new_instance_id("cli")
     executors: dict[str, Executor] = {"local": LocalExecutor()}
     needs_docker = opts.isolation != "local" and any(
         j.verdict.cls is not CommandClass.SAFE for j in judgement.judged
@@ -282,7 +229,3 @@ def _report(results: list[Any], err: IO[str], makespan: float) -> None:
         counts[status.value] = counts.get(status.value, 0) + 1
     parts = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
     err.write(f"bashfleet: {len(results)} commands in {makespan:.2f}s: {parts}\n")
-
-
-def terminal_width() -> int:
-    return shutil.get_terminal_size((100, 20)).columns

@@ -22,6 +22,7 @@ import random
 import threading
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
@@ -162,6 +163,7 @@ class Scheduler:
         max_running: int | None = None,
         durations: DurationModel | None = None,
         infra_deadline_s: float = 60.0,
+        retain_finished: int | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.executors = dict(executors)
@@ -171,6 +173,10 @@ class Scheduler:
         self.max_running = max_running or sum(self.limits.values())
         self.durations = durations or DurationModel()
         self.infra_deadline_s = infra_deadline_s
+        # A long-running server keeps only the newest finished batches in memory
+        # (the store has them all); None keeps everything (one `bashfleet run`).
+        self.retain_finished = retain_finished
+        self._retained: deque[str] = deque()
         self.clock = clock
         self._lock = threading.RLock()
         self._locks = LockTable()
@@ -633,6 +639,10 @@ class Scheduler:
             )
         )
         batch.done.set()
+        if self.retain_finished is not None:
+            self._retained.append(batch.id)
+            while len(self._retained) > self.retain_finished:
+                self.forget(self._retained.popleft())
 
     def _emit(self, cmd: _Cmd, status: Status, **fields: object) -> None:
         previous = cmd.status
@@ -645,6 +655,7 @@ class Scheduler:
                 command_id=cmd.id,
                 index=cmd.spec.index,
                 status=status,
+                cls=cmd.spec.cls.value,
                 previous=previous,
                 executor=cmd.executor,
                 attempt=cmd.attempt,

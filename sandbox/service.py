@@ -25,12 +25,13 @@ from sandbox.errors import BashfleetError, InputError, PolicyError
 from sandbox.events import Event, EventBus
 from sandbox.executors.base import Executor
 from sandbox.executors.local import LocalExecutor
+from sandbox.executors.proctree import kill_jobs
 from sandbox.image import SANDBOX_UID
 from sandbox.metrics import Metrics
-from sandbox.model import CommandClass, Limits, Status
+from sandbox.model import Limits, Status
 from sandbox.persist import StoreWriter
 from sandbox.pipeline import Judgement, batch_spec, check_script, judge
-from sandbox.runner import cli_instance_id, instance_alive, make_router, open_docker
+from sandbox.routing import instance_alive, make_router, new_instance_id, open_docker
 from sandbox.scheduler import Scheduler, default_limits
 from sandbox.schedules import ScheduleRunner, trigger_for
 from sandbox.store import (
@@ -62,7 +63,7 @@ class ServiceConfig:
     max_script_bytes: int = 1 << 20
     max_statements: int = 5000
     default_timeout_s: float | None = 3600.0
-    instance_id: str = field(default_factory=lambda: cli_instance_id("server"))
+    instance_id: str = field(default_factory=lambda: new_instance_id("server"))
     autoscale: bool = True
     schedules: bool = True
 
@@ -94,6 +95,7 @@ class Service:
             bus=self.bus,
             limits=default_limits(config.jobs),
             max_running=config.jobs,
+            retain_finished=200,
         )
         self.metrics = Metrics(self.scheduler.snapshot, self._gauges)
         self.bus.subscribe(self.metrics)
@@ -240,7 +242,7 @@ class Service:
         lost = self.store.batches.interrupt_unfinished()
         ids = {c.id for c in lost}
         if ids:
-            _kill_marked(ids)
+            kill_jobs(ids)
         docker = self.executors.get("docker")
         if docker is not None:
             try:
@@ -324,8 +326,6 @@ class Service:
             timeout_s=timeout_s,
             retries=retries,
         )
-        for command in new:
-            self.metrics.remember_class(command.id or "", command.cls.value)
         spec = batch_spec(
             judgement,
             ws.path,
@@ -451,35 +451,3 @@ def _own_workspace(path: Path) -> None:
             os.chown(path, SANDBOX_UID, SANDBOX_UID)
     except OSError as e:
         log.warning("cannot hand %s to uid %d: %s", path, SANDBOX_UID, e)
-
-
-def _kill_marked(command_ids: set[str]) -> int:
-    """Kill processes whose environment carries the job marker of one of these commands."""
-    import signal
-
-    killed = 0
-    prefixes = [f"BASHFLEET_JOB={cid}".encode() for cid in command_ids]
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/environ", "rb") as f:
-                env = f.read()
-        except OSError:
-            continue
-        for var in env.split(b"\0"):
-            if var.startswith(b"BASHFLEET_JOB=") and any(var.startswith(p) for p in prefixes):
-                try:
-                    os.kill(int(entry), signal.SIGKILL)
-                    killed += 1
-                except OSError:
-                    pass
-                break
-    return killed
-
-
-def classes_summary(judgement: Judgement) -> dict[str, int]:
-    counts: dict[str, int] = {c.value: 0 for c in CommandClass}
-    for j in judgement.judged:
-        counts[j.verdict.cls.value] += 1
-    return counts

@@ -21,7 +21,6 @@ def test_percentiles() -> None:
 
 def test_events_become_series() -> None:
     m = Metrics(lambda: {"safe": {"limit": 8, "running": 1, "queued": 2}})
-    m.remember_class("c1", "safe")
     now = time.time()
 
     def ev(status: Status, at: float, **kw: object) -> CommandStatusChanged:
@@ -30,6 +29,7 @@ def test_events_become_series() -> None:
             command_id="c1",
             index=0,
             status=status,
+            cls="safe",
             at=at,
             **kw,  # type: ignore[arg-type]
         )

@@ -265,3 +265,13 @@ def test_a_cancelled_waiting_dangerous_command_does_not_wedge_its_workspace() ->
     assert sched.wait(quick, 0.3)  # runs beside `slow`, not after it
     assert sched.wait(slow, 2) and sched.wait(danger, 2)
     assert "rm -rf x" not in fake.started
+
+
+def test_a_server_keeps_only_the_newest_finished_batches() -> None:
+    sched, _ = make(FakeExecutor(), retain_finished=2)
+    ids = [sched.submit(spec(cmd(0, f"b{i}"))) for i in range(4)]
+    for bid in ids[2:]:  # the first two are forgotten once these finish
+        assert sched.wait(bid, 5)
+    with pytest.raises(KeyError):
+        sched.batch_status(ids[0])
+    assert sched.batch_status(ids[3]) is Status.SUCCEEDED

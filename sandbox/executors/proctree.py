@@ -162,3 +162,28 @@ def kill_tree(
 def kill_marked(marker: str) -> None:
     """SIGKILL every process carrying ``marker`` (a warm sandbox's job: no group of ours)."""
     kill_tree(None, marker)
+
+
+def kill_jobs(job_ids: set[str]) -> int:
+    """SIGKILL every process whose marker belongs to one of these jobs (any attempt's token).
+
+    Crash recovery knows only the command ids, not the random part of each marker, so
+    this matches ``BASHFLEET_JOB=<id>`` and ``BASHFLEET_JOB=<id>.<token>``."""
+    prefix = f"{MARKER_VAR}=".encode()
+    killed = 0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/environ", "rb") as f:
+                env = f.read()
+        except OSError:
+            continue
+        for var in env.split(b"\0"):
+            if var.startswith(prefix):
+                job = var[len(prefix) :].decode(errors="replace").split(".", 1)[0]
+                if job in job_ids:
+                    _kill(int(entry))
+                    killed += 1
+                break
+    return killed

@@ -1,0 +1,64 @@
+"""Where each class of command runs, and which bashfleet process owns which containers.
+
+Shared by `bashfleet run` (runner.py) and the portal (service.py).
+"""
+
+from __future__ import annotations
+
+import psutil
+
+from sandbox.errors import EngineUnavailable, ExecutorError
+from sandbox.executors.base import Executor
+from sandbox.model import CommandClass
+from sandbox.scheduler import Router
+
+
+def make_router(isolation: str, docker_ready: bool, docker_why: str = "") -> Router:
+    def route(cls: CommandClass) -> tuple[str | None, str | None]:
+        if cls is CommandClass.SAFE or isolation == "local":
+            return "local", None
+        if docker_ready:
+            return "docker", None
+        return None, (
+            f"{cls.value} commands run in Docker, and {docker_why or 'no Docker engine answers'}. "
+            "Start the engine (see `bashfleet doctor`), or pass --isolation local "
+            "to run them on this host without a container"
+        )
+
+    return route
+
+
+def open_docker(instance_id: str) -> tuple[Executor | None, str]:
+    """A DockerExecutor when an engine answers, else (None, why)."""
+    try:
+        from sandbox.executors.docker import DockerExecutor
+    except ImportError as e:  # pragma: no cover - packaging problem
+        return None, f"the Docker executor is unavailable ({e})"
+    try:
+        ex = DockerExecutor(instance_id=instance_id)
+        ex.ping()
+    except (EngineUnavailable, ExecutorError) as e:
+        return None, str(e)
+    return ex, ""
+
+
+def new_instance_id(kind: str) -> str:
+    """`KIND-PID-START`: another process can tell whether this one is still alive."""
+    me = psutil.Process()
+    return f"{kind}-{me.pid}-{int(me.create_time())}"
+
+
+def instance_alive(instance_id: str) -> bool:
+    """True when the instance is a `bashfleet run` process that still runs, or unknown."""
+    parts = instance_id.split("-")
+    if (
+        len(parts) != 3
+        or parts[0] not in ("cli", "server")
+        or not (parts[1].isdigit() and parts[2].isdigit())
+    ):
+        return False
+    try:
+        proc = psutil.Process(int(parts[1]))
+        return int(proc.create_time()) == int(parts[2]) and proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False

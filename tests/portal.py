@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 
 BASHFLEET = str(Path(sys.executable).parent / "bashfleet")
@@ -77,6 +78,25 @@ class Portal:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+
+    def crash(self) -> None:
+        """kill -9 the gunicorn worker (where the scheduler runs), then the master."""
+        assert self.proc is not None
+        workers = psutil.Process(self.proc.pid).children()
+        assert workers, "no gunicorn worker found"
+        for worker in workers:
+            os.kill(worker.pid, signal.SIGKILL)
+        self.stop(signal.SIGKILL)
+
+    def wait_running(self, batch_id: str, token: str, count: int, timeout: float = 60) -> bool:
+        """Wait until at least ``count`` commands of the batch are running (or time is up)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            _s, b = self.request("GET", f"/api/v1/batches/{batch_id}", token=token)
+            if sum(c["status"] == "running" for c in b["commands"]) >= count:
+                return True
+            time.sleep(0.1)
+        return False
 
     def log(self) -> str:
         path = self.data / "serve.log"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import sqlite3
 import time
@@ -136,19 +135,8 @@ def test_kill_9_then_restart_marks_interrupted_and_leaves_no_process(portal: Por
         token=token,
     )
     assert status == 201
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        _s, b = portal.request("GET", f"/api/v1/batches/{batch['id']}", token=token)
-        if sum(c["status"] == "running" for c in b["commands"]) >= 3:
-            break
-        time.sleep(0.1)
-    assert portal.proc is not None
-    server = psutil.Process(portal.proc.pid)
-    workers = [c for c in server.children() if "serve" in " ".join(c.cmdline())]
-    assert workers, "no gunicorn worker found"
-    for worker in workers:  # the process that runs the scheduler dies without warning
-        os.kill(worker.pid, signal.SIGKILL)
-    portal.stop(signal.SIGKILL)
+    portal.wait_running(batch["id"], token, 3, timeout=20)
+    portal.crash()  # the process that runs the scheduler dies without warning
     portal.start()
     done = portal.wait_batch(batch["id"], token, timeout=10)
     assert done["status"] == "interrupted"

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -51,18 +49,10 @@ def test_container_commands_and_kill_9_recovery(docker_portal: Portal, docker_cl
         token=token,
     )
     assert status == 201
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        _s, b = p.request("GET", f"/api/v1/batches/{batch['id']}", token=token)
-        if sum(c["status"] == "running" for c in b["commands"]) >= 2:
-            break
-        time.sleep(0.2)
+    p.wait_running(batch["id"], token, 2)
     dead = {c.labels["bashfleet.instance"] for c in server_containers(docker_client)}
     assert dead, "no container was started"
-    assert p.proc is not None
-    for worker in psutil.Process(p.proc.pid).children():
-        os.kill(worker.pid, signal.SIGKILL)
-    p.stop(signal.SIGKILL)
+    p.crash()
     p.start()
     done = p.wait_batch(batch["id"], token, timeout=10)
     assert done["status"] == "interrupted"

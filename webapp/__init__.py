@@ -93,6 +93,9 @@ def _secret_key(data: Path) -> str:
     return key
 
 
-def service_of(app: Flask) -> Service:
-    svc: Service = app.extensions["bashfleet"]
+def current_service() -> Service:
+    """The service of the app handling the current request."""
+    from flask import current_app
+
+    svc: Service = current_app.extensions["bashfleet"]
     return svc

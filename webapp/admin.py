@@ -5,18 +5,15 @@ from __future__ import annotations
 import secrets
 from typing import Any
 
-from flask import Blueprint, Response, current_app, jsonify, request
+from flask import Blueprint, Response, jsonify, request
 
 from sandbox.store import Role, TokenRecord, UserRecord
+from webapp import current_service
 from webapp.auth import audit, current_user, requires
 from webapp.body import json_object
 from webapp.errors import ApiError
 
 admin = Blueprint("admin", __name__)
-
-
-def _svc() -> Any:
-    return current_app.extensions["bashfleet"]
 
 
 def _user_json(u: UserRecord) -> dict[str, Any]:
@@ -44,7 +41,9 @@ def _token_json(t: TokenRecord) -> dict[str, Any]:
 @admin.get("/users")
 @requires(Role.ADMIN)
 def list_users() -> Response:
-    return jsonify({"items": [_user_json(u) for u in _svc().store.accounts.list_users()]})
+    return jsonify(
+        {"items": [_user_json(u) for u in current_service().store.accounts.list_users()]}
+    )
 
 
 @admin.post("/users")
@@ -60,7 +59,7 @@ def add_user() -> tuple[Response, int]:
         password = secrets.token_urlsafe(15)
     if not isinstance(password, str) or len(password) < 8:
         raise ApiError(400, "invalid_input", "the password must have at least 8 characters")
-    accounts = _svc().store.accounts
+    accounts = current_service().store.accounts
     if accounts.find_user(name) is not None:
         raise ApiError(409, "conflict", f"user {name!r} exists already")
     user = accounts.create_user(name, password, Role(role))
@@ -75,7 +74,7 @@ def add_user() -> tuple[Response, int]:
 @requires(Role.ADMIN)
 def change_user(user_id: int) -> Response:
     body = json_object()
-    accounts = _svc().store.accounts
+    accounts = current_service().store.accounts
     user = accounts.get_user(user_id)
     if "role" in body:
         if body["role"] not in [r.value for r in Role]:
@@ -100,7 +99,7 @@ def change_user(user_id: int) -> Response:
 def list_tokens() -> Response:
     user = current_user()
     owner = None if user.role is Role.ADMIN and request.args.get("all") else user.id
-    tokens = _svc().store.accounts.list_tokens(owner)
+    tokens = current_service().store.accounts.list_tokens(owner)
     return jsonify({"items": [_token_json(t) for t in tokens]})
 
 
@@ -116,11 +115,11 @@ def create_token() -> tuple[Response, int]:
     if wanted != user.id:
         if user.role is not Role.ADMIN:
             raise ApiError(403, "forbidden", "only admins create tokens for other users")
-        target = _svc().store.accounts.get_user(wanted)
+        target = current_service().store.accounts.get_user(wanted)
     name = body.get("name", "api")
     if not isinstance(name, str):
         raise ApiError(400, "invalid_input", "name is a string")
-    new = _svc().store.accounts.create_token(target.id, name)
+    new = current_service().store.accounts.create_token(target.id, name)
     audit("token_created", target=new.token.prefix, detail={"for": target.name})
     return jsonify({**_token_json(new.token), "token": new.secret}), 201
 
@@ -130,7 +129,7 @@ def create_token() -> tuple[Response, int]:
 def revoke_token(token_id: int) -> Response:
     user = current_user()
     owner = None if user.role is Role.ADMIN else user.id
-    if not _svc().store.accounts.revoke_token(token_id, owner):
+    if not current_service().store.accounts.revoke_token(token_id, owner):
         raise ApiError(404, "not_found", f"no token {token_id} of yours")
     audit("token_revoked", target=str(token_id))
     return jsonify({"status": "revoked"})
@@ -142,7 +141,7 @@ def audit_log() -> Response:
     limit = request.args.get("limit", "100")
     if not limit.isdigit() or not 1 <= int(limit) <= 500:
         raise ApiError(400, "invalid_input", "limit is 1 to 500")
-    page = _svc().store.audit.list(
+    page = current_service().store.audit.list(
         action=request.args.get("action") or None,
         limit=int(limit),
         cursor=request.args.get("cursor"),

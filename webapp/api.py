@@ -8,6 +8,7 @@ from flask import Blueprint, Response, current_app, jsonify, request
 
 from sandbox.model import Status
 from sandbox.store import Role, Source
+from webapp import current_service
 from webapp.auth import RateLimiter, audit, current_user, requires
 from webapp.body import json_object
 from webapp.errors import ApiError
@@ -18,10 +19,6 @@ api = Blueprint("api", __name__)
 _submissions = RateLimiter()
 
 SUBMIT_FIELDS = {"script", "commands", "workspace", "priority", "timeout_s", "retries", "needs"}
-
-
-def _svc() -> Any:
-    return current_app.extensions["bashfleet"]
 
 
 def _typed(body: dict[str, Any], key: str, kind: type | tuple[type, ...], default: Any) -> Any:
@@ -59,7 +56,7 @@ def submit() -> tuple[Response, int]:
     if not _submissions.allow(f"user:{user.id}", current_app.config["SUBMIT_RATE"]):
         audit("rate_limited", target="/batches")
         raise ApiError(429, "rate_limited", "too many submissions; wait a minute and retry")
-    record = _svc().submit(
+    record = current_service().submit(
         user,
         script=_typed(body, "script", str, None),
         commands=_typed(body, "commands", list, None),
@@ -103,7 +100,9 @@ def list_batches() -> Response:
         filters["text"] = args["q"][:200]
     limit = _int_arg("limit", 50, 1, 200)
     offset = _int_arg("offset", 0, 0, 10_000_000)
-    page = _svc().list_batches(limit=limit, offset=offset, cursor=args.get("cursor"), **filters)
+    page = current_service().list_batches(
+        limit=limit, offset=offset, cursor=args.get("cursor"), **filters
+    )
     return jsonify(
         {
             "items": [batch_json(b, with_commands=False) for b in page.items],
@@ -125,13 +124,13 @@ def _int_arg(name: str, default: int, lo: int, hi: int) -> int:
 @api.get("/batches/<batch_id>")
 @requires(Role.VIEWER)
 def get_batch(batch_id: str) -> Response:
-    return jsonify(batch_json(_svc().get_batch(batch_id)))
+    return jsonify(batch_json(current_service().get_batch(batch_id)))
 
 
 @api.post("/batches/<batch_id>/cancel")
 @requires(Role.OPERATOR)
 def cancel_batch(batch_id: str) -> Response:
-    record = _svc().cancel_batch(current_user(), batch_id)
+    record = current_service().cancel_batch(current_user(), batch_id)
     audit("batch_cancelled", target=batch_id)
     return jsonify(batch_json(record))
 
@@ -139,7 +138,7 @@ def cancel_batch(batch_id: str) -> Response:
 @api.post("/batches/<batch_id>/commands/<command_id>/cancel")
 @requires(Role.OPERATOR)
 def cancel_command(batch_id: str, command_id: str) -> Response:
-    _svc().cancel_command(current_user(), batch_id, command_id)
+    current_service().cancel_command(current_user(), batch_id, command_id)
     audit("command_cancelled", target=f"{batch_id}/{command_id}")
     return jsonify({"status": "cancelling"})
 
@@ -149,7 +148,7 @@ def cancel_command(batch_id: str, command_id: str) -> Response:
 def output(batch_id: str, command_id: str) -> Response:
     offset = _int_arg("offset", 0, 0, 1 << 40)
     limit = _int_arg("limit", 1 << 20, 1, 8 << 20)
-    svc = _svc()
+    svc = current_service()
     result: dict[str, Any] = {}
     truncated = False
     for stream in ("stdout", "stderr"):
@@ -169,7 +168,7 @@ def classify() -> Response:
     script = _typed(body, "script", str, None)
     if script is None:
         raise ApiError(400, "invalid_input", "`script` (text) is required")
-    return jsonify(judgement_json(_svc().classify(script)))
+    return jsonify(judgement_json(current_service().classify(script)))
 
 
 @api.get("/openapi.json")
@@ -181,4 +180,4 @@ def openapi() -> Response:
 @requires(Role.VIEWER)
 def metrics_json() -> Response:
     """The same numbers as /metrics, as JSON, with p50/p90/p95/p99."""
-    return jsonify(_svc().metrics_summary())
+    return jsonify(current_service().metrics_summary())

@@ -11,9 +11,10 @@ from collections.abc import Callable
 from functools import wraps
 from typing import Any, TypeVar, cast
 
-from flask import current_app, g, request, session
+from flask import g, request, session
 
 from sandbox.store import NotFound, Role, UserRecord
+from webapp import current_service
 from webapp.errors import ApiError
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -31,7 +32,7 @@ SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 
 def _authenticate() -> UserRecord:
     """A bearer token (programs), or the session cookie plus a CSRF header (browsers)."""
-    svc = current_app.extensions["bashfleet"]
+    svc = current_service()
     header = request.headers.get("Authorization", "")
     if header.startswith("Bearer "):
         user = svc.store.accounts.user_for_token(header[7:].strip())
@@ -40,7 +41,7 @@ def _authenticate() -> UserRecord:
             raise ApiError(
                 401, "unauthorized", "the token is invalid, revoked, or its user disabled"
             )
-        return cast(UserRecord, user)
+        return user
     user_id = session.get("user_id")
     if user_id is None:
         raise ApiError(
@@ -58,7 +59,7 @@ def _authenticate() -> UserRecord:
         raise ApiError(401, "unauthorized", "the session has ended; log in again")
     if request.method not in SAFE_METHODS:
         check_csrf()
-    return cast(UserRecord, user)
+    return user
 
 
 def check_csrf() -> None:
@@ -103,7 +104,7 @@ def requires(role: Role) -> Callable[[F], F]:
 
 
 def audit(action: str, *, target: str | None = None, detail: dict[str, Any] | None = None) -> None:
-    svc = current_app.extensions["bashfleet"]
+    svc = current_service()
     user: UserRecord | None = g.get("user")
     svc.store.audit.append(
         action,

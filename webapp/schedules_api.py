@@ -2,32 +2,27 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-from flask import Blueprint, Response, current_app, jsonify
+from flask import Blueprint, Response, jsonify
 
 from sandbox.schedules import describe
 from sandbox.store import Role
+from webapp import current_service
 from webapp.auth import audit, current_user, requires
 from webapp.body import json_object
 
 schedules_api = Blueprint("schedules_api", __name__)
 
 
-def _svc() -> Any:
-    return current_app.extensions["bashfleet"]
-
-
 @schedules_api.get("/schedules")
 @requires(Role.VIEWER)
 def list_schedules() -> Response:
-    return jsonify({"items": [describe(s) for s in _svc().store.schedules.list()]})
+    return jsonify({"items": [describe(s) for s in current_service().store.schedules.list()]})
 
 
 @schedules_api.post("/schedules")
 @requires(Role.OPERATOR)
 def create_schedule() -> tuple[Response, int]:
-    record = _svc().create_schedule(current_user(), **json_object())
+    record = current_service().create_schedule(current_user(), **json_object())
     audit("schedule_created", target=str(record.id), detail=describe(record))
     return jsonify(describe(record)), 201
 
@@ -35,14 +30,14 @@ def create_schedule() -> tuple[Response, int]:
 @schedules_api.get("/schedules/<int:schedule_id>")
 @requires(Role.VIEWER)
 def get_schedule(schedule_id: int) -> Response:
-    return jsonify(describe(_svc().store.schedules.get(schedule_id)))
+    return jsonify(describe(current_service().store.schedules.get(schedule_id)))
 
 
 @schedules_api.patch("/schedules/<int:schedule_id>")
 @requires(Role.OPERATOR)
 def change_schedule(schedule_id: int) -> Response:
     body = json_object()
-    record = _svc().update_schedule(current_user(), schedule_id, **body)
+    record = current_service().update_schedule(current_user(), schedule_id, **body)
     audit("schedule_changed", target=str(schedule_id), detail=body)
     return jsonify(describe(record))
 
@@ -50,7 +45,7 @@ def change_schedule(schedule_id: int) -> Response:
 @schedules_api.post("/schedules/<int:schedule_id>/pause")
 @requires(Role.OPERATOR)
 def pause(schedule_id: int) -> Response:
-    record = _svc().update_schedule(current_user(), schedule_id, paused=True)
+    record = current_service().update_schedule(current_user(), schedule_id, paused=True)
     audit("schedule_paused", target=str(schedule_id))
     return jsonify(describe(record))
 
@@ -58,7 +53,7 @@ def pause(schedule_id: int) -> Response:
 @schedules_api.post("/schedules/<int:schedule_id>/resume")
 @requires(Role.OPERATOR)
 def resume(schedule_id: int) -> Response:
-    record = _svc().update_schedule(current_user(), schedule_id, paused=False)
+    record = current_service().update_schedule(current_user(), schedule_id, paused=False)
     audit("schedule_resumed", target=str(schedule_id))
     return jsonify(describe(record))
 
@@ -66,6 +61,6 @@ def resume(schedule_id: int) -> Response:
 @schedules_api.delete("/schedules/<int:schedule_id>")
 @requires(Role.OPERATOR)
 def delete_schedule(schedule_id: int) -> Response:
-    _svc().delete_schedule(current_user(), schedule_id)
+    current_service().delete_schedule(current_user(), schedule_id)
     audit("schedule_deleted", target=str(schedule_id))
     return jsonify({"status": "deleted"})

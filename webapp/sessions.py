@@ -7,6 +7,7 @@ from typing import Any
 from flask import Blueprint, Response, current_app, g, jsonify, request, session
 
 from sandbox.store import Role
+from webapp import current_service
 from webapp.auth import RateLimiter, audit, check_csrf, current_user, requires, start_session
 from webapp.errors import ApiError
 
@@ -28,7 +29,7 @@ def login() -> tuple[Response, int]:
         or not isinstance(body.get("password"), str)
     ):
         raise ApiError(400, "invalid_input", 'send {"name": ..., "password": ...}')
-    svc = current_app.extensions["bashfleet"]
+    svc = current_service()
     user = svc.store.accounts.authenticate(body["name"][:64], body["password"][:1024])
     if user is None:
         audit("login_failed", target=body["name"][:64])

@@ -212,31 +212,37 @@ def parse(text: str) -> list[Statement]:
     """Split a script into top-level statements. Never raises."""
     source = text.encode("utf-8", "surrogatepass")
     statements: list[Statement] = []
-    start = 0
     # tree-sitter-bash sometimes glues the next line onto a pipeline's last command
-    # (`a | b | c` then `d > f`); such a script is cut at that newline and re-parsed.
-    for _ in range(10_000):
-        segment = source[start:]
+    # (`a | b | c` then `d > f`). An unescaped newline between two words of a top-level
+    # command always ends that command in bash, so the source is cut at every such
+    # newline and each piece parsed on its own (once: the work stays linear).
+    segments = [(0, len(source))]
+    line, line_at = 0, 0  # newlines before offset `line_at`, counted incrementally
+    rounds = 0
+    while segments:
+        start, end = segments.pop()
+        segment = source[start:end]
         tree = _PARSER.parse(segment)
-        cut = _glued_newline(tree.root_node, segment)
-        if cut is not None:
-            tree = _PARSER.parse(segment[:cut])
-        line0 = source.count(b"\n", 0, start) if start else 0
-        statements.extend(_statements(tree, segment[:cut] if cut else segment, line0))
-        if cut is None:
-            break
-        start += cut
+        cuts = _glued_newlines(tree.root_node, segment) if rounds < 10_000 else []
+        if cuts:
+            rounds += 1
+            bounds = [0, *cuts, len(segment)]
+            segments.extend(
+                (start + a, start + b) for a, b in reversed(list(itertools.pairwise(bounds)))
+            )
+            continue
+        line += source.count(b"\n", line_at, start)
+        line_at = start
+        statements.extend(_statements(tree, segment, line))
     return [dataclasses.replace(s, index=i) for i, s in enumerate(statements)]
 
 
-def _glued_newline(root: tree_sitter.Node, source: bytes) -> int | None:
-    """Offset of the first unescaped newline between two words of a top-level command."""
-    first: int | None = None
+def _glued_newlines(root: tree_sitter.Node, source: bytes) -> list[int]:
+    """Offsets of unescaped newlines between two words of a top-level command."""
+    found: list[int] = []
     stack = [c for c in root.children if c.type in _TOP_CHAIN]
     while stack:
         node = stack.pop()
-        if first is not None and node.start_byte >= first:
-            continue
         if node.type != "command":
             stack.extend(c for c in node.children if c.type in _TOP_CHAIN)
             continue
@@ -244,10 +250,8 @@ def _glued_newline(root: tree_sitter.Node, source: bytes) -> int | None:
             gap = source[a.end_byte : b.start_byte]
             nl = gap.find(b"\n")
             if nl >= 0 and not gap[:nl].rstrip(b" \t").endswith(b"\\"):
-                at = a.end_byte + nl
-                first = at if first is None else min(first, at)
-                break
-    return first
+                found.append(a.end_byte + nl)
+    return sorted(set(found))
 
 
 _TOP_CHAIN = frozenset({"pipeline", "list", "redirected_statement", "command"})

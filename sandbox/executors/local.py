@@ -50,6 +50,7 @@ log = logging.getLogger(__name__)
 SAFE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 # A cancel for a job whose run() has not started yet is honoured when run() starts
 # within this long (the scheduler's hand-off race), not by a later retry of it.
+REPROBE_S = 5.0  # a failed bubblewrap self-test is tried again after this long
 EARLY_CANCEL_TTL_S = 10.0
 
 
@@ -133,7 +134,6 @@ class LocalExecutor:
                 executor=self.name,
                 retryable=False,
             )
-        self._require_bwrap = bool(use_bwrap)
         data = os.environ.get("BASHFLEET_DATA")
         hidden = [Path(p) for p in (*hidden_paths, *([data] if data else []))]
         self._bwrap = bwrap.BwrapView(binary, hidden) if binary else None
@@ -146,6 +146,7 @@ class LocalExecutor:
         if self._bwrap is None:
             self._bwrap_problem = "disabled" if use_bwrap is False else "not installed"
         self._probed = False
+        self._probed_at = 0.0
         self._probe_lock = threading.Lock()
         self._lock = threading.Lock()
         self._resolve_cache: dict[Path, tuple[Path, float]] = {}
@@ -172,11 +173,17 @@ class LocalExecutor:
     def _sandbox_ready(self) -> bool:
         if self._bwrap is None:
             return False
-        if self._probed:  # set only once the answer is in
+        if self._probed and (
+            self._bwrap_problem is None or time.monotonic() - self._probed_at < REPROBE_S
+        ):
             return self._bwrap_problem is None
-        with self._probe_lock:
-            if not self._probed:
+        with self._probe_lock:  # first use, or a failed probe worth trying again
+            if not self._probed or (
+                self._bwrap_problem is not None
+                and time.monotonic() - self._probed_at >= REPROBE_S
+            ):
                 self._bwrap_problem = self._bwrap.self_test()
+                self._probed_at = time.monotonic()
                 self._probed = True
         return self._bwrap_problem is None
 
@@ -203,9 +210,13 @@ class LocalExecutor:
         if job.read_only and self._spawners is not None and not self._probed:
             self._spawners.prestart(workspace, job.network)  # starts while the self-tests run
         sandboxed = job.read_only and self._sandbox_ready()
-        if job.read_only and self._require_bwrap and not sandboxed:
+        if job.read_only and self._bwrap is not None and not sandboxed:
+            # Installed but failing (e.g. under heavy load): never run a safe command
+            # without its read-only sandbox; the scheduler retries until its deadline.
             raise ExecutorError(
-                f"bubblewrap is unusable: {self._bwrap_problem}", executor=self.name
+                f"bubblewrap is unusable right now: {self._bwrap_problem}",
+                executor=self.name,
+                retryable=True,
             )
         marker = f"{job.id}.{secrets.token_hex(8)}"
         home = "/tmp" if sandboxed else self._homes.take()  # bwrap's /tmp is private

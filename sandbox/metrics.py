@@ -23,6 +23,7 @@ from sandbox.model import Status
 BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1800, float("inf"))
 SAMPLES = 10_000
 PERCENTILES = (50, 90, 95, 99)
+DECISIONS = 50  # recent autoscaling decisions kept for the dashboard
 
 
 def percentiles(values: list[float]) -> dict[str, float | None]:
@@ -96,11 +97,22 @@ class Metrics:
         self._durations: deque[float] = deque(maxlen=SAMPLES)
         self._waits: deque[float] = deque(maxlen=SAMPLES)
         self._finished: deque[float] = deque(maxlen=SAMPLES)  # wall times, for throughput
+        self._decisions: deque[dict[str, Any]] = deque(maxlen=DECISIONS)  # newest last
         self.started = time.time()
 
     def __call__(self, event: Event) -> None:
         if isinstance(event, PoolResized):
             self.resizes.labels(event.pool).inc()
+            with self._lock:
+                self._decisions.append(
+                    {
+                        "pool": event.pool,
+                        "before": event.before,
+                        "after": event.after,
+                        "reason": event.reason,
+                        "at": event.at,
+                    }
+                )
             return
         if not isinstance(event, CommandStatusChanged):
             return
@@ -133,6 +145,7 @@ class Metrics:
             durations = list(self._durations)
             waits = list(self._waits)
             last_minute = sum(1 for t in self._finished if t > now - 60)
+            decisions = list(self._decisions)
         totals: dict[str, float] = {}
         for metric in self.commands.collect():
             for sample in metric.samples:
@@ -147,4 +160,5 @@ class Metrics:
             "queue_wait_s": percentiles(waits),
             "pools": pools,
             "retries": self.retries._value.get(),
+            "scaling": decisions,
         }

@@ -75,7 +75,13 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     app.register_blueprint(sessions, url_prefix="/api/v1")
     app.register_blueprint(admin, url_prefix="/api/v1")
     app.register_blueprint(schedules_api, url_prefix="/api/v1")
+    from webapp.live import init_live
+    from webapp.pages import pages, secure_headers
+
+    app.register_blueprint(pages)
+    app.after_request(secure_headers)
     register_errors(app)
+    app.extensions["socketio"] = init_live(app, service)
     return app
 
 

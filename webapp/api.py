@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, request
@@ -65,7 +66,7 @@ def submit() -> tuple[Response, int]:
         timeout_s=_typed(body, "timeout_s", (int, float), None),
         retries=_typed(body, "retries", int, 0),
         needs=_needs(body.get("needs")),
-        source=Source.API,
+        source=Source.API if request.headers.get("Authorization") else Source.WEB,
     )
     audit(
         "batch_submitted",
@@ -159,6 +160,34 @@ def output(batch_id: str, command_id: str) -> Response:
     command = svc.store.batches.get_command(command_id)
     result["truncated"] = truncated or command.truncated
     return jsonify(result)
+
+
+@api.get("/batches/<batch_id>/commands/<command_id>/log")
+@requires(Role.VIEWER)
+def log_file(batch_id: str, command_id: str) -> Response:
+    """One stream's whole output as a plain-text download (the page shows a window)."""
+    stream = request.args.get("stream", "stdout")
+    svc = current_service()
+    svc.read_output(batch_id, command_id, stream, 0, 0)  # checks ids and stream name
+    command = svc.store.batches.get_command(command_id)
+
+    def chunks() -> Iterator[bytes]:
+        offset = 0
+        while True:
+            data, offset, _ = svc.read_output(batch_id, command_id, stream, offset, 1 << 20)
+            if not data:
+                return
+            yield data
+
+    name = f"{batch_id}-{command.index}-{stream}.log"
+    return Response(
+        chunks(),
+        mimetype="text/plain",
+        headers={
+            "Content-Disposition": f'attachment; filename="{name}"',
+            "X-Content-Type-Options": "nosniff",
+        },
+    )
 
 
 @api.post("/classify")

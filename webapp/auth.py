@@ -42,23 +42,41 @@ def _authenticate() -> UserRecord:
                 401, "unauthorized", "the token is invalid, revoked, or its user disabled"
             )
         return user
-    user_id = session.get("user_id")
-    if user_id is None:
+    if session.get("user_id") is None:
         raise ApiError(
             401,
             "unauthorized",
             "log in, or send `Authorization: Bearer TOKEN` "
             "(create one with `bashfleet token create USER`)",
         )
-    try:
-        user = svc.store.accounts.get_user(int(user_id))
-    except NotFound:
-        user = None
-    if user is None or user.disabled or session.get("epoch") != _epoch(user):
-        session.clear()
+    user = session_user()
+    if user is None:
         raise ApiError(401, "unauthorized", "the session has ended; log in again")
     if request.method not in SAFE_METHODS:
         check_csrf()
+    return user
+
+
+def session_user() -> UserRecord | None:
+    """The user of the browser session cookie, if it is still good (not logged out, role
+    unchanged, user enabled). Clears a session that is no longer good."""
+    user_id, nonce = session.get("user_id"), session.get("nonce")
+    if user_id is None:
+        return None
+    svc = current_service()
+    try:
+        user: UserRecord | None = svc.store.accounts.get_user(int(user_id))
+    except (NotFound, ValueError):
+        user = None
+    if (
+        user is None
+        or user.disabled
+        or session.get("epoch") != _epoch(user)
+        or not isinstance(nonce, str)
+        or svc.store.accounts.session_ended(nonce)
+    ):
+        session.clear()
+        return None
     return user
 
 
@@ -81,6 +99,7 @@ def start_session(user: UserRecord) -> str:
     session["user_id"] = user.id
     session["epoch"] = _epoch(user)
     session["csrf"] = secrets.token_urlsafe(32)
+    session["nonce"] = secrets.token_urlsafe(24)  # names this session for logout
     session.permanent = True
     return str(session["csrf"])
 

@@ -28,7 +28,12 @@ class ServeCommand:
             default=None,
             help="default: $BASHFLEET_ISOLATION or auto",
         )
-        p.add_argument("--threads", type=int, default=32)
+        p.add_argument(
+            "--threads",
+            type=int,
+            default=100,
+            help="worker threads; each open live stream (browser tab) holds one (default 100)",
+        )
         p.add_argument("--dev", action="store_true", help="Flask's development server")
 
     def run(self, args: argparse.Namespace, data: Path) -> int:
@@ -54,7 +59,10 @@ class ServeCommand:
         if args.dev:
             from webapp import create_app
 
-            create_app(config).run(host=args.host, port=args.port, threaded=True)
+            app = create_app(config)
+            app.extensions["socketio"].run(
+                app, host=args.host, port=args.port, allow_unsafe_werkzeug=True
+            )
             return 0
         _gunicorn(config, args.host, args.port, args.threads)
         return 0

@@ -244,6 +244,22 @@ def openapi_document() -> dict[str, Any]:
                     ],
                 ),
             },
+            "/batches/{batch_id}/commands/{command_id}/log": {
+                "get": _op(
+                    "One stream of a command's output, whole, as a text/plain download",
+                    {
+                        "200": {
+                            "description": "the log",
+                            "content": {"text/plain": {"schema": {"type": "string"}}},
+                        }
+                    },
+                    parameters=[
+                        batch_id,
+                        command_id,
+                        _query("stream", {"type": "string", "enum": ["stdout", "stderr"]}),
+                    ],
+                ),
+            },
             "/session": {
                 "post": _op(
                     "Log in (browser session); returns the CSRF token to send as X-CSRF-Token",

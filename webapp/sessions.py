@@ -7,6 +7,7 @@ from typing import Any
 from flask import Blueprint, Response, current_app, g, jsonify, request, session
 
 from sandbox.store import Role
+from sandbox.store.records import utcnow
 from webapp import current_service
 from webapp.auth import RateLimiter, audit, check_csrf, current_user, requires, start_session
 from webapp.errors import ApiError
@@ -52,5 +53,12 @@ def logout() -> Response:
     if session.get("user_id") is not None:
         check_csrf()
         audit("logout", target=str(session.get("user_id")))
+        nonce = session.get("nonce")
+        if isinstance(nonce, str):
+            lifetime = current_app.permanent_session_lifetime
+            current_service().store.accounts.end_session(nonce, utcnow() + lifetime)
+            end_streams = current_app.extensions.get("bashfleet_end_session")
+            if end_streams is not None:
+                end_streams(nonce)  # cut this session's live streams at once
     session.clear()
     return jsonify({"status": "logged out"})

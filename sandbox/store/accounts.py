@@ -9,11 +9,11 @@ import re
 import secrets
 from datetime import datetime, timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 
 from sandbox.errors import InputError
 from sandbox.store.base import NotFound, Repository, rowcount, to_record
-from sandbox.store.models import ApiToken, User
+from sandbox.store.models import ApiToken, EndedSession, User
 from sandbox.store.records import NewToken, Role, TokenRecord, UserRecord, utcnow
 
 USER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}")
@@ -185,6 +185,17 @@ class AccountRepository(Repository):
             stmt = stmt.where(ApiToken.user_id == user_id)
         with self._write() as s:
             return rowcount(s.execute(stmt.values(revoked_at=utcnow()))) > 0
+
+    def end_session(self, nonce: str, expires_at: datetime) -> None:
+        """Remember a logged-out browser session until its cookie would expire anyway."""
+        with self._write() as s:
+            s.execute(delete(EndedSession).where(EndedSession.expires_at < utcnow()))
+            if s.get(EndedSession, nonce) is None:
+                s.add(EndedSession(nonce=nonce[:64], expires_at=expires_at))
+
+    def session_ended(self, nonce: str) -> bool:
+        with self._read() as s:
+            return s.get(EndedSession, nonce[:64]) is not None
 
 
 def _user_record(u: User) -> UserRecord:

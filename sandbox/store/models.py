@@ -118,6 +118,16 @@ class ApiToken(Base):
     revoked_at: Mapped[datetime | None]
 
 
+class EndedSession(Base):
+    """Browser sessions ended by logout. The cookie is signed, not stored, so a copy of it
+    would stay valid until it expires; this list refuses it (and its sockets) at once."""
+
+    __tablename__ = "ended_sessions"
+
+    nonce: Mapped[str] = mapped_column(String(64), primary_key=True)
+    expires_at: Mapped[datetime] = mapped_column(index=True)
+
+
 class Workspace(Base):
     __tablename__ = "workspaces"
 

@@ -1,0 +1,249 @@
+"""Socket.IO live streams against a real `bashfleet serve` (gunicorn, one worker, threads):
+authentication on connect, same-origin only, exactly-once output with backlog and
+resume, statuses, logout cutting the stream, metrics for everyone."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import socketio
+
+from tests.portal import Portal
+
+LINES = 'for i in $(seq 1 40); do echo "line $i"; sleep 0.05; done'
+
+
+class Watcher:
+    """A python-socketio client that records what it receives."""
+
+    def __init__(self, portal: Portal) -> None:
+        self.portal = portal
+        self.sio = socketio.Client(reconnection=False)
+        self.output: list[dict[str, Any]] = []
+        self.statuses: list[dict[str, Any]] = []
+        self.batches: list[dict[str, Any]] = []
+        self.metrics: list[dict[str, Any]] = []
+        self.disconnected = threading.Event()
+        self.sio.on("command_output", self.output.append)
+        self.sio.on("command_status", self.statuses.append)
+        self.sio.on("batch_status", self.batches.append)
+        self.sio.on("metrics", self.metrics.append)
+        self.sio.on("disconnect", lambda *a: self.disconnected.set())
+
+    def connect(
+        self,
+        *,
+        token: str | None = None,
+        headers: dict[str, str] | None = None,
+        transport: str = "websocket",
+    ) -> None:
+        # over WebSocket the client sends this origin itself, as a browser on the page would
+        self.sio.connect(
+            self.portal.url,
+            headers=headers or {},
+            auth={"token": token} if token else None,
+            transports=[transport],
+            wait_timeout=10,
+        )
+
+    def subscribe(self, batch_id: str, offsets: dict[str, Any] | None = None) -> dict[str, Any]:
+        ack: dict[str, Any] = self.sio.call(
+            "subscribe", {"batch_id": batch_id, "offsets": offsets or {}}, timeout=10
+        )
+        return ack
+
+    def text(self, command_id: str, stream: str = "stdout") -> str:
+        """The stream reassembled by offset; fails on any gap or overlap."""
+        parts = sorted(
+            (m for m in self.output if m["command_id"] == command_id and m["stream"] == stream),
+            key=lambda m: m["offset"],
+        )
+        at, out = (parts[0]["offset"] if parts else 0), []
+        for m in parts:
+            assert m["offset"] == at, f"gap or repeat at byte {at}: got offset {m['offset']}"
+            out.append(m["data"])
+            at += m["nbytes"]
+        return "".join(out)
+
+    def close(self) -> None:
+        if self.sio.connected:
+            self.sio.disconnect()
+
+
+@pytest.fixture
+def watchers(portal: Portal) -> Iterator[list[Watcher]]:
+    made: list[Watcher] = []
+    yield made
+    for w in made:
+        w.close()
+
+
+def _watcher(portal: Portal, made: list[Watcher]) -> Watcher:
+    w = Watcher(portal)
+    made.append(w)
+    return w
+
+
+def _submit(portal: Portal, token: str, script: str) -> dict[str, Any]:
+    status, batch = portal.request("POST", "/api/v1/batches", {"script": script}, token=token)
+    assert status == 201, batch
+    return batch
+
+
+def _wait(predicate: Any, timeout: float = 20) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_a_socket_without_credentials_is_refused(portal: Portal, watchers: list[Watcher]) -> None:
+    w = _watcher(portal, watchers)
+    with pytest.raises(socketio.exceptions.ConnectionError):
+        w.connect()
+    w2 = _watcher(portal, watchers)
+    with pytest.raises(socketio.exceptions.ConnectionError):
+        w2.connect(token="bf_not-a-real-token")
+
+
+def test_a_foreign_origin_is_refused(portal: Portal, watchers: list[Watcher]) -> None:
+    token = portal.token("olga", "operator")
+    w = _watcher(portal, watchers)
+    with pytest.raises(socketio.exceptions.ConnectionError):
+        w.connect(token=token, headers={"Origin": "http://evil.example"}, transport="polling")
+    ok = _watcher(portal, watchers)  # the same token from the portal's own origin is fine
+    ok.connect(token=token, headers={"Origin": portal.url}, transport="polling")
+    assert ok.sio.connected
+
+
+def test_output_streams_live_exactly_once_with_statuses(
+    portal: Portal, watchers: list[Watcher]
+) -> None:
+    token = portal.token("olga", "operator")
+    w = _watcher(portal, watchers)
+    w.connect(token=token)
+    batch = _submit(portal, token, LINES + "\necho other >&2")
+    ack = w.subscribe(batch["id"])
+    assert ack["ok"] and ack["commands"] == 2
+    first, second = batch["commands"]
+    # lines arrive while the command still runs
+    assert _wait(lambda: "line 5\n" in w.text(first["id"]))
+    done = portal.request("GET", f"/api/v1/batches/{batch['id']}", token=token)[1]
+    assert done["commands"][0]["status"] == "running"
+    assert _wait(lambda: any(b["batch_id"] == batch["id"] for b in w.batches))
+    assert w.text(first["id"]) == "".join(f"line {i}\n" for i in range(1, 41))
+    assert w.text(second["id"], "stderr") == "other\n"
+    finals = {s["command_id"]: s for s in w.statuses if s["final"]}
+    assert {finals[c["id"]]["status"] for c in batch["commands"]} == {"succeeded"}
+    assert w.batches[-1]["status"] == "succeeded"
+
+
+def test_a_late_subscriber_gets_the_backlog_then_live_lines(
+    portal: Portal, watchers: list[Watcher]
+) -> None:
+    token = portal.token("olga", "operator")
+    batch = _submit(portal, token, LINES)
+    command = batch["commands"][0]["id"]
+    assert portal.wait_running(batch["id"], token, 1)
+    time.sleep(0.6)  # some lines are printed before anyone watches
+    w = _watcher(portal, watchers)
+    w.connect(token=token)
+    ack = w.subscribe(batch["id"])
+    assert any(s["status"] == "running" for s in ack["statuses"])  # newer than the database
+    assert _wait(lambda: any(b["batch_id"] == batch["id"] for b in w.batches))
+    assert w.text(command) == "".join(f"line {i}\n" for i in range(1, 41))
+
+
+def test_a_reconnecting_client_resumes_from_its_offsets(
+    portal: Portal, watchers: list[Watcher]
+) -> None:
+    token = portal.token("olga", "operator")
+    batch = _submit(portal, token, LINES)
+    command = batch["commands"][0]["id"]
+    w = _watcher(portal, watchers)
+    w.connect(token=token)
+    w.subscribe(batch["id"])
+    assert _wait(lambda: "line 8\n" in w.text(command))
+    w.close()
+    have = w.text(command)
+    time.sleep(0.5)  # lines printed while disconnected must not be lost
+    again = _watcher(portal, watchers)
+    again.connect(token=token)
+    again.subscribe(batch["id"], {command: {"stdout": len(have.encode())}})
+    assert _wait(lambda: any(b["batch_id"] == batch["id"] for b in again.batches))
+    rest = again.text(command)
+    assert again.output[0]["offset"] == len(have.encode())  # nothing repeated
+    assert have + rest == "".join(f"line {i}\n" for i in range(1, 41))  # nothing lost
+
+
+def test_subscribing_to_a_missing_batch_is_an_error(
+    portal: Portal, watchers: list[Watcher]
+) -> None:
+    w = _watcher(portal, watchers)
+    w.connect(token=portal.token("vic", "viewer"))
+    assert w.subscribe("b_does_not_exist")["error"] == "not_found"
+    assert w.sio.call("subscribe", "not an object", timeout=5)["error"] == "invalid_input"
+
+
+def test_everyone_connected_receives_metrics(portal: Portal, watchers: list[Watcher]) -> None:
+    w = _watcher(portal, watchers)
+    w.connect(token=portal.token("vic", "viewer"))
+    assert _wait(lambda: len(w.metrics) >= 2, timeout=5)
+    m = w.metrics[-1]
+    assert set(m["pools"]) == {"safe", "conditional", "sequential", "dangerous"}
+    assert 0 <= m["host"]["cpu_percent"] <= 100
+    assert "p95" in m["duration_s"] and isinstance(m["scaling"], list)
+
+
+def _login(portal: Portal, name: str, password: str) -> tuple[str, str]:
+    req = urllib.request.Request(
+        portal.url + "/api/v1/session",
+        data=json.dumps({"name": name, "password": password}).encode(),
+        method="POST",
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(req, timeout=10) as r:
+        cookie = r.headers["Set-Cookie"].split(";")[0]
+        return cookie, json.loads(r.read())["csrf_token"]
+
+
+def _session_request(portal: Portal, method: str, path: str, cookie: str, csrf: str) -> int:
+    req = urllib.request.Request(
+        portal.url + path, method=method, headers={"Cookie": cookie, "X-CSRF-Token": csrf}
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return int(r.status)
+    except urllib.error.HTTPError as e:
+        return int(e.code)
+
+
+def test_logout_cuts_the_stream_and_the_old_cookie_stays_dead(
+    portal: Portal, watchers: list[Watcher]
+) -> None:
+    cookie, csrf = _login(portal, "admin", "first-run-password")
+    w = _watcher(portal, watchers)
+    w.connect(headers={"Cookie": cookie})
+    token = portal.token("olga", "operator")
+    batch = _submit(portal, token, "for i in $(seq 1 100); do echo $i; sleep 0.05; done")
+    assert w.subscribe(batch["id"])["ok"]
+    assert _wait(lambda: len(w.output) > 2)
+    assert _session_request(portal, "DELETE", "/api/v1/session", cookie, csrf) == 200
+    assert w.disconnected.wait(5), "the stream went on after logout"
+    seen = len(w.output)
+    time.sleep(0.5)
+    assert len(w.output) == seen
+    # a copy of the cookie is refused: over HTTP and for a new socket
+    assert _session_request(portal, "GET", "/api/v1/session", cookie, csrf) == 401
+    again = _watcher(portal, watchers)
+    with pytest.raises(socketio.exceptions.ConnectionError):
+        again.connect(headers={"Cookie": cookie})

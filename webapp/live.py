@@ -1,0 +1,492 @@
+"""Live streams over Socket.IO (DESIGN.md, "Contracts").
+
+A client authenticates on connect (the session cookie, or ``auth={"token": T}``),
+emits ``subscribe`` with ``{"batch_id": ID}`` (and, to resume, the ``offsets`` it
+already has per command and stream) and then receives, for that batch:
+``command_output`` (``batch_id``, ``command_id``, ``index``, ``stream``, ``data``,
+``offset``), ``command_status`` and ``batch_status``. Everyone connected receives
+``scaling`` (each autoscaling decision) and ``metrics`` (once a second).
+
+Exactly-once output: the store writer appends each chunk to its output file before
+this hub sees the event, so the file always holds at least what the hub has been
+told. On ``subscribe`` the hub, under its lock, sends the stored bytes from the
+client's offsets to the end of the file and records that end as the client's cursor;
+live chunks are then cut against the cursor, so nothing is lost or repeated, whether
+the client subscribes early, late, or again after a reconnect.
+
+Output is coalesced: events are buffered and flushed every ``FLUSH_S`` (50 ms), at
+most ``MAX_EMIT`` bytes per command and stream per flush, so a flood of tiny lines
+becomes a few messages per second that a browser can keep up with.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import OrderedDict, defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import psutil
+from flask import Flask, request
+from flask_socketio import SocketIO, join_room, leave_room
+
+from sandbox.events import BatchFinished, CommandStatusChanged, Event, OutputReceived, PoolResized
+from sandbox.model import Status
+from sandbox.service import Service
+from sandbox.store import NotFound, UserRecord
+
+log = logging.getLogger(__name__)
+
+FLUSH_S = 0.05
+METRICS_S = 1.0
+BACKLOG_BYTES = 1 << 20  # per stream, on subscribe: older output is offered as a download
+MAX_EMIT = 256 << 10  # per command and stream per flush
+RECENT_BATCHES = 64
+Key = tuple[str, str]  # (command_id, stream)
+
+
+@dataclass
+class _Client:
+    user_id: int
+    nonce: str | None  # the browser session it came from; None for tokens
+    batches: dict[str, dict[Key, int]] = field(default_factory=dict)  # cursors
+
+
+@dataclass
+class _Recent:
+    commands: dict[str, dict[str, Any]] = field(default_factory=dict)
+    batch: dict[str, Any] | None = None
+
+
+@dataclass
+class _Chunk:
+    command_id: str
+    index: int
+    stream: str
+    offset: int
+    data: bytearray
+
+
+class LiveHub:
+    def __init__(self, socketio: SocketIO, service: Service) -> None:
+        self.io = socketio
+        self.service = service
+        self._lock = threading.Lock()
+        self._clients: dict[str, _Client] = {}
+        self._rooms: dict[str, set[str]] = defaultdict(set)  # batch id -> sids
+        self._output: dict[str, dict[Key, list[_Chunk]]] = {}  # batch id -> pending chunks
+        self._statuses: dict[str, dict[str, dict[str, Any]]] = {}  # batch -> command -> last
+        self._batch_status: list[dict[str, Any]] = []
+        # the latest status of every command of recent batches, for the subscribe answer:
+        # the database lags the engine by a flush, this does not
+        self._recent: OrderedDict[str, _Recent] = OrderedDict()
+        self._scaling: list[dict[str, Any]] = []
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._unsubscribe: Callable[[], None] | None = None
+        self._threads: list[threading.Thread] = []
+
+    # --- lifecycle --------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._unsubscribe = self.service.subscribe(self.on_event)
+        loops = ((self._flush_loop, "flush"), (self._metrics_loop, "metrics"))
+        for target, name in loops:
+            t = threading.Thread(target=target, name=f"bashfleet-live-{name}", daemon=True)
+            t.start()
+            self._threads.append(t)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._unsubscribe:
+            self._unsubscribe()
+        for t in self._threads:
+            t.join(timeout=2)
+
+    # --- events from the engine (on scheduler threads: be quick) -----------------------------
+
+    def on_event(self, event: Event) -> None:
+        if isinstance(event, OutputReceived):
+            self._on_output(event)
+        elif isinstance(event, CommandStatusChanged):
+            payload = _status_json(event)
+            with self._lock:
+                self._remember(event.batch_id).commands[event.command_id] = payload
+                if event.batch_id in self._rooms:
+                    self._statuses.setdefault(event.batch_id, {})[event.command_id] = payload
+        elif isinstance(event, BatchFinished):
+            payload = {
+                "batch_id": event.batch_id,
+                "status": event.status.value,
+                "counts": dict(event.counts),
+                "makespan_s": round(event.makespan_s, 3),
+            }
+            with self._lock:
+                self._remember(event.batch_id).batch = payload
+                self._batch_status.append(payload)
+        elif isinstance(event, PoolResized):
+            with self._lock:
+                self._scaling.append(
+                    {
+                        "pool": event.pool,
+                        "before": event.before,
+                        "after": event.after,
+                        "reason": event.reason,
+                        "at": event.at,
+                    }
+                )
+            self._wake.set()
+
+    def _remember(self, batch_id: str) -> _Recent:
+        recent = self._recent.get(batch_id)
+        if recent is None:
+            recent = self._recent[batch_id] = _Recent()
+            while len(self._recent) > RECENT_BATCHES:
+                self._recent.popitem(last=False)
+        else:
+            self._recent.move_to_end(batch_id)
+        return recent
+
+    def _on_output(self, e: OutputReceived) -> None:
+        with self._lock:
+            if e.batch_id not in self._rooms:
+                return  # nobody watches; a later subscriber reads the file
+            chunks = self._output.setdefault(e.batch_id, {}).setdefault(
+                (e.command_id, e.stream), []
+            )
+            last = chunks[-1] if chunks else None
+            if last is not None and last.offset + len(last.data) == e.offset:
+                last.data += e.data
+            else:
+                chunks.append(_Chunk(e.command_id, e.index, e.stream, e.offset, bytearray(e.data)))
+
+    # --- clients ------------------------------------------------------------------------------
+
+    def connected(self, sid: str, user: UserRecord, nonce: str | None) -> None:
+        with self._lock:
+            self._clients[sid] = _Client(user.id, nonce)
+
+    def disconnected(self, sid: str) -> None:
+        with self._lock:
+            client = self._clients.pop(sid, None)
+            for batch_id in client.batches if client else ():
+                self._leave(sid, batch_id)
+
+    def end_session(self, nonce: str) -> None:
+        """Logout: cut every socket opened by that browser session."""
+        with self._lock:
+            sids = [sid for sid, c in self._clients.items() if c.nonce == nonce]
+        for sid in sids:
+            self.io.server.disconnect(sid, namespace="/")
+            self.disconnected(sid)
+
+    def subscribe(self, sid: str, batch_id: str, offsets: dict[Key, int]) -> dict[str, Any]:
+        batch = self.service.get_batch(batch_id)  # NotFound for the caller to report
+        commands = [(c.id, c.index) for c in batch.commands]
+        with self._lock:
+            client = self._clients.get(sid)
+            if client is None:
+                return {"error": "unauthorized", "message": "not connected"}
+            join_room(_room(batch_id), sid=sid, namespace="/")
+            self._rooms[batch_id].add(sid)
+            cursors: dict[Key, int] = {}
+            backlog: list[dict[str, Any]] = []
+            for command_id, index in commands:
+                for stream in ("stdout", "stderr"):
+                    start = max(0, offsets.get((command_id, stream), 0))
+                    cursor = self._backlog(batch_id, command_id, index, stream, start, backlog)
+                    cursors[(command_id, stream)] = cursor
+            client.batches[batch_id] = cursors
+            recent = self._recent.get(batch_id)
+            statuses = list(recent.commands.values()) if recent else []
+            finished = recent.batch if recent else None
+        for payload in backlog:
+            self.io.emit("command_output", payload, to=sid)
+        return {
+            "ok": True,
+            "batch_id": batch_id,
+            "status": finished["status"] if finished else batch.status.value,
+            "commands": len(commands),
+            "statuses": statuses,  # newer than the database; apply over GET /batches/ID
+        }
+
+    def _backlog(
+        self,
+        batch_id: str,
+        command_id: str,
+        index: int,
+        stream: str,
+        start: int,
+        out: list[dict[str, Any]],
+    ) -> int:
+        """Append the stored output from ``start`` (at most the last BACKLOG_BYTES) to
+        ``out``; return the new cursor."""
+        store = self.service.store.output
+        size = store.size(batch_id, command_id, stream)
+        start = min(max(start, size - BACKLOG_BYTES), size)
+        cursor = start
+        while cursor < size:
+            data, cursor, _ = store.read(batch_id, command_id, stream, cursor, MAX_EMIT)
+            if not data:
+                break
+            out.append(_output_json(batch_id, command_id, index, stream, cursor - len(data), data))
+        return cursor
+
+    def unsubscribe(self, sid: str, batch_id: str) -> None:
+        with self._lock:
+            client = self._clients.get(sid)
+            if client is not None:
+                client.batches.pop(batch_id, None)
+            self._leave(sid, batch_id)
+
+    def _leave(self, sid: str, batch_id: str) -> None:
+        leave_room(_room(batch_id), sid=sid, namespace="/")
+        room = self._rooms.get(batch_id)
+        if room is not None:
+            room.discard(sid)
+            if not room:
+                del self._rooms[batch_id]
+                self._output.pop(batch_id, None)
+                self._statuses.pop(batch_id, None)
+
+    # --- the flusher ---------------------------------------------------------------------------
+
+    def _flush_loop(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(FLUSH_S)
+            self._wake.clear()
+            time.sleep(0)  # let a burst of events land before the flush
+            try:
+                self.flush()
+            except Exception:  # a broken client must not stop the stream for others
+                log.exception("live flush failed")
+            self._stop.wait(FLUSH_S)
+
+    def flush(self) -> None:
+        with self._lock:
+            output, self._output = self._output, {}
+            statuses, self._statuses = self._statuses, {}
+            finished, self._batch_status = self._batch_status, []
+            scaling, self._scaling = self._scaling, []
+            sends: list[tuple[str, str, Any]] = []
+            for batch_id, streams in output.items():
+                for sid in self._rooms.get(batch_id, ()):
+                    client = self._clients.get(sid)
+                    cursors = client.batches.get(batch_id) if client else None
+                    if cursors is None:
+                        continue
+                    for key, chunks in streams.items():
+                        for chunk in chunks:
+                            self._cut(batch_id, chunk, cursors, key, sid, sends)
+            for batch_id, commands in statuses.items():
+                for payload in commands.values():
+                    sends.append(("command_status", _room(batch_id), payload))
+            for payload in finished:
+                sends.append(("batch_status", _room(payload["batch_id"]), payload))
+        for name, to, payload in sends:
+            self.io.emit(name, payload, to=to)
+        for payload in scaling:
+            self.io.emit("scaling", payload)
+
+    def _cut(
+        self,
+        batch_id: str,
+        chunk: _Chunk,
+        cursors: dict[Key, int],
+        key: Key,
+        sid: str,
+        sends: list[tuple[str, str, Any]],
+    ) -> None:
+        cursor = cursors.get(key, 0)
+        end = chunk.offset + len(chunk.data)
+        if end <= cursor:
+            return  # already sent from the file on subscribe
+        if chunk.offset > cursor:  # a gap (a chunk the hub never saw): fill it from the file
+            data, _, _ = self.service.store.output.read(
+                batch_id, chunk.command_id, chunk.stream, cursor, chunk.offset - cursor
+            )
+            if len(data) == chunk.offset - cursor:
+                payload = _output_json(
+                    batch_id, chunk.command_id, chunk.index, chunk.stream, cursor, data
+                )
+                sends.append(("command_output", sid, payload))
+                cursor = chunk.offset
+        start = max(cursor, chunk.offset)
+        view = bytes(chunk.data[start - chunk.offset :])
+        for i in range(0, len(view), MAX_EMIT):
+            part = view[i : i + MAX_EMIT]
+            payload = _output_json(
+                batch_id, chunk.command_id, chunk.index, chunk.stream, start + i, part
+            )
+            sends.append(("command_output", sid, payload))
+        cursors[key] = end
+
+    # --- metrics -------------------------------------------------------------------------------
+
+    def _metrics_loop(self) -> None:
+        psutil.cpu_percent(None)
+        while not self._stop.wait(METRICS_S):
+            with self._lock:
+                anyone = bool(self._clients)
+            if not anyone:
+                psutil.cpu_percent(None)
+                continue
+            try:
+                self.io.emit("metrics", self.metrics())
+            except Exception:
+                log.exception("cannot publish metrics")
+
+    def metrics(self) -> dict[str, Any]:
+        summary = self.service.metrics_summary()
+        memory = psutil.virtual_memory()
+        summary["host"] = {
+            "cpu_percent": psutil.cpu_percent(None),
+            "memory_percent": memory.percent,
+            "memory_available": memory.available,
+            "at": time.time(),
+        }
+        return summary
+
+
+def _room(batch_id: str) -> str:
+    return f"batch:{batch_id}"
+
+
+def _output_json(
+    batch_id: str, command_id: str, index: int, stream: str, offset: int, data: bytes
+) -> dict[str, Any]:
+    # bytes are sent as text; an invalid UTF-8 sequence becomes U+FFFD. Offsets stay in bytes,
+    # so ``offset + nbytes`` is where the next chunk starts.
+    return {
+        "batch_id": batch_id,
+        "command_id": command_id,
+        "index": index,
+        "stream": stream,
+        "data": data.decode("utf-8", "replace"),
+        "offset": offset,
+        "nbytes": len(data),
+    }
+
+
+def _status_json(e: CommandStatusChanged) -> dict[str, Any]:
+    return {
+        "batch_id": e.batch_id,
+        "command_id": e.command_id,
+        "index": e.index,
+        "status": e.status.value,
+        "class": e.cls,
+        "executor": e.executor,
+        "reason": e.reason,
+        "exit_code": e.exit_code,
+        "signal": e.signal,
+        "duration_s": e.duration_s,
+        "attempt": e.attempt,
+        "truncated": e.truncated,
+        "at": e.at,
+        "final": e.status.final,
+    }
+
+
+# --- wiring ------------------------------------------------------------------------------------
+
+
+def init_live(app: Flask, service: Service) -> SocketIO:
+    """Attach Socket.IO to ``app`` (threading mode, simple-websocket, same origin only)."""
+    from webapp.auth import session_user
+
+    socketio = SocketIO(
+        app,
+        async_mode="threading",
+        cors_allowed_origins=app.config.get("SOCKET_ORIGINS"),  # None: same origin only
+        manage_session=False,  # read the cookie session; logout lives in the database
+        max_http_buffer_size=64 << 10,
+        ping_interval=10,
+        ping_timeout=20,
+    )
+    hub = LiveHub(socketio, service)
+    app.extensions["bashfleet_live"] = hub
+    app.extensions["bashfleet_end_session"] = hub.end_session
+
+    def _connect(auth: Any = None) -> None:
+        user, nonce = None, None
+        token = auth.get("token") if isinstance(auth, dict) else None
+        if isinstance(token, str) and token:
+            user = service.store.accounts.user_for_token(token[:200])
+        else:
+            from flask import session
+
+            user = session_user()
+            nonce = session.get("nonce") if user else None
+        if user is None:
+            raise ConnectionRefusedError("unauthorized: log in, or connect with auth.token")
+        hub.connected(_sid(), user, nonce)
+
+    def _disconnect(*_args: Any) -> None:
+        hub.disconnected(_sid())
+
+    def _subscribe(message: Any = None) -> dict[str, Any]:
+        batch_id = message.get("batch_id") if isinstance(message, dict) else None
+        if not isinstance(batch_id, str) or not batch_id or len(batch_id) > 64:
+            return {"error": "invalid_input", "message": 'send {"batch_id": ID}'}
+        if not _still_allowed(hub, service, _sid()):
+            return {"error": "unauthorized", "message": "the session has ended; log in again"}
+        try:
+            return hub.subscribe(_sid(), batch_id, _offsets(message.get("offsets")))
+        except NotFound:
+            return {"error": "not_found", "message": f"no batch {batch_id}"}
+
+    def _unsubscribe(message: Any = None) -> dict[str, Any]:
+        batch_id = message.get("batch_id") if isinstance(message, dict) else None
+        if isinstance(batch_id, str):
+            hub.unsubscribe(_sid(), batch_id)
+        return {"ok": True}
+
+    socketio.on_event("connect", _connect)
+    socketio.on_event("disconnect", _disconnect)
+    socketio.on_event("subscribe", _subscribe)
+    socketio.on_event("unsubscribe", _unsubscribe)
+    hub.start()
+    return socketio
+
+
+def _sid() -> str:
+    sid: str = request.sid  # type: ignore[attr-defined]
+    return sid
+
+
+def _still_allowed(hub: LiveHub, service: Service, sid: str) -> bool:
+    """Re-checked on every subscribe: a logged-out session or a disabled user is cut."""
+    with hub._lock:
+        client = hub._clients.get(sid)
+    if client is None:
+        return False
+    try:
+        user = service.store.accounts.get_user(client.user_id)
+    except NotFound:
+        return False
+    if user.disabled or (client.nonce and service.store.accounts.session_ended(client.nonce)):
+        hub.io.server.disconnect(sid, namespace="/")
+        return False
+    return True
+
+
+def _offsets(raw: Any) -> dict[Key, int]:
+    """``{"CID": {"stdout": 120, "stderr": 0}}`` -> ``{(CID, "stdout"): 120, ...}``."""
+    out: dict[Key, int] = {}
+    if not isinstance(raw, dict):
+        return out
+    for command_id, streams in list(raw.items())[:100_000]:
+        if not isinstance(command_id, str) or not isinstance(streams, dict):
+            continue
+        for stream in ("stdout", "stderr"):
+            value = streams.get(stream)
+            if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+                out[(command_id, stream)] = value
+    return out
+
+
+__all__ = ["LiveHub", "Status", "init_live"]

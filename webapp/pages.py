@@ -1,0 +1,102 @@
+"""The browser pages: server-rendered shells (Jinja) that fetch their data from the
+REST API with the session cookie and follow it live over Socket.IO.
+
+No page embeds user data in a script: values reach JavaScript through ``data-``
+attributes and JSON, and every page is served with a strict Content Security
+Policy (scripts and styles only from this origin, no inline script, no framing).
+"""
+
+from __future__ import annotations
+
+from urllib.parse import quote
+
+from flask import Blueprint, Response, redirect, render_template, request, session
+from werkzeug.wrappers import Response as BaseResponse
+
+from sandbox.store import Role, UserRecord
+from webapp.auth import session_user
+
+pages = Blueprint("pages", __name__)
+
+CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; font-src 'self'; object-src 'none'; base-uri 'none'; "
+    "form-action 'self'; frame-ancestors 'none'"
+)
+
+
+def secure_headers(response: Response) -> Response:
+    response.headers.setdefault("Content-Security-Policy", CSP)
+    response.headers.setdefault("X-Content-Type-Options", "nosniff")
+    response.headers.setdefault("Referrer-Policy", "same-origin")
+    response.headers.setdefault("X-Frame-Options", "DENY")
+    if response.mimetype == "text/html":
+        response.headers.setdefault("Cache-Control", "no-store")
+    return response
+
+
+def _page(template: str, *, role: Role = Role.VIEWER, **context: object) -> BaseResponse | str:
+    user = session_user()
+    if user is None:
+        target = request.full_path.rstrip("?") if request.query_string else request.path
+        return redirect(f"/login?next={quote(target, safe='/')}")
+    if not user.role.allows(role):
+        return Response(
+            render_template("forbidden.html", user=user, csrf=session.get("csrf"), needed=role),
+            status=403,
+        )
+    return render_template(template, user=user, csrf=session.get("csrf"), **context)
+
+
+@pages.get("/login")
+def login() -> BaseResponse | str:
+    if session_user() is not None:
+        return redirect(_next_path())
+    return render_template("login.html", user=None, next_path=_next_path())
+
+
+def _next_path() -> str:
+    """Where to go after login: a path on this site only (no `//host`, no scheme)."""
+    target = request.args.get("next", "/")
+    if not target.startswith("/") or target.startswith("//") or "\\" in target:
+        return "/"
+    return target[:500]
+
+
+@pages.get("/")
+def dashboard() -> BaseResponse | str:
+    return _page("dashboard.html", active="dashboard")
+
+
+@pages.get("/batches/new")
+def new_batch() -> BaseResponse | str:
+    return _page("new_batch.html", role=Role.OPERATOR, active="new")
+
+
+@pages.get("/batches/<batch_id>")
+def batch(batch_id: str) -> BaseResponse | str:
+    return _page("batch.html", active="history", batch_id=batch_id[:64])
+
+
+@pages.get("/history")
+def history() -> BaseResponse | str:
+    return _page("history.html", active="history")
+
+
+@pages.get("/schedules")
+def schedules() -> BaseResponse | str:
+    return _page("schedules.html", active="schedules")
+
+
+@pages.get("/admin")
+def admin() -> BaseResponse | str:
+    return _page("admin.html", role=Role.ADMIN, active="admin")
+
+
+def can(user: UserRecord | None, role: str) -> bool:
+    return user is not None and user.role.allows(Role(role))
+
+
+@pages.app_context_processor
+def _helpers() -> dict[str, object]:
+    return {"can": can}

@@ -17,7 +17,7 @@ import socketio
 
 from tests.portal import Portal
 
-LINES = 'for i in $(seq 1 40); do echo "line $i"; sleep 0.05; done'
+LINES = 'for i in $(seq 1 40); do echo "line $i"; sleep 0.1; done'
 
 
 class Watcher:
@@ -158,7 +158,9 @@ def test_a_late_subscriber_gets_the_backlog_then_live_lines(
     w = _watcher(portal, watchers)
     w.connect(token=token)
     ack = w.subscribe(batch["id"])
-    assert any(s["status"] == "running" for s in ack["statuses"])  # newer than the database
+    # the answer carries the engine's statuses, which can be newer than the database's
+    assert {s["command_id"] for s in ack["statuses"]} == {command}
+    assert ack["statuses"][0]["status"] in ("running", "succeeded")
     assert _wait(lambda: any(b["batch_id"] == batch["id"] for b in w.batches))
     assert w.text(command) == "".join(f"line {i}\n" for i in range(1, 41))
 
@@ -247,3 +249,52 @@ def test_logout_cuts_the_stream_and_the_old_cookie_stays_dead(
     again = _watcher(portal, watchers)
     with pytest.raises(socketio.exceptions.ConnectionError):
         again.connect(headers={"Cookie": cookie})
+
+
+def test_a_flood_is_thinned_for_the_browser_but_ends_on_the_last_line(
+    portal: Portal, watchers: list[Watcher]
+) -> None:
+    token = portal.token("olga", "operator")
+    w = _watcher(portal, watchers)
+    w.connect(token=token)
+    script = "sleep 0.5 && seq 1 3000000"  # about 21 MB as fast as the machine can print
+    batch = _submit(portal, token, script)
+    command = batch["commands"][0]["id"]
+    w.subscribe(batch["id"])
+    assert _wait(lambda: any(b["batch_id"] == batch["id"] for b in w.batches), timeout=60)
+    mine = [m for m in w.output if m["command_id"] == command]
+    received = sum(m["nbytes"] for m in mine)
+    total = portal.request("GET", f"/api/v1/batches/{batch['id']}", token=token)[1]["commands"][0][
+        "stdout_bytes"
+    ]
+    assert total > 10_000_000
+    assert received < total / 4, f"{received} of {total} bytes went to the client"
+    ends = [m["offset"] + m["nbytes"] for m in mine]
+    starts = [m["offset"] for m in mine]
+    assert all(s >= e for s, e in zip(starts[1:], ends, strict=False))  # never repeated
+    assert ends[-1] == total  # the client sees the end of the output
+    last = mine[-1]
+    path = f"/api/v1/batches/{batch['id']}/commands/{command}/output"
+    stored = portal.request(
+        "GET", f"{path}?offset={last['offset']}&limit={last['nbytes']}", token=token
+    )[1]
+    assert stored["stdout"] == last["data"]  # what the client shows last is the stored tail
+    assert all(m["nbytes"] <= 64 * 1024 + 4096 for m in mine)
+
+
+def test_a_revoked_token_cannot_subscribe_and_is_cut(
+    portal: Portal, watchers: list[Watcher]
+) -> None:
+    token = portal.token("rita", "operator")
+    w = _watcher(portal, watchers)
+    w.connect(token=token)
+    batch = _submit(portal, token, "echo hi")
+    assert w.subscribe(batch["id"])["ok"]
+    status, tokens = portal.request("GET", "/api/v1/tokens", token=token)
+    assert status == 200
+    mine = tokens["items"] if isinstance(tokens, dict) else tokens
+    for t in mine:
+        assert portal.request("DELETE", f"/api/v1/tokens/{t['id']}", token=token)[0] == 200
+        break
+    assert w.subscribe(batch["id"])["error"] == "unauthorized"
+    assert w.disconnected.wait(5)

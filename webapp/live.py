@@ -42,8 +42,9 @@ log = logging.getLogger(__name__)
 
 FLUSH_S = 0.05
 METRICS_S = 1.0
-BACKLOG_BYTES = 1 << 20  # per stream, on subscribe: older output is offered as a download
-MAX_EMIT = 256 << 10  # per command and stream per flush
+BACKLOG_BYTES = 256 << 10  # per stream, on subscribe: older output is offered as a download
+BACKLOG_TOTAL = 8 << 20  # per subscribe; past it, streams start at their end
+MAX_EMIT = 64 << 10  # per command and stream per flush; a flood skips ahead (see _cut)
 RECENT_BATCHES = 64
 Key = tuple[str, str]  # (command_id, stream)
 
@@ -52,6 +53,7 @@ Key = tuple[str, str]  # (command_id, stream)
 class _Client:
     user_id: int
     nonce: str | None  # the browser session it came from; None for tokens
+    token: str | None = None  # the API token it came with, re-checked on every subscribe
     batches: dict[str, dict[Key, int]] = field(default_factory=dict)  # cursors
 
 
@@ -166,9 +168,11 @@ class LiveHub:
 
     # --- clients ------------------------------------------------------------------------------
 
-    def connected(self, sid: str, user: UserRecord, nonce: str | None) -> None:
+    def connected(
+        self, sid: str, user: UserRecord, nonce: str | None, token: str | None = None
+    ) -> None:
         with self._lock:
-            self._clients[sid] = _Client(user.id, nonce)
+            self._clients[sid] = _Client(user.id, nonce, token)
 
     def disconnected(self, sid: str) -> None:
         with self._lock:
@@ -195,10 +199,20 @@ class LiveHub:
             self._rooms[batch_id].add(sid)
             cursors: dict[Key, int] = {}
             backlog: list[dict[str, Any]] = []
+            budget = BACKLOG_TOTAL
             for command_id, index in commands:
                 for stream in ("stdout", "stderr"):
                     start = max(0, offsets.get((command_id, stream), 0))
-                    cursor = self._backlog(batch_id, command_id, index, stream, start, backlog)
+                    cursor = self._backlog(
+                        batch_id,
+                        command_id,
+                        index,
+                        stream,
+                        start,
+                        min(budget, BACKLOG_BYTES),
+                        backlog,
+                    )
+                    budget -= cursor - start if cursor > start else 0
                     cursors[(command_id, stream)] = cursor
             client.batches[batch_id] = cursors
             recent = self._recent.get(batch_id)
@@ -221,13 +235,14 @@ class LiveHub:
         index: int,
         stream: str,
         start: int,
+        most: int,
         out: list[dict[str, Any]],
     ) -> int:
-        """Append the stored output from ``start`` (at most the last BACKLOG_BYTES) to
+        """Append the stored output from ``start`` (at most the last ``most`` bytes) to
         ``out``; return the new cursor."""
         store = self.service.store.output
         size = store.size(batch_id, command_id, stream)
-        start = min(max(start, size - BACKLOG_BYTES), size)
+        start = min(max(start, size - most), size)
         cursor = start
         while cursor < size:
             data, cursor, _ = store.read(batch_id, command_id, stream, cursor, MAX_EMIT)
@@ -257,14 +272,12 @@ class LiveHub:
 
     def _flush_loop(self) -> None:
         while not self._stop.is_set():
-            self._wake.wait(FLUSH_S)
+            self._wake.wait(FLUSH_S)  # every 50 ms, or at once for a scaling decision
             self._wake.clear()
-            time.sleep(0)  # let a burst of events land before the flush
             try:
                 self.flush()
             except Exception:  # a broken client must not stop the stream for others
                 log.exception("live flush failed")
-            self._stop.wait(FLUSH_S)
 
     def flush(self) -> None:
         with self._lock:
@@ -305,7 +318,7 @@ class LiveHub:
         end = chunk.offset + len(chunk.data)
         if end <= cursor:
             return  # already sent from the file on subscribe
-        if chunk.offset > cursor:  # a gap (a chunk the hub never saw): fill it from the file
+        if 0 < chunk.offset - cursor <= MAX_EMIT:  # a chunk the hub never saw: from the file
             data, _, _ = self.service.store.output.read(
                 batch_id, chunk.command_id, chunk.stream, cursor, chunk.offset - cursor
             )
@@ -317,12 +330,15 @@ class LiveHub:
                 cursor = chunk.offset
         start = max(cursor, chunk.offset)
         view = bytes(chunk.data[start - chunk.offset :])
-        for i in range(0, len(view), MAX_EMIT):
-            part = view[i : i + MAX_EMIT]
-            payload = _output_json(
-                batch_id, chunk.command_id, chunk.index, chunk.stream, start + i, part
-            )
-            sends.append(("command_output", sid, payload))
+        if len(view) > MAX_EMIT:
+            # more than a browser should take in one flush: skip ahead to a line start; the
+            # client sees the jump in `offset` and offers the full log as a download
+            cut = len(view) - MAX_EMIT
+            newline = view.find(b"\n", cut, cut + 4096)
+            cut = newline + 1 if newline >= 0 else cut
+            view, start = view[cut:], start + cut
+        payload = _output_json(batch_id, chunk.command_id, chunk.index, chunk.stream, start, view)
+        sends.append(("command_output", sid, payload))
         cursors[key] = end
 
     # --- metrics -------------------------------------------------------------------------------
@@ -423,7 +439,7 @@ def init_live(app: Flask, service: Service) -> SocketIO:
             nonce = session.get("nonce") if user else None
         if user is None:
             raise ConnectionRefusedError("unauthorized: log in, or connect with auth.token")
-        hub.connected(_sid(), user, nonce)
+        hub.connected(_sid(), user, nonce, token if nonce is None else None)
 
     def _disconnect(*_args: Any) -> None:
         hub.disconnected(_sid())
@@ -459,17 +475,29 @@ def _sid() -> str:
 
 
 def _still_allowed(hub: LiveHub, service: Service, sid: str) -> bool:
-    """Re-checked on every subscribe: a logged-out session or a disabled user is cut."""
+    """Re-checked on every subscribe: a logged-out session, a revoked token or a disabled
+    user is cut. (Every signed-in user of the portal may watch every batch: teams share it.)"""
     with hub._lock:
         client = hub._clients.get(sid)
     if client is None:
         return False
+    accounts = service.store.accounts
     try:
-        user = service.store.accounts.get_user(client.user_id)
+        user: UserRecord | None = accounts.get_user(client.user_id)
     except NotFound:
-        return False
-    if user.disabled or (client.nonce and service.store.accounts.session_ended(client.nonce)):
-        hub.io.server.disconnect(sid, namespace="/")
+        user = None
+    if (
+        user is None
+        or user.disabled
+        or (client.nonce is not None and accounts.session_ended(client.nonce))
+        or (client.token is not None and accounts.user_for_token(client.token) is None)
+    ):
+        # cut the socket just after the refusal is answered (the answer goes out on return)
+        timer = threading.Timer(
+            0.2, hub.io.server.disconnect, args=(sid,), kwargs={"namespace": "/"}
+        )
+        timer.daemon = True
+        timer.start()
         return False
     return True
 

@@ -13,6 +13,7 @@ from collections import deque
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
+import psutil
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
@@ -58,6 +59,17 @@ class _PoolCollector(Collector):
             yield family
         for name, value in self.extra().items():
             yield GaugeMetricFamily(f"bashfleet_{name}", name.replace("_", " "), value=value)
+
+
+def host_usage() -> dict[str, float]:
+    """The machine now: CPU since the previous call, memory."""
+    memory = psutil.virtual_memory()
+    return {
+        "cpu_percent": psutil.cpu_percent(None),
+        "memory_percent": memory.percent,
+        "memory_available": memory.available,
+        "at": time.time(),
+    }
 
 
 class Metrics:

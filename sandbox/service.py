@@ -27,7 +27,7 @@ from sandbox.executors.base import Executor
 from sandbox.executors.local import LocalExecutor
 from sandbox.executors.proctree import kill_jobs
 from sandbox.image import SANDBOX_UID
-from sandbox.metrics import Metrics
+from sandbox.metrics import Metrics, host_usage
 from sandbox.model import Limits, Status
 from sandbox.persist import StoreWriter
 from sandbox.pipeline import Judgement, batch_spec, check_script, judge
@@ -118,6 +118,7 @@ class Service:
     def metrics_summary(self) -> dict[str, Any]:
         summary = self.metrics.summary(self.scheduler.snapshot())
         summary["docker"] = self._gauges()
+        summary["host"] = host_usage()
         return summary
 
     @classmethod

@@ -99,6 +99,8 @@ def list_batches() -> Response:
             raise ApiError(400, "invalid_input", "`source` is web, api, schedule or cli") from None
     if args.get("q"):
         filters["text"] = args["q"][:200]
+    if "schedule_id" in args:
+        filters["schedule_id"] = _int_arg("schedule_id", 0, 1, 1 << 62)
     limit = _int_arg("limit", 50, 1, 200)
     offset = _int_arg("offset", 0, 0, 10_000_000)
     page = current_service().list_batches(

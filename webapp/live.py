@@ -23,13 +23,11 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections import OrderedDict, defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import psutil
 from flask import Flask, request
 from flask_socketio import SocketIO, join_room, leave_room
 
@@ -344,12 +342,10 @@ class LiveHub:
     # --- metrics -------------------------------------------------------------------------------
 
     def _metrics_loop(self) -> None:
-        psutil.cpu_percent(None)
         while not self._stop.wait(METRICS_S):
             with self._lock:
                 anyone = bool(self._clients)
             if not anyone:
-                psutil.cpu_percent(None)
                 continue
             try:
                 self.io.emit("metrics", self.metrics())
@@ -357,15 +353,7 @@ class LiveHub:
                 log.exception("cannot publish metrics")
 
     def metrics(self) -> dict[str, Any]:
-        summary = self.service.metrics_summary()
-        memory = psutil.virtual_memory()
-        summary["host"] = {
-            "cpu_percent": psutil.cpu_percent(None),
-            "memory_percent": memory.percent,
-            "memory_available": memory.available,
-            "at": time.time(),
-        }
-        return summary
+        return self.service.metrics_summary()
 
 
 def _room(batch_id: str) -> str:

@@ -2,15 +2,32 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from flask import Blueprint, Response, jsonify
 
-from sandbox.schedules import describe
-from sandbox.store import Role
+from sandbox.schedules import describe as _describe
+from sandbox.store import NotFound, Role, ScheduleRecord
 from webapp import current_service
 from webapp.auth import audit, current_user, requires
 from webapp.body import json_object
 
 schedules_api = Blueprint("schedules_api", __name__)
+
+
+def describe(record: ScheduleRecord) -> dict[str, Any]:
+    """The schedule with its workspace's and owner's names (for people, not only ids)."""
+    out = _describe(record)
+    store = current_service().store
+    try:
+        out["workspace"] = store.workspaces.get(record.workspace_id).name
+    except NotFound:
+        out["workspace"] = None
+    try:
+        out["owner"] = store.accounts.get_user(record.user_id).name
+    except NotFound:
+        out["owner"] = None
+    return out
 
 
 @schedules_api.get("/schedules")

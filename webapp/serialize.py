@@ -38,6 +38,12 @@ def command_json(c: CommandRecord) -> dict[str, Any]:
     }
 
 
+def _summary(script: str) -> str:
+    """The script's first non-empty line, shortened: enough to recognise a batch in a list."""
+    first = next((line.strip() for line in script.splitlines() if line.strip()), "")
+    return first if len(first) <= 120 else first[:119] + "…"
+
+
 def batch_json(b: BatchRecord, *, with_commands: bool = True) -> dict[str, Any]:
     out: dict[str, Any] = {
         "id": b.id,
@@ -54,6 +60,7 @@ def batch_json(b: BatchRecord, *, with_commands: bool = True) -> dict[str, Any]:
         "finished_at": _time(b.finished_at),
         "command_count": b.command_count,
         "counts": dict(b.counts),
+        "summary": _summary(b.script),
     }
     if with_commands:
         out["commands"] = [command_json(c) for c in b.commands]

@@ -6,7 +6,7 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app, g, jsonify, request, session
 
-from sandbox.store import Role
+from sandbox.store import Role, UserRecord
 from sandbox.store.records import utcnow
 from webapp import current_service
 from webapp.auth import RateLimiter, audit, check_csrf, current_user, requires, start_session
@@ -15,6 +15,10 @@ from webapp.errors import ApiError
 sessions = Blueprint("sessions", __name__)
 _logins = RateLimiter()
 LOGINS_PER_MINUTE = 10
+
+
+def _me(user: UserRecord, csrf: Any) -> dict[str, Any]:
+    return {"id": user.id, "user": user.name, "role": user.role.value, "csrf_token": csrf}
 
 
 @sessions.post("/session")
@@ -38,14 +42,14 @@ def login() -> tuple[Response, int]:
     csrf = start_session(user)
     g.user = user
     audit("login", target=user.name)
-    return jsonify({"user": user.name, "role": user.role.value, "csrf_token": csrf}), 200
+    return jsonify(_me(user, csrf)), 200
 
 
 @sessions.get("/session")
 @requires(Role.VIEWER)
 def whoami() -> Response:
     user = current_user()
-    return jsonify({"user": user.name, "role": user.role.value, "csrf_token": session.get("csrf")})
+    return jsonify(_me(user, session.get("csrf")))
 
 
 @sessions.delete("/session")

@@ -16,7 +16,8 @@
 
   // ESC [ params final | ESC ] ... (BEL | ESC \) | ESC single | C0 controls except \n \t
   var SEQ = /\x1b\[([0-9;:?]*)([ -\/]*)([@-~])|\x1b\][\s\S]*?(?:\x07|\x1b\\)|\x1b[P^_][\s\S]*?\x1b\\|\x1b[@-Z\\-_]|[\x00-\x08\x0b-\x1a\x1c-\x1f\x7f]/g;
-  var INCOMPLETE = /\x1b(\[[0-9;:?]*[ -\/]*|\][\s\S]*|[P^_][\s\S]*)?$/;
+  // an unterminated sequence at the very end of a chunk (its terminator may come next)
+  var INCOMPLETE = /\x1b(\[[0-9;:?]*[ -\/]*|\](?:(?!\x07|\x1b\\)[\s\S])*|[P^_](?:(?!\x1b\\)[\s\S])*)?$/;
 
   function Ansi() {
     this.fg = null;

@@ -17,6 +17,7 @@
   };
 
   BF.user = {
+    id: parseInt(document.body.dataset.userId || "0", 10) || null,
     name: document.body.dataset.user || "",
     role: document.body.dataset.role || "",
   };
@@ -67,6 +68,7 @@
   };
 
   BF.toLogin = function () {
+    if (BF.leaving) return; // logging out: the logout handler decides where to go
     var here = location.pathname + location.search;
     location.assign("/login?next=" + encodeURIComponent(here));
   };
@@ -261,6 +263,7 @@
     var logout = document.getElementById("logout");
     if (logout) {
       logout.addEventListener("click", function () {
+        BF.leaving = true;
         BF.api("DELETE", "/api/v1/session").then(
           function () { location.assign("/login"); },
           function () { location.assign("/login"); }

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -149,9 +148,7 @@ def allow_dialogs(page_problems: PageProblems) -> PageProblems:
 @pytest.fixture(scope="session")
 def screenshot_dir() -> Path:
     path = ARTIFACTS / "screenshots"
-    if path.exists():
-        shutil.rmtree(path)
-    path.mkdir(parents=True)
+    path.mkdir(parents=True, exist_ok=True)
     return path
 
 

@@ -7,6 +7,10 @@
   var el = BF.el;
   var REFRESH_MS = 15000;
   var canEdit = BF.can("operator");
+  // operators manage their own schedules, admins every schedule (the server checks too)
+  function mayManage(s) {
+    return BF.can("admin") || (canEdit && s.user_id === BF.user.id);
+  }
 
   var schedules = [];
   var owners = {}; // user id -> name (admins can list users)
@@ -76,7 +80,7 @@
     var last = info.last;
     var trigger = s.cron ? el("code", { class: "ops-trigger", title: "cron, UTC" }, s.cron) : el("span", { class: "ops-trigger" }, every(s.interval_s));
     var actions = el("div", { class: "ops-actions" }, el("a", { class: "btn btn-small", href: runsHref(s), title: "batches started by this schedule" }, "Runs"));
-    if (canEdit) {
+    if (mayManage(s)) {
       actions.appendChild(el("button", { type: "button", class: "btn btn-small", dataset: { act: "edit" }, "aria-label": "Edit " + s.name }, "Edit"));
       actions.appendChild(
         el("button", { type: "button", class: "btn btn-small", dataset: { act: s.paused ? "resume" : "pause" }, "aria-label": (s.paused ? "Resume " : "Pause ") + s.name }, s.paused ? "Resume" : "Pause")
@@ -88,7 +92,7 @@
       { class: s.paused ? "is-paused" : "", dataset: { id: String(s.id), name: s.name, paused: String(s.paused) } },
       el("td", null, el("span", { class: "ops-sched-name" }, s.name), el("span", { class: "ops-cell-sub mono ops-truncate", title: s.script }, firstLine(s.script))),
       el("td", null, trigger),
-      el("td", { class: "ops-hide-sm" }, info.workspace || el("span", { class: "muted", title: "workspace id" }, "#" + s.workspace_id)),
+      el("td", { class: "ops-hide-sm" }, s.workspace || info.workspace || el("span", { class: "muted", title: "workspace id" }, "#" + s.workspace_id)),
       el(
         "td",
         { class: "ops-next-cell" },
@@ -105,7 +109,7 @@
         last ? el("a", { class: "ops-cell-sub", href: "/batches/" + encodeURIComponent(last.id), title: "latest run" }, BF.statusBadge(last.status)) : null
       ),
       el("td", null, el("span", { class: "badge ops-state " + (s.paused ? "ops-state-paused" : "ops-state-active") }, s.paused ? "paused" : "active")),
-      el("td", { class: "ops-hide-sm" }, owners[s.user_id] || el("span", { class: "muted" }, "user #" + s.user_id)),
+      el("td", { class: "ops-hide-sm" }, s.owner || owners[s.user_id] || el("span", { class: "muted" }, "user #" + s.user_id)),
       el("td", null, actions)
     );
   }
@@ -239,7 +243,7 @@
     if (s) {
       form.elements.name.value = s.name;
       form.elements.script.value = s.script;
-      var known = runs[s.id] && runs[s.id].workspace;
+      var known = s.workspace || (runs[s.id] && runs[s.id].workspace);
       ws.value = known || "";
       ws.placeholder = known ? "default" : "unchanged (workspace #" + s.workspace_id + ")";
       setKind(s.cron ? "cron" : "interval");
@@ -291,7 +295,7 @@
       var s = editing;
       if (body.name === s.name) delete body.name;
       if (body.script === s.script) delete body.script;
-      if (body.workspace !== undefined && runs[s.id] && body.workspace === runs[s.id].workspace) delete body.workspace;
+      if (body.workspace !== undefined && body.workspace === (s.workspace || (runs[s.id] && runs[s.id].workspace))) delete body.workspace;
       if (body.cron !== undefined && body.cron === s.cron) delete body.cron;
       if (body.interval_s !== undefined && body.interval_s === s.interval_s) delete body.interval_s;
     }

@@ -174,14 +174,21 @@ def _read_text(path: Path | str) -> str:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from sandbox.runner import RunOptions, run_script
-
     if args.jobs is not None and args.jobs < 1:
         raise BashfleetError("--jobs must be at least 1")
     try:
         text = _read_text(args.file)
     except OSError as e:
         raise BashfleetError(f"cannot read {args.file}: {e.strerror}") from e
+    # The sandbox warms up while the rest of the engine is imported and the batch planned.
+    from sandbox.executors.local import warming
+
+    local = warming(args.workspace)
+    try:
+        from sandbox.runner import RunOptions, run_script
+    except BaseException:
+        local.close()
+        raise
     opts = RunOptions(
         jobs=args.jobs,
         workspace=args.workspace,
@@ -190,7 +197,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         timeout_s=args.timeout,
         retries=args.retries,
     )
-    return run_script(text, opts, sys.stdout.buffer, sys.stderr)
+    return run_script(text, opts, sys.stdout.buffer, sys.stderr, local=local)
 
 
 def cmd_image(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:

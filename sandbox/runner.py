@@ -8,7 +8,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from sandbox.errors import BashfleetError
 from sandbox.events import CommandStatusChanged, Event, EventBus, OutputReceived
@@ -17,6 +17,9 @@ from sandbox.model import CommandClass, Status
 from sandbox.pipeline import batch_spec, check_script, judge
 from sandbox.routing import instance_alive, make_router, new_instance_id, open_docker
 from sandbox.scheduler import Scheduler, default_limits
+
+if TYPE_CHECKING:
+    from sandbox.executors.local import LocalExecutor
 
 ISOLATIONS = ("auto", "docker", "local")
 CLI_MAX_SCRIPT_BYTES = 64 << 20
@@ -123,17 +126,31 @@ class _Printer:
         self.err.flush()
 
 
-def run_script(text: str, opts: RunOptions, out: IO[bytes], err: IO[str]) -> int:
-    """Run a batch to its end. Returns the process exit code (0 = every command succeeded)."""
-    check_script(text, max_bytes=CLI_MAX_SCRIPT_BYTES)
-    judgement = judge(text, max_statements=None)
-    workspace = opts.workspace.resolve()
-    if not workspace.is_dir():
-        raise BashfleetError(f"workspace {workspace} is not a directory")
-    from sandbox.executors.local import LocalExecutor
+def run_script(
+    text: str,
+    opts: RunOptions,
+    out: IO[bytes],
+    err: IO[str],
+    local: LocalExecutor | None = None,
+) -> int:
+    """Run a batch to its end. Returns the process exit code (0 = every command succeeded).
 
+    ``local``: the local pool to use (``local.warming``); it is closed at the end."""
+    if local is None:
+        from sandbox.executors.local import warming
+
+        local = warming(opts.workspace)
+    try:
+        check_script(text, max_bytes=CLI_MAX_SCRIPT_BYTES)
+        judgement = judge(text, max_statements=None)
+        workspace = opts.workspace.resolve()
+        if not workspace.is_dir():
+            raise BashfleetError(f"workspace {workspace} is not a directory")
+    except BaseException:
+        local.close()
+        raise
     instance = new_instance_id("cli")
-    executors: dict[str, Executor] = {"local": LocalExecutor()}
+    executors: dict[str, Executor] = {"local": local}
     needs_docker = opts.isolation != "local" and any(
         j.verdict.cls is not CommandClass.SAFE for j in judgement.judged
     )

@@ -5,10 +5,13 @@ command starts when its class has a free slot, the total is under the job
 limit, and it can take all of its path/resource locks at once. Everything
 the scheduler does is published as an event on the bus.
 
-Threads: ``submit``/``cancel`` come from callers; each running job occupies a
+Threads: ``submit``/``cancel`` come from callers; a job whose executor can
+``start`` it (``Startable``: the local pool's warm sandboxes) occupies no thread,
+and its end comes back on the executor's watch thread; any other job occupies a
 worker thread that blocks in ``executor.run``; one timer thread wakes the
 scheduler for retry back-offs. All state is guarded by ``self._lock``;
-executors are never called while it is held.
+executors are never called while it is held: commands picked under the lock are
+launched by whichever thread picked them, right after it lets go of the lock.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from collections import deque
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 
 import psutil
@@ -39,7 +43,7 @@ from sandbox.events import (
     OutputReceived,
     PoolResized,
 )
-from sandbox.executors.base import BatchAware, Executor
+from sandbox.executors.base import BatchAware, Executor, OutputSink, Startable
 from sandbox.locks import READ, WRITE, LockRequest, LockTable
 from sandbox.model import DEFAULT_OUTPUT_CAP, CommandClass, Job, Limits, Outcome, Status
 from sandbox.priority import AGING_PER_S, DurationModel, fingerprint, score
@@ -167,6 +171,7 @@ class Scheduler:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.executors = dict(executors)
+        self._startable = {n: ex for n, ex in self.executors.items() if isinstance(ex, Startable)}
         self.route = route
         self.bus = bus or EventBus()
         self.limits = dict(limits or default_limits())
@@ -190,6 +195,7 @@ class Scheduler:
         self._by_id: dict[str, _Cmd] = {}
         self._delayed: list[tuple[float, int, _Cmd]] = []
         self._draining: set[str] = set()  # workspaces where a dangerous command waits
+        self._launches: list[tuple[_Cmd, Job]] = []  # started under the lock, launched after it
         self._closed = False
         self._pool = ThreadPoolExecutor(
             max_workers=max(4, self.max_running + 2), thread_name_prefix="bashfleet-job"
@@ -241,6 +247,7 @@ class Scheduler:
             if not batch.commands:
                 self._finish_batch(batch)
             self._pump()
+        self._launch()
         return batch.id
 
     def wait(self, batch_id: str, timeout: float | None = None) -> bool:
@@ -258,6 +265,7 @@ class Scheduler:
             for cmd in batch.commands:
                 self._cancel(cmd)
             self._pump()
+        self._launch()
 
     def cancel_command(self, command_id: str) -> None:
         with self._lock:
@@ -266,6 +274,7 @@ class Scheduler:
                 raise KeyError(command_id)
             self._cancel(cmd)
             self._pump()
+        self._launch()
 
     def set_limit(self, cls: CommandClass, limit: int, reason: str) -> None:
         with self._lock:
@@ -275,6 +284,7 @@ class Scheduler:
                 return
             self.limits[cls] = after
             self._pump()
+        self._launch()
         self.bus.publish(PoolResized(pool=cls.value, before=before, after=after, reason=reason))
 
     def snapshot(self) -> dict[str, dict[str, int]]:
@@ -441,7 +451,31 @@ class Scheduler:
         self._running_total += 1
         job = self._job(cmd)
         self._emit(cmd, Status.RUNNING)
-        self._pool.submit(self._run, cmd, job)
+        self._launches.append((cmd, job))
+
+    def _launch(self) -> None:
+        """Hand the commands ``_start`` picked to their executors. Not under the lock."""
+        while True:
+            with self._lock:
+                if not self._launches:
+                    return
+                todo, self._launches = self._launches, []
+            for cmd, job in todo:
+                startable = self._startable.get(cmd.executor or "")
+                if startable is not None:
+                    try:
+                        if startable.start(
+                            job, self._sink(cmd), partial(self._done, cmd, launch=True)
+                        ):
+                            continue
+                    except Exception as e:  # an executor bug must not wedge the batch
+                        log.exception("executor %s could not start %s", cmd.executor, cmd.id)
+                        self._done(cmd, _internal_error(cmd, e), launch=False)
+                        continue
+                try:
+                    self._pool.submit(self._run, cmd, job)
+                except RuntimeError:  # shut down in the meantime
+                    self._done(cmd, ExecutorError("the server shut down"), launch=False)
 
     def _job(self, cmd: _Cmd) -> Job:
         b = cmd.batch.spec
@@ -460,10 +494,7 @@ class Scheduler:
             output_cap=b.output_cap,
         )
 
-    def _run(self, cmd: _Cmd, job: Job) -> None:
-        """Worker thread: run one attempt, then hand the result back under the lock."""
-        executor = self.executors[cmd.executor or ""]
-
+    def _sink(self, cmd: _Cmd) -> OutputSink:
         def sink(stream: str, data: bytes) -> None:
             offset = cmd.offsets.get(stream, 0)
             cmd.offsets[stream] = offset + len(data)
@@ -478,28 +509,36 @@ class Scheduler:
                 )
             )
 
-        outcome: Outcome | None = None
-        infra: ExecutorError | None = None
+        return sink
+
+    def _run(self, cmd: _Cmd, job: Job) -> None:
+        """Worker thread: run one attempt, then hand the result back."""
+        executor = self.executors[cmd.executor or ""]
+        result: Outcome | ExecutorError
         try:
-            outcome = executor.run(job, sink)
+            result = executor.run(job, self._sink(cmd))
         except ExecutorError as e:
-            infra = e
+            result = e
         except Exception as e:  # an executor bug must not wedge the batch
             log.exception("executor %s crashed on %s", cmd.executor, cmd.id)
-            infra = ExecutorError(
-                f"internal error in the {cmd.executor} executor: {e}", retryable=False
-            )
+            result = _internal_error(cmd, e)
+        self._done(cmd, result, launch=True)
+
+    def _done(self, cmd: _Cmd, result: Outcome | ExecutorError, *, launch: bool) -> None:
+        """One attempt ended (on a worker thread or an executor's own): settle it, start more."""
         with self._lock:
             self._running[cmd.spec.cls] -= 1
             self._running_total -= 1
             self._locks.release(cmd.id)
-            if infra is not None:
-                self._infra_failure(cmd, infra)
+            if isinstance(result, ExecutorError):
+                self._infra_failure(cmd, result)
             else:
-                assert outcome is not None
-                self._finished(cmd, outcome)
+                self._finished(cmd, result)
             self._pump()
-            self._wake.notify_all()
+            if self._closed:  # shutdown() waits for the running ones (the timer need not wake)
+                self._wake.notify_all()
+        if launch:  # (not when called from within _launch: its loop takes them)
+            self._launch()
 
     def _infra_failure(self, cmd: _Cmd, error: ExecutorError) -> None:
         now = self.clock()
@@ -535,7 +574,7 @@ class Scheduler:
             self._delay(cmd, self.clock() + delay)
             self._emit(cmd, Status.QUEUED, reason=cmd.reason)
             return
-        cmd.outcome = replace(outcome, status=status)
+        cmd.outcome = outcome if outcome.status is status else replace(outcome, status=status)
         self._emit_finished(cmd, cmd.outcome)
         self._settle(cmd)
 
@@ -557,8 +596,10 @@ class Scheduler:
         self._wake.notify_all()
 
     def _timer_loop(self) -> None:
-        with self._lock:
-            while not (self._closed and not self._delayed):
+        while True:
+            with self._lock:
+                if self._closed and not self._delayed:
+                    return
                 now = self.clock()
                 released = False
                 while self._delayed and self._delayed[0][0] <= now:
@@ -568,10 +609,12 @@ class Scheduler:
                         released = True
                 if released:
                     self._pump()
-                timeout = self._delayed[0][0] - now if self._delayed else 1.0
-                self._wake.wait(max(0.01, min(timeout, 1.0)))
-                if self._closed and not self._running_total:
-                    return
+                if not self._launches:
+                    timeout = self._delayed[0][0] - now if self._delayed else 1.0
+                    self._wake.wait(max(0.01, min(timeout, 1.0)))
+                    if self._closed and not self._running_total:
+                        return
+            self._launch()
 
     def _cancel(self, cmd: _Cmd) -> None:
         if cmd.status.final:
@@ -686,6 +729,10 @@ class Scheduler:
             del self._batches[batch_id]
             for c in batch.commands:
                 self._by_id.pop(c.id, None)
+
+
+def _internal_error(cmd: _Cmd, e: Exception) -> ExecutorError:
+    return ExecutorError(f"internal error in the {cmd.executor} executor: {e}", retryable=False)
 
 
 def _close_batch(ex: BatchAware, batch_id: str) -> None:

@@ -275,3 +275,20 @@ def test_a_server_keeps_only_the_newest_finished_batches() -> None:
     with pytest.raises(KeyError):
         sched.batch_status(ids[0])
     assert sched.batch_status(ids[3]) is Status.SUCCEEDED
+
+
+def test_critical_path_first_within_a_time_step() -> None:
+    """Same class, same priority, estimates of the same order: the longest chain goes first."""
+    fake = FakeExecutor(default=FakeResult(duration_s=0.02))
+    durations = DurationModel()
+    durations.observe(fingerprint("short-leaf"), 0.1)
+    durations.observe(fingerprint("chain-head"), 0.6)
+    durations.observe(fingerprint("chain-tail"), 0.6)
+    sched, _ = make(fake, limits={S: 1, C: 1, Q: 1, D: 1}, max_running=1, durations=durations)
+    gate = sched.submit(spec(cmd(0, "gate", S)))  # occupies the only slot first
+    bid = sched.submit(
+        spec(cmd(0, "short-leaf", S), cmd(1, "chain-head", S), cmd(2, "chain-tail", S, needs=(1,)))
+    )
+    assert sched.wait(gate, 5) and sched.wait(bid, 5)
+    assert fake.started.index("chain-head") < fake.started.index("short-leaf")
+    assert time_score(0.1) == time_score(0.6) > time_score(5.0) > time_score(120.0)

@@ -210,3 +210,64 @@ def test_nothing_outlives_a_killed_bashfleet(workspace: Path) -> None:
     owner.kill()
     owner.wait()
     assert survivors(tag, wait_s=2) == []
+
+
+def start_and_wait(
+    ex: LocalExecutor, job: object, cancel_after: float | None = None
+) -> tuple[object, Recorder]:
+    """``start`` (the watch-loop path); the result that ``on_done`` got."""
+    sink, done = Recorder(), threading.Event()
+    results: list[object] = []
+
+    def on_done(result: object) -> None:
+        results.append(result)
+        done.set()
+
+    assert ex.start(job, sink, on_done)  # type: ignore[arg-type]
+    if cancel_after is not None:
+        time.sleep(cancel_after)
+        ex.cancel(job.id)  # type: ignore[attr-defined]
+    assert done.wait(20)
+    assert len(results) == 1
+    return results[0], sink
+
+
+def test_start_runs_jobs_without_a_thread_each(warm: LocalExecutor, workspace: Path) -> None:
+    job = make_job(workspace, "echo first")
+    assert not warm.start(job, Recorder(), lambda r: None)  # self-tests not run yet: run() it
+    run(warm, job)
+    threads = threading.active_count()
+    outcomes = [
+        start_and_wait(warm, make_job(workspace, f"echo {i}; exit {i % 3}")) for i in range(6)
+    ]
+    for i, (outcome, out) in enumerate(outcomes):
+        assert outcome.exit_code == i % 3  # type: ignore[attr-defined]
+        assert out.text("stdout") == f"{i}\n"
+    assert threading.active_count() <= threads + 1  # the one watch thread
+
+
+def test_start_honours_timeout_and_cancel(warm: LocalExecutor, workspace: Path) -> None:
+    run(warm, make_job(workspace, "true"))
+    token = f"bf-{os.getpid()}-{time.monotonic_ns()}"
+    outcome, _ = start_and_wait(warm, make_job(workspace, f"sleep 30 # {token}", timeout_s=0.5))
+    assert outcome.status is Status.TIMED_OUT  # type: ignore[attr-defined]
+    outcome, _ = start_and_wait(
+        warm, make_job(workspace, f"sleep 31 & sleep 30 # {token}"), cancel_after=0.3
+    )
+    assert outcome.status is Status.CANCELLED  # type: ignore[attr-defined]
+    assert survivors(token) == []
+
+
+def test_start_reports_a_dead_server_as_an_executor_error(
+    warm: LocalExecutor, workspace: Path
+) -> None:
+    run(warm, make_job(workspace, "true"))
+    sink, done = Recorder(), threading.Event()
+    results: list[object] = []
+    job = make_job(workspace, "sleep 30")
+    assert warm.start(job, sink, lambda r: (results.append(r), done.set()))
+    time.sleep(0.3)
+    server_python(warm).kill()
+    assert done.wait(20)
+    assert isinstance(results[0], ExecutorError)
+    assert "warm sandbox died" in str(results[0])

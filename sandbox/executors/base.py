@@ -3,6 +3,13 @@
     run(job, on_output) -> Outcome   blocking; called from a worker thread
     cancel(job_id)                   thread-safe; makes run() return CANCELLED soon
 
+An executor may also offer ``start(job, on_output, on_done) -> bool`` (``Startable``):
+start the job without blocking and call ``on_done(outcome or ExecutorError)``
+once, later, from a thread of its own (never from within ``start``); False means
+it started nothing and the caller should ``run`` the job instead. The local pool
+does this for its hot path, so that a batch of short commands needs no thread per
+command.
+
 An executor streams output as it arrives through ``on_output(stream, data)``
 (``stream`` is "stdout" or "stderr"; ``data`` is whole lines where possible,
 never more than 64 KiB at a time) and enforces the job's output cap per
@@ -16,9 +23,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Protocol, runtime_checkable
 
+from sandbox.errors import ExecutorError
 from sandbox.model import Job, Outcome
 
 OutputSink = Callable[[str, bytes], None]
+DoneCallback = Callable[[Outcome | ExecutorError], None]
 
 CHUNK_LIMIT = 64 << 10
 
@@ -34,6 +43,13 @@ class Executor(Protocol):
     def run(self, job: Job, on_output: OutputSink) -> Outcome: ...
 
     def cancel(self, job_id: str) -> None: ...
+
+
+@runtime_checkable
+class Startable(Protocol):
+    """Executors that can start a job without a thread blocking on it (see above)."""
+
+    def start(self, job: Job, on_output: OutputSink, on_done: DoneCallback) -> bool: ...
 
 
 @runtime_checkable

@@ -18,9 +18,10 @@ Outside a pid namespace a job's processes are found through its group, a per-job
 marker variable and its descendant tree (see ``proctree``); there, as root, a
 command *can* signal bashfleet.
 
-One thread per job runs a poll loop over stdout, stderr, an exit fd (a pidfd, or
-for a warm-sandbox job an eventfd) and an eventfd (cancel), so neither pipe can
-fill up and block the command.
+A job is watched over stdout, stderr, an exit fd (a pidfd, or for a warm-sandbox
+job its status pipe) and a cancel eventfd, so neither pipe can fill up and block
+the command: by the thread that called ``run``, or, for jobs handed over with
+``start`` (the warm-sandbox hot path), by the executor's one ``WatchLoop`` thread.
 """
 
 from __future__ import annotations
@@ -29,7 +30,6 @@ import contextlib
 import logging
 import os
 import pwd
-import secrets
 import shutil
 import subprocess
 import tempfile
@@ -41,8 +41,8 @@ from pathlib import Path
 
 from sandbox.errors import ExecutorError
 from sandbox.executors import bwrap, proctree, rlimits, spawner
-from sandbox.executors.base import OutputSink
-from sandbox.executors.watch import HostProcess, JobWatch, Process
+from sandbox.executors.base import DoneCallback, OutputSink
+from sandbox.executors.watch import HostProcess, JobWatch, Process, WatchLoop
 from sandbox.model import Job, Limits, Outcome, Status
 
 log = logging.getLogger(__name__)
@@ -60,6 +60,7 @@ class _Running:
 
     wake_fd: int
     cancelled: bool = False
+    own_fd: bool = True  # False: the watch loop's eventfd, shared by its jobs
 
 
 def _read_all(fd: int) -> bytes:
@@ -155,6 +156,9 @@ class LocalExecutor:
         self._bash_env_ok: dict[bool, bool] = {}  # sandboxed? -> BASH_ENV limits self-test
         self._homes = _HomeDirs()
         self._user = pwd.getpwuid(os.geteuid()).pw_name
+        self._loop = WatchLoop(reap_timeout_s=spawner.REAP_TIMEOUT_S)
+        self._limit_pairs: dict[Limits, tuple[rlimits.Pairs, bytes | None]] = {}
+        self._random = b""  # os.urandom in bulk: job markers, 8 bytes each
 
     # -- what is in force ------------------------------------------------------
 
@@ -179,8 +183,7 @@ class LocalExecutor:
             return self._bwrap_problem is None
         with self._probe_lock:  # first use, or a failed probe worth trying again
             if not self._probed or (
-                self._bwrap_problem is not None
-                and time.monotonic() - self._probed_at >= REPROBE_S
+                self._bwrap_problem is not None and time.monotonic() - self._probed_at >= REPROBE_S
             ):
                 self._bwrap_problem = self._bwrap.self_test()
                 self._probed_at = time.monotonic()
@@ -188,6 +191,18 @@ class LocalExecutor:
         return self._bwrap_problem is None
 
     # -- the protocol ----------------------------------------------------------
+
+    def warm_up(self, workspace: Path, network: bool = False) -> None:
+        """Make the read-only path ready before the first job needs it: start the
+        workspace's warm sandbox and run the self-tests (blocking; for a spare thread,
+        while the batch is being read and planned). Errors are left for ``run``."""
+        if self._bwrap is None or self._bash is None:
+            return
+        ws = self._resolved(workspace)
+        if self._spawners is not None:
+            self._spawners.prestart(ws, network)
+        if self._sandbox_ready():
+            self._bash_env_works(sandboxed=True)
 
     def close(self) -> None:
         """End the warm sandboxes (a job still running in one dies with it)."""
@@ -218,27 +233,107 @@ class LocalExecutor:
                 executor=self.name,
                 retryable=True,
             )
-        marker = f"{job.id}.{secrets.token_hex(8)}"
+        marker = self._marker(job)
         home = "/tmp" if sandboxed else self._homes.take()  # bwrap's /tmp is private
         env = self._environment(job, marker, home)
-        running = _Running(wake_fd=os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC))
+        running = self._register(job, os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC))
+        try:
+            return self._spawn_and_watch(job, env, workspace, sandboxed, running, marker, on_output)
+        finally:
+            self._unregister(job, running)
+            if not sandboxed:
+                self._homes.give_back(home)
+
+    def start(self, job: Job, on_output: OutputSink, on_done: DoneCallback) -> bool:
+        """Start a read-only job in its warm sandbox without blocking; False if it cannot.
+
+        The hot path of a batch: no thread of its own, its output and end are watched
+        by the executor's one ``WatchLoop`` thread, which calls ``on_done`` (never from
+        within ``start``). False (nothing started) when the job needs anything slow or
+        unusual first (self-tests, a sandbox still starting, a bwrap of its own, a
+        cancel that came before it, a writable job): then ``run`` it instead.
+        """
+        if not (job.read_only and self._spawners is not None and self._bash is not None):
+            return False
+        if not (self._probed and self._bwrap_problem is None) or job.id in self._early_cancels:
+            return False
+        limits, script = self._limits(job.limits)
+        if limits and self._bash_env_ok.get(True) is not True:
+            return False
+        workspace = self._resolved(job.workspace)  # (the sandbox's key checks it is a directory)
+        try:
+            marker = self._marker(job)
+            env = self._environment(job, marker, "/tmp")
+        except ExecutorError:
+            return False  # run() reports it
+        argv = [self._bash, "-c", job.command]
+        running = self._register(job, self._loop.wake_fd, own_fd=False)
+        try:
+            spawned = self._spawners.spawn(
+                workspace, job.network, argv, env, script, marker, wait=False
+            )
+        except (spawner.Unavailable, OSError):
+            self._unregister(job, running)
+            return False
+        started = time.time()
+
+        def done(watch: JobWatch, error: BaseException | None) -> None:
+            self._unregister(job, running)
+            if error is not None:
+                on_done(ExecutorError(f"watching the job failed: {error}", executor=self.name))
+            elif spawned.lost is not None and watch.reason is None:
+                on_done(
+                    ExecutorError(
+                        f"the warm sandbox died while the command ran ({spawned.lost})",
+                        executor=self.name,
+                    )
+                )
+            else:
+                on_done(watch.outcome(watch.reason, started))
+
+        self._loop.add(self._watch(spawned, job, running, on_output), done)
+        return True
+
+    def _register(self, job: Job, wake_fd: int, own_fd: bool = True) -> _Running:
+        running = _Running(wake_fd=wake_fd, own_fd=own_fd)
         with self._lock:
             if job.id in self._running:
-                os.close(running.wake_fd)
+                if own_fd:
+                    os.close(wake_fd)
                 raise ExecutorError(f"job {job.id} is already running", executor=self.name)
             cancelled_at = self._early_cancels.pop(job.id, None)
             running.cancelled = cancelled_at is not None and (
                 time.monotonic() - cancelled_at < EARLY_CANCEL_TTL_S
             )
             self._running[job.id] = running
-        try:
-            return self._spawn_and_watch(job, env, workspace, sandboxed, running, marker, on_output)
-        finally:
-            with self._lock:
-                del self._running[job.id]
+        return running
+
+    def _unregister(self, job: Job, running: _Running) -> None:
+        with self._lock:
+            del self._running[job.id]
+            if running.own_fd:
                 os.close(running.wake_fd)
-            if not sandboxed:
-                self._homes.give_back(home)
+
+    def _limits(self, limits: Limits) -> tuple[rlimits.Pairs, bytes | None]:
+        """``rlimits.wanted`` and the warm sandbox's limits script, remembered per Limits
+        value (a batch shares one)."""
+        known = self._limit_pairs.get(limits)
+        if known is None:
+            pairs = rlimits.wanted(limits)
+            script = rlimits.ulimit_script(pairs, spawner.SCRIPT_FD) if pairs else None
+            known = (pairs, script)
+            if len(self._limit_pairs) > 64:
+                self._limit_pairs.clear()
+            self._limit_pairs[limits] = known
+        return known
+
+    def _marker(self, job: Job) -> str:
+        """The job's marker: its id and 64 unguessable bits (fetched 4 KiB at a time)."""
+        with self._lock:
+            if not self._random:
+                self._random = os.urandom(4096)
+            bits, self._random = self._random[:8], self._random[8:]
+        return f"{job.id}.{bits.hex()}"
 
     # -- building the process ----------------------------------------------------
 
@@ -361,7 +456,7 @@ class LocalExecutor:
         started = time.time()
         if running.cancelled:
             return Outcome(Status.CANCELLED, started_at=started, ended_at=started)
-        limits = rlimits.wanted(job.limits)
+        limits, _script = self._limits(job.limits)
         assert self._bash is not None
         argv = [self._bash, "-c", job.command]
         if sandboxed and self._spawners is not None:
@@ -404,7 +499,7 @@ class LocalExecutor:
         assert self._spawners is not None
         if limits and not self._bash_env_works(sandboxed=True):
             return None  # a warm sandbox sets limits the BASH_ENV way only
-        script = rlimits.ulimit_script(limits, spawner.SCRIPT_FD) if limits else None
+        script = self._limits(job.limits)[1]
         try:
             spawned = self._spawners.spawn(workspace, job.network, argv, env, script, marker)
         except spawner.Unavailable as e:
@@ -422,3 +517,13 @@ class LocalExecutor:
 
     def _watch(self, proc: Process, job: Job, running: _Running, on_output: OutputSink) -> JobWatch:
         return JobWatch(proc, job, on_output, running.wake_fd, lambda: running.cancelled)
+
+
+def warming(workspace: Path) -> LocalExecutor:
+    """A local pool whose sandbox for ``workspace`` warms up on a spare thread meanwhile
+    (the ~50 ms of bubblewrap start and self-tests overlap reading and planning a batch)."""
+    local = LocalExecutor()
+    threading.Thread(
+        target=local.warm_up, args=(workspace,), name="bashfleet-warm-up", daemon=True
+    ).start()
+    return local

@@ -14,7 +14,9 @@ same self-tested ``BASH_ENV`` mechanism as ``rlimits``), nothing else inherited,
 an empty signal mask, default SIGPIPE/SIGXFSZ, cwd the workspace (bwrap's
 ``--chdir``). It watches each shell with a pidfd; when one exits (left unreaped,
 so its pid, group and session stay reserved) it kills the job's leftovers, reaps
-it and sends ``{"exited": id, "status": raw wait status, "cpu": s}``.
+it and writes ``{"status": raw wait status, "cpu": s}`` to the job's own status pipe
+(sent with its stdout/stderr), then closes it: the job's watcher learns of the exit
+without any other thread, and an end of file without a status means the server died.
 ``{"kill": id}`` (timeout, cancel) kills the shell, its group and the rest.
 
 The server is the namespace's child subreaper, so when a shell exits its
@@ -42,8 +44,8 @@ outside the sandbox becomes visible, and the view is the same (a server is
 keyed by the workspace's path and inode and by which hidden folders exist).
 
 Host side: ``SpawnerPool`` starts servers lazily (the first job's self-tests run
-while it starts), one reader thread each (it starts the bwrap, dispatches
-replies, closes the server after ``IDLE_S`` without jobs). A server that cannot
+while it starts), one reader thread each (it starts the bwrap, waits for the
+server's "ready", notices its death, closes it after ``IDLE_S`` without jobs). A server that cannot
 start is not retried for ``RETRY_AFTER_S``; the executor then uses a bwrap per
 command (``Unavailable``), as it does for a command too large for one request.
 """
@@ -54,7 +56,9 @@ import contextlib
 import json
 import logging
 import os
+import select
 import socket
+import stat
 import subprocess
 import sys
 import threading
@@ -187,7 +191,16 @@ def kill_leftovers(job_id, rounds=10):
                 pass
 
 
-def spawn(req, fds, sel, sock):
+def report(fd, msg):
+    # the job's own status pipe: one small write (atomic), then EOF
+    try:
+        os.write(fd, json.dumps(msg).encode())
+    except OSError:
+        pass
+    os.close(fd)
+
+
+def spawn(req, fds, status, sel):
     out, err = fds
     actions = [
         (os.POSIX_SPAWN_OPEN, 0, "/dev/null", os.O_RDONLY, 0),
@@ -213,18 +226,23 @@ def spawn(req, fds, sel, sock):
             setsigdef=(signal.SIGPIPE, signal.SIGXFSZ),
         )
     except OSError as e:
-        sock.send(json.dumps({"exited": req["id"], "spawn_error": str(e)}).encode())
+        report(status, {"spawn_error": str(e)})
         return
     finally:
         if script_r is not None:
             os.close(script_r)
     pidfd = os.pidfd_open(shell)
-    jobs[req["id"]] = {"shell": shell, "marker": req["marker"].encode(), "pidfd": pidfd}
+    jobs[req["id"]] = {
+        "shell": shell,
+        "marker": req["marker"].encode(),
+        "pidfd": pidfd,
+        "status": status,
+    }
     shells[shell] = req["id"]
     sel.register(pidfd, selectors.EVENT_READ, req["id"])
 
 
-def ended(job_id, sel, sock):
+def ended(job_id, sel):
     job = jobs[job_id]
     if not only_shells_below():
         kill_leftovers(job_id)  # the shell is a zombie still: its pid, group, session stay ours
@@ -234,8 +252,7 @@ def ended(job_id, sel, sock):
     del jobs[job_id], shells[job["shell"]]
     if not jobs:  # a quiet moment: /tmp (HOME) is empty again, as in a fresh sandbox
         wipe_tmp()
-    reply = {"exited": job_id, "status": status, "cpu": ru.ru_utime + ru.ru_stime}
-    sock.send(json.dumps(reply).encode())
+    report(job["status"], {"status": status, "cpu": ru.ru_utime + ru.ru_stime})
 
 
 def wipe_tmp():
@@ -267,13 +284,13 @@ def main():
     while True:
         for key, _ in sel.select():
             if key.data is not None:
-                ended(key.data, sel, sock)
+                ended(key.data, sel)
                 continue
             try:
                 msg, fds, _, _ = socket.recv_fds(sock, RECV_SIZE, 4)
             except OSError:
                 msg, fds = b"", []
-            for fd in fds:
+            for fd in fds:  # a job never inherits another's fds
                 os.set_inheritable(fd, False)
             if not msg:
                 return
@@ -283,8 +300,8 @@ def main():
                     if req["kill"] in jobs:
                         jobs[req["kill"]]["killing"] = True
                         kill_leftovers(req["kill"])
-                elif len(fds) == 2:
-                    spawn(req, fds, sel, sock)
+                elif len(fds) == 3:
+                    spawn(req, fds[:2], fds.pop(), sel)  # the status pipe is the job's now
             finally:
                 for fd in fds:
                     os.close(fd)
@@ -301,33 +318,57 @@ class Unavailable(Exception):
     """No warm sandbox for this job: run it with a bwrap of its own."""
 
 
-class SpawnedProcess:
-    """A job running in a warm sandbox, as ``watch.JobWatch`` sees it (``watch.Process``)."""
+class NotReady(Unavailable):
+    """The warm sandbox is still starting (only when the caller asked not to wait)."""
 
-    def __init__(self, server: _Server, seq: int, marker: str) -> None:
+
+class SpawnedProcess:
+    """A job running in a warm sandbox, as ``watch.JobWatch`` sees it (``watch.Process``).
+
+    ``exit_fd`` is the read end of the job's status pipe: the server writes the exit
+    status there and closes it; an end of file without a status means the server (and
+    with it the namespace) is gone. Used by one thread at a time (the job's watch).
+    """
+
+    def __init__(self, server: _Server, seq: int, marker: str, status_fd: int) -> None:
         self._server, self.seq, self.marker = server, seq, marker
         self.stdout = self.stderr = -1
-        self.exit_fd: int | None = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
-        self._fd_lock = threading.Lock()
-        self._done = threading.Event()
+        self.exit_fd: int | None = status_fd  # non-blocking
         self.status: int | None = None
         self.cpu = 0.0
         self.lost: str | None = None  # why the server could not report the exit
+        self._done = False
         self._kill_sent = False
 
-    # called by the server's reader thread, once per job at most (the job left its table)
-    def _finish(self, status: int | None, cpu: float, lost: str | None) -> None:
-        self.status, self.cpu, self.lost = status, cpu, lost
-        with self._fd_lock:  # _done before the wake-up: the watch checks exited() on waking
-            self._done.set()
-            if self.exit_fd is not None:
-                os.eventfd_write(self.exit_fd, 1)
-
     def exited(self) -> bool:
-        return self._done.is_set()
+        if not self._done:
+            self._read_status()
+        return self._done
+
+    def _read_status(self) -> None:
+        fd = self.exit_fd
+        if fd is None:
+            return
+        try:
+            data = os.read(fd, 4096)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        self._done = True
+        self._server.job_ended()
+        try:
+            msg = json.loads(data) if data else None
+        except ValueError:
+            msg = None
+        if not isinstance(msg, dict):
+            self.lost = self._server.dead or "the warm sandbox exited"
+            return
+        self.status, self.lost = msg.get("status"), msg.get("spawn_error")
+        self.cpu = float(msg.get("cpu", 0.0))
 
     def kill_tree(self) -> None:
-        if not self._done.is_set():
+        if not self.exited():
             if not self._kill_sent:
                 self._kill_sent = True
                 self._server.send({"kill": self.seq})
@@ -336,24 +377,47 @@ class SpawnedProcess:
         elif self.lost is not None:  # the namespace died with its server; check anyway
             proctree.kill_marked(self.marker)
 
-    def reap(self) -> tuple[int, float]:
-        """(returncode as Popen gives it, CPU seconds); ends the server if it does not answer."""
+    def force_end(self) -> None:
+        """The server did not report a killed job's end: kill the whole sandbox."""
+        self._server.abort("it did not report a killed job's end")
+
+    def wait_exit(self, timeout_s: float) -> bool:
+        """Block until the server reports the exit (or is gone); False on timeout."""
+        deadline = time.monotonic() + timeout_s
+        while not self.exited():
+            left = deadline - time.monotonic()
+            if left <= 0 or self.exit_fd is None:
+                return False
+            poller = select.poll()
+            poller.register(self.exit_fd, select.POLLIN)
+            poller.poll(left * 1000)
+        return True
+
+    def reap(self, patient: bool = True) -> tuple[int, float]:
+        """(returncode as Popen gives it, CPU seconds); ends the server if it does not answer.
+
+        ``patient=False``: the caller did its waiting (``wait_exit``/``force_end``) already.
+        """
         for fd in (self.stdout, self.stderr):
-            os.close(fd)
-        if not self._done.wait(REAP_TIMEOUT_S):
-            self._server.abort("it did not report a killed job's end")
-            self._done.wait(REAP_TIMEOUT_S)
+            if fd >= 0:
+                os.close(fd)
+        self.stdout = self.stderr = -1
+        if patient and not self.wait_exit(REAP_TIMEOUT_S):
+            self.force_end()
+            self.wait_exit(REAP_TIMEOUT_S)
         self.discard()
         if self.status is None:
             return -9, self.cpu
         return os.waitstatus_to_exitcode(self.status), self.cpu
 
     def discard(self) -> None:
-        """Close the exit eventfd (the reader thread writes to it only under the same lock)."""
-        with self._fd_lock:
-            if self.exit_fd is not None:
-                os.close(self.exit_fd)
-                self.exit_fd = None
+        """Close the status pipe."""
+        if self.exit_fd is not None:
+            os.close(self.exit_fd)
+            self.exit_fd = None
+        if not self._done:
+            self._done = True
+            self._server.job_ended()
 
 
 class _Server:
@@ -368,7 +432,7 @@ class _Server:
         self.closing = False
         self.last_used = time.monotonic()
         self.pid: int | None = None
-        self._jobs: dict[int, SpawnedProcess] = {}
+        self._inflight = 0  # jobs sent whose status pipe has not been read yet
         self._sock, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         self._proc: subprocess.Popen[bytes] | None = None
         argv = [*argv, str(theirs.fileno())]
@@ -379,26 +443,39 @@ class _Server:
 
     # -- the job side --------------------------------------------------------------
 
-    def spawn(self, seq: int, request: bytes, fds: tuple[int, int], marker: str) -> SpawnedProcess:
-        """Send one job; raises Unavailable if the server cannot take it (nothing ran)."""
+    def spawn(
+        self,
+        seq: int,
+        request: bytes,
+        fds: tuple[int, int, int],
+        status_r: int,
+        marker: str,
+        wait: bool = True,
+    ) -> SpawnedProcess:
+        """Send one job with the write ends of its stdout, stderr and status pipes.
+        Raises Unavailable if the server cannot take it (nothing ran), NotReady if it is
+        starting and ``wait`` is False."""
+        if not wait and not self.ready.is_set():
+            raise NotReady("the warm sandbox is starting")
         if not self.ready.wait(START_TIMEOUT_S) or self.dead:
             raise Unavailable(self.dead or "the warm sandbox did not start in time")
-        handle = SpawnedProcess(self, seq, marker)
         with self.lock:
             if self.dead or self.closing:
-                handle.discard()
                 raise Unavailable(self.dead or "closing")
-            self._jobs[seq] = handle
+            self._inflight += 1
             self.last_used = time.monotonic()
         try:
             with self._send_lock:
                 socket.send_fds(self._sock, [request], list(fds))
         except OSError as e:
-            with self.lock:
-                self._jobs.pop(seq, None)
-            handle.discard()
+            self.job_ended()
             raise Unavailable(f"cannot reach the warm sandbox: {e}") from e
-        return handle
+        return SpawnedProcess(self, seq, marker, status_r)
+
+    def job_ended(self) -> None:
+        with self.lock:
+            self._inflight -= 1
+            self.last_used = time.monotonic()
 
     def send(self, message: dict[str, Any]) -> None:
         with self._send_lock, contextlib.suppress(OSError):
@@ -489,30 +566,22 @@ class _Server:
         return f"the warm sandbox exited ({proc.returncode}){': ' + text if text else ''}"
 
     def _dispatch(self, msg: dict[str, Any]) -> None:
+        # Exits go to each job's own status pipe; the socket only says when the server is up.
         if "ready" in msg:
             self.pid = proc.pid if (proc := self._proc) else None
             self.ready.set()
-            return
-        with self.lock:
-            handle = self._jobs.pop(int(msg["exited"]), None)
-            self.last_used = time.monotonic()
-        if handle is not None:
-            error = msg.get("error") or msg.get("spawn_error")
-            handle._finish(msg.get("status"), float(msg.get("cpu", 0.0)), error)
 
     def _idle(self) -> bool:
         with self.lock:
-            if not self._jobs and time.monotonic() - self.last_used > IDLE_S:
+            if not self._inflight and time.monotonic() - self.last_used > IDLE_S:
                 self.closing = True
                 return True
             return False
 
     def _lost(self, why: str) -> None:
+        # Jobs in flight see their status pipes close (the server is gone with its namespace).
         with self.lock:
-            self.dead = dead = self.dead or why
-            jobs, self._jobs = self._jobs, {}
-        for handle in jobs.values():
-            handle._finish(None, 0.0, dead)
+            self.dead = self.dead or why
         self.ready.set()
         with self._send_lock:
             self._sock.close()
@@ -526,6 +595,7 @@ class SpawnerPool:
     def __init__(self, view_argv: Any, hidden: list[Path]) -> None:
         self._view_argv = view_argv  # BwrapView.argv: (workspace, read_only=, network=)
         self._hidden = hidden
+        self._hidden_str = [str(h) for h in hidden]
         self._lock = threading.Lock()
         self._servers: dict[_Key, _Server] = {}
         self._failed: dict[_Key, float] = {}
@@ -548,8 +618,11 @@ class SpawnerPool:
         env: dict[str, str],
         limits_script: bytes | None,
         marker: str,
+        wait: bool = True,
     ) -> SpawnedProcess:
-        """Start ``argv`` in the warm sandbox for ``workspace``; Unavailable: use bwrap per job."""
+        """Start ``argv`` in the warm sandbox for ``workspace``; Unavailable: use bwrap per job.
+
+        ``wait=False``: raise NotReady instead of waiting for a sandbox that is starting."""
         key = self._key(workspace, network)
         with self._lock:
             if self._closed:
@@ -570,17 +643,23 @@ class SpawnerPool:
         server = self._server(key, workspace, network)
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
+        # the status pipe: a few bytes written once by the server, never a blocking write
+        st_r, st_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         try:
-            handle = server.spawn(seq, request, (out_w, err_w), marker)
-        except Unavailable:
-            for fd in (out_r, err_r):
+            handle = server.spawn(seq, request, (out_w, err_w, st_w), st_r, marker, wait=wait)
+        except Unavailable as e:
+            for fd in (out_r, err_r, st_r):
                 os.close(fd)
             with self._lock:
-                if self._servers.get(key) is server and server.dead not in (None, "idle"):
+                if (
+                    not isinstance(e, NotReady)
+                    and self._servers.get(key) is server
+                    and server.dead not in (None, "idle")
+                ):
                     self._failed[key] = time.monotonic()
             raise
         finally:
-            for fd in (out_w, err_w):  # the server has its own copies now
+            for fd in (out_w, err_w, st_w):  # the server has its own copies now
                 os.close(fd)
         handle.stdout, handle.stderr = out_r, err_r
         return handle
@@ -592,12 +671,17 @@ class SpawnerPool:
 
     def _key(self, workspace: Path, network: bool) -> _Key:
         # A new server if the workspace was replaced or a hidden folder appeared since.
-        stat = workspace.stat()
-        shown = tuple(h.is_dir() for h in self._hidden)
-        return (str(workspace), network, stat.st_dev, stat.st_ino, shown)
+        path = str(workspace)
+        st = os.stat(path)
+        if not stat.S_ISDIR(st.st_mode):
+            raise Unavailable(f"{path} is not a directory")
+        shown = tuple(os.path.isdir(h) for h in self._hidden_str)
+        return (path, network, st.st_dev, st.st_ino, shown)
 
     def _server(self, key: _Key, workspace: Path, network: bool) -> _Server:
         with self._lock:
+            if self._closed:
+                raise Unavailable("closed")
             server = self._servers.get(key)
             if server is not None and not server.dead and not server.closing:
                 return server

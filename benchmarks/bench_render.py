@@ -1,7 +1,8 @@
 """The batch view with a 100,000-line output, in Debian's Chromium (Playwright).
 
-1. Stored: a finished command printed 100,000 lines; open its batch page and expand
-   it. Time from the click to the last line being on screen (target under 1 s).
+1. Stored: a finished command printed 100,000 lines; open its batch page (a batch
+   of one command shows its output at once). Time from navigation to the last line
+   being on screen (target under 1 s).
 2. Live: the page is open while the command prints 100,000 lines as fast as it can.
    Time from the command's end to the last line on screen, and the longest
    main-thread stall seen meanwhile (a requestAnimationFrame probe): the page must
@@ -28,7 +29,9 @@ from tests.portal import Portal, free_port
 
 LINES = 100_000
 PROBE = """() => { window.__gaps = []; let last = performance.now();
-  function tick(t) { window.__gaps.push(t - last); last = t; window.__raf = requestAnimationFrame(tick); }
+  function tick(t) {
+    window.__gaps.push(t - last); last = t; window.__raf = requestAnimationFrame(tick);
+  }
   window.__raf = requestAnimationFrame(tick); }"""
 
 
@@ -36,7 +39,8 @@ def last_line_visible(page: Page, index: int, text: str, timeout_ms: float = 30_
     started = time.perf_counter()
     page.wait_for_function(
         """([i, text]) => { const log = document.querySelector(`.log[data-index="${i}"]`);
-             return !!log && log.textContent.includes(text); }""",
+             const last = log && log.lastElementChild;  // one element per line
+             return !!last && last.textContent === text; }""",
         arg=[index, text],
         timeout=timeout_ms,
         polling="raf",
@@ -71,18 +75,16 @@ def main() -> None:
                 assert res.ok, res.text()
                 page = context.new_page()
 
-                # 1. stored output
-                page.goto(f"/batches/{stored['id']}")
-                row = page.locator('tr.command[data-index="0"]')
-                row.wait_for()
-                page.wait_for_timeout(500)  # let the page settle (socket subscribed)
+                # 1. stored output (a batch of one command opens its output by itself)
+                page.goto("/login")  # warm the cache: the timing is the batch page's own
                 page.evaluate(PROBE)
-                row.click()
-                stored_s = last_line_visible(page, 0, f"{LINES}\n")
+                started = time.perf_counter()
+                page.goto(f"/batches/{stored['id']}")
+                page.evaluate(PROBE)
+                last_line_visible(page, 0, str(LINES))
+                stored_s = time.perf_counter() - started
                 stored_gap = max(page.evaluate("window.__gaps"))
-                lines_in_dom = page.evaluate(
-                    "document.querySelector('.log[data-index=\"0\"]').textContent.split('\\n').length"
-                )
+                lines_in_dom = page.locator('.log[data-index="0"] .ln').count()
 
                 # 2. live output
                 status, live = portal.request(
@@ -93,12 +95,11 @@ def main() -> None:
                 )
                 assert status == 201, live
                 page.goto(f"/batches/{live['id']}")
-                page.locator('tr.command[data-index="0"]').click()
                 page.evaluate(PROBE)
                 done = portal.wait_batch(live["id"], token)
                 ended = time.perf_counter()
                 assert done["status"] == "succeeded"
-                last_line_visible(page, 0, f"{LINES}\n")
+                last_line_visible(page, 0, str(LINES))
                 live_s = time.perf_counter() - ended
                 live_gap = max(page.evaluate("window.__gaps"))
 
@@ -117,8 +118,8 @@ def main() -> None:
             portal.stop()
     print(f"machine: {machine()}")
     print(
-        f"stored {LINES:,} lines: last window on screen {stored_s * 1000:.0f} ms after the "
-        f"click (target < 1000 ms); longest frame {stored_gap:.0f} ms; {lines_in_dom:,} lines "
+        f"stored {LINES:,} lines: last window on screen {stored_s * 1000:.0f} ms after "
+        f"navigation (target < 1000 ms); longest frame {stored_gap:.0f} ms; {lines_in_dom:,} lines "
         "kept in the page"
     )
     print(

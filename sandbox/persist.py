@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -23,6 +23,8 @@ from sandbox.store.records import ExecutorKind
 log = logging.getLogger(__name__)
 TAIL_BYTES = 4096
 FLUSH_EVERY_S = 0.05
+RETRY_FIRST_S = 0.25  # a failed write is retried after this, doubling up to RETRY_MAX_S
+RETRY_MAX_S = 5.0
 
 
 def _now(at: float) -> datetime:
@@ -41,6 +43,7 @@ class StoreWriter:
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)
         self._pending = 0
+        self._closing = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="bashfleet-store", daemon=True)
         self._thread.start()
 
@@ -73,6 +76,7 @@ class StoreWriter:
 
     def close(self) -> None:
         self.flush()
+        self._closing.set()
         self._queue.put(None)
         self._thread.join(timeout=10)
 
@@ -82,21 +86,38 @@ class StoreWriter:
             if first is None:
                 return
             group = [first]
-            try:
-                while len(group) < 500:
-                    item = self._queue.get(timeout=FLUSH_EVERY_S)
-                    if item is None:
-                        self._queue.put(None)
-                        break
-                    group.append(item)
-            except queue.Empty:
-                pass
-            self._write(group)
+            stop = self._gather(group)
+            delay = RETRY_FIRST_S
+            while not self._write(group):
+                # the database refused (full disk, server gone): keep the group and retry, so
+                # no status is lost; newer events join behind it, in order
+                if stop or self._closing.wait(delay):
+                    log.error(
+                        "giving up on %d status events: the store stays unwritable", len(group)
+                    )
+                    break
+                delay = min(delay * 2, RETRY_MAX_S)
+                stop = self._gather(group, wait=False)
             with self._idle:
                 self._pending -= len(group)
                 self._idle.notify_all()
+            if stop:
+                return
 
-    def _write(self, events: list[Event]) -> None:
+    def _gather(self, group: list[Event], *, wait: bool = True) -> bool:
+        """Add what else is queued (waiting up to FLUSH_EVERY_S for more when ``wait``).
+        True if the writer was told to stop."""
+        try:
+            while len(group) < 500 or not wait:
+                item = self._queue.get(timeout=FLUSH_EVERY_S) if wait else self._queue.get_nowait()
+                if item is None:
+                    return True
+                group.append(item)
+        except queue.Empty:
+            pass
+        return False
+
+    def _write(self, events: list[Event]) -> bool:
         changes: dict[str, dict[str, Any]] = {}
         finished: list[BatchFinished] = []
         started: dict[str, datetime] = {}
@@ -116,10 +137,22 @@ class StoreWriter:
                 self.store.batches.update_command(command_id, **values)
             for f in finished:
                 self.store.batches.update_batch(f.batch_id, status=f.status, finished_at=_now(f.at))
-        except Exception as err:  # keep running: the next group may succeed
+        except Exception as err:  # keep running: the caller retries this group
             log.exception("cannot persist %d events", len(events))
             if self.on_error:
                 self.on_error(err)
+            return False
+        self._forget(
+            e.command_id for e in events if isinstance(e, CommandStatusChanged) and e.status.final
+        )
+        return True
+
+    def _forget(self, command_ids: Iterable[str]) -> None:
+        with self._lock:
+            for command_id in command_ids:
+                for stream in ("stdout", "stderr"):
+                    self._tails.pop((command_id, stream), None)
+                    self._sizes.pop((command_id, stream), None)
 
     def _command_changes(self, e: CommandStatusChanged) -> dict[str, Any]:
         values: dict[str, Any] = {"status": e.status}
@@ -129,8 +162,8 @@ class StoreWriter:
             values["queued_at"] = _now(e.at)
         elif e.status is Status.RUNNING:
             values["started_at"] = _now(e.at)
-        if e.status is Status.SUCCEEDED:
-            values["error"] = None  # clears "waits for #3 ..." left from pending
+        if e.status.final:  # replaces "waits for #3 ..." left from pending
+            values["error"] = None if e.status is Status.SUCCEEDED else (e.reason or None)
         elif e.reason and e.status is not Status.RUNNING:
             values["error"] = e.reason
         if e.status.final:
@@ -139,11 +172,11 @@ class StoreWriter:
             values["signal"] = e.signal
             values["duration_s"] = e.duration_s
             values["truncated"] = e.truncated
-            with self._lock:
+            with self._lock:  # read, not popped: a failed write is retried (see _forget)
                 for stream in ("stdout", "stderr"):
                     key = (e.command_id, stream)
-                    tail = self._tails.pop(key, None)
-                    size = self._sizes.pop(key, 0)
+                    tail = self._tails.get(key)
+                    size = self._sizes.get(key, 0)
                     if tail is not None:
                         values[f"{stream}_tail"] = tail.decode("utf-8", "replace")
                     values[f"{stream}_bytes"] = size

@@ -450,7 +450,7 @@ class Scheduler:
         self._running[cls] += 1
         self._running_total += 1
         job = self._job(cmd)
-        self._emit(cmd, Status.RUNNING)
+        self._emit(cmd, Status.RUNNING, reason="")  # "waits for #3" is history now
         self._launches.append((cmd, job))
 
     def _launch(self) -> None:

@@ -37,6 +37,11 @@ def register_errors(app: Flask) -> None:
 
     @app.errorhandler(Forbidden)
     def _forbidden(e: Forbidden) -> tuple[Response, int]:
+        from flask import request
+
+        from webapp.auth import audit
+
+        audit("forbidden", target=request.path, detail={"why": str(e)})
         return error_response(403, "forbidden", str(e))
 
     @app.errorhandler(NotFound)

@@ -216,8 +216,10 @@ class LiveHub:
             recent = self._recent.get(batch_id)
             statuses = list(recent.commands.values()) if recent else []
             finished = recent.batch if recent else None
-        for payload in backlog:
-            self.io.emit("command_output", payload, to=sid)
+            # queued while holding the lock, so no live chunk (collected by the flusher under
+            # this lock) can overtake the stored output on its way to this client
+            for payload in backlog:
+                self.io.emit("command_output", payload, to=sid)
         return {
             "ok": True,
             "batch_id": batch_id,

@@ -5,6 +5,8 @@ Shared by `bashfleet run` (runner.py) and the portal (service.py).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import psutil
 
 from sandbox.errors import EngineUnavailable, ExecutorError
@@ -13,14 +15,25 @@ from sandbox.model import CommandClass
 from sandbox.scheduler import Router
 
 
-def make_router(isolation: str, docker_ready: bool, docker_why: str = "") -> Router:
+def make_router(
+    isolation: str,
+    docker_ready: bool | Callable[[], bool],
+    docker_why: str | Callable[[], str] = "",
+) -> Router:
+    """Safe commands (and everything with isolation `local`) run locally, the rest in Docker.
+    ``docker_ready`` and ``docker_why`` may be callables, for a server whose engine comes
+    and goes."""
+    ready = docker_ready if callable(docker_ready) else (lambda: docker_ready)
+    why_now = docker_why if callable(docker_why) else (lambda: docker_why)
+
     def route(cls: CommandClass) -> tuple[str | None, str | None]:
         if cls is CommandClass.SAFE or isolation == "local":
             return "local", None
-        if docker_ready:
+        if ready():
             return "docker", None
+        why = why_now()
         return None, (
-            f"{cls.value} commands run in Docker, and {docker_why or 'no Docker engine answers'}. "
+            f"{cls.value} commands run in Docker, and {why or 'no Docker engine answers'}. "
             "Start the engine (see `bashfleet doctor`), or pass --isolation local "
             "to run them on this host without a container"
         )

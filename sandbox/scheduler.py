@@ -287,6 +287,13 @@ class Scheduler:
         self._launch()
         self.bus.publish(PoolResized(pool=cls.value, before=before, after=after, reason=reason))
 
+    def add_executor(self, name: str, executor: Executor) -> None:
+        """Make an executor available later (a Docker engine that came up after the start)."""
+        with self._lock:
+            self.executors = {**self.executors, name: executor}
+            if isinstance(executor, Startable):
+                self._startable = {**self._startable, name: executor}
+
     def snapshot(self) -> dict[str, dict[str, int]]:
         """Per pool: limit, running and queued counts (for dashboards and autoscaling)."""
         with self._lock:

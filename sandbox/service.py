@@ -66,6 +66,7 @@ class ServiceConfig:
     instance_id: str = field(default_factory=lambda: new_instance_id("server"))
     autoscale: bool = True
     schedules: bool = True
+    docker_probe_s: float = 5.0  # how often to look for an engine that did not answer at start
 
 
 class Forbidden(BashfleetError):
@@ -81,17 +82,17 @@ class Service:
         self.bus.subscribe(self.writer)
         self.executors: dict[str, Executor] = {"local": LocalExecutor()}
         self.docker_why = ""
-        docker_ready = False
         if config.isolation != "local":
             docker, self.docker_why = open_docker(config.instance_id)
             if docker is not None:
                 self.executors["docker"] = docker
-                docker_ready = True
             elif config.isolation == "docker":
                 raise BashfleetError(f"isolation is docker, but {self.docker_why}")
         self.scheduler = Scheduler(
             self.executors,
-            make_router(config.isolation, docker_ready, self.docker_why),
+            make_router(
+                config.isolation, lambda: "docker" in self.executors, lambda: self.docker_why
+            ),
             bus=self.bus,
             limits=default_limits(config.jobs),
             max_running=config.jobs,
@@ -105,6 +106,12 @@ class Service:
             self.autoscaler = Autoscaler(self.scheduler)
             self.autoscaler.start()
         self._lock = threading.Lock()
+        self._closed = threading.Event()
+        if config.isolation != "local" and "docker" not in self.executors:
+            # the engine may come up later (it was restarting, or starts after us): look again
+            threading.Thread(
+                target=self._probe_docker, name="bashfleet-docker-probe", daemon=True
+            ).start()
 
     def _gauges(self) -> dict[str, float]:
         docker = self.executors.get("docker")
@@ -236,6 +243,18 @@ class Service:
             values.setdefault("priority", 5)
         return values
 
+    def _probe_docker(self) -> None:
+        while not self._closed.wait(self.config.docker_probe_s):
+            docker, why = open_docker(self.config.instance_id)
+            if docker is None:
+                self.docker_why = why
+                continue
+            self._recover_containers(docker)
+            self.scheduler.add_executor("docker", docker)  # first: the router reads executors
+            self.executors["docker"] = docker
+            log.warning("the Docker engine answers now: non-safe commands run in containers")
+            return
+
     # --- recovery -------------------------------------------------------------------------
 
     def recover(self) -> list[str]:
@@ -246,13 +265,7 @@ class Service:
             kill_jobs(ids)
         docker = self.executors.get("docker")
         if docker is not None:
-            try:
-                # every labelled container, except those of bashfleet processes still alive
-                docker.recover_orphans(  # type: ignore[attr-defined]
-                    all_instances=True, alive=instance_alive
-                )
-            except BashfleetError as e:
-                log.warning("could not remove leftover containers: %s", e)
+            self._recover_containers(docker)
         for batch_id in {c.batch_id for c in lost}:
             self.store.batches.update_batch(
                 batch_id, status=Status.INTERRUPTED, finished_at=utcnow()
@@ -260,6 +273,15 @@ class Service:
         if lost:
             log.warning("recovered %d interrupted commands", len(lost))
         return sorted(ids)
+
+    def _recover_containers(self, docker: Executor) -> None:
+        try:
+            # every labelled container, except those of bashfleet processes still alive
+            docker.recover_orphans(  # type: ignore[attr-defined]
+                all_instances=True, alive=instance_alive
+            )
+        except BashfleetError as e:
+            log.warning("could not remove leftover containers: %s", e)
 
     # --- commands -------------------------------------------------------------------------
 
@@ -412,6 +434,7 @@ class Service:
         return self.scheduler.snapshot()
 
     def close(self, grace_s: float = 0.0) -> None:
+        self._closed.set()
         if self.schedules is not None:
             self.schedules.stop()
         if self.autoscaler is not None:

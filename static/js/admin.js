@@ -24,25 +24,6 @@
 
   /* ---- shared bits -------------------------------------------------------------------------- */
 
-  function confirmAction(title, text, okLabel) {
-    var dialog = document.getElementById("confirm-dialog");
-    document.getElementById("confirm-title").textContent = title;
-    document.getElementById("confirm-text").textContent = text;
-    var ok = document.getElementById("confirm-ok");
-    ok.textContent = okLabel || "Confirm";
-    ok.className = "btn " + (/delete|revoke|disable/i.test(okLabel || "") ? "btn-danger" : "btn-primary");
-    if (typeof dialog.showModal !== "function") return Promise.resolve(window.confirm(title + "\n\n" + text));
-    return new Promise(function (resolve) {
-      dialog.returnValue = "";
-      dialog.addEventListener("close", function done() {
-        dialog.removeEventListener("close", done);
-        resolve(dialog.returnValue === "ok");
-      });
-      dialog.showModal();
-      document.getElementById("confirm-cancel").focus();
-    });
-  }
-
   function formError(id, err) {
     var box = document.getElementById(id);
     if (!err) {
@@ -157,7 +138,7 @@
     if (btn.dataset.act === "enable") {
       changeUser(u, { disabled: false }, "enabled").then(function () { refocus("users-body", u.id, "button[data-act]"); });
     } else {
-      confirmAction("Disable " + u.name + "?", u.name + " will be logged out and their API tokens stop working until an admin enables the account again.", "Disable").then(function (ok) {
+      BF.confirm("Disable " + u.name + "?", u.name + " will be logged out and their API tokens stop working until an admin enables the account again.", "Disable").then(function (ok) {
         if (!ok) return btn.focus();
         changeUser(u, { disabled: true }, "disabled").then(function () { refocus("users-body", u.id, "button[data-act]"); });
       });
@@ -266,7 +247,7 @@
     var id = btn.closest("tr").dataset.id;
     var t = tokens.filter(function (x) { return String(x.id) === id; })[0];
     if (!t) return;
-    confirmAction("Revoke token “" + t.name + "”?", "Programs using " + t.prefix + "… (" + userName(t.user_id) + ") lose access at once. This cannot be undone.", "Revoke").then(function (ok) {
+    BF.confirm("Revoke token “" + t.name + "”?", "Programs using " + t.prefix + "… (" + userName(t.user_id) + ") lose access at once. This cannot be undone.", "Revoke").then(function (ok) {
       if (!ok) return btn.focus();
       BF.api("DELETE", "/api/v1/tokens/" + t.id)
         .then(function () {

@@ -119,12 +119,13 @@
     return out;
   };
 
-  Ansi.prototype.toFragment = function (pieces) {
-    var frag = document.createDocumentFragment();
-    pieces.forEach(function (p) {
+  /* Append pieces[from..] to ``node`` as text nodes and coloured spans (textContent only). */
+  Ansi.appendTo = function (node, pieces, from) {
+    for (var i = from || 0; i < pieces.length; i++) {
+      var p = pieces[i];
       if (!p.cls && !p.style) {
-        frag.appendChild(document.createTextNode(p.text));
-        return;
+        node.appendChild(document.createTextNode(p.text));
+        continue;
       }
       var span = document.createElement("span");
       if (p.cls) span.className = p.cls;
@@ -133,9 +134,13 @@
         if (p.style.backgroundColor) span.style.backgroundColor = p.style.backgroundColor;
       }
       span.textContent = p.text;
-      frag.appendChild(span);
-    });
-    return frag;
+      node.appendChild(span);
+    }
+    return node;
+  };
+
+  Ansi.prototype.toFragment = function (pieces) {
+    return Ansi.appendTo(document.createDocumentFragment(), pieces, 0);
   };
 
   /* Plain text with every escape sequence removed (for search and copying). */

@@ -208,7 +208,7 @@
   /* after the batch ends: take the store's exact times (a final record is final) */
   function refresh() {
     BF.api("GET", "/api/v1/batches/" + encodeURIComponent(batchId)).then(function (b) {
-      batch = b;
+      if (!batch || !BF.isFinal(batch.status) || BF.isFinal(b.status)) batch = b;
       if (BF.isFinal(b.status)) batchFinal = Object.assign({}, batchFinal, { status: b.status, counts: b.counts });
       b.commands.forEach(function (fresh) {
         var c = byId[fresh.id];
@@ -288,6 +288,8 @@
     if (any.running || (any.done && (any.pending || any.queued))) return "running";
     if (any.queued) return "queued";
     if (any.pending) return "pending";
+    // a final status never goes back: the database may answer a moment behind the stream
+    if (BF.isFinal(batch.status)) batchFinal = { status: batch.status, counts: batch.counts };
     return batch.status;
   }
 

@@ -131,6 +131,27 @@
     BF.toast(err && err.message ? err.message : String(err), "error");
   };
 
+  /* A confirmation in the page's <dialog id="confirm-dialog"> (templates/_confirm.html):
+   * resolves true when the user confirms. Falls back to window.confirm without <dialog>. */
+  BF.confirm = function (title, text, okLabel) {
+    var dialog = document.getElementById("confirm-dialog");
+    document.getElementById("confirm-title").textContent = title;
+    document.getElementById("confirm-text").textContent = text;
+    var ok = document.getElementById("confirm-ok");
+    ok.textContent = okLabel || "Confirm";
+    ok.className = "btn " + (/delete|revoke|disable/i.test(okLabel || "") ? "btn-danger" : "btn-primary");
+    if (typeof dialog.showModal !== "function") return Promise.resolve(window.confirm(title + "\n\n" + text));
+    return new Promise(function (resolve) {
+      dialog.returnValue = "";
+      dialog.addEventListener("close", function done() {
+        dialog.removeEventListener("close", done);
+        resolve(dialog.returnValue === "ok");
+      });
+      dialog.showModal();
+      document.getElementById("confirm-cancel").focus();
+    });
+  };
+
   /* ---- formatting ------------------------------------------------------------------ */
 
   BF.fmtDuration = function (s) {

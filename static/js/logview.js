@@ -246,21 +246,7 @@
       div.textContent = pieces[0].text;
       return;
     }
-    for (var i = from; i < pieces.length; i++) {
-      var p = pieces[i];
-      if (!p.cls && !p.style) {
-        div.appendChild(document.createTextNode(p.text));
-        continue;
-      }
-      var span = document.createElement("span");
-      if (p.cls) span.className = p.cls;
-      if (p.style) {
-        if (p.style.color) span.style.color = p.style.color;
-        if (p.style.backgroundColor) span.style.backgroundColor = p.style.backgroundColor;
-      }
-      span.textContent = p.text;
-      div.appendChild(span);
-    }
+    BF.Ansi.appendTo(div, pieces, from);
   }
 
   /* Bring the DOM up to the model in one go (called from requestAnimationFrame). */

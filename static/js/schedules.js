@@ -54,24 +54,6 @@
 
   /* ---- confirmation ------------------------------------------------------------------------ */
 
-  function confirmAction(title, text, okLabel) {
-    var dialog = document.getElementById("confirm-dialog");
-    document.getElementById("confirm-title").textContent = title;
-    document.getElementById("confirm-text").textContent = text;
-    var ok = document.getElementById("confirm-ok");
-    ok.textContent = okLabel || "Confirm";
-    ok.className = "btn " + (/delete|revoke|disable/i.test(okLabel || "") ? "btn-danger" : "btn-primary");
-    if (typeof dialog.showModal !== "function") return Promise.resolve(window.confirm(title + "\n\n" + text));
-    return new Promise(function (resolve) {
-      dialog.returnValue = "";
-      dialog.addEventListener("close", function done() {
-        dialog.removeEventListener("close", done);
-        resolve(dialog.returnValue === "ok");
-      });
-      dialog.showModal();
-      document.getElementById("confirm-cancel").focus();
-    });
-  }
 
   /* ---- list ------------------------------------------------------------------------------------ */
 
@@ -194,7 +176,7 @@
         .then(function () { focusRow(s.id, "[data-act]:not([data-act=edit])"); });
     }
     if (act === "delete") {
-      return confirmAction("Delete schedule?", "“" + s.name + "” will stop running. Batches it already started stay in the history.", "Delete").then(function (ok) {
+      return BF.confirm("Delete schedule?", "“" + s.name + "” will stop running. Batches it already started stay in the history.", "Delete").then(function (ok) {
         if (!ok) return btn.focus();
         return BF.api("DELETE", "/api/v1/schedules/" + s.id)
           .then(function () {

@@ -9,11 +9,8 @@ unexpected dialog (alert/confirm), so an injected script cannot pass unnoticed.
 
 from __future__ import annotations
 
-import json
 import os
 import re
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -66,24 +63,11 @@ def admin_token(browser_portal: Portal) -> str:
 
 
 @pytest.fixture
-def api(portal_url: str, admin_token: str) -> Callable[..., tuple[int, Any]]:
+def api(browser_portal: Portal, admin_token: str) -> Callable[..., tuple[int, Any]]:
     """api(method, path, json=None) -> (status, decoded JSON), as the admin (token)."""
 
     def call(method: str, path: str, json_body: Any = None, **kw: Any) -> tuple[int, Any]:
-        body = kw.pop("json", json_body)
-        data = json.dumps(body).encode() if body is not None else None
-        req = urllib.request.Request(portal_url + path, data=data, method=method)
-        req.add_header("Authorization", f"Bearer {admin_token}")
-        req.add_header("Content-Type", "application/json")
-        try:
-            with urllib.request.urlopen(req, timeout=30) as r:
-                return r.status, json.loads(r.read() or b"null")
-        except urllib.error.HTTPError as e:
-            raw = e.read()
-            try:
-                return e.code, json.loads(raw)
-            except ValueError:
-                return e.code, raw.decode(errors="replace")
+        return browser_portal.request(method, path, kw.pop("json", json_body), token=admin_token)
 
     return call
 

@@ -41,12 +41,14 @@ def _row_status(page: Any, index: int) -> Any:
 
 
 def _wait_batch_final(page: Any, timeout_ms: int = 12_000) -> str:
-    page.wait_for_function(
-        "final => final.includes(document.getElementById('batch-status').dataset.status)",
+    handle = page.wait_for_function(
+        """final => { const s = document.getElementById('batch-status').dataset.status;
+                      return final.includes(s) ? s : false; }""",
         arg=list(FINAL),
         timeout=timeout_ms,
     )
-    return page.locator("#batch-status").get_attribute("data-status")
+    status: str = handle.json_value()
+    return status
 
 
 def _collect_errors(page: Any) -> list[str]:

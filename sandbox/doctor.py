@@ -83,6 +83,26 @@ def check_bubblewrap() -> Check:
     return Check("bubblewrap", True, f"{bwrap}: safe commands see the workspace read-only")
 
 
+def check_process_limit() -> Check:
+    from sandbox.executors import cgroups
+
+    problem = cgroups.probe()
+    if problem is not None:
+        return Check(
+            "process limit",
+            False,
+            f"{problem}: a fork bomb in the local pool can use up the host's pids",
+            "run bashfleet as root with /sys/fs/cgroup writable (a cgroup v1 pids hierarchy, or "
+            "v2 with the pids controller), or under systemd with TasksMax=",
+        )
+    return Check(
+        "process limit",
+        True,
+        f"pids cgroups (v{cgroups.shared().version}): {cgroups.SANDBOX_PIDS_MAX} tasks per warm "
+        "sandbox, a job's own pids limit outside one",
+    )
+
+
 def check_database(data: Path) -> Check:
     url = os.environ.get("BASHFLEET_DATABASE_URL", "")
     if url and not url.startswith("sqlite"):
@@ -121,6 +141,7 @@ def run_doctor(data: Path, out: IO[str]) -> int:
         check_docker,
         check_image,
         check_bubblewrap,
+        check_process_limit,
         lambda: check_database(data),
     ]
     failed = 0

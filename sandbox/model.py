@@ -67,7 +67,7 @@ class Limits:
     memory_bytes: int | None = 2 << 30  # address space (local) / cgroup memory (docker)
     file_size_bytes: int | None = 1 << 30  # largest file a command may write
     open_files: int | None = 1024
-    pids: int | None = 256  # processes/threads (docker pids_limit; local RLIMIT_NPROC is per-uid)
+    pids: int | None = 256  # processes/threads (docker pids_limit; a local job's pids cgroup)
     cpus: float | None = None  # docker nano_cpus
     tmpfs_bytes: int | None = 64 << 20  # docker /tmp size
 

@@ -52,3 +52,18 @@ def test_unwritable_data_folder_names_the_fix(tmp_path: Path) -> None:
     done = doctor(blocker / "data", DOCKER_HOST="unix:///nonexistent/docker.sock")
     assert done.returncode == 1
     assert "MISSING  database" in done.stdout and "fix: mkdir -p" in done.stdout
+
+
+def test_the_process_limit_is_reported(tmp_path: Path) -> None:
+    """CI runs as root: the local pool's pids cgroups must be there (never a skip)."""
+    done = doctor(tmp_path, DOCKER_HOST="unix:///nonexistent/docker.sock")
+    assert "ok       process limit: pids cgroups" in done.stdout, done.stdout + done.stderr
+
+
+def test_no_process_limit_names_the_fix(monkeypatch: pytest.MonkeyPatch) -> None:
+    from sandbox import doctor as doctor_module
+    from sandbox.executors import cgroups
+
+    monkeypatch.setattr(cgroups, "probe", lambda: "cannot create a pids cgroup: read-only")
+    check = doctor_module.check_process_limit()
+    assert not check.ok and "fork bomb" in check.detail and "TasksMax=" in check.fix

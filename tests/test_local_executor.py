@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import shutil
@@ -15,6 +16,7 @@ import psutil
 import pytest
 
 from sandbox.errors import ExecutorError
+from sandbox.executors import cgroups
 from sandbox.executors.base import CHUNK_LIMIT, Executor, truncation_marker
 from sandbox.executors.local import LocalExecutor
 from sandbox.executors.streams import LineForwarder
@@ -482,6 +484,182 @@ def test_forwarder_cuts_at_the_cap_once() -> None:
     fwd.close()
     assert [d for _, _, d in sink.chunks] == [b"1234\n", truncation_marker(5)]
     assert fwd.truncated
+
+
+# -- the process-count limit (pids cgroups) ---------------------------------------------
+
+SMALL_PIDS = cgroups.PidsLimits(job=64, sandbox=96)
+
+
+@pytest.fixture
+def pids_cgroups() -> cgroups.PidsCgroups:
+    return require_pids_cgroups()
+
+
+def require_pids_cgroups() -> cgroups.PidsCgroups:
+    """This process's pids cgroups; CI runs as root, where they must work (never a skip)."""
+    shared = cgroups.shared()
+    assert shared.problem is None, (
+        f"no pids cgroup for the local pool: {shared.problem} (run the tests as root with "
+        "/sys/fs/cgroup writable; cgroup v1 pids hierarchy or v2 with the pids controller)"
+    )
+    assert shared.base is not None
+    return shared
+
+
+def bomb(tag: str, depth: int = 10) -> str:
+    """A fork bomb that doubles at every level, bounded (2 x 2^(depth+1) processes if nothing
+    held it, below this machine's pid_max) in case the limit under test does not hold."""
+    return f"b(){{ [ $1 -lt {depth} ] && {{ b $(($1+1)) & b $(($1+1)) & }}; sleep {tag}; }}; b 0"
+
+
+class GroupSampler:
+    """Polls every group under this process's pids cgroup: the most tasks each one held."""
+
+    def __init__(self, base: Path) -> None:
+        self.base = base
+        self.peak: dict[str, int] = {}
+        self.cap: dict[str, int] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.02):
+            for group in self.base.iterdir():
+                try:
+                    current = int((group / "pids.current").read_text())
+                    self.cap[group.name] = int((group / "pids.max").read_text())
+                except (OSError, ValueError):
+                    continue
+                self.peak[group.name] = max(self.peak.get(group.name, 0), current)
+
+    def __enter__(self) -> GroupSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def test_a_fork_bomb_is_held_by_the_pids_cgroup(
+    mode: str, pids_cgroups: cgroups.PidsCgroups, tmp_path: Path
+) -> None:
+    """Plain (a writable job, as with --isolation local), a bwrap of its own, the warm sandbox:
+    the bomb never holds more tasks than its group allows, ends by its timeout, leaves nothing,
+    and a command in another workspace runs meanwhile."""
+    assert pids_cgroups.base is not None
+    ex = make_executor(mode, pids=SMALL_PIDS)
+    ws, other = tmp_path / "bomb", tmp_path / "other"
+    ws.mkdir()
+    other.mkdir()
+    tag = sleep_arg()
+    read_only = mode != "plain"
+    limit = SMALL_PIDS.sandbox if mode == "bwrap-warm" else SMALL_PIDS.job
+    job = make_job(
+        ws, bomb(tag), timeout_s=3.0, read_only=read_only, limits=Limits(pids=SMALL_PIDS.job)
+    )
+    result: list[Outcome] = []
+    try:
+        with GroupSampler(pids_cgroups.base) as sampler:
+            bomber = threading.Thread(target=lambda: result.append(run(ex, job)[0]))
+            t0 = time.monotonic()
+            bomber.start()
+            time.sleep(1.0)  # the bomb is at its limit by now
+            sentinel, out = run(ex, make_job(other, "echo alive", read_only=read_only))
+            assert sentinel.status is Status.SUCCEEDED and out.text("stdout") == "alive\n"
+            assert time.monotonic() - t0 < 2.5, "the sentinel had to wait for the bomb"
+            bomber.join(10)
+        assert result and result[0].status is Status.TIMED_OUT, result
+        assert time.monotonic() - t0 < 6
+        assert survivors(tag, wait_s=2) == []
+        held = {name: n for name, n in sampler.peak.items() if sampler.cap.get(name) == limit}
+        assert held and max(held.values()) == limit, (sampler.peak, sampler.cap)
+        assert all(n <= sampler.cap[name] for name, n in sampler.peak.items()), sampler.peak
+    finally:
+        ex.close()
+    if mode != "bwrap-warm":  # a job's group goes with it; a sandbox's with the sandbox
+        assert not [g for g in pids_cgroups.base.iterdir() if g.name.startswith("job-")]
+
+
+SHOW_PIDS_MAX = (
+    'cat "/sys/fs/cgroup/pids$(grep -E "^[0-9]+:pids:" /proc/self/cgroup | cut -d: -f3)/pids.max"'
+)
+
+
+def test_each_job_or_sandbox_has_its_own_limit(
+    mode: str, pids_cgroups: cgroups.PidsCgroups, workspace: Path
+) -> None:
+    ex = make_executor(mode)
+    try:
+        outcome, out = run(ex, make_job(workspace, SHOW_PIDS_MAX, limits=Limits(pids=300)))
+        assert outcome.status is Status.SUCCEEDED, out.text("stderr")
+        expected = cgroups.SANDBOX_PIDS_MAX if mode == "bwrap-warm" else 300
+        assert out.text("stdout") == f"{expected}\n"
+        job = make_job(workspace, SHOW_PIDS_MAX, limits=Limits(pids=None), read_only=False)
+        outcome, out = run(ex, job)  # a writable job: never in the warm sandbox
+        assert out.text("stdout") == f"{cgroups.JOB_PIDS_MAX}\n", out.text("stderr")
+    finally:
+        ex.close()
+
+
+def test_the_cgroup_catches_what_left_session_and_environment(
+    executor: LocalExecutor, pids_cgroups: cgroups.PidsCgroups, workspace: Path
+) -> None:
+    """``setsid env -i``: no group, no marker, orphaned once the shell exits; the pids cgroup
+    still holds it (and the bwrap paths' pid namespaces)."""
+    tag = sleep_arg()
+    outcome, _ = run(executor, make_job(workspace, f"setsid env -i sleep {tag} & sleep 0.2"))
+    assert outcome.status is Status.SUCCEEDED
+    assert survivors(tag) == []
+
+
+def test_limits_through_prlimit_still_join_the_cgroup(
+    pids_cgroups: cgroups.PidsCgroups, workspace: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ex = LocalExecutor(use_bwrap=False)
+    monkeypatch.setattr(ex, "_bash_env_works", lambda sandboxed: False)
+    outcome, out = run(ex, make_job(workspace, SHOW_PIDS_MAX, limits=Limits(pids=77)))
+    assert (outcome.status, out.text("stdout")) == (Status.SUCCEEDED, "77\n"), out.text("stderr")
+
+
+def test_without_cgroups_the_pool_still_runs(
+    workspace: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Not root, or a read-only /sys: no limit (said once in the log and by doctor), jobs run."""
+    unusable = cgroups.PidsCgroups(root=Path("/proc/no-cgroup-here"))
+    assert unusable.problem is not None and unusable.group("job", 10) is None
+    monkeypatch.setattr(cgroups, "shared", lambda: unusable)
+    ex = LocalExecutor(use_bwrap=False)
+    outcome, out = run(ex, make_job(workspace, "echo ok", read_only=False))
+    assert outcome.status is Status.SUCCEEDED and out.text("stdout") == "ok\n"
+    assert "no process-count limit" in ex.isolation
+
+
+def test_groups_of_a_dead_bashfleet_are_removed_at_start(
+    pids_cgroups: cgroups.PidsCgroups,
+) -> None:
+    assert pids_cgroups.base is not None
+    stale = pids_cgroups.base.parent / "1-1"  # pid 1 did not start at second 1: gone
+    group = stale / "job-1"
+    group.mkdir(parents=True)
+    tag = sleep_arg()
+    leftover = psutil.Popen(
+        ["/bin/sh", "-c", f'echo $$ > "$0" && exec sleep {tag}', str(group / "cgroup.procs")]
+    )
+    try:
+        deadline = time.monotonic() + 5
+        while not (group / "cgroup.procs").read_text().strip() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        cgroups.PidsCgroups()  # what a new bashfleet does first
+        assert leftover.wait(5) == -9
+        assert not stale.exists()
+    finally:
+        with contextlib.suppress(psutil.Error):
+            leftover.kill()
+        with contextlib.suppress(OSError):
+            group.rmdir()
+            stale.rmdir()
 
 
 # -- by hand: python tests/test_local_executor.py [N] ----------------------------------

@@ -14,14 +14,17 @@ import psutil
 import pytest
 
 from sandbox.errors import ExecutorError
-from sandbox.executors import spawner
+from sandbox.executors import cgroups, spawner
 from sandbox.executors.local import LocalExecutor
 from sandbox.model import Limits, Status
 from tests.test_local_executor import (
+    SMALL_PIDS,
     Recorder,
+    bomb,
     bubblewrap,  # noqa: F401  (the fixture behind needs_bwrap)
     make_job,
     needs_bwrap,
+    require_pids_cgroups,
     run,
     sleep_arg,
     survivors,
@@ -271,3 +274,49 @@ def test_start_reports_a_dead_server_as_an_executor_error(
     assert done.wait(20)
     assert isinstance(results[0], ExecutorError)
     assert "warm sandbox died" in str(results[0])
+
+
+# -- the sandbox's pids cgroup ---------------------------------------------------------------
+
+
+def test_the_sandbox_runs_in_its_own_pids_cgroup(workspace: Path) -> None:
+    """bwrap is started in the group (so is everything below it); a job cannot leave it (/sys
+    is read-only in there); the group is removed with the sandbox."""
+    pids_cgroups = require_pids_cgroups()
+    assert pids_cgroups.base is not None
+    ex = LocalExecutor(use_bwrap=True, warm=True)
+    try:
+        outcome, out = run(ex, make_job(workspace, "grep -E '^[0-9]+:pids:' /proc/self/cgroup"))
+        assert outcome.status is Status.SUCCEEDED
+        path = out.text("stdout").strip().split(":", 2)[2]
+        assert path.startswith(f"/{cgroups.GROUP_DIR}/") and "/sandbox-" in path, path
+        group = pids_cgroups.base / Path(path).name
+        assert ex._spawners is not None
+        (server,) = ex._spawners.servers()
+        assert server.pid in [int(p) for p in (group / "cgroup.procs").read_text().split()]
+        assert server_python(ex).pid in [
+            int(p) for p in (group / "cgroup.procs").read_text().split()
+        ]
+        escape = f"echo $$ > {pids_cgroups.base.parent.parent}/cgroup.procs"
+        outcome, out = run(ex, make_job(workspace, escape))
+        assert outcome.status is Status.FAILED and "Read-only" in out.text("stderr")
+    finally:
+        ex.close()
+    assert not group.exists()
+
+
+def test_after_a_fork_bomb_the_sandbox_serves_the_next_job(workspace: Path) -> None:
+    require_pids_cgroups()
+    ex = LocalExecutor(use_bwrap=True, warm=True, pids=SMALL_PIDS)
+    try:
+        run(ex, make_job(workspace, "true"))
+        before = server_python(ex).pid
+        tag = sleep_arg()
+        outcome, _ = run(ex, make_job(workspace, bomb(tag), timeout_s=2.0))
+        assert outcome.status is Status.TIMED_OUT
+        assert survivors(tag, wait_s=2) == []
+        outcome, out = run(ex, make_job(workspace, "echo next"))
+        assert (outcome.status, out.text("stdout")) == (Status.SUCCEEDED, "next\n")
+        assert server_python(ex).pid == before  # the same sandbox: its dead were reaped
+    finally:
+        ex.close()

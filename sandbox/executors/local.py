@@ -14,6 +14,13 @@ command). bwrap costs ~3 ms per command, so read-only jobs are spawned inside a
 *warm* sandbox, one long-lived bwrap per (workspace, network) with the same view
 (see ``spawner``), and take a bwrap of their own only when ``warm=False`` or that
 sandbox is unavailable. Writable jobs (``--isolation local``) do not use bwrap.
+
+Every warm sandbox, and every job outside one, runs in a pids cgroup of its own
+(see ``cgroups``: a fork bomb fails with EAGAIN at ``pids.max`` and ends by its
+timeout; the group is emptied and removed at the end). A job outside the warm
+sandboxes joins its group from the same ``BASH_ENV`` script (no exec more), or
+through an ``sh`` wrapper where that cannot work; a warm sandbox is started in its
+group, so its jobs pay nothing per command.
 Outside a pid namespace a job's processes are found through its group, a per-job
 marker variable and its descendant tree (see ``proctree``); there, as root, a
 command *can* signal bashfleet.
@@ -40,7 +47,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sandbox.errors import ExecutorError
-from sandbox.executors import bwrap, proctree, rlimits, spawner
+from sandbox.executors import bwrap, cgroups, proctree, rlimits, spawner
 from sandbox.executors.base import DoneCallback, OutputSink
 from sandbox.executors.watch import HostProcess, JobWatch, Process, WatchLoop
 from sandbox.model import Job, Limits, Outcome, Status
@@ -115,6 +122,8 @@ class LocalExecutor:
     ``$BASHFLEET_DATA`` is always added when set).
     ``warm``: read-only jobs share a long-lived sandbox per workspace (``spawner``)
     instead of paying for a bwrap each; ``close()`` ends those sandboxes.
+    ``pids``: the process-count limits (``cgroups``) per warm sandbox, and per job outside
+    one when its ``Limits.pids`` is None (otherwise that, as for a container).
     """
 
     name = "local"
@@ -125,6 +134,7 @@ class LocalExecutor:
         *,
         hidden_paths: tuple[str | Path, ...] = (),
         warm: bool = True,
+        pids: cgroups.PidsLimits = cgroups.DEFAULT_LIMITS,
     ) -> None:
         self._bash = shutil.which("bash", path=SAFE_PATH)
         self._prlimit = shutil.which("prlimit", path=SAFE_PATH)
@@ -138,8 +148,14 @@ class LocalExecutor:
         data = os.environ.get("BASHFLEET_DATA")
         hidden = [Path(p) for p in (*hidden_paths, *([data] if data else []))]
         self._bwrap = bwrap.BwrapView(binary, hidden) if binary else None
+        self._cgroups = cgroups.shared()
+        self._pids = pids
         self._spawners = (
-            spawner.SpawnerPool(self._bwrap.argv, [h.resolve() for h in self._bwrap.hidden])
+            spawner.SpawnerPool(
+                self._bwrap.argv,
+                [h.resolve() for h in self._bwrap.hidden],
+                groups=lambda: self._cgroups.group("sandbox", pids.sandbox),
+            )
             if self._bwrap is not None and warm
             else None
         )
@@ -164,14 +180,18 @@ class LocalExecutor:
 
     @property
     def isolation(self) -> str:
+        if self._cgroups.problem is None:
+            pids = f"; a pids cgroup per job and per warm sandbox ({self._pids.sandbox} tasks)"
+        else:
+            pids = f"; no process-count limit ({self._cgroups.problem})"
         if self._sandbox_ready():
             return (
                 "bubblewrap (read-only workspace, pid namespace) for read-only jobs; "
-                "process group, rlimits and a scrubbed environment for the rest"
+                f"process group, rlimits and a scrubbed environment for the rest{pids}"
             )
         return (
             "process group only (install bubblewrap for a read-only workspace; "
-            f"bubblewrap: {self._bwrap_problem})"
+            f"bubblewrap: {self._bwrap_problem}){pids}"
         )
 
     def _sandbox_ready(self) -> bool:
@@ -383,14 +403,18 @@ class LocalExecutor:
         limits: rlimits.Pairs,
         via_bash_env: bool,
         pass_fds: tuple[int, ...] = (),
+        group: cgroups.Group | None = None,
+        sandboxed: bool = False,
     ) -> subprocess.Popen[bytes]:
-        """Start the job in its own session, its limits set before any of it runs.
+        """Start the job in its own session, its limits set and its pids cgroup joined
+        before any of it runs (in a bwrap of its own /sys is read-only: it joins before).
 
         Closes ``pass_fds`` (our copies) once the child has them.
         """
-        if limits and via_bash_env:
+        join = group.join_step() if group is not None and via_bash_env and not sandboxed else None
+        if via_bash_env and (limits or join):
             r, w = os.pipe()  # the script is tiny: it fits in the pipe, the write cannot block
-            os.write(w, rlimits.ulimit_script(limits, r))
+            os.write(w, rlimits.ulimit_script(limits, r, join))
             os.close(w)
             env = {**env, "BASH_ENV": f"/dev/fd/{r}"}
             pass_fds = (*pass_fds, r)
@@ -398,6 +422,8 @@ class LocalExecutor:
             if self._prlimit is None:
                 raise ExecutorError("cannot set resource limits: BASH_ENV failed, no prlimit")
             argv = [*rlimits.prlimit_argv(self._prlimit, limits), *argv]
+        if group is not None and join is None:
+            argv = [*group.enter_argv(), *argv]  # one exec more, off the warm path
         try:
             return subprocess.Popen(
                 argv,
@@ -463,7 +489,9 @@ class LocalExecutor:
             outcome = self._run_warm(job, argv, env, workspace, limits, running, marker, on_output)
             if outcome is not None:
                 return outcome
-        via_bash_env = bool(limits) and self._bash_env_works(sandboxed)
+        group = self._cgroups.group("job", job.limits.pids or self._pids.job)
+        wants_script = bool(limits) or (group is not None and not sandboxed)
+        via_bash_env = wants_script and self._bash_env_works(sandboxed)
         status_r, status_w = os.pipe() if sandboxed else (-1, -1)
         try:
             if sandboxed:
@@ -473,8 +501,9 @@ class LocalExecutor:
                 )
                 argv = [*view, *argv]
             keep = (status_w,) if sandboxed else ()
-            proc = self._spawn(argv, env, workspace, limits, via_bash_env, keep)
-            watch = self._watch(HostProcess(proc, marker, sandboxed), job, running, on_output)
+            proc = self._spawn(argv, env, workspace, limits, via_bash_env, keep, group, sandboxed)
+            host = HostProcess(proc, marker, sandboxed, group)
+            watch = self._watch(host, job, running, on_output)
             reason = watch.loop_and_finish()
             if sandboxed and reason is None and not bwrap.came_up(_read_all(status_r)):
                 tail = watch.stderr_tail.decode(errors="replace").strip()
@@ -483,6 +512,8 @@ class LocalExecutor:
         finally:
             if sandboxed:
                 os.close(status_r)
+            if group is not None:
+                group.remove()
 
     def _run_warm(
         self,

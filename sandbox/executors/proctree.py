@@ -12,8 +12,9 @@ A job's processes are found three ways, because each alone has holes:
   been orphaned yet.
 
 A process that calls ``setsid`` *and* execs with a scrubbed environment after its
-shell exited is not found; the bubblewrap path (a pid namespace per job) has no
-such hole. Everything is killed with SIGKILL: a job's end is final.
+shell exited is not found here; the job's pids cgroup (``cgroups``, where one can be
+made) and the bubblewrap path (a pid namespace per job) have no such hole.
+Everything is killed with SIGKILL: a job's end is final.
 """
 
 from __future__ import annotations

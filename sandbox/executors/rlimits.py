@@ -10,7 +10,9 @@ Two spawn-safe ways, cheapest first:
   limit cannot be set the command does not run (exit 126).
 - ``prlimit(1)`` in front of the argv: one exec more (~0.4 ms per command).
 
-``LocalExecutor`` self-tests the first and falls back to the second.
+``LocalExecutor`` self-tests the first and falls back to the second. The same
+script also moves the shell into its job's pids cgroup (``join``, see ``cgroups``)
+before the command can fork.
 """
 
 from __future__ import annotations
@@ -58,9 +60,10 @@ def prlimit_argv(prlimit: str, pairs: Pairs) -> list[str]:
     return [prlimit, *opts, "--"]
 
 
-def ulimit_script(pairs: Pairs, fd: int) -> bytes:
-    """The BASH_ENV script: set the limits or refuse to run, then tidy up."""
-    steps = []
+def ulimit_script(pairs: Pairs, fd: int, join: str | None = None) -> bytes:
+    """The BASH_ENV script: set the limits (and join the pids cgroup: ``join`` is a
+    shell step, ``cgroups.Group.join_step``) or refuse to run, then tidy up."""
+    steps = [join] if join else []
     for res, (soft, hard) in pairs.items():
         _, flag, unit = _NAMES[res]
         soft_u, hard_u = max(1, soft // unit), max(1, hard // unit)

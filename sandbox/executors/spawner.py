@@ -63,10 +63,11 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from sandbox.executors import proctree
+from sandbox.executors import cgroups, proctree
 
 log = logging.getLogger(__name__)
 
@@ -423,8 +424,11 @@ class SpawnedProcess:
 class _Server:
     """One warm sandbox: its bwrap process, its socket and its reader thread."""
 
-    def __init__(self, argv: list[str], key: _Key) -> None:
+    def __init__(
+        self, argv: list[str], key: _Key, group: Callable[[], cgroups.Group | None] | None = None
+    ) -> None:
         self.key = key
+        self._make_group = group
         self.lock = threading.Lock()
         self._send_lock = threading.Lock()  # the socket is closed only under it: no fd reuse races
         self.ready = threading.Event()
@@ -508,6 +512,9 @@ class _Server:
 
     def _run(self, argv: list[str], theirs: socket.socket) -> None:
         why = "the warm sandbox exited"
+        group = self._make_group() if self._make_group is not None else None
+        if group is not None:  # bwrap, its namespace and every job in it: one pids cgroup
+            argv = [*group.enter_argv(), *argv]
         try:
             try:
                 proc = subprocess.Popen(
@@ -528,6 +535,8 @@ class _Server:
                 self._proc = proc
             why = self._read_replies(proc)
         finally:
+            if group is not None:
+                group.remove()  # kills anything the namespace's end left
             self._lost(why)
 
     def _read_replies(self, proc: subprocess.Popen[bytes]) -> str:
@@ -592,8 +601,14 @@ class _Server:
 class SpawnerPool:
     """Warm sandboxes by (workspace real path, network), started on first use."""
 
-    def __init__(self, view_argv: Any, hidden: list[Path]) -> None:
+    def __init__(
+        self,
+        view_argv: Any,
+        hidden: list[Path],
+        groups: Callable[[], cgroups.Group | None] | None = None,
+    ) -> None:
         self._view_argv = view_argv  # BwrapView.argv: (workspace, read_only=, network=)
+        self._groups = groups  # a new pids cgroup for each sandbox (None: no limit)
         self._hidden = hidden
         self._hidden_str = [str(h) for h in hidden]
         self._lock = threading.Lock()
@@ -690,7 +705,7 @@ class SpawnerPool:
                 raise Unavailable("the warm sandbox failed to start recently")
             view = self._view_argv(workspace, read_only=True, network=network)
             argv = [*view, self._python(workspace), "-I", "-S", "-c", SERVER_SOURCE]
-            server = self._servers[key] = _Server(argv, key)
+            server = self._servers[key] = _Server(argv, key, self._groups)
             self._reap_idle()
             return server
 

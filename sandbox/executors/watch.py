@@ -24,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from sandbox.executors import proctree
+from sandbox.executors import cgroups, proctree
 from sandbox.executors.base import OutputSink
 from sandbox.executors.streams import LineForwarder
 from sandbox.model import Job, Outcome, Status
@@ -59,11 +59,21 @@ class Process(Protocol):
 
 
 class HostProcess:
-    """``bash -c`` (or a bwrap around it) started by us with ``subprocess.Popen``."""
+    """``bash -c`` (or a bwrap around it) started by us with ``subprocess.Popen``.
 
-    def __init__(self, proc: subprocess.Popen[bytes], marker: str, pid_namespace: bool) -> None:
+    ``group``: the job's pids cgroup, if it has one: whatever is still in it when the
+    tree is killed is killed too (even a ``setsid`` child without the marker)."""
+
+    def __init__(
+        self,
+        proc: subprocess.Popen[bytes],
+        marker: str,
+        pid_namespace: bool,
+        group: cgroups.Group | None = None,
+    ) -> None:
         assert proc.stdout is not None and proc.stderr is not None
         self.proc, self.marker, self.pid_namespace = proc, marker, pid_namespace
+        self.group = group
         self.stdout, self.stderr = proc.stdout.fileno(), proc.stderr.fileno()
         try:
             self.exit_fd: int | None = os.pidfd_open(proc.pid)
@@ -89,9 +99,13 @@ class HostProcess:
                 proctree.kill_tree(pid, self.marker)
         else:  # a live shell still has a walkable tree
             proctree.kill_tree(pid, self.marker, extra=proctree.descendants(pid))
+        if self.group is not None:  # one small read when the job left nothing
+            self.group.kill_all()
 
     def force_end(self) -> None:
         os.killpg(self.proc.pid, signal.SIGKILL)  # unreaped: the group is still the job's
+        if self.group is not None:
+            self.group.kill_all()
 
     def reap(self, patient: bool = True) -> tuple[int, float]:
         for f in (self.proc.stdout, self.proc.stderr):

@@ -28,10 +28,14 @@ class PolicyError(BashfleetError):
 class ExecutorError(BashfleetError):
     """An executor failed for reasons outside the command (engine, API, spawn)."""
 
-    def __init__(self, message: str, *, executor: str = "", retryable: bool = True) -> None:
+    def __init__(
+        self, message: str, *, executor: str = "", retryable: bool = True, started: bool = False
+    ) -> None:
         super().__init__(message)
         self.executor = executor
         self.retryable = retryable
+        # the command may have run, in part: a non-idempotent one must not be run again
+        self.started = started
 
 
 class EngineUnavailable(ExecutorError):

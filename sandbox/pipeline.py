@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sandbox.classify import Verdict, classify
-from sandbox.effects import Effects, effects
+from sandbox.effects import LOCAL_RESOURCES, Effects, effects
 from sandbox.errors import InputError
 from sandbox.model import Limits
 from sandbox.parse import Statement, parse
@@ -125,5 +125,6 @@ def batch_spec(
 
 
 def _lockable(e: Effects) -> set[str]:
-    # Using the network is not a conflict; everything else a command touches is.
-    return {r for r in e.resources if r != "network"}
+    # Using the network is not a conflict, nor is a statement's own shell state (variables,
+    # functions: each command runs in a bash of its own); everything else a command touches is.
+    return {r for r in e.resources if r != "network" and r not in LOCAL_RESOURCES}

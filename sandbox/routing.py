@@ -5,14 +5,22 @@ Shared by `bashfleet run` (runner.py) and the portal (service.py).
 
 from __future__ import annotations
 
+import logging
+import os
 from collections.abc import Callable
 
 import psutil
 
+from sandbox.breaker import CircuitBreaker
 from sandbox.errors import EngineUnavailable, ExecutorError
 from sandbox.executors.base import Executor
 from sandbox.model import CommandClass
 from sandbox.scheduler import Router
+
+log = logging.getLogger(__name__)
+
+BREAKER_COOLDOWN_ENV = "BASHFLEET_BREAKER_COOLDOWN_S"
+DEFAULT_BREAKER_COOLDOWN_S = 15.0
 
 
 def make_router(
@@ -41,14 +49,42 @@ def make_router(
     return route
 
 
+def breaker_cooldown_s() -> float:
+    """Seconds the Docker engine's circuit breaker stays open before a trial call:
+    ``BASHFLEET_BREAKER_COOLDOWN_S`` (a positive number), else 15 s. A value that is not a
+    positive number is ignored with a warning."""
+    raw = os.environ.get(BREAKER_COOLDOWN_ENV, "").strip()
+    if not raw:
+        return DEFAULT_BREAKER_COOLDOWN_S
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not 0 < value < float("inf"):
+        log.warning(
+            "%s=%r is not a positive number of seconds; using %g s",
+            BREAKER_COOLDOWN_ENV,
+            raw,
+            DEFAULT_BREAKER_COOLDOWN_S,
+        )
+        return DEFAULT_BREAKER_COOLDOWN_S
+    return value
+
+
 def open_docker(instance_id: str) -> tuple[Executor | None, str]:
-    """A DockerExecutor when an engine answers, else (None, why)."""
+    """A DockerExecutor when an engine answers, else (None, why).
+
+    Its circuit breaker opens after 3 engine failures in a row and lets a trial call through
+    after a cooldown: 15 s, or ``BASHFLEET_BREAKER_COOLDOWN_S`` seconds when that is set
+    (tests that restart an engine use a short one)."""
     try:
         from sandbox.executors.docker import DockerExecutor
     except ImportError as e:  # pragma: no cover - packaging problem
         return None, f"the Docker executor is unavailable ({e})"
     try:
-        ex = DockerExecutor(instance_id=instance_id)
+        ex = DockerExecutor(
+            instance_id=instance_id, breaker=CircuitBreaker(cooldown_s=breaker_cooldown_s())
+        )
         ex.ping()
     except (EngineUnavailable, ExecutorError) as e:
         return None, str(e)

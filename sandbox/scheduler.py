@@ -554,6 +554,15 @@ class Scheduler:
         if cmd.cancel_requested:
             self._emit(cmd, Status.CANCELLED, reason=cmd.reason or "cancelled")
             self._settle(cmd)
+        elif error.started and cmd.spec.cls in NOT_IDEMPOTENT:
+            # it may have done part of its work: running it again could do it twice
+            why = (
+                f"{error} while it ran; a {cmd.spec.cls.value} command is not run again "
+                "(it may have done part of its work)"
+            )
+            cmd.outcome = Outcome(status=Status.INTERRUPTED, error=why)
+            self._emit(cmd, Status.INTERRUPTED, reason=why)
+            self._settle(cmd)
         elif error.retryable and now - cmd.infra_since < self.infra_deadline_s:
             cmd.reason = f"waiting for {cmd.executor}: {error}"
             self._delay(cmd, now + min(5.0, 0.5 + (now - cmd.infra_since) / 4))

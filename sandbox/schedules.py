@@ -6,9 +6,16 @@ only, no pickled objects and no secrets. Jobs coalesce and have a misfire
 grace time, so a server that was down runs one catch-up, not a storm. At
 start the scheduler keeps the jobs it finds in the job store (their next run
 time survives a restart) and only adds the missing ones, so a restart neither
-loses nor duplicates a schedule. A run claims its tick in the schedules table
-first (``mark_run(expected_next_run_at=...)``), so one tick never runs twice,
-even with two servers on one database.
+loses nor duplicates a schedule.
+
+A run claims its tick in the schedules table first: ``schedules.next_run_at``
+is the tick that is due, and ``mark_run(expected_next_run_at=..., due_by=now)``
+moves it on only if it is still that tick and has come. So one tick never runs
+twice, even with two servers on one database, and a run whose tick somebody
+else already moved on is skipped. Nothing else may move ``next_run_at`` while
+a run can fire: ``start`` copies the job store's next run times into the table
+with the scheduler paused and only then lets it process jobs (a copy made while
+the catch-up already ran would move the tick under its claim and skip it).
 """
 
 from __future__ import annotations
@@ -95,7 +102,9 @@ class ScheduleRunner:
         _service = service
 
     def start(self) -> None:
-        self.scheduler.start()
+        # Paused: no job fires until every schedule's next_run_at matches its job. A due
+        # (missed) tick is copied as it is, in the past, and the catch-up claims it.
+        self.scheduler.start(paused=True)
         wanted = {job_id(s.id): s for s in self.store.schedules.list()}
         for job in self.scheduler.get_jobs():
             if job.id not in wanted:
@@ -104,6 +113,7 @@ class ScheduleRunner:
             if self.scheduler.get_job(jid) is None:
                 self._add(schedule)
             self._sync_next_run(schedule.id)
+        self.scheduler.resume()
 
     def stop(self) -> None:
         global _service
@@ -164,7 +174,11 @@ class ScheduleRunner:
         job = self.scheduler.get_job(job_id(schedule_id))
         upcoming = job.next_run_time if job is not None else None
         if not self.store.schedules.mark_run(
-            schedule_id, ran_at=now, next_run_at=upcoming, expected_next_run_at=s.next_run_at
+            schedule_id,
+            ran_at=now,
+            next_run_at=upcoming,
+            expected_next_run_at=s.next_run_at,
+            due_by=now,
         ):
             log.info("schedule %s: this tick was already run", schedule_id)
             return None

@@ -11,7 +11,7 @@ import pytest
 from sandbox.errors import InputError
 from sandbox.events import CommandStatusChanged, Event, EventBus, PoolResized
 from sandbox.executors.fake import FakeExecutor, FakeResult
-from sandbox.model import CommandClass, Status
+from sandbox.model import CommandClass, Job, Status
 from sandbox.priority import DurationModel, fingerprint, score, time_score
 from sandbox.scheduler import BatchSpec, CommandSpec, Scheduler
 
@@ -187,6 +187,26 @@ def test_infrastructure_errors_requeue_then_fail_after_deadline() -> None:
     assert "gave up after" in final[0].reason
 
 
+def test_an_engine_failure_mid_run_never_runs_a_sequential_command_twice() -> None:
+    died = FakeResult(infra_error="engine went away", infra_started=True)
+    calls: dict[str, int] = {}
+
+    def once_then_fine(job: Job) -> FakeResult:
+        calls[job.command] = calls.get(job.command, 0) + 1
+        return died if calls[job.command] == 1 else FakeResult()
+
+    fake = FakeExecutor(script={"mv a b": once_then_fine, "make": once_then_fine})
+    sched, events = make(fake)
+    bid = sched.submit(spec(cmd(0, "mv a b", Q), cmd(1, "make", C), cmd(2, "cat b", needs=(0,))))
+    assert sched.wait(bid, 10)
+    assert statuses(sched, bid) == [Status.INTERRUPTED, Status.SUCCEEDED, Status.SKIPPED]
+    assert calls == {"mv a b": 1, "make": 2}  # the idempotent one is simply run again
+    final = [
+        e for e in events if isinstance(e, CommandStatusChanged) and e.status is Status.INTERRUPTED
+    ]
+    assert "not run again" in final[0].reason
+
+
 def test_refused_when_no_route() -> None:
     fake = FakeExecutor()
     sched = Scheduler(
@@ -292,3 +312,11 @@ def test_critical_path_first_within_a_time_step() -> None:
     assert sched.wait(gate, 5) and sched.wait(bid, 5)
     assert fake.started.index("chain-head") < fake.started.index("short-leaf")
     assert time_score(0.1) == time_score(0.6) > time_score(5.0) > time_score(120.0)
+
+
+def test_shell_state_is_not_a_lock_between_commands() -> None:
+    """`x=1` in one command and `export y=2` in another share nothing: each runs in its own bash."""
+    from sandbox.pipeline import batch_spec, judge
+
+    spec_ = batch_spec(judge("x=1; sleep 0\nexport Y=2; sleep 0"), Path("/ws"))
+    assert all("session" not in c.resources for c in spec_.commands)

@@ -3,13 +3,22 @@
 from __future__ import annotations
 
 import itertools
+import logging
+import pickle
+import sqlite3
+import threading
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
 
 import pytest
 
 from sandbox.errors import InputError
 from sandbox.schedules import next_fire, trigger_for
+from sandbox.service import Service, ServiceConfig
+from sandbox.store import Role, ScheduleRecord, Source
+from sandbox.store.schedules import ScheduleRepository
 from tests.portal import Portal
 
 
@@ -101,8 +110,6 @@ def wait_for_runs(p: Portal, token: str, count: int, timeout: float) -> list[dat
 
 
 def schedule_batches_offline(p: Portal) -> list[int]:
-    import sqlite3
-
     with sqlite3.connect(p.data / "bashfleet.db") as db:
         return [r[0] for r in db.execute("select 1 from batches where source = 'schedule'")]
 
@@ -122,3 +129,103 @@ def test_schedule_validation_over_the_api(portal: Portal) -> None:
         "POST", "/api/v1/schedules", {"name": "v", "script": "ls", "interval_s": 60}, token=viewer
     )
     assert status == 403
+
+
+# --- the catch-up claim at start, deterministically -------------------------------------------
+
+
+def _open_service(data: Path) -> Service:
+    return Service.open(ServiceConfig(data_dir=data, isolation="local", autoscale=False))
+
+
+def _miss_a_tick(data: Path, schedule_id: int, missed: datetime) -> None:
+    """Make the stopped server's next tick ``missed`` (past), in the job store and in the
+    schedules table, as a server that was down over that tick leaves them."""
+    with sqlite3.connect(data / "bashfleet.db") as db:
+        (blob,) = db.execute(
+            "select job_state from apscheduler_jobs where id = ?", (f"schedule-{schedule_id}",)
+        ).fetchone()
+        state = pickle.loads(blob)
+        state["next_run_time"] = missed
+        db.execute(
+            "update apscheduler_jobs set next_run_time = ?, job_state = ? where id = ?",
+            (missed.timestamp(), pickle.dumps(state), f"schedule-{schedule_id}"),
+        )
+
+
+def test_restart_over_a_missed_tick_runs_exactly_one_catch_up(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The catch-up fired at start claims the missed tick, even when it reads the tick
+    before start has copied the job store's times into the schedules table: here the copy
+    waits (up to 1 s) until the catch-up has read the tick, and the catch-up waits 0.3 s
+    between reading and claiming, the interleaving that skipped it as "already run"."""
+    svc = _open_service(tmp_path)
+    try:
+        user = svc.store.accounts.create_user("op", "pw-12345678", Role.OPERATOR)
+        s = svc.create_schedule(user, name="hourly", script="echo tick", interval_s=3600)
+        missed = datetime.now(UTC).replace(microsecond=0) - timedelta(seconds=30)
+        svc.store.schedules.update(s.id, next_run_at=missed)
+    finally:
+        svc.close()
+    _miss_a_tick(tmp_path, s.id, missed)
+
+    read_the_tick = threading.Event()
+    get, update = ScheduleRepository.get, ScheduleRepository.update
+
+    def slow_get(self: ScheduleRepository, schedule_id: int) -> ScheduleRecord:
+        record = get(self, schedule_id)
+        if threading.current_thread() is not threading.main_thread():  # the job's thread
+            read_the_tick.set()
+            time.sleep(0.3)
+        return record
+
+    def late_update(self: ScheduleRepository, schedule_id: int, **changes: Any) -> ScheduleRecord:
+        if "next_run_at" in changes and threading.current_thread() is threading.main_thread():
+            read_the_tick.wait(1.0)
+        return update(self, schedule_id, **changes)
+
+    monkeypatch.setattr(ScheduleRepository, "get", slow_get)
+    monkeypatch.setattr(ScheduleRepository, "update", late_update)
+    caplog.set_level(logging.INFO, logger="sandbox.schedules")
+    svc = _open_service(tmp_path)
+    try:
+        deadline = time.monotonic() + 5
+        while not svc.store.batches.list(source=Source.SCHEDULE).items:
+            assert time.monotonic() < deadline, caplog.text
+            time.sleep(0.05)
+        time.sleep(0.5)  # a second run would come now, if any
+        runs = svc.store.batches.list(source=Source.SCHEDULE).items
+        assert len(runs) == 1, runs
+        assert "already run" not in caplog.text
+        after = svc.store.schedules.get(s.id)
+        job = svc.schedules.scheduler.get_job(f"schedule-{s.id}") if svc.schedules else None
+        assert job is not None and after.next_run_at == job.next_run_time
+        assert after.next_run_at is not None and after.next_run_at > datetime.now(UTC)
+        assert after.last_run_at is not None
+    finally:
+        svc.close()
+
+
+def test_a_tick_is_claimed_once(tmp_path: Path) -> None:
+    """Two runs of one tick (two servers on one database): the second one's claim fails,
+    whether it read the tick before the first claimed it or after (then it reads the next,
+    future tick, which it may not claim)."""
+    svc = Service.open(
+        ServiceConfig(data_dir=tmp_path, isolation="local", autoscale=False, schedules=False)
+    )
+    try:
+        repo = svc.store.schedules
+        user = svc.store.accounts.create_user("op", "pw-12345678", Role.OPERATOR)
+        ws = svc.store.workspaces.get_or_create("default")
+        now = datetime.now(UTC)
+        tick, following = now - timedelta(seconds=1), now + timedelta(seconds=59)
+        s = repo.create(name="x", user_id=user.id, workspace_id=ws.id, script="ls", interval_s=60)
+        repo.update(s.id, next_run_at=tick)
+        claim = {"ran_at": now, "next_run_at": following, "due_by": now}
+        assert repo.mark_run(s.id, expected_next_run_at=tick, **claim)
+        assert not repo.mark_run(s.id, expected_next_run_at=tick, **claim)
+        assert not repo.mark_run(s.id, expected_next_run_at=following, **claim)
+        assert repo.get(s.id).next_run_at == following
+    finally:
+        svc.close()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 from flask import Flask, Response, jsonify
+from sqlalchemy.exc import OperationalError
 from werkzeug.exceptions import HTTPException
 
 from sandbox.errors import BashfleetError, InputError, PolicyError
@@ -68,6 +69,17 @@ def register_errors(app: Flask) -> None:
             if name.lower() == "allow":  # 405 must say what is allowed (RFC 9110)
                 response.headers[name] = value
         return response, status
+
+    @app.errorhandler(OperationalError)
+    def _store(e: OperationalError) -> tuple[Response, int]:
+        # the database refused a write: a full disk, a lost PostgreSQL server, a lock timeout
+        log.error("the store is unavailable: %s", e.orig)
+        return error_response(
+            503,
+            "storage_unavailable",
+            "the server cannot write its database right now (is its disk full?); the request "
+            "was not completed; retry later",
+        )
 
     @app.errorhandler(Exception)
     def _unexpected(e: Exception) -> tuple[Response, int]:

@@ -253,6 +253,23 @@ class DockerExecutor:
         except ExecutorError:
             box.broken = True  # gone or unusable: the next command gets a new container
             raise
+        try:
+            return self._follow(running, on_output, started, exec_id, stream, t0)
+        except ExecutorError as e:
+            e.started = True  # the engine failed while the command ran
+            raise
+
+    def _follow(
+        self,
+        running: _Running,
+        on_output: OutputSink,
+        started: float,
+        exec_id: str,
+        stream: Any,
+        t0: float,
+    ) -> Outcome:
+        job, box = running.job, running.box
+        api = self._docker().api
         splitter = OutputSplitter(on_output, job.output_cap)
         done = threading.Event()
 

@@ -25,6 +25,7 @@ class FakeResult:
     stderr: bytes = b""
     status: Status | None = None  # overrides the status derived from exit_code
     infra_error: str | None = None  # raise ExecutorError instead of running
+    infra_started: bool = False  # ... as if the engine failed while the command ran
 
 
 @dataclass
@@ -42,7 +43,9 @@ class FakeExecutor:
         entry = self.script.get(job.command, self.default)
         result = entry(job) if callable(entry) else entry
         if result.infra_error:
-            raise ExecutorError(result.infra_error, executor=self.name)
+            raise ExecutorError(
+                result.infra_error, executor=self.name, started=result.infra_started
+            )
         with self._lock:
             cancel = self._cancels.setdefault(job.id, threading.Event())
             self.started.append(job.command)

@@ -163,12 +163,17 @@ class ScheduleRepository(Repository):
         ran_at: datetime,
         next_run_at: datetime | None,
         expected_next_run_at: datetime | None = None,
+        due_by: datetime | None = None,
     ) -> bool:
         """Note a run and the next one. With ``expected_next_run_at`` it is a claim: it
-        succeeds only if nobody else moved ``next_run_at`` first (several processes)."""
+        succeeds only if nobody else moved ``next_run_at`` first (several processes).
+        With ``due_by`` too, the claimed tick must have come by then: a run that read the
+        already moved-on ``next_run_at`` (the next, future tick) cannot claim it."""
         stmt = update(Schedule).where(Schedule.id == schedule_id)
         if expected_next_run_at is not None:
             stmt = stmt.where(Schedule.next_run_at == expected_next_run_at)
+            if due_by is not None and expected_next_run_at > due_by:
+                return False  # that tick has not come: somebody ran the one before it
         stmt = stmt.values(last_run_at=aware(ran_at, "ran_at"), next_run_at=next_run_at)
         with self._write() as s:
             return rowcount(s.execute(stmt)) > 0

@@ -84,6 +84,7 @@ def main() -> None:
                 f"{seed:>4} {run:<5}{len(specs):>9}{bound:>10.2f}{makespan:>12.2f}"
                 f"{makespan / bound:>8.2f}"
             )
+    executor.close()
     print(f"worst warm ratio {max(ratios):.2f} (target <= 1.10); cold = no duration history yet")
 
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 import heapq
 import itertools
 import logging
-import math
 import os
 import random
 import threading
@@ -138,6 +137,8 @@ class _Cmd:
     infra_since: float | None = None
     cancel_requested: bool = False
     blocked: bool = False  # a dangerous command that waited for its exclusive lock
+    aged: int = 0  # whole AGING_STEP_S it has waited while queued (each raises priority)
+    heap_seq: int = -1  # its live entry in its class heap; older entries are stale
     outcome: Outcome | None = None
     reason: str = ""
     offsets: dict[str, int] = field(default_factory=lambda: {"stdout": 0, "stderr": 0})
@@ -194,6 +195,7 @@ class Scheduler:
         self._batches: dict[str, _Batch] = {}
         self._by_id: dict[str, _Cmd] = {}
         self._delayed: list[tuple[float, int, _Cmd]] = []
+        self._aging: list[tuple[float, int, _Cmd]] = []  # (next promotion, heap_seq, cmd)
         self._draining: set[str] = set()  # workspaces where a dangerous command waits
         self._launches: list[tuple[_Cmd, Job]] = []  # started under the lock, launched after it
         self._closed = False
@@ -301,7 +303,11 @@ class Scheduler:
                 c.value: {
                     "limit": self.limits[c],
                     "running": self._running[c],
-                    "queued": len(self._heaps[c]),
+                    "queued": sum(
+                        1
+                        for _k, _r, seq, cmd in self._heaps[c]
+                        if cmd.heap_seq == seq and cmd.status is Status.QUEUED
+                    ),
                 }
                 for c in CommandClass
             }
@@ -381,12 +387,29 @@ class Scheduler:
         self._enqueue(cmd)
         self._emit(cmd, Status.QUEUED, reason=cmd.reason)
 
-    def _enqueue(self, cmd: _Cmd) -> None:
-        # Aging counts in whole steps, so that within one step the critical path
-        # (rank) decides between commands of equal score instead of arrival order.
-        waited_steps = math.floor(self.clock() / AGING_STEP_S) * AGING_STEP_S
-        key = round(AGING_PER_S * waited_steps - cmd.base, 6)
-        heapq.heappush(self._heaps[cmd.spec.cls], (key, -cmd.rank, next(self._seq), cmd))
+    def _enqueue(self, cmd: _Cmd, *, aging: bool = True) -> None:
+        # Aging counts whole steps of the command's own wait (see _promote), so between
+        # commands of equal score the critical path (rank) decides, never arrival order or
+        # where a clock tick happens to fall.
+        key = round(-(cmd.base + AGING_PER_S * AGING_STEP_S * cmd.aged), 6)
+        cmd.heap_seq = next(self._seq)
+        heapq.heappush(self._heaps[cmd.spec.cls], (key, -cmd.rank, cmd.heap_seq, cmd))
+        if aging:
+            due = self.clock() + AGING_STEP_S
+            heapq.heappush(self._aging, (due, cmd.heap_seq, cmd))
+
+    def _promote(self, now: float) -> bool:
+        """Raise the priority of every command that has waited one more step."""
+        promoted = False
+        while self._aging and self._aging[0][0] <= now:
+            due, seq, cmd = heapq.heappop(self._aging)
+            if cmd.status is not Status.QUEUED or cmd.heap_seq != seq:
+                continue  # started, cancelled, or re-queued since (with its own entry)
+            cmd.aged += 1
+            self._enqueue(cmd, aging=False)
+            heapq.heappush(self._aging, (due + AGING_STEP_S, cmd.heap_seq, cmd))
+            promoted = True
+        return promoted
 
     def _pump(self) -> None:
         """Start every ready command that can start now."""
@@ -414,8 +437,8 @@ class Scheduler:
                 item = heapq.heappop(heap)
                 cmd = item[3]
                 scanned += 1
-                if cmd.status is not Status.QUEUED:
-                    continue
+                if cmd.status is not Status.QUEUED or item[2] != cmd.heap_seq:
+                    continue  # gone, or a stale entry of a promoted command
                 ws = str(cmd.batch.spec.workspace)
                 if ws in self._draining and cls is not CommandClass.DANGEROUS:
                     skipped.append(item)
@@ -623,10 +646,12 @@ class Scheduler:
                     if cmd.status is Status.QUEUED and not cmd.cancel_requested:
                         self._enqueue(cmd)
                         released = True
+                released = self._promote(now) or released
                 if released:
                     self._pump()
                 if not self._launches:
-                    timeout = self._delayed[0][0] - now if self._delayed else 1.0
+                    due = [h[0][0] for h in (self._delayed, self._aging) if h]
+                    timeout = min(due) - now if due else 1.0
                     self._wake.wait(max(0.01, min(timeout, 1.0)))
                     if self._closed and not self._running_total:
                         return

@@ -320,3 +320,37 @@ def test_shell_state_is_not_a_lock_between_commands() -> None:
 
     spec_ = batch_spec(judge("x=1; sleep 0\nexport Y=2; sleep 0"), Path("/ws"))
     assert all("session" not in c.resources for c in spec_.commands)
+
+
+def test_waiting_raises_priority_so_nothing_starves() -> None:
+    """A low-priority command that has waited long enough goes before a fresh better one."""
+    gate_open = threading.Event()
+
+    def gate(_job: Job) -> FakeResult:
+        gate_open.wait(10)
+        return FakeResult()
+
+    fake = FakeExecutor(script={"gate": gate}, default=FakeResult(duration_s=0.01))
+    durations = DurationModel()
+    durations.observe(fingerprint("long-job"), 300.0)  # scores 2.25 points lower
+    now = [1000.0]
+    sched, _ = make(
+        fake,
+        limits={S: 1, C: 1, Q: 1, D: 1},
+        max_running=1,
+        durations=durations,
+        clock=lambda: now[0],
+    )
+    first = sched.submit(spec(cmd(0, "gate", S)))  # holds the only slot
+    old = sched.submit(spec(cmd(0, "long-job", S)))
+    now[0] += 60  # 12 steps of 5 s: +3 points
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:  # the timer thread promotes it (it wakes within 1 s)
+        with sched._lock:
+            if any(c.aged >= 12 for *_k, c in sched._heaps[S]):
+                break
+        time.sleep(0.05)
+    fresh = sched.submit(spec(cmd(0, "quick", S)))
+    gate_open.set()
+    assert sched.wait(first, 5) and sched.wait(old, 5) and sched.wait(fresh, 5)
+    assert fake.started == ["gate", "long-job", "quick"]

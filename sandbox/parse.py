@@ -71,7 +71,11 @@ class Redirect:
         value = self.target.value
         if value in ("/dev/null", "/dev/stdout", "/dev/stderr", "/dev/stdin", "/dev/tty"):
             return True
-        return self.op in (">&", "<&") and value is not None and (value.isdigit() or value == "-")
+        return (
+            self.op in (">&", "<&")
+            and value is not None
+            and ((value.isascii() and value.isdigit()) or value == "-")
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -497,7 +501,7 @@ def _redirect(
         ctype = child.type
         if ctype == "file_descriptor":
             text = acc.text(child)
-            fd = int(text) if text.isdigit() and len(text) < 6 else None
+            fd = int(text) if text.isascii() and text.isdigit() and len(text) < 6 else None
         elif not child.is_named:
             if child.is_missing:
                 acc.problem(f"syntax error: missing {ctype!r}")

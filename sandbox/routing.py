@@ -103,7 +103,8 @@ def instance_alive(instance_id: str) -> bool:
     if (
         len(parts) != 3
         or parts[0] not in ("cli", "server")
-        or not (parts[1].isdigit() and parts[2].isdigit())
+        or not (parts[1].isascii() and parts[1].isdigit())
+        or not (parts[2].isascii() and parts[2].isdigit())
     ):
         return False
     try:

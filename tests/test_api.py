@@ -47,6 +47,10 @@ def test_submit_run_statuses_and_output(any_portal: Portal) -> None:
     assert out["truncated"] is False
     status, page = portal.request("GET", "/api/v1/batches?limit=5", token=token)
     assert status == 200 and page["total"] == 1 and page["items"][0]["id"] == batch["id"]
+    # digits that are not ASCII ("²" is a digit to str.isdigit, not to int) are bad input
+    for query in ("limit=%C2%B2", "offset=%D9%A3", "schedule_id=%C2%B2"):
+        status, body = portal.request("GET", f"/api/v1/batches?{query}", token=token)
+        assert status == 400 and body["error"] == "invalid_input", (query, body)
 
 
 def test_commands_list_and_classify(portal: Portal) -> None:

@@ -139,7 +139,7 @@ def revoke_token(token_id: int) -> Response:
 @requires(Role.ADMIN)
 def audit_log() -> Response:
     limit = request.args.get("limit", "100")
-    if not limit.isdigit() or not 1 <= int(limit) <= 500:
+    if not (limit.isascii() and limit.isdigit()) or not 1 <= int(limit) <= 500:
         raise ApiError(400, "invalid_input", "limit is 1 to 500")
     page = current_service().store.audit.list(
         action=request.args.get("action") or None,

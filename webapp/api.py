@@ -40,7 +40,7 @@ def _needs(value: Any) -> dict[int, list[int]] | None:
     out: dict[int, list[int]] = {}
     for k, v in value.items():
         if (
-            not str(k).isdigit()
+            not (str(k).isascii() and str(k).isdigit())
             or not isinstance(v, list)
             or not all(isinstance(i, int) and not isinstance(i, bool) for i in v)
         ):
@@ -119,7 +119,7 @@ def _int_arg(name: str, default: int, lo: int, hi: int) -> int:
     raw = request.args.get(name)
     if raw is None:
         return default
-    if not raw.isdigit() or not lo <= int(raw) <= hi:
+    if not (raw.isascii() and raw.isdigit()) or not lo <= int(raw) <= hi:
         raise ApiError(400, "invalid_input", f"`{name}` must be a whole number from {lo} to {hi}")
     return int(raw)
 

@@ -35,6 +35,7 @@ class Portal:
     port: int
     env: dict[str, str]
     extra: list[str] = field(default_factory=list)
+    prefix: list[str] = field(default_factory=list)  # e.g. a command that enters a cgroup
     proc: subprocess.Popen[bytes] | None = None
     tokens: dict[str, str] = field(default_factory=dict)
 
@@ -55,7 +56,16 @@ class Portal:
 
     def start(self) -> None:
         self.proc = subprocess.Popen(
-            [BASHFLEET, "--data", str(self.data), "serve", "--port", str(self.port), *self.extra],
+            [
+                *self.prefix,
+                BASHFLEET,
+                "--data",
+                str(self.data),
+                "serve",
+                "--port",
+                str(self.port),
+                *self.extra,
+            ],
             env=self.env,
             stdout=subprocess.DEVNULL,
             stderr=open(self.data / "serve.log", "ab"),  # noqa: SIM115 (the child keeps it)

@@ -21,13 +21,12 @@ import os
 import signal
 import sqlite3
 import statistics
-import subprocess
 import threading
 import time
 import urllib.request
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +34,7 @@ import psutil
 import pytest
 
 from tests.docker_fixtures import docker_client, sandbox_image
-from tests.portal import BASHFLEET, Portal, free_port
+from tests.portal import Portal, free_port
 
 __all__ = ["docker_client", "sandbox_image"]
 
@@ -76,38 +75,9 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 
 @dataclass
 class HPortal(Portal):
-    """A Portal whose server can be started behind an argv prefix (e.g. into a cgroup)."""
+    """A Portal with an admin token made over the API (fast) and hardening helpers."""
 
-    prefix: list[str] = field(default_factory=list)
     admin_token: str | None = None  # the first-run `admin`'s, made at the first token()
-
-    def start(self) -> None:
-        if not self.prefix:
-            return super().start()
-        self.proc = subprocess.Popen(
-            [
-                *self.prefix,
-                BASHFLEET,
-                "--data",
-                str(self.data),
-                "serve",
-                "--port",
-                str(self.port),
-                *self.extra,
-            ],
-            env=self.env,
-            stdout=subprocess.DEVNULL,
-            stderr=open(self.data / "serve.log", "ab"),  # noqa: SIM115 (the child keeps it)
-        )
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and self.proc.poll() is None:
-            try:
-                with urllib.request.urlopen(self.url + "/healthz", timeout=1) as r:
-                    if r.status == 200:
-                        return None
-            except OSError:
-                time.sleep(0.1)
-        raise AssertionError("the portal did not answer /healthz: " + self.log())
 
     # -- helpers -------------------------------------------------------------------------
 

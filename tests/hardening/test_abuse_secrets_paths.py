@@ -34,15 +34,20 @@ def probe(data: Path) -> str:
     )
 
 
-@pytest.fixture
-def secret_portal(tmp_path: Path, docker_client: Any, sandbox_image: str) -> Iterator[HPortal]:
-    data = tmp_path / "data"
-    data.mkdir()
-    env = {
+def _secret_settings(data: Path) -> dict[str, str]:
+    """Settings no command may ever see: the secret key, a password, the database URL."""
+    return {
         "BASHFLEET_SECRET_KEY": SECRET,
         "BASHFLEET_ADMIN_PASSWORD": PASSWORD,
         "BASHFLEET_DATABASE_URL": f"sqlite:///{data}/bashfleet.db",
     }
+
+
+@pytest.fixture
+def secret_portal(tmp_path: Path, docker_client: Any, sandbox_image: str) -> Iterator[HPortal]:
+    data = tmp_path / "data"
+    data.mkdir()
+    env = _secret_settings(data)
     with hportal(tmp_path, isolation="auto", env=env, data=data) as p:
         instance = p.instance_id()
         yield p
@@ -102,11 +107,7 @@ def test_local_isolation_scrubs_the_environment(tmp_path: Path) -> None:
     hidden in that mode: the README says so.)"""
     data = tmp_path / "data"
     data.mkdir()
-    env = {
-        "BASHFLEET_SECRET_KEY": SECRET,
-        "BASHFLEET_ADMIN_PASSWORD": PASSWORD,
-        "BASHFLEET_DATABASE_URL": f"sqlite:///{data}/bashfleet.db",
-    }
+    env = _secret_settings(data)
     with hportal(tmp_path, isolation="local", env=env, data=data) as p:
         token = p.token("curious", "operator")
         batch = p.submit(

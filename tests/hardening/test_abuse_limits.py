@@ -5,6 +5,7 @@ Each test states its pass criteria (the contract of issue 8) in its docstring.
 
 from __future__ import annotations
 
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -80,19 +81,35 @@ def test_fork_bomb_in_the_local_pool(tmp_path: Path, figures: dict[str, Any]) ->
     """The same bomb in the local pool (`--isolation local`): ends at its wall limit as
     `timed_out`, /healthz p99 < 500 ms, the sentinel is never 500 ms late, nothing is left.
 
-    The local pool has no process-count limit of its own (RLIMIT_NPROC is per uid and
-    ignored for root): the server runs in a pids cgroup, as a systemd unit with `TasksMax=`
-    would, so the bomb cannot take the shared machine's pid space (pid_max) with it."""
+    The bomb is held by its job's own pids cgroup (its `pids` limit, 256): the peak of
+    tasks seen stays within that of the baseline. The server itself also runs in an outer
+    pids cgroup (1024), as a systemd unit with `TasksMax=` would, so that a regression here
+    cannot take the shared test machine's pid space with it."""
     with pids_cgroup(1024) as prefix, hportal(tmp_path, isolation="local", prefix=prefix) as p:
         token = p.token("bomber", "operator")
         baseline = cgroup_tasks(prefix)
+        peak = [baseline]
+        sampling = threading.Event()
+
+        def sample() -> None:
+            while not sampling.is_set():
+                peak[0] = max(peak[0], cgroup_tasks(prefix))
+                time.sleep(0.02)
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
         _bomb_run(p, token, "27.1828", figures, "fork_bomb_local")
+        sampling.set()
+        sampler.join(5)
+        # the job's limit (256) plus the sentinel's and the server's own few
+        assert peak[0] <= baseline + 256 + 32, (peak[0], baseline)
         t0 = time.monotonic()
         while cgroup_tasks(prefix) > baseline + 5 and time.monotonic() - t0 < 10:
             time.sleep(0.1)  # killed processes leave the group as they are reaped
         settled = time.monotonic() - t0
         assert cgroup_tasks(prefix) <= baseline + 5, cgroup_tasks(prefix)
-        figures["fork_bomb_local"]["pids_cgroup_limit"] = 1024
+        figures["fork_bomb_local"]["job_pids_limit"] = 256
+        figures["fork_bomb_local"]["peak_tasks_over_baseline"] = peak[0] - baseline
         figures["fork_bomb_local"]["tasks_reaped_within_s"] = round(settled, 1)
 
 

@@ -70,6 +70,9 @@ class Limits:
     pids: int | None = 256  # processes/threads (docker pids_limit; a local job's pids cgroup)
     cpus: float | None = None  # docker nano_cpus
     tmpfs_bytes: int | None = 64 << 20  # docker /tmp size
+    # space the workspace's filesystem may lose while one container command runs (a total
+    # across files; file_size_bytes caps each file): a disk filler is stopped at it
+    disk_bytes: int | None = 10 << 30
 
 
 DEFAULT_OUTPUT_CAP = 10 << 20  # per stream, then a marker

@@ -66,6 +66,7 @@ class ServiceConfig:
     instance_id: str = field(default_factory=lambda: new_instance_id("server"))
     autoscale: bool = True
     schedules: bool = True
+    disk_bytes: int | None = 10 << 30  # what one container command may take of the disk
     docker_probe_s: float = 5.0  # how often to look for an engine that did not answer at start
 
 
@@ -357,7 +358,7 @@ class Service:
             timeout_s=timeout_s or self.config.default_timeout_s,
             retries=retries,
             allow_network=ws.allow_network,
-            limits=Limits(),
+            limits=Limits(disk_bytes=self.config.disk_bytes),
             command_ids=command_ids,
         )
         self.scheduler.submit(spec)

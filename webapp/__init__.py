@@ -3,7 +3,8 @@
 ``create_app(config)`` builds the app and opens the service; nothing happens at
 import time. Config keys (all optional): ``DATA_DIR``, ``DATABASE_URL``,
 ``ISOLATION``, ``JOBS``, ``MAX_SCRIPT_BYTES``, ``MAX_STATEMENTS``,
-``SUBMIT_RATE`` (submissions per minute per user), ``SECRET_KEY``, ``SERVICE``
+``SUBMIT_RATE`` (submissions per minute per user), ``SECRET_KEY``, ``DISK_CAP_MB`` (what
+one container command may take of the workspace's disk; 0: no cap), ``SERVICE``
 (an already opened Service, for tests).
 """
 
@@ -36,6 +37,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         MAX_STATEMENTS=5000,
         SUBMIT_RATE=int(os.environ.get("BASHFLEET_SUBMIT_RATE", "60")),
         MAX_CONTENT_LENGTH=2 << 20,
+        DISK_CAP_MB=_int_env("BASHFLEET_DISK_CAP_MB", 10 << 10),
     )
     app.config.update(
         LOGIN_RATE=int(os.environ.get("BASHFLEET_LOGIN_RATE", "10")),
@@ -60,6 +62,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
                 jobs=app.config["JOBS"],
                 max_script_bytes=app.config["MAX_SCRIPT_BYTES"],
                 max_statements=app.config["MAX_STATEMENTS"],
+                disk_bytes=app.config["DISK_CAP_MB"] << 20 if app.config["DISK_CAP_MB"] else None,
             )
         )
     app.extensions["bashfleet"] = service
@@ -83,6 +86,15 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     register_errors(app)
     app.extensions["socketio"] = init_live(app, service)
     return app
+
+
+def _int_env(name: str, default: int) -> int:
+    raw = os.environ.get(name, "")
+    if not raw:
+        return default
+    if not (raw.isascii() and raw.isdigit()):
+        raise SystemExit(f"{name} must be a whole number, not {raw!r}")
+    return int(raw)
 
 
 def _secret_key(data: Path) -> str:

@@ -35,12 +35,13 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import threading
 import time
 import uuid
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -286,11 +287,14 @@ class DockerExecutor:
         threading.Thread(target=read, name=f"docker-out-{job.id}", daemon=True).start()
         deadline = None if job.timeout_s is None else t0 + job.timeout_s + KILL_GRACE_S
         stopped: Status | None = None
+        disk = _DiskGuard(job.workspace, job.limits.disk_bytes)
         while not done.wait(0.05):
             if running.cancel.is_set():
                 stopped = Status.CANCELLED
             elif deadline is not None and time.monotonic() >= deadline:
                 stopped = Status.TIMED_OUT
+            elif disk.exceeded():
+                stopped = Status.FAILED
             if stopped is not None:
                 self._kill(box, job, stream, done)
                 break
@@ -303,7 +307,10 @@ class DockerExecutor:
         timed_out = job.timeout_s is not None and elapsed >= job.timeout_s and exit_code == 137
         if stopped is None and timed_out:
             stopped = Status.TIMED_OUT
-        return self._outcome(box, job, stopped, exit_code, started, splitter.truncated)
+        outcome = self._outcome(box, job, stopped, exit_code, started, splitter.truncated)
+        if disk.why:
+            outcome = replace(outcome, status=Status.FAILED, error=disk.why)
+        return outcome
 
     def _outcome(
         self,
@@ -455,3 +462,35 @@ class DockerExecutor:
                 else:
                     self._client = docker.from_env(timeout=int(self._api_timeout_s))
         return self._client
+
+
+class _DiskGuard:
+    """Stops a command once the workspace's filesystem has lost more than ``cap`` bytes of
+    free space since it started (statvfs: one cheap call per check, whatever the number of
+    files). It measures the filesystem, so other writers on it count too: the cap is a
+    guard for the host's disk, set well above what one command normally writes."""
+
+    def __init__(self, workspace: Path, cap: int | None) -> None:
+        self.workspace = workspace
+        self.cap = cap
+        self.why = ""
+        self.start = self._free() if cap is not None else None
+
+    def _free(self) -> int | None:
+        try:
+            st = os.statvfs(self.workspace)
+        except OSError:
+            return None
+        return st.f_bavail * st.f_frsize
+
+    def exceeded(self) -> bool:
+        if self.cap is None or self.start is None:
+            return False
+        free = self._free()
+        if free is None or self.start - free <= self.cap:
+            return False
+        self.why = (
+            f"stopped: it took more than {self.cap >> 20} MiB of the workspace's disk "
+            f"({(self.start - free) >> 20} MiB)"
+        )
+        return True

@@ -208,8 +208,9 @@ def hportal(
 
 @pytest.fixture
 def docker_portal(tmp_path: Path, docker_client: Any, sandbox_image: str) -> Iterator[HPortal]:
-    """Safe commands in the local pool (bubblewrap), the rest in Docker (the main engine)."""
-    with hportal(tmp_path, isolation="auto") as p:
+    """Safe commands in the local pool (bubblewrap), the rest in Docker (the main engine);
+    one container command may take at most 1.5 GiB of the disk (the default is 10 GiB)."""
+    with hportal(tmp_path, isolation="auto", env={"BASHFLEET_DISK_CAP_MB": "1536"}) as p:
         instance = p.instance_id()
         yield p
         p.stop()

@@ -173,9 +173,9 @@ def test_disk_fillers_in_a_container_stop_at_the_caps(
     docker_portal: HPortal, figures: dict[str, Any]
 ) -> None:
     """Writing 2 GB from a container: `/` is read-only (nothing written), `/tmp` stops at
-    its tmpfs size (64 MiB for dangerous commands), the workspace stops at the per-file cap
-    (RLIMIT_FSIZE, 1 GiB). The workspace has no total quota (see the report: several files
-    of < 1 GiB each are not capped today)."""
+    its tmpfs size (64 MiB for dangerous commands), one workspace file stops at the per-file
+    cap (RLIMIT_FSIZE, 1 GiB), and many files stop at the disk cap (1.5 GiB for this server:
+    the command is stopped once the filesystem has lost that much since it started)."""
     p = docker_portal
     token = p.token("filler", "operator")
     dd = "dd if=/dev/zero bs=1M count=2048 status=none"
@@ -200,9 +200,22 @@ def test_disk_fillers_in_a_container_stop_at_the_caps(
     written = big.stat().st_size
     big.unlink()
     assert written == 1 << 30  # RLIMIT_FSIZE: 1 GiB, not 2
+    # many files, each under the per-file cap: 3 x 700 MiB asked for
+    filler = "rm -rf x4 && for i in 1 2 3; do dd if=/dev/zero bs=1M count=700 of=part$i; done"
+    many = p.wait_batch(p.submit(token, filler, timeout_s=60)["id"], token, timeout=120)
+    many = many["commands"][0]
+    assert many["executor"] == "docker" and many["status"] == "failed", many
+    assert "more than 1536 MiB of the workspace's disk" in many["reason"], many
+    parts = list((p.data / "workspaces" / "default").glob("part*"))
+    total = sum(f.stat().st_size for f in parts)
+    for f in parts:
+        f.unlink()
+    # the cap, plus what a fast writer adds between a check and the kill (0.05 s checks)
+    assert total < (1536 + 512) << 20, (total, many["reason"])
     figures["disk_container"] = {
         "root": "read-only",
         "tmp_cap_bytes": size,
         "workspace_file_cap_bytes": written,
-        "workspace_total_quota": None,
+        "workspace_disk_cap_bytes": 1536 << 20,
+        "workspace_many_files_written_bytes": total,
     }

@@ -13,6 +13,7 @@ Run: .venv/bin/python benchmarks/bench_live.py   (starts its own server on SQLit
 
 from __future__ import annotations
 
+import contextlib
 import os
 import statistics
 import sys
@@ -26,7 +27,7 @@ import socketio
 from _util import machine
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from tests.portal import Portal, free_port
+from tests.portal import Portal, running_portal
 
 CLIENTS = 10
 COMMANDS = 8
@@ -89,13 +90,10 @@ def main() -> None:
         for k in range(COMMANDS)
     )
     with tempfile.TemporaryDirectory() as tmp:
-        data = Path(tmp) / "data"
-        data.mkdir()
-        env = {k: v for k, v in os.environ.items() if not k.startswith("BASHFLEET_")}
-        portal = Portal(data=data, port=free_port(), env=env, extra=["--isolation", "local"])
-        portal.start()
         clients: list[Client] = []
-        try:
+        portal_ctx = running_portal(Path(tmp), extra=["--isolation", "local"])
+        with portal_ctx as portal, contextlib.ExitStack() as stack:
+            stack.callback(lambda: [c.sio.disconnect() for c in clients])
             token = portal.token("bench", "operator")
             clients = [Client(portal.url, token) for _ in range(CLIENTS)]
             status, batch = portal.request(
@@ -112,10 +110,6 @@ def main() -> None:
             time.sleep(0.5)
             t.join(timeout=DURATION + 10)
             assert done["status"] == "succeeded", done["counts"]
-        finally:
-            for c in clients:
-                c.sio.disconnect()
-            portal.stop()
     expected = COMMANDS * lines_each
     delays = [d for c in clients for d in c.delays]
     complete = sum(c.lines == expected for c in clients)

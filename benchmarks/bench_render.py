@@ -15,7 +15,6 @@ Run: .venv/bin/python benchmarks/bench_render.py   (starts its own server on SQL
 
 from __future__ import annotations
 
-import os
 import sys
 import tempfile
 import time
@@ -25,7 +24,7 @@ from _util import machine
 from playwright.sync_api import Page, sync_playwright
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from tests.portal import Portal, free_port
+from tests.portal import ADMIN_PASSWORD, running_portal
 
 LINES = 100_000
 PROBE = """() => { window.__gaps = []; let last = performance.now();
@@ -49,73 +48,67 @@ def last_line_visible(page: Page, index: int, text: str, timeout_ms: float = 30_
 
 
 def main() -> None:
-    with tempfile.TemporaryDirectory() as tmp:
-        data = Path(tmp) / "data"
-        data.mkdir()
-        env = {k: v for k, v in os.environ.items() if not k.startswith("BASHFLEET_")}
-        env["BASHFLEET_ADMIN_PASSWORD"] = "bench-password-1"
-        portal = Portal(data=data, port=free_port(), env=env, extra=["--isolation", "local"])
-        portal.start()
-        try:
-            token = portal.token("bench", "operator")
-            status, stored = portal.request(
-                "POST", "/api/v1/batches", {"script": f"seq 1 {LINES}"}, token=token
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        running_portal(Path(tmp), extra=["--isolation", "local"]) as portal,
+    ):
+        token = portal.token("bench", "operator")
+        status, stored = portal.request(
+            "POST", "/api/v1/batches", {"script": f"seq 1 {LINES}"}, token=token
+        )
+        assert status == 201, stored
+        assert portal.wait_batch(stored["id"], token)["status"] == "succeeded"
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(
+                executable_path="/usr/bin/chromium",
+                args=["--no-sandbox", "--disable-background-networking"],
             )
-            assert status == 201, stored
-            assert portal.wait_batch(stored["id"], token)["status"] == "succeeded"
-            with sync_playwright() as pw:
-                browser = pw.chromium.launch(
-                    executable_path="/usr/bin/chromium",
-                    args=["--no-sandbox", "--disable-background-networking"],
-                )
-                context = browser.new_context(base_url=portal.url)
-                res = context.request.post(
-                    "/api/v1/session", data={"name": "admin", "password": "bench-password-1"}
-                )
-                assert res.ok, res.text()
-                page = context.new_page()
+            context = browser.new_context(base_url=portal.url)
+            res = context.request.post(
+                "/api/v1/session", data={"name": "admin", "password": ADMIN_PASSWORD}
+            )
+            assert res.ok, res.text()
+            page = context.new_page()
 
-                # 1. stored output (a batch of one command opens its output by itself)
-                page.goto("/login")  # warm the cache: the timing is the batch page's own
-                page.evaluate(PROBE)
-                started = time.perf_counter()
-                page.goto(f"/batches/{stored['id']}")
-                page.evaluate(PROBE)
-                last_line_visible(page, 0, str(LINES))
-                stored_s = time.perf_counter() - started
-                stored_gap = max(page.evaluate("window.__gaps"))
-                lines_in_dom = page.locator('.log[data-index="0"] .ln').count()
+            # 1. stored output (a batch of one command opens its output by itself)
+            page.goto("/login")  # warm the cache: the timing is the batch page's own
+            page.evaluate(PROBE)
+            started = time.perf_counter()
+            page.goto(f"/batches/{stored['id']}")
+            page.evaluate(PROBE)
+            last_line_visible(page, 0, str(LINES))
+            stored_s = time.perf_counter() - started
+            stored_gap = max(page.evaluate("window.__gaps"))
+            lines_in_dom = page.locator('.log[data-index="0"] .ln').count()
 
-                # 2. live output
-                status, live = portal.request(
-                    "POST",
-                    "/api/v1/batches",
-                    {"script": f"sleep 2 && seq 1 {LINES}"},
-                    token=token,
-                )
-                assert status == 201, live
-                page.goto(f"/batches/{live['id']}")
-                page.evaluate(PROBE)
-                done = portal.wait_batch(live["id"], token)
-                ended = time.perf_counter()
-                assert done["status"] == "succeeded"
-                last_line_visible(page, 0, str(LINES))
-                live_s = time.perf_counter() - ended
-                live_gap = max(page.evaluate("window.__gaps"))
+            # 2. live output
+            status, live = portal.request(
+                "POST",
+                "/api/v1/batches",
+                {"script": f"sleep 2 && seq 1 {LINES}"},
+                token=token,
+            )
+            assert status == 201, live
+            page.goto(f"/batches/{live['id']}")
+            page.evaluate(PROBE)
+            done = portal.wait_batch(live["id"], token)
+            ended = time.perf_counter()
+            assert done["status"] == "succeeded"
+            last_line_visible(page, 0, str(LINES))
+            live_s = time.perf_counter() - ended
+            live_gap = max(page.evaluate("window.__gaps"))
 
-                # baseline: one <pre>, textContent = everything
-                text = "".join(f"{i}\n" for i in range(1, LINES + 1))
-                naive = page.evaluate(
-                    """(text) => new Promise(done => { const t0 = performance.now();
-                         const pre = document.createElement('pre'); document.body.appendChild(pre);
-                         pre.textContent = text; pre.scrollIntoView({block: 'end'});
-                         requestAnimationFrame(() => requestAnimationFrame(
-                           () => done((performance.now() - t0) / 1000))); })""",
-                    text,
-                )
-                browser.close()
-        finally:
-            portal.stop()
+            # baseline: one <pre>, textContent = everything
+            text = "".join(f"{i}\n" for i in range(1, LINES + 1))
+            naive = page.evaluate(
+                """(text) => new Promise(done => { const t0 = performance.now();
+                     const pre = document.createElement('pre'); document.body.appendChild(pre);
+                     pre.textContent = text; pre.scrollIntoView({block: 'end'});
+                     requestAnimationFrame(() => requestAnimationFrame(
+                       () => done((performance.now() - t0) / 1000))); })""",
+                text,
+            )
+            browser.close()
     print(f"machine: {machine()}")
     print(
         f"stored {LINES:,} lines: last window on screen {stored_s * 1000:.0f} ms after "

@@ -15,12 +15,13 @@ import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import psutil
 import pytest
 
 BASHFLEET = str(Path(sys.executable).parent / "bashfleet")
+ADMIN_PASSWORD = "first-run-password"  # the first-run `admin` of every test portal
 
 
 def free_port() -> int:
@@ -158,16 +159,28 @@ class Portal:
             time.sleep(0.1)
 
 
+P = TypeVar("P", bound=Portal)
+
+
 @contextlib.contextmanager
 def running_portal(
-    tmp_path: Path, *, env: dict[str, str] | None = None, extra: list[str] | None = None
-) -> Iterator[Portal]:
-    """A started portal on a fresh data folder; stopped (SIGTERM) afterwards."""
+    tmp_path: Path,
+    *,
+    env: dict[str, str] | None = None,
+    extra: list[str] | None = None,
+    prefix: list[str] | None = None,
+    data: Path | None = None,
+    kind: type[P] = Portal,  # type: ignore[assignment]
+) -> Iterator[P]:
+    """A started portal (of class ``kind``) on a data folder (fresh unless ``data``, which
+    may exist); stopped (SIGTERM) afterwards. The first-run admin's password is
+    ADMIN_PASSWORD."""
     base = {k: v for k, v in os.environ.items() if not k.startswith("BASHFLEET_")}
-    base["BASHFLEET_ADMIN_PASSWORD"] = "first-run-password"
+    base["BASHFLEET_ADMIN_PASSWORD"] = ADMIN_PASSWORD
     base.update(env or {})
-    p = Portal(data=tmp_path / "data", port=free_port(), env=base, extra=extra or [])
-    p.data.mkdir()
+    folder = data or tmp_path / "data"
+    folder.mkdir(exist_ok=True)
+    p = kind(data=folder, port=free_port(), env=base, extra=extra or [], prefix=prefix or [])
     p.start()
     try:
         yield p

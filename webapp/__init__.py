@@ -35,12 +35,12 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         JOBS=None,
         MAX_SCRIPT_BYTES=1 << 20,
         MAX_STATEMENTS=5000,
-        SUBMIT_RATE=int(os.environ.get("BASHFLEET_SUBMIT_RATE", "60")),
+        SUBMIT_RATE=_int_env("BASHFLEET_SUBMIT_RATE", 60),
         MAX_CONTENT_LENGTH=2 << 20,
         DISK_CAP_MB=_int_env("BASHFLEET_DISK_CAP_MB", 10 << 10),
     )
     app.config.update(
-        LOGIN_RATE=int(os.environ.get("BASHFLEET_LOGIN_RATE", "10")),
+        LOGIN_RATE=_int_env("BASHFLEET_LOGIN_RATE", 10),
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Strict",
         SESSION_COOKIE_NAME="bashfleet_session",

@@ -32,7 +32,6 @@ from flask import Flask, request
 from flask_socketio import SocketIO, join_room, leave_room
 
 from sandbox.events import BatchFinished, CommandStatusChanged, Event, OutputReceived, PoolResized
-from sandbox.model import Status
 from sandbox.service import Service
 from sandbox.store import NotFound, UserRecord
 
@@ -251,6 +250,32 @@ class LiveHub:
             out.append(_output_json(batch_id, command_id, index, stream, cursor - len(data), data))
         return cursor
 
+    def still_allowed(self, sid: str) -> bool:
+        """Re-checked on every subscribe: a logged-out session, a revoked token or a disabled
+        user is cut. (Every signed-in user of the portal may watch every batch: teams share
+        it.)"""
+        with self._lock:
+            client = self._clients.get(sid)
+        if client is None:
+            return False
+        accounts = self.service.store.accounts
+        try:
+            user: UserRecord | None = accounts.get_user(client.user_id)
+        except NotFound:
+            user = None
+        if (
+            user is None
+            or user.disabled
+            or (client.nonce is not None and accounts.session_ended(client.nonce))
+            or (client.token is not None and accounts.user_for_token(client.token) is None)
+        ):
+            # cut the socket just after the refusal is answered (the answer goes out on return)
+            cut = threading.Timer(0.2, self.io.server.disconnect, (sid,), {"namespace": "/"})
+            cut.daemon = True
+            cut.start()
+            return False
+        return True
+
     def unsubscribe(self, sid: str, batch_id: str) -> None:
         with self._lock:
             client = self._clients.get(sid)
@@ -438,7 +463,7 @@ def init_live(app: Flask, service: Service) -> SocketIO:
         batch_id = message.get("batch_id") if isinstance(message, dict) else None
         if not isinstance(batch_id, str) or not batch_id or len(batch_id) > 64:
             return {"error": "invalid_input", "message": 'send {"batch_id": ID}'}
-        if not _still_allowed(hub, service, _sid()):
+        if not hub.still_allowed(_sid()):
             return {"error": "unauthorized", "message": "the session has ended; log in again"}
         try:
             return hub.subscribe(_sid(), batch_id, _offsets(message.get("offsets")))
@@ -464,34 +489,6 @@ def _sid() -> str:
     return sid
 
 
-def _still_allowed(hub: LiveHub, service: Service, sid: str) -> bool:
-    """Re-checked on every subscribe: a logged-out session, a revoked token or a disabled
-    user is cut. (Every signed-in user of the portal may watch every batch: teams share it.)"""
-    with hub._lock:
-        client = hub._clients.get(sid)
-    if client is None:
-        return False
-    accounts = service.store.accounts
-    try:
-        user: UserRecord | None = accounts.get_user(client.user_id)
-    except NotFound:
-        user = None
-    if (
-        user is None
-        or user.disabled
-        or (client.nonce is not None and accounts.session_ended(client.nonce))
-        or (client.token is not None and accounts.user_for_token(client.token) is None)
-    ):
-        # cut the socket just after the refusal is answered (the answer goes out on return)
-        timer = threading.Timer(
-            0.2, hub.io.server.disconnect, args=(sid,), kwargs={"namespace": "/"}
-        )
-        timer.daemon = True
-        timer.start()
-        return False
-    return True
-
-
 def _offsets(raw: Any) -> dict[Key, int]:
     """``{"CID": {"stdout": 120, "stderr": 0}}`` -> ``{(CID, "stdout"): 120, ...}``."""
     out: dict[Key, int] = {}
@@ -507,4 +504,4 @@ def _offsets(raw: Any) -> dict[Key, int]:
     return out
 
 
-__all__ = ["LiveHub", "Status", "init_live"]
+__all__ = ["LiveHub", "init_live"]

@@ -7,7 +7,7 @@ from typing import Any
 from flask import Blueprint, Response, jsonify
 
 from sandbox.schedules import describe as _describe
-from sandbox.store import NotFound, Role, ScheduleRecord
+from sandbox.store import Role, ScheduleRecord
 from webapp import current_service
 from webapp.auth import audit, current_user, requires
 from webapp.body import json_object
@@ -15,25 +15,30 @@ from webapp.body import json_object
 schedules_api = Blueprint("schedules_api", __name__)
 
 
-def describe(record: ScheduleRecord) -> dict[str, Any]:
-    """The schedule with its workspace's and owner's names (for people, not only ids)."""
-    out = _describe(record)
+def _names() -> tuple[dict[int, str], dict[int, str]]:
+    """Workspace and user names by id: two queries, however many schedules are shown."""
     store = current_service().store
-    try:
-        out["workspace"] = store.workspaces.get(record.workspace_id).name
-    except NotFound:
-        out["workspace"] = None
-    try:
-        out["owner"] = store.accounts.get_user(record.user_id).name
-    except NotFound:
-        out["owner"] = None
+    workspaces = {w.id: w.name for w in store.workspaces.list()}
+    return workspaces, {u.id: u.name for u in store.accounts.list_users()}
+
+
+def describe(
+    record: ScheduleRecord, names: tuple[dict[int, str], dict[int, str]] | None = None
+) -> dict[str, Any]:
+    """The schedule with its workspace's and owner's names (for people, not only ids)."""
+    workspaces, users = names or _names()
+    out = _describe(record)
+    out["workspace"] = workspaces.get(record.workspace_id)
+    out["owner"] = users.get(record.user_id)
     return out
 
 
 @schedules_api.get("/schedules")
 @requires(Role.VIEWER)
 def list_schedules() -> Response:
-    return jsonify({"items": [describe(s) for s in current_service().store.schedules.list()]})
+    names = _names()
+    items = [describe(s, names) for s in current_service().store.schedules.list()]
+    return jsonify({"items": items})
 
 
 @schedules_api.post("/schedules")

@@ -18,10 +18,10 @@ from typing import Any
 import pytest
 from playwright.sync_api import Browser, BrowserContext, Page
 
-from tests.portal import Portal, running_portal
+from tests.portal import ADMIN_PASSWORD, Portal, running_portal
 
 CHROMIUM = "/usr/bin/chromium"
-ADMIN_PASSWORD = "first-run-password"  # what tests.portal.running_portal sets
+
 ARTIFACTS = Path(os.environ.get("BASHFLEET_ARTIFACTS", "artifacts"))
 
 

@@ -34,14 +34,14 @@ import psutil
 import pytest
 
 from tests.docker_fixtures import docker_client, sandbox_image
-from tests.portal import Portal, free_port
+from tests.portal import ADMIN_PASSWORD, Portal, running_portal
 
 __all__ = ["docker_client", "sandbox_image"]
 
 ROOT = Path(__file__).resolve().parents[2]
 REPORT = Path(os.environ.get("BASHFLEET_HARDENING_REPORT", ROOT / "artifacts" / "hardening.json"))
 FLOOD_S = float(os.environ.get("BASHFLEET_HARDENING_FLOOD_S", "6"))
-ADMIN_PASSWORD = "first-run-password"  # the first-run `admin` of every portal here
+
 HEALTHZ_P99_MS = 500.0  # the contract's numbers, not tighter: 2 cores shared with other work
 SENTINEL_GAP_MS = 500.0
 
@@ -178,7 +178,6 @@ class HPortal(Portal):
         return f"server-{w.pid}-{int(w.create_time())}"
 
 
-@contextlib.contextmanager
 def hportal(
     tmp_path: Path,
     *,
@@ -186,24 +185,15 @@ def hportal(
     env: dict[str, str] | None = None,
     prefix: list[str] | None = None,
     data: Path | None = None,
-) -> Iterator[HPortal]:
-    base = {k: v for k, v in os.environ.items() if not k.startswith("BASHFLEET_")}
-    base["BASHFLEET_ADMIN_PASSWORD"] = ADMIN_PASSWORD
-    base.update(env or {})
-    folder = data or tmp_path / "data"
-    folder.mkdir(exist_ok=True)
-    p = HPortal(
-        data=folder,
-        port=free_port(),
-        env=base,
+) -> contextlib.AbstractContextManager[HPortal]:
+    return running_portal(
+        tmp_path,
+        env=env,
         extra=["--isolation", isolation],
-        prefix=prefix or [],
+        prefix=prefix,
+        data=data,
+        kind=HPortal,
     )
-    p.start()
-    try:
-        yield p
-    finally:
-        p.stop()
 
 
 @pytest.fixture

@@ -97,7 +97,7 @@ def main(argv: Sequence[str] | None = None, extensions: Sequence[CliExtension] =
         if args.cmd == "classify":
             return cmd_classify(args, sys.stdout)
         if args.cmd == "run":
-            return cmd_run(args)
+            return cmd_run(args, data_dir(args.data))
         if args.cmd == "doctor":
             from sandbox.doctor import run_doctor
 
@@ -173,7 +173,7 @@ def _read_text(path: Path | str) -> str:
         raise BashfleetError(f"{path} is not UTF-8 text (byte {e.start}); convert it first") from e
 
 
-def cmd_run(args: argparse.Namespace) -> int:
+def cmd_run(args: argparse.Namespace, data: Path) -> int:
     if args.jobs is not None and args.jobs < 1:
         raise BashfleetError("--jobs must be at least 1")
     try:
@@ -183,7 +183,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     # The sandbox warms up while the rest of the engine is imported and the batch planned.
     from sandbox.executors.local import warming
 
-    local = warming(args.workspace)
+    local = warming(args.workspace, None if args.isolation == "local" else data / "rootfs")
     try:
         from sandbox.runner import RunOptions, run_script
     except BaseException:

@@ -58,6 +58,17 @@ class OutputReceived(Event):
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
+class CommandMisjudged(Event):
+    """A command judged safe tried to write in its read-only sandbox: the output it made
+    so far is discarded, and it runs again, writable, before what comes after it."""
+
+    batch_id: str
+    command_id: str
+    index: int
+    reason: str
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
 class BatchFinished(Event):
     batch_id: str
     status: Status

@@ -35,7 +35,12 @@ log = logging.getLogger(__name__)
 
 DEFAULT_IMAGE = "bashfleet-sandbox:latest"
 SANDBOX_UID = 1000  # the image's unprivileged user; used for root-owned workspaces
-EXTRA_PACKAGES = ("procps",)  # minbase already has bash, coreutils, grep, sed, findutils
+# minbase already has bash, coreutils, grep, sed, findutils; python3 runs the local pool's
+# warm sandbox (spawner) on the image itself, and users expect it in a sandbox
+EXTRA_PACKAGES = ("procps", "python3")
+# what a bashfleet-built image is made of; an older build of the default tag is rebuilt
+IMAGE_VERSION = "2"
+VERSION_LABEL = "bashfleet.image"
 PATH_ENV = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
@@ -64,7 +69,7 @@ def build_image(tag: str = DEFAULT_IMAGE, *, method: str = "auto", force: bool =
         raise ExecutorError(
             "the docker command is missing; run scripts/docker-up", executor="docker"
         )
-    if not force and image_present(tag):
+    if not force and image_present(tag) and not _outdated(tag):
         return tag
     if method == "auto":
         method = "debootstrap" if _ensure_tool("debootstrap", "debootstrap") else "busybox"
@@ -237,6 +242,7 @@ def _import(root: Path, tag: str) -> None:
         stdout=subprocess.PIPE,
     )
     changes = ['CMD ["/bin/bash"]', f"ENV PATH={PATH_ENV}", "WORKDIR /workspace"]
+    changes.append(f"LABEL {VERSION_LABEL}={IMAGE_VERSION}")
     cmd = ["docker", "import", *(a for c in changes for a in ("--change", c)), "-", tag]
     try:
         done = subprocess.run(cmd, stdin=tar.stdout, capture_output=True, text=True, check=False)
@@ -246,6 +252,20 @@ def _import(root: Path, tag: str) -> None:
         tar.wait()
     if done.returncode != 0 or tar.returncode != 0:
         raise ExecutorError(f"docker import failed: {done.stderr.strip()}", executor="docker")
+
+
+def _outdated(tag: str) -> bool:
+    """The default image, built by an older bashfleet (other tags are the user's own)."""
+    if tag != DEFAULT_IMAGE:
+        return False
+    label = f'{{{{index .Config.Labels "{VERSION_LABEL}"}}}}'
+    done = subprocess.run(
+        ["docker", "image", "inspect", "--format", label, "--", tag],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return done.returncode == 0 and done.stdout.strip() != IMAGE_VERSION
 
 
 def _ensure_tool(command: str, package: str) -> bool:

@@ -107,6 +107,9 @@ class Outcome:
     ended_at: float = 0.0
     error: str | None = None  # infrastructure or limit message shown to the user
     truncated: bool = False  # output went past the cap
+    # a read-only job that failed after a write was refused ("Read-only file system"):
+    # the judgement was wrong, not the command (the scheduler runs it again, writable)
+    wrote_read_only: bool = False
 
     @property
     def duration_s(self) -> float:

@@ -15,7 +15,13 @@ from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any
 
-from sandbox.events import BatchFinished, CommandStatusChanged, Event, OutputReceived
+from sandbox.events import (
+    BatchFinished,
+    CommandMisjudged,
+    CommandStatusChanged,
+    Event,
+    OutputReceived,
+)
 from sandbox.model import Status
 from sandbox.store import Store
 from sandbox.store.records import ExecutorKind
@@ -51,6 +57,9 @@ class StoreWriter:
         if isinstance(event, OutputReceived):
             self._output(event)
             return
+        if isinstance(event, CommandMisjudged):
+            self._discard(event)
+            return
         if isinstance(event, CommandStatusChanged | BatchFinished):
             with self._lock:
                 self._pending += 1
@@ -68,6 +77,16 @@ class StoreWriter:
             tail += e.data
             del tail[:-TAIL_BYTES]
             self._sizes[key] = e.offset + len(e.data)
+
+    def _discard(self, e: CommandMisjudged) -> None:
+        try:
+            self.store.output.discard(e.batch_id, e.command_id)
+        except OSError as err:
+            log.error("cannot discard output of %s: %s", e.command_id, err)
+        with self._lock:
+            for stream in ("stdout", "stderr"):
+                self._tails.pop((e.command_id, stream), None)
+                self._sizes.pop((e.command_id, stream), None)
 
     def flush(self, timeout: float = 10.0) -> bool:
         """Wait until everything published so far is in the database."""

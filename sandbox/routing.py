@@ -27,14 +27,26 @@ def make_router(
     isolation: str,
     docker_ready: bool | Callable[[], bool],
     docker_why: str | Callable[[], str] = "",
+    local_ready: Callable[[], bool] | None = None,
+    local_why: Callable[[], str | None] | None = None,
 ) -> Router:
     """Safe commands (and everything with isolation `local`) run locally, the rest in Docker.
     ``docker_ready`` and ``docker_why`` may be callables, for a server whose engine comes
-    and goes."""
+    and goes. ``local_ready`` (the server): when the local pool cannot sandbox a command
+    now (no bubblewrap, a failed self-test, no image tree), safe commands go to a container
+    instead, and with neither they are refused; a command never runs unsandboxed."""
     ready = docker_ready if callable(docker_ready) else (lambda: docker_ready)
     why_now = docker_why if callable(docker_why) else (lambda: docker_why)
 
     def route(cls: CommandClass) -> tuple[str | None, str | None]:
+        if local_ready is not None and not local_ready():
+            local_problem = (local_why() if local_why else None) or "it is unavailable"
+            if isolation != "local" and ready():
+                return "docker", None
+            return None, (
+                f"the local sandbox cannot run commands ({local_problem}), "
+                f"and {why_now() or 'no Docker engine answers'}; see `bashfleet doctor`"
+            )
         if cls is CommandClass.SAFE or isolation == "local":
             return "local", None
         if ready():

@@ -37,6 +37,7 @@ from sandbox.errors import ExecutorError, InputError
 from sandbox.events import (
     BatchFinished,
     BatchSubmitted,
+    CommandMisjudged,
     CommandStatusChanged,
     EventBus,
     OutputReceived,
@@ -142,6 +143,7 @@ class _Cmd:
     outcome: Outcome | None = None
     reason: str = ""
     offsets: dict[str, int] = field(default_factory=lambda: {"stdout": 0, "stderr": 0})
+    misjudged: bool = False  # judged safe, tried to write: runs again as conditional
 
 
 @dataclass(eq=False)
@@ -587,6 +589,9 @@ class Scheduler:
             self._emit(cmd, Status.INTERRUPTED, reason=why)
             self._settle(cmd)
         elif error.retryable and now - cmd.infra_since < self.infra_deadline_s:
+            name, _why = self.route(cmd.spec.cls)  # another pool may take it now
+            if name is not None and name in self.executors:
+                cmd.executor = name
             cmd.reason = f"waiting for {cmd.executor}: {error}"
             self._delay(cmd, now + min(5.0, 0.5 + (now - cmd.infra_since) / 4))
             self._emit(cmd, Status.QUEUED, reason=cmd.reason)
@@ -603,6 +608,13 @@ class Scheduler:
             status = Status.INTERRUPTED if self._closed else Status.CANCELLED
         if status is Status.SUCCEEDED:
             self.durations.observe(cmd.fingerprint, outcome.duration_s)
+        if (
+            outcome.wrote_read_only
+            and cmd.spec.cls is CommandClass.SAFE
+            and not (cmd.cancel_requested or cmd.batch.cancelled or self._closed)
+        ):
+            self._misjudged(cmd)
+            return
         retries = 0 if cmd.spec.cls in NOT_IDEMPOTENT else cmd.batch.spec.retries
         if status in RETRYABLE and cmd.attempt <= retries and not cmd.batch.cancelled:
             delay = min(30.0, 0.5 * 2 ** (cmd.attempt - 1)) * random.uniform(0.5, 1.5)
@@ -616,6 +628,55 @@ class Scheduler:
         cmd.outcome = outcome if outcome.status is status else replace(outcome, status=status)
         self._emit_finished(cmd, cmd.outcome)
         self._settle(cmd)
+
+    def _misjudged(self, cmd: _Cmd) -> None:
+        """A command judged safe failed writing to its read-only sandbox: the judgement
+        was wrong, not the command. Its output is discarded and it runs again as a
+        conditional command (in a container, writable) holding a write lock on the whole
+        workspace, before every later command of its batch that has not started yet."""
+        name, why = self.route(CommandClass.CONDITIONAL)
+        where = f"again in {name}" if name else "nowhere"
+        reason = (
+            "misjudged: judged safe, but it tried to write (read-only file system); "
+            f"its output is discarded and it runs {where}, writable"
+        )
+        self.bus.publish(
+            CommandMisjudged(
+                batch_id=cmd.batch.id, command_id=cmd.id, index=cmd.spec.index, reason=reason
+            )
+        )
+        cmd.offsets = {"stdout": 0, "stderr": 0}
+        if name is None or name not in self.executors:
+            cmd.outcome = Outcome(status=Status.REFUSED, error=f"{reason}: {why}")
+            self._emit(cmd, Status.REFUSED, reason=f"{reason}: {why}")
+            self._settle(cmd)
+            return
+        writes = tuple(sorted({*cmd.spec.writes, "."}))
+        cmd.spec = replace(cmd.spec, cls=CommandClass.CONDITIONAL, writes=writes)
+        cmd.misjudged = True
+        cmd.executor = name
+        if name not in cmd.batch.executors:
+            cmd.batch.executors.add(name)
+            ex = self.executors[name]
+            if isinstance(ex, BatchAware):
+                try:
+                    ws = str(cmd.batch.spec.workspace)
+                    ex.open_batch(cmd.batch.id, ws, {CommandClass.CONDITIONAL.value})
+                except ExecutorError as e:
+                    log.warning("could not prepare %s for batch %s: %s", name, cmd.batch.id, e)
+        for later in cmd.batch.commands:
+            if later.spec.index <= cmd.spec.index or later in cmd.dependents:
+                continue
+            if later.status in (Status.PENDING, Status.QUEUED):
+                cmd.dependents.append(later)
+                later.waiting_on += 1
+                if later.status is Status.QUEUED:  # its heap entry goes stale
+                    self._emit(later, Status.PENDING, reason=f"waits for #{cmd.spec.index + 1}")
+        estimate = self.durations.estimate(cmd.fingerprint, cmd.spec.cls)
+        cmd.base = score(cmd.spec.cls, estimate, cmd.batch.spec.priority)
+        cmd.reason = reason
+        self._enqueue(cmd)
+        self._emit(cmd, Status.QUEUED, reason=reason)
 
     def _emit_finished(self, cmd: _Cmd, outcome: Outcome) -> None:
         reason = outcome.error or cmd.reason or ""

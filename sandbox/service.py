@@ -26,7 +26,8 @@ from sandbox.events import Event, EventBus
 from sandbox.executors.base import Executor
 from sandbox.executors.local import LocalExecutor
 from sandbox.executors.proctree import kill_jobs
-from sandbox.image import SANDBOX_UID
+from sandbox.executors.rootfs import ImageTrees
+from sandbox.image import SANDBOX_UID, default_image
 from sandbox.metrics import Metrics, host_usage
 from sandbox.model import Limits, Status
 from sandbox.persist import StoreWriter
@@ -68,6 +69,7 @@ class ServiceConfig:
     schedules: bool = True
     disk_bytes: int | None = 10 << 30  # what one container command may take of the disk
     docker_probe_s: float = 5.0  # how often to look for an engine that did not answer at start
+    image: str | None = None  # the workspaces' image (default: BASHFLEET_IMAGE or the sandbox)
 
 
 class Forbidden(BashfleetError):
@@ -81,7 +83,14 @@ class Service:
         self.bus = EventBus()
         self.writer = StoreWriter(store)
         self.bus.subscribe(self.writer)
-        self.executors: dict[str, Executor] = {"local": LocalExecutor()}
+        # One workspace, one environment: every local job runs on the image's unpacked tree
+        # (never the host), as the workspace's owner; see executors/bwrap.py.
+        self.local = LocalExecutor(
+            trees=ImageTrees(config.data_dir / "rootfs"),
+            image=default_image(config.image),
+            fallback_uid=SANDBOX_UID,
+        )
+        self.executors: dict[str, Executor] = {"local": self.local}
         self.docker_why = ""
         if config.isolation != "local":
             docker, self.docker_why = open_docker(config.instance_id)
@@ -92,7 +101,11 @@ class Service:
         self.scheduler = Scheduler(
             self.executors,
             make_router(
-                config.isolation, lambda: "docker" in self.executors, lambda: self.docker_why
+                config.isolation,
+                lambda: "docker" in self.executors,
+                lambda: self.docker_why,
+                local_ready=lambda: self.local.usable,
+                local_why=lambda: self.local.problem,
             ),
             bus=self.bus,
             limits=default_limits(config.jobs),
@@ -108,11 +121,23 @@ class Service:
             self.autoscaler.start()
         self._lock = threading.Lock()
         self._closed = threading.Event()
+        # unpack the image and self-test the sandbox now, not on the first command
+        threading.Thread(target=self._prepare_local, name="bashfleet-prepare", daemon=True).start()
         if config.isolation != "local" and "docker" not in self.executors:
             # the engine may come up later (it was restarting, or starts after us): look again
             threading.Thread(
                 target=self._probe_docker, name="bashfleet-docker-probe", daemon=True
             ).start()
+
+    def _prepare_local(self) -> None:
+        problem = self.local.prepare()
+        self.local.prune_trees()
+        if problem is None:
+            log.info("local pool: %s", self.local.isolation)
+        elif "docker" in self.executors:
+            log.warning("local sandbox unusable (%s): safe commands run in containers", problem)
+        else:
+            log.error("local sandbox unusable (%s), no Docker engine: commands refused", problem)
 
     def _gauges(self) -> dict[str, float]:
         docker = self.executors.get("docker")

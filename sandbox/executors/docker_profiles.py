@@ -13,7 +13,8 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-from sandbox.image import PATH_ENV, SANDBOX_UID
+from sandbox.executors.environment import BASE_ENV, HOSTNAME, command_environment
+from sandbox.image import SANDBOX_UID
 from sandbox.model import CommandClass, Job
 
 LABEL_COMMAND = "bashfleet.command"  # "" on shared containers: they hold running-marker files
@@ -126,8 +127,8 @@ def create_kwargs(spec: ContainerSpec, instance_id: str, batch_id: str) -> dict[
         "detach": True,
         "user": spec.user,
         "working_dir": "/workspace",
-        "environment": {"PATH": PATH_ENV, "HOME": "/tmp", "LANG": "C.UTF-8"},
-        "hostname": "sandbox",
+        "environment": dict(BASE_ENV),
+        "hostname": HOSTNAME,
         "network_mode": "bridge" if spec.network else "none",
         "read_only": True,
         "tmpfs": {"/tmp": f"rw,nosuid,nodev,size={spec.tmpfs_bytes},mode=1777"},
@@ -158,6 +159,7 @@ _WRAPPER = r"""
 id=$1 t=$2 lim=$3 cmd=$4 f="{dir}/.bashfleet-$1.pgid"
 exec 3>&2 2>/dev/null  # bash's own "Killed" notices about the wrapper are not the command's
 setsid -w bash -c 'echo $$ > "$0"; ulimit $1 2>/dev/null
+  export SHLVL=0  # the command sees SHLVL=1, as in the local pool: the wrappers do not count
   if [ "$2" = 0 ]; then exec bash -c "$3"; else exec timeout -s KILL "$2" bash -c "$3"; fi' \
   "$f" "$lim" "$t" "$cmd" 2>&3 3>&-
 rc=$?
@@ -211,13 +213,7 @@ def exec_command(job: Job) -> list[str]:
 
 
 def exec_environment(job: Job) -> dict[str, str]:
-    return {
-        "PATH": PATH_ENV,
-        "HOME": "/tmp",
-        "LANG": "C.UTF-8",
-        **dict(job.env),
-        "BASHFLEET_JOB": job.id,
-    }
+    return command_environment(job.env, job.id)
 
 
 def killer_command(job_id: str) -> list[str]:

@@ -49,6 +49,8 @@ from pathlib import Path
 from sandbox.errors import ExecutorError
 from sandbox.executors import bwrap, cgroups, proctree, rlimits, spawner
 from sandbox.executors.base import DoneCallback, OutputSink
+from sandbox.executors.environment import command_environment
+from sandbox.executors.rootfs import ImageTrees
 from sandbox.executors.watch import HostProcess, JobWatch, Process, WatchLoop
 from sandbox.model import Job, Limits, Outcome, Status
 
@@ -59,6 +61,8 @@ SAFE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 # within this long (the scheduler's hand-off race), not by a later retry of it.
 REPROBE_S = 5.0  # a failed bubblewrap self-test is tried again after this long
 EARLY_CANCEL_TTL_S = 10.0
+IMAGE_BASH = "/bin/bash"  # where an image with bash has it (merged /usr or not)
+IMAGE_HOME = "/tmp"  # HOME inside a sandbox (its private /tmp), as in a container
 
 
 @dataclass
@@ -124,6 +128,10 @@ class LocalExecutor:
     instead of paying for a bwrap each; ``close()`` ends those sandboxes.
     ``pids``: the process-count limits (``cgroups``) per warm sandbox, and per job outside
     one when its ``Limits.pids`` is None (otherwise that, as for a container).
+    ``trees`` and ``image``: read-only jobs see ``image``'s unpacked root filesystem
+    (``rootfs``), the workspace at ``/workspace``, as the workspace's owner (the image
+    view: what the server always uses). Without ``trees``: a read-only view of the host
+    (``bashfleet run`` on the user's own machine with no Docker engine).
     """
 
     name = "local"
@@ -135,6 +143,10 @@ class LocalExecutor:
         hidden_paths: tuple[str | Path, ...] = (),
         warm: bool = True,
         pids: cgroups.PidsLimits = cgroups.DEFAULT_LIMITS,
+        trees: ImageTrees | None = None,
+        image: str = "",
+        fallback_uid: int = 1000,
+        host_fallback: bool = False,
     ) -> None:
         self._bash = shutil.which("bash", path=SAFE_PATH)
         self._prlimit = shutil.which("prlimit", path=SAFE_PATH)
@@ -148,12 +160,15 @@ class LocalExecutor:
         data = os.environ.get("BASHFLEET_DATA")
         hidden = [Path(p) for p in (*hidden_paths, *([data] if data else []))]
         self._bwrap = bwrap.BwrapView(binary, hidden) if binary else None
+        self._trees = trees
+        self._host_fallback = host_fallback  # the CLI: no image tree -> the host view
+        self._image = image
+        self._fallback_uid = fallback_uid
         self._cgroups = cgroups.shared()
         self._pids = pids
         self._spawners = (
             spawner.SpawnerPool(
-                self._bwrap.argv,
-                [h.resolve() for h in self._bwrap.hidden],
+                self._warm_view,
                 groups=lambda: self._cgroups.group("sandbox", pids.sandbox),
             )
             if self._bwrap is not None and warm
@@ -179,11 +194,44 @@ class LocalExecutor:
     # -- what is in force ------------------------------------------------------
 
     @property
+    def image_view(self) -> bool:
+        """True: read-only jobs see the image, never the host."""
+        return self._trees is not None
+
+    @property
+    def usable(self) -> bool:
+        """False when read-only jobs are known not to be runnable here now (no bubblewrap,
+        a failed self-test, no image tree): the router then sends them to a container.
+        Cheap: it never runs a self-test (an unprobed pool counts as usable)."""
+        if self._bwrap is None or self._bash is None:
+            return False
+        if not self._probed:
+            return True
+        return self._bwrap_problem is None or time.monotonic() - self._probed_at >= REPROBE_S
+
+    @property
+    def problem(self) -> str | None:
+        """Why read-only jobs cannot run here, if they cannot (for doctor and the dashboard)."""
+        if self._bwrap is None:
+            return f"bubblewrap {self._bwrap_problem}"
+        return self._bwrap_problem
+
+    def prepare(self) -> str | None:
+        """Unpack the image and run the self-tests now (blocking); the problem, if any."""
+        return None if self._sandbox_ready() else self._bwrap_problem
+
+    @property
     def isolation(self) -> str:
         if self._cgroups.problem is None:
             pids = f"; a pids cgroup per job and per warm sandbox ({self._pids.sandbox} tasks)"
         else:
             pids = f"; no process-count limit ({self._cgroups.problem})"
+        if self._sandbox_ready() and self._trees is not None:
+            return (
+                f"bubblewrap on the image {self._image} (read-only workspace at /workspace, "
+                "the workspace owner's uid, pid namespace, no host path) for read-only jobs; "
+                f"process group, rlimits and a scrubbed environment for the rest{pids}"
+            )
         if self._sandbox_ready():
             return (
                 "bubblewrap (read-only workspace, pid namespace) for read-only jobs; "
@@ -205,7 +253,12 @@ class LocalExecutor:
             if not self._probed or (
                 self._bwrap_problem is not None and time.monotonic() - self._probed_at >= REPROBE_S
             ):
-                self._bwrap_problem = self._bwrap.self_test()
+                try:
+                    tree = self._tree()
+                except ExecutorError as e:
+                    self._bwrap_problem = f"no image tree: {e}"
+                else:
+                    self._bwrap_problem = self._bwrap.self_test(tree, self._fallback_uid)
                 self._probed_at = time.monotonic()
                 self._probed = True
         return self._bwrap_problem is None
@@ -223,6 +276,12 @@ class LocalExecutor:
             self._spawners.prestart(ws, network)
         if self._sandbox_ready():
             self._bash_env_works(sandboxed=True)
+
+    def prune_trees(self) -> None:
+        """Remove image trees this pool no longer uses (older ids of its image, others)."""
+        if self._trees is not None:
+            for path in self._trees.prune({self._image}):
+                log.info("removed the unused image tree %s", path)
 
     def close(self) -> None:
         """End the warm sandboxes (a job still running in one dies with it)."""
@@ -244,17 +303,20 @@ class LocalExecutor:
         workspace = self._workspace(job)
         if job.read_only and self._spawners is not None and not self._probed:
             self._spawners.prestart(workspace, job.network)  # starts while the self-tests run
-        sandboxed = job.read_only and self._sandbox_ready()
-        if job.read_only and self._bwrap is not None and not sandboxed:
-            # Installed but failing (e.g. under heavy load): never run a safe command
-            # without its read-only sandbox; the scheduler retries until its deadline.
+        # the image view (the server): every job, writable or not, runs in its sandbox
+        image_view = self._trees is not None and not self._host_fallback
+        must = job.read_only or image_view
+        sandboxed = must and self._sandbox_ready()
+        if must and not sandboxed and (self._bwrap is not None or image_view):
+            # Installed but failing (e.g. under heavy load), or no image tree: never run a
+            # command without its sandbox; the scheduler routes it elsewhere or retries.
             raise ExecutorError(
-                f"bubblewrap is unusable right now: {self._bwrap_problem}",
+                f"the local sandbox is unusable right now: {self.problem or 'not installed'}",
                 executor=self.name,
                 retryable=True,
             )
         marker = self._marker(job)
-        home = "/tmp" if sandboxed else self._homes.take()  # bwrap's /tmp is private
+        home = IMAGE_HOME if sandboxed else self._homes.take()  # bwrap's /tmp is private
         env = self._environment(job, marker, home)
         running = self._register(job, os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC))
         try:
@@ -283,10 +345,10 @@ class LocalExecutor:
         workspace = self._resolved(job.workspace)  # (the sandbox's key checks it is a directory)
         try:
             marker = self._marker(job)
-            env = self._environment(job, marker, "/tmp")
+            env = self._environment(job, marker, IMAGE_HOME)
         except ExecutorError:
             return False  # run() reports it
-        argv = [self._bash, "-c", job.command]
+        argv = [self._shell(), "-c", job.command]
         running = self._register(job, self._loop.wake_fd, own_fd=False)
         try:
             spawned = self._spawners.spawn(
@@ -383,15 +445,90 @@ class LocalExecutor:
             )
         return workspace
 
+    def _tree(self) -> Path | None:
+        """The image's root filesystem for the image view (None: the host view)."""
+        trees = self._trees
+        if trees is None:
+            return None
+        try:
+            return trees.tree(self._image)
+        except (OSError, ExecutorError) as e:
+            if self._host_fallback:
+                log.info("no image tree (%s): a read-only view of the host", e)
+                self._trees = None
+                return None
+            if isinstance(e, ExecutorError):
+                raise
+            raise ExecutorError(f"cannot unpack {self._image}: {e}", executor=self.name) from e
+
+    def _shell(self) -> str:
+        """bash: the image's in the image view, else the host's."""
+        if self._trees is not None:
+            return IMAGE_BASH
+        assert self._bash is not None
+        return self._bash
+
+    def _identity(self, workspace: Path) -> bwrap.Identity:
+        return bwrap.workspace_identity(workspace, self._fallback_uid)
+
+    def _view(
+        self,
+        workspace: Path,
+        read_only: bool,
+        network: bool,
+        status_fd: int | None = None,
+        *,
+        drop: bool = True,
+    ) -> list[str]:
+        """bwrap's argv up to ``--``, then (``drop``) what makes the job its user."""
+        assert self._bwrap is not None
+        tree = self._tree()
+        who = self._identity(workspace) if tree is not None else None
+        try:
+            argv = self._bwrap.argv(
+                workspace,
+                tree=tree,
+                who=who,
+                read_only=read_only,
+                network=network,
+                status_fd=status_fd,
+            )
+            return [*argv, *self._bwrap.drop(tree, who)] if drop else argv
+        except (ValueError, OSError) as e:
+            raise ExecutorError(f"cannot build the sandbox: {e}", executor=self.name) from e
+
+    def _warm_view(self, workspace: Path, network: bool) -> spawner.View:
+        """What a warm sandbox for ``workspace`` runs: its bwrap argv, the python3 its
+        server runs on, and what must stay the same for a server to be reused."""
+        try:
+            tree = self._tree()
+            argv = self._view(workspace, read_only=True, network=network, drop=False)
+        except ExecutorError as e:
+            raise spawner.Unavailable(str(e)) from e
+        if tree is None:
+            assert self._bwrap is not None
+            hidden = [h.resolve() for h in self._bwrap.hidden]
+            python = spawner.host_python(hidden)
+            return spawner.View(argv, python, tuple(str(os.path.isdir(h)) for h in hidden))
+        if not (tree / "usr" / "bin" / "python3").exists():
+            raise spawner.Unavailable(f"{self._image} has no /usr/bin/python3")
+        who = self._identity(workspace)
+        ids = (str(who.uid), str(who.gid))
+        leave_root = os.geteuid() == 0 and who.uid != 0
+        return spawner.View(argv, "/usr/bin/python3", (str(tree), *ids), ids if leave_root else ())
+
     def _environment(self, job: Job, marker: str, home: str) -> dict[str, str]:
+        for key, value in job.env:
+            if not key or "=" in key or "\0" in key + value:
+                raise ExecutorError(f"invalid environment variable {key!r}", retryable=False)
+        if self._trees is not None and home == IMAGE_HOME:
+            # the image view: exactly what a container of the workspace gets
+            return command_environment(job.env, marker)
         env = {"PATH": SAFE_PATH, "HOME": home, "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8"}
         env |= {"TERM": "dumb", "USER": self._user, "LOGNAME": self._user}
         if "TZ" in os.environ:
             env["TZ"] = os.environ["TZ"]
-        for key, value in job.env:
-            if not key or "=" in key or "\0" in key + value:
-                raise ExecutorError(f"invalid environment variable {key!r}", retryable=False)
-            env[key] = value
+        env.update(job.env)
         env[proctree.MARKER_VAR] = marker  # last: a job cannot hide from the tree kill
         return env
 
@@ -414,6 +551,8 @@ class LocalExecutor:
         join = group.join_step() if group is not None and via_bash_env and not sandboxed else None
         if via_bash_env and (limits or join):
             r, w = os.pipe()  # the script is tiny: it fits in the pipe, the write cannot block
+            if sandboxed:  # bash reopens it as /dev/fd/N, maybe as another uid (the image view)
+                os.fchmod(r, 0o444)
             os.write(w, rlimits.ulimit_script(limits, r, join))
             os.close(w)
             env = {**env, "BASH_ENV": f"/dev/fd/{r}"}
@@ -452,14 +591,17 @@ class LocalExecutor:
         ws = Path(tempfile.mkdtemp(prefix="bashfleet-probe-"))
         try:
             assert self._bash is not None
-            argv = [self._bash, "-c", 'ulimit -S -t; ulimit -H -t; echo "${BASH_ENV-unset}"']
+            script = 'ulimit -S -t; ulimit -H -t; echo "${BASH_ENV-unset}"'
+            argv = [self._shell() if sandboxed else self._bash, "-c", script]
             if sandboxed:
-                assert self._bwrap is not None
-                argv = [*self._bwrap.argv(ws, read_only=True, network=False), *argv]
-            proc = self._spawn(argv, {"PATH": SAFE_PATH}, ws, probe, via_bash_env=True)
+                os.chmod(ws, 0o755)
+                argv = [*self._view(ws, read_only=True, network=False), *argv]
+            proc = self._spawn(
+                argv, {"PATH": SAFE_PATH}, ws, probe, via_bash_env=True, sandboxed=sandboxed
+            )
             out, _ = proc.communicate(timeout=10)
             ok = out == b"500\n501\nunset\n"
-        except (OSError, subprocess.SubprocessError):
+        except (OSError, subprocess.SubprocessError, ExecutorError):
             ok = False
         finally:
             shutil.rmtree(ws, ignore_errors=True)
@@ -484,8 +626,8 @@ class LocalExecutor:
             return Outcome(Status.CANCELLED, started_at=started, ended_at=started)
         limits, _script = self._limits(job.limits)
         assert self._bash is not None
-        argv = [self._bash, "-c", job.command]
-        if sandboxed and self._spawners is not None:
+        argv = [self._shell(), "-c", job.command]
+        if sandboxed and job.read_only and self._spawners is not None:
             outcome = self._run_warm(job, argv, env, workspace, limits, running, marker, on_output)
             if outcome is not None:
                 return outcome
@@ -495,10 +637,7 @@ class LocalExecutor:
         status_r, status_w = os.pipe() if sandboxed else (-1, -1)
         try:
             if sandboxed:
-                assert self._bwrap is not None
-                view = self._bwrap.argv(
-                    workspace, read_only=job.read_only, network=job.network, status_fd=status_w
-                )
+                view = self._view(workspace, job.read_only, job.network, status_fd=status_w)
                 argv = [*view, *argv]
             keep = (status_w,) if sandboxed else ()
             proc = self._spawn(argv, env, workspace, limits, via_bash_env, keep, group, sandboxed)
@@ -550,10 +689,21 @@ class LocalExecutor:
         return JobWatch(proc, job, on_output, running.wake_fd, lambda: running.cancelled)
 
 
-def warming(workspace: Path) -> LocalExecutor:
+def warming(workspace: Path, trees: Path | None = None) -> LocalExecutor:
     """A local pool whose sandbox for ``workspace`` warms up on a spare thread meanwhile
-    (the ~50 ms of bubblewrap start and self-tests overlap reading and planning a batch)."""
-    local = LocalExecutor()
+    (the ~50 ms of bubblewrap start and self-tests overlap reading and planning a batch).
+
+    ``trees``: where image trees are unpacked (``bashfleet run``): safe commands see the
+    sandbox image, as containers do, when a Docker engine answers, and a read-only view
+    of the host on a machine without one (the CLI runs on the user's own machine)."""
+    from sandbox.image import SANDBOX_UID, default_image
+
+    local = LocalExecutor(
+        trees=ImageTrees(trees) if trees is not None else None,
+        image=default_image(),
+        fallback_uid=SANDBOX_UID,
+        host_fallback=True,
+    )
     threading.Thread(
         target=local.warm_up, args=(workspace,), name="bashfleet-warm-up", daemon=True
     ).start()

@@ -5,6 +5,10 @@ true`` is 1.3 ms), so read-only jobs pay it once per sandbox instead:
 
     bwrap <the view of bwrap.BwrapView, unchanged> -- python3 -I -S -c SERVER_SOURCE FD
 
+In the image view the server runs on the image's own ``/usr/bin/python3`` (3.9 or
+newer), as the job's user; an image without it has no warm sandbox (a bwrap per
+command: correct, a few ms slower each).
+
 The server holds one end of a SOCK_SEQPACKET socketpair. Per job the host sends a
 JSON request (argv, environment, marker, the BASH_ENV limits script) with the
 job's stdout/stderr pipe write ends (SCM_RIGHTS); the server starts the command
@@ -64,6 +68,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -82,6 +87,11 @@ SCRIPT_FD = 3  # where a job's BASH_ENV limits script is (``rlimits.ulimit_scrip
 SERVER_SOURCE = r"""
 import ctypes, json, os, selectors, signal, socket, sys
 
+if len(sys.argv) > 3:  # started as root with CAP_SETUID/SETGID only: become the job's user
+    uid, gid = int(sys.argv[2]), int(sys.argv[3])
+    os.setgroups([])
+    os.setresgid(gid, gid, gid)
+    os.setresuid(uid, uid, uid)  # clears every capability
 libc = ctypes.CDLL(None, use_errno=True)
 if libc.prctl(4, 0, 0, 0, 0) != 0:  # PR_SET_DUMPABLE 0: jobs may not ptrace us or read our memory
     sys.exit("bashfleet spawner: prctl(PR_SET_DUMPABLE) failed")
@@ -312,7 +322,28 @@ main()
 """.replace("RECV_SIZE", str(_RECV_SIZE))
 
 
-_Key = tuple[str, bool, int, int, tuple[bool, ...]]  # workspace, network, dev, inode, hidden
+_Key = tuple[str, bool, int, int, tuple[str, ...]]  # workspace, network, dev, inode, view
+
+
+@dataclass(frozen=True, slots=True)
+class View:
+    """A warm sandbox's command line up to ``--``, the python3 inside that runs the
+    server, and what must not change for a running server to be reused (the image
+    tree and uid, or which hidden folders exist)."""
+
+    argv: list[str]
+    python: str
+    key: tuple[str, ...]
+    identity: tuple[str, ...] = ()  # uid, gid: the server leaves root for them first
+
+
+def host_python(hidden: list[Path]) -> str:
+    """A python3 that the host view can see (it hides /run and the data folder)."""
+    for exe in (os.path.realpath(sys.executable), "/usr/bin/python3"):
+        path = Path(exe)
+        if path.is_file() and not any(path.is_relative_to(h) for h in hidden):
+            return exe
+    raise Unavailable("no python3 visible inside the sandbox")
 
 
 class Unavailable(Exception):
@@ -425,7 +456,11 @@ class _Server:
     """One warm sandbox: its bwrap process, its socket and its reader thread."""
 
     def __init__(
-        self, argv: list[str], key: _Key, group: Callable[[], cgroups.Group | None] | None = None
+        self,
+        argv: list[str],
+        key: _Key,
+        group: Callable[[], cgroups.Group | None] | None = None,
+        identity: tuple[str, ...] = (),
     ) -> None:
         self.key = key
         self._make_group = group
@@ -439,7 +474,7 @@ class _Server:
         self._inflight = 0  # jobs sent whose status pipe has not been read yet
         self._sock, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         self._proc: subprocess.Popen[bytes] | None = None
-        argv = [*argv, str(theirs.fileno())]
+        argv = [*argv, str(theirs.fileno()), *identity]
         self._thread = threading.Thread(
             target=self._run, args=(argv, theirs), name=f"bashfleet-spawner {key[0]}", daemon=True
         )
@@ -603,27 +638,16 @@ class SpawnerPool:
 
     def __init__(
         self,
-        view_argv: Any,
-        hidden: list[Path],
+        view: Callable[[Path, bool], View],
         groups: Callable[[], cgroups.Group | None] | None = None,
     ) -> None:
-        self._view_argv = view_argv  # BwrapView.argv: (workspace, read_only=, network=)
+        self._view = view  # (workspace, network) -> View; raises Unavailable
         self._groups = groups  # a new pids cgroup for each sandbox (None: no limit)
-        self._hidden = hidden
-        self._hidden_str = [str(h) for h in hidden]
         self._lock = threading.Lock()
         self._servers: dict[_Key, _Server] = {}
         self._failed: dict[_Key, float] = {}
         self._seq = 0
         self._closed = False
-
-    def _python(self, workspace: Path) -> str:
-        """A python3 that the sandbox can see (the view hides /run and the data folder)."""
-        for exe in (os.path.realpath(sys.executable), "/usr/bin/python3"):
-            path = Path(exe)
-            if path.is_file() and not any(path.is_relative_to(h) for h in self._hidden):
-                return exe
-        raise Unavailable("no python3 visible inside the sandbox")
 
     def spawn(
         self,
@@ -638,7 +662,8 @@ class SpawnerPool:
         """Start ``argv`` in the warm sandbox for ``workspace``; Unavailable: use bwrap per job.
 
         ``wait=False``: raise NotReady instead of waiting for a sandbox that is starting."""
-        key = self._key(workspace, network)
+        view = self._view(workspace, network)
+        key = self._key(workspace, network, view)
         with self._lock:
             if self._closed:
                 raise Unavailable("closed")
@@ -655,7 +680,7 @@ class SpawnerPool:
         ).encode()
         if len(request) > MAX_REQUEST:
             raise Unavailable("the command is too large for the warm sandbox")
-        server = self._server(key, workspace, network)
+        server = self._server(key, view)
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
         # the status pipe: a few bytes written once by the server, never a blocking write
@@ -682,18 +707,19 @@ class SpawnerPool:
     def prestart(self, workspace: Path, network: bool) -> None:
         """Start the sandbox for ``workspace`` now (its ~40 ms overlap the caller's self-tests)."""
         with contextlib.suppress(Unavailable, OSError):
-            self._server(self._key(workspace, network), workspace, network)
+            view = self._view(workspace, network)
+            self._server(self._key(workspace, network, view), view)
 
-    def _key(self, workspace: Path, network: bool) -> _Key:
-        # A new server if the workspace was replaced or a hidden folder appeared since.
+    def _key(self, workspace: Path, network: bool, view: View) -> _Key:
+        # A new server if the workspace was replaced or the view changed (a new image
+        # tree, another owner, a hidden folder that appeared).
         path = str(workspace)
         st = os.stat(path)
         if not stat.S_ISDIR(st.st_mode):
             raise Unavailable(f"{path} is not a directory")
-        shown = tuple(os.path.isdir(h) for h in self._hidden_str)
-        return (path, network, st.st_dev, st.st_ino, shown)
+        return (path, network, st.st_dev, st.st_ino, view.key)
 
-    def _server(self, key: _Key, workspace: Path, network: bool) -> _Server:
+    def _server(self, key: _Key, view: View) -> _Server:
         with self._lock:
             if self._closed:
                 raise Unavailable("closed")
@@ -703,9 +729,8 @@ class SpawnerPool:
             failed_at = self._failed.get(key)
             if failed_at is not None and time.monotonic() - failed_at < RETRY_AFTER_S:
                 raise Unavailable("the warm sandbox failed to start recently")
-            view = self._view_argv(workspace, read_only=True, network=network)
-            argv = [*view, self._python(workspace), "-I", "-S", "-c", SERVER_SOURCE]
-            server = self._servers[key] = _Server(argv, key, self._groups)
+            argv = [*view.argv, view.python, "-I", "-S", "-c", SERVER_SOURCE]
+            server = self._servers[key] = _Server(argv, key, self._groups, view.identity)
             self._reap_idle()
             return server
 

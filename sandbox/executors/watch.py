@@ -34,6 +34,8 @@ log = logging.getLogger(__name__)
 DRAIN_GRACE_S = 0.5  # reading on after the shell exited and its tree was killed
 _READ_SIZE = 64 << 10
 _MEMORY_HINTS = (b"MemoryError", b"Cannot allocate memory", b"bad_alloc", b"out of memory")
+# strerror(EROFS): what a write in a read-only sandbox prints (the misjudged-safe sign)
+_EROFS = b"Read-only file system"
 
 
 class Process(Protocol):
@@ -256,6 +258,9 @@ class JobWatch:
             ended_at=time.time(),
             error=error,
             truncated=any(f.truncated for f in self.forwarders),
+            wrote_read_only=(
+                self.job.read_only and status is Status.FAILED and _EROFS in self.stderr_tail
+            ),
         )
 
     def _verdict(

@@ -94,6 +94,18 @@ class OutputStore:
         finally:
             os.close(fd)
 
+    def discard(self, batch_id: str, command_id: str) -> None:
+        """Empty a command's output (an attempt whose output does not count)."""
+        for stream in STREAMS:
+            key = _key(batch_id, command_id, stream)
+            while True:
+                handle = self._handle(key)
+                with handle.lock:
+                    if handle.closed:
+                        continue
+                    os.ftruncate(handle.fd, 0)
+                    break
+
     def close_command(self, batch_id: str, command_id: str) -> None:
         """Release the handles of a finished command (optional: the LRU would anyway)."""
         for stream in STREAMS:

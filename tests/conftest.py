@@ -1,7 +1,25 @@
 """Shared fixtures: `portal` and `any_portal` (a real `bashfleet serve` process, the
-latter on SQLite and on PostgreSQL) live in tests/portal.py; `pg_url` in tests/pg.py."""
+latter on SQLite and on PostgreSQL) live in tests/portal.py; `pg_url` in tests/pg.py.
 
+Once per session, the sandbox image is unpacked for `bashfleet run` (into the CLI's
+default data folder, as its first run would): a one-time cost of seconds that tests
+timing a batch should not count."""
+
+import contextlib
+
+import pytest
+
+from sandbox.cli import data_dir
+from sandbox.errors import BashfleetError
+from sandbox.executors.rootfs import ImageTrees
+from sandbox.image import default_image
 from tests.pg import pg_server, pg_url
 from tests.portal import any_portal, portal
 
 __all__ = ["any_portal", "pg_server", "pg_url", "portal"]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _cli_image_tree() -> None:
+    with contextlib.suppress(BashfleetError):  # no engine: the tests that need one say so
+        ImageTrees(data_dir(None) / "rootfs").tree(default_image())

@@ -142,8 +142,21 @@ def test_compose_stack_serves_a_batch(docker_client: Any) -> None:
             .strip()
             .splitlines()[-1]
         )
+        # An operator's commands, in every class, go for the portal's secrets. This stack
+        # has no Docker socket (and Docker gives it no user namespaces): there is no
+        # sandbox to run them in, so they are refused with the reason; nothing may leak.
+        probes = [
+            "echo from compose",
+            "cat /data/secret_key",
+            "cat ../../secret_key",
+            "cat /proc/1/environ",
+            "ls -la /var/run/docker.sock",
+            "env",
+            "cp /data/secret_key leak.txt",
+            "rm -rf /data",
+        ]
         status, batch = call(
-            url + "/api/v1/batches", "POST", {"script": "echo from compose\nls\n"}, token
+            url + "/api/v1/batches", "POST", {"script": "\n".join(probes) + "\n"}, token
         )
         assert status == 201, batch
         deadline = time.monotonic() + 60
@@ -152,12 +165,20 @@ def test_compose_stack_serves_a_batch(docker_client: Any) -> None:
             if got["status"] not in ("pending", "queued", "running"):
                 break
             time.sleep(0.5)
-        assert got["status"] == "succeeded", got
-        cid = got["commands"][0]["id"]
-        status, out = call(
-            url + f"/api/v1/batches/{batch['id']}/commands/{cid}/output", token=token
-        )
-        assert out["stdout"] == "from compose\n"
+        secret = compose(project, env, "exec", "-T", "portal", "cat", "/data/secret_key").strip()
+        assert len(secret) > 20
+        for command in got["commands"]:
+            assert command["status"] in ("refused", "skipped", "succeeded", "failed"), command
+            if command["status"] == "refused":
+                assert "sandbox" in (command["reason"] or ""), command
+            status, out = call(
+                url + f"/api/v1/batches/{batch['id']}/commands/{command['id']}/output",
+                token=token,
+            )
+            text = out["stdout"] + out["stderr"]
+            assert secret not in text and "compose-db-pw" not in text, command
+        first = got["commands"][0]
+        assert first["status"] in ("refused", "succeeded")
         user = compose(project, env, "exec", "-T", "portal", "id", "-u").strip()
         assert user != "0"  # the portal runs as a non-root user
     finally:

@@ -696,12 +696,15 @@ def warming(workspace: Path, trees: Path | None = None) -> LocalExecutor:
     ``trees``: where image trees are unpacked (``bashfleet run``): safe commands see the
     sandbox image, as containers do, when a Docker engine answers, and a read-only view
     of the host on a machine without one (the CLI runs on the user's own machine)."""
-    from sandbox.image import SANDBOX_UID, default_image
+    from sandbox.image import default_image
 
+    # a workspace of root's (your own folder, as root) is read as root, with no capability:
+    # containers run it as uid 1000 (and cannot write it: `bashfleet run` warns); the
+    # portal's workspaces always belong to uid 1000
     local = LocalExecutor(
         trees=ImageTrees(trees) if trees is not None else None,
         image=default_image(),
-        fallback_uid=SANDBOX_UID,
+        fallback_uid=0,
         host_fallback=True,
     )
     threading.Thread(

@@ -135,7 +135,9 @@ def test_each_workspace_sees_only_itself(image_pool: LocalExecutor, tmp_path: Pa
 
 
 def test_a_misjudged_write_is_run_again_writable_before_what_follows(
-    image_pool: LocalExecutor, docker_executor: DockerExecutor, docker_workspace: Path
+    image_pool: LocalExecutor,
+    docker_executor: DockerExecutor,
+    docker_workspace: Path,
 ) -> None:
     """The judge calls `echo x > out.txt` safe here on purpose (the spec is built by hand):
     the write fails in the read-only sandbox, the command is marked misjudged and run
@@ -164,6 +166,7 @@ def test_a_misjudged_write_is_run_again_writable_before_what_follows(
         result = sched.result(batch_id)
     finally:
         sched.shutdown()
+        docker_executor.close_batch(batch_id)  # (the scheduler's own close is in the background)
     assert [r[1] for r in result] == [Status.SUCCEEDED, Status.SUCCEEDED], result
     assert (docker_workspace / "out.txt").read_text() == "x\n"
     misjudged = [e for e in events if isinstance(e, CommandMisjudged)]

@@ -89,12 +89,15 @@ class BwrapView:
         read_only: bool,
         network: bool,
         status_fd: int | None = None,
+        tmp_bytes: int | None = None,
     ) -> list[str]:
-        """The bwrap command line up to and including ``--``."""
+        """The bwrap command line up to and including ``--``; ``tmp_bytes`` caps the
+        private /tmp (a tmpfs: its pages are memory)."""
+        size = ["--size", str(tmp_bytes)] if tmp_bytes else []
         if tree is None:
-            argv, inside = self._host_view(workspace, read_only), str(workspace)
+            argv, inside = self._host_view(workspace, read_only, size), str(workspace)
         else:
-            argv, inside = self._image_view(tree, workspace, read_only), WORKSPACE
+            argv, inside = self._image_view(tree, workspace, read_only, size), WORKSPACE
         argv += ["--unshare-pid", "--unshare-ipc", "--unshare-uts", "--die-with-parent"]
         argv += ["--hostname", HOSTNAME] if tree is not None else []
         argv += [] if network else ["--unshare-net"]
@@ -123,15 +126,17 @@ class BwrapView:
         """The workspace's path as the job sees it."""
         return str(workspace) if tree is None else WORKSPACE
 
-    def _image_view(self, tree: Path, workspace: Path, read_only: bool) -> list[str]:
+    def _image_view(
+        self, tree: Path, workspace: Path, read_only: bool, size: list[str]
+    ) -> list[str]:
         argv = [self.binary, "--ro-bind", str(tree), "/", "--dev", "/dev"]
-        argv += ["--proc", "/proc", "--tmpfs", "/tmp"]
+        argv += ["--proc", "/proc", *size, "--tmpfs", "/tmp"]
         argv += ["--ro-bind" if read_only else "--bind", str(workspace), WORKSPACE]
         return argv
 
-    def _host_view(self, workspace: Path, read_only: bool) -> list[str]:
+    def _host_view(self, workspace: Path, read_only: bool, size: list[str]) -> list[str]:
         argv = [self.binary, "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc"]
-        argv += ["--ro-bind", "/proc/sys", "/proc/sys", "--tmpfs", "/tmp"]
+        argv += ["--ro-bind", "/proc/sys", "/proc/sys", *size, "--tmpfs", "/tmp"]
         hidden = [h.resolve() for h in self.hidden if h.is_dir()]
         # a folder holding the workspace is covered first, then the workspace bound back
         argv += [a for h in hidden if workspace.is_relative_to(h) for a in ("--tmpfs", str(h))]

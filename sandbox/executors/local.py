@@ -62,7 +62,10 @@ SAFE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 REPROBE_S = 5.0  # a failed bubblewrap self-test is tried again after this long
 EARLY_CANCEL_TTL_S = 10.0
 IMAGE_BASH = "/bin/bash"  # where an image with bash has it (merged /usr or not)
-IMAGE_HOME = "/tmp"  # HOME inside a sandbox (its private /tmp), as in a container
+IMAGE_HOME = "/tmp"
+# /tmp of a warm sandbox, shared by the safe commands of its workspace running at once
+# (a job of its own gets its Limits.tmpfs_bytes, as a container does)
+WARM_TMP_BYTES = 256 << 20  # HOME inside a sandbox (its private /tmp), as in a container
 
 
 @dataclass
@@ -479,6 +482,7 @@ class LocalExecutor:
         status_fd: int | None = None,
         *,
         drop: bool = True,
+        tmp_bytes: int | None = WARM_TMP_BYTES,
     ) -> list[str]:
         """bwrap's argv up to ``--``, then (``drop``) what makes the job its user."""
         assert self._bwrap is not None
@@ -492,6 +496,7 @@ class LocalExecutor:
                 read_only=read_only,
                 network=network,
                 status_fd=status_fd,
+                tmp_bytes=tmp_bytes,
             )
             return [*argv, *self._bwrap.drop(tree, who)] if drop else argv
         except (ValueError, OSError) as e:
@@ -637,7 +642,13 @@ class LocalExecutor:
         status_r, status_w = os.pipe() if sandboxed else (-1, -1)
         try:
             if sandboxed:
-                view = self._view(workspace, job.read_only, job.network, status_fd=status_w)
+                view = self._view(
+                    workspace,
+                    job.read_only,
+                    job.network,
+                    status_fd=status_w,
+                    tmp_bytes=job.limits.tmpfs_bytes,
+                )
                 argv = [*view, *argv]
             keep = (status_w,) if sandboxed else ()
             proc = self._spawn(argv, env, workspace, limits, via_bash_env, keep, group, sandboxed)

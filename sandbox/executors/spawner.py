@@ -77,6 +77,7 @@ from sandbox.executors import cgroups, proctree
 log = logging.getLogger(__name__)
 
 IDLE_S = 60.0  # a server without jobs for this long is closed
+MAX_SERVERS = 16  # warm sandboxes at once; past it the least recently used idle one closes
 RETRY_AFTER_S = 30.0  # after a server failed to start, per-command bwrap for this long
 START_TIMEOUT_S = 10.0
 REAP_TIMEOUT_S = 5.0  # after a kill, how long the server may take to report the exit
@@ -511,6 +512,10 @@ class _Server:
             raise Unavailable(f"cannot reach the warm sandbox: {e}") from e
         return SpawnedProcess(self, seq, marker, status_r)
 
+    def idle_now(self) -> bool:
+        with self.lock:
+            return self._inflight == 0
+
     def job_ended(self) -> None:
         with self.lock:
             self._inflight -= 1
@@ -729,10 +734,22 @@ class SpawnerPool:
             failed_at = self._failed.get(key)
             if failed_at is not None and time.monotonic() - failed_at < RETRY_AFTER_S:
                 raise Unavailable("the warm sandbox failed to start recently")
+            self._reap_idle()
+            self._make_room()
             argv = [*view.argv, view.python, "-I", "-S", "-c", SERVER_SOURCE]
             server = self._servers[key] = _Server(argv, key, self._groups, view.identity)
-            self._reap_idle()
             return server
+
+    def _make_room(self) -> None:
+        """At MAX_SERVERS, close the least recently used server with no job in flight;
+        if every one is busy, this job takes a bwrap of its own (Unavailable)."""
+        if len(self._servers) < MAX_SERVERS:
+            return
+        idle = [(s.last_used, k) for k, s in self._servers.items() if s.idle_now()]
+        if not idle:
+            raise Unavailable(f"{MAX_SERVERS} warm sandboxes are busy")
+        _, key = min(idle)
+        self._servers.pop(key).close()
 
     def _reap_idle(self) -> None:
         for key, server in list(self._servers.items()):

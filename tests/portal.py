@@ -55,18 +55,14 @@ class Portal:
             check=False,
         )
 
+    def command(self) -> list[str]:
+        """How this portal is started (the documented ways differ)."""
+        serve = [BASHFLEET, "--data", str(self.data), "serve", "--port", str(self.port)]
+        return [*self.prefix, *serve, *self.extra]
+
     def start(self) -> None:
         self.proc = subprocess.Popen(
-            [
-                *self.prefix,
-                BASHFLEET,
-                "--data",
-                str(self.data),
-                "serve",
-                "--port",
-                str(self.port),
-                *self.extra,
-            ],
+            self.command(),
             env=self.env,
             stdout=subprocess.DEVNULL,
             stderr=open(self.data / "serve.log", "ab"),  # noqa: SIM115 (the child keeps it)

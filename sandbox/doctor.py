@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import shutil
 import sqlite3
-import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,29 +57,40 @@ def check_image() -> Check:
     )
 
 
-def check_bubblewrap() -> Check:
+def check_bubblewrap(data: Path) -> Check:
+    """The local pool's sandbox, as the portal makes it: bubblewrap on the image's tree."""
+    from sandbox.executors.local import LocalExecutor
+    from sandbox.executors.rootfs import ImageTrees
+    from sandbox.image import SANDBOX_UID, default_image
+
     bwrap = shutil.which("bwrap")
     if bwrap is None:
         return Check(
             "bubblewrap",
             False,
-            "missing: safe commands run without a read-only view of the workspace",
+            "missing: the portal runs safe commands in containers instead (slower), and "
+            "refuses them with no Docker engine either",
             "sudo apt-get install -y bubblewrap",
         )
-    probe = subprocess.run(
-        [bwrap, "--ro-bind", "/", "/", "--dev", "/dev", "--unshare-pid", "true"],
-        capture_output=True,
-        text=True,
-        check=False,
+    image = default_image()
+    local = LocalExecutor(
+        trees=ImageTrees(data / "rootfs"), image=image, fallback_uid=SANDBOX_UID, warm=False
     )
-    if probe.returncode != 0:
-        return Check(
-            "bubblewrap",
-            False,
-            f"installed but cannot create namespaces: {probe.stderr.strip()[:200]}",
-            "sudo sysctl -w kernel.unprivileged_userns_clone=1  (or run bashfleet as root)",
-        )
-    return Check("bubblewrap", True, f"{bwrap}: safe commands see the workspace read-only")
+    try:
+        problem = local.prepare()
+    finally:
+        local.close()
+    if problem is not None:
+        fix = "bashfleet image build (with the Docker engine up: scripts/docker-up)"
+        if "no image tree" not in problem:
+            fix = "run bashfleet as root, or where bubblewrap may create namespaces"
+        return Check("bubblewrap", False, f"the local sandbox cannot run: {problem[:300]}", fix)
+    return Check(
+        "bubblewrap",
+        True,
+        f"{bwrap}: safe commands run on {image}'s own files (unpacked in {data / 'rootfs'}), "
+        "workspace read-only, no host path",
+    )
 
 
 def check_process_limit() -> Check:
@@ -140,7 +150,7 @@ def run_doctor(data: Path, out: IO[str]) -> int:
     checks: list[Callable[[], Check]] = [
         check_docker,
         check_image,
-        check_bubblewrap,
+        lambda: check_bubblewrap(data),
         check_process_limit,
         lambda: check_database(data),
     ]

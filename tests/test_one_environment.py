@@ -38,6 +38,7 @@ PROBES = [
     "python3 --version",
     "echo $HOME $SHLVL",
     "ls -ld /workspace | cut -d' ' -f1,3,4",
+    "stat -c '%a %U' /tmp && touch /tmp/x $HOME/y && echo writable",
 ]
 
 

@@ -93,7 +93,8 @@ class BwrapView:
     ) -> list[str]:
         """The bwrap command line up to and including ``--``; ``tmp_bytes`` caps the
         private /tmp (a tmpfs: its pages are memory)."""
-        size = ["--size", str(tmp_bytes)] if tmp_bytes else []
+        # /tmp as in a container: sticky and writable by all (HOME is there)
+        size = ["--perms", "1777", *(["--size", str(tmp_bytes)] if tmp_bytes else [])]
         if tree is None:
             argv, inside = self._host_view(workspace, read_only, size), str(workspace)
         else:

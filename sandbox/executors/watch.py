@@ -36,6 +36,7 @@ _READ_SIZE = 64 << 10
 _MEMORY_HINTS = (b"MemoryError", b"Cannot allocate memory", b"bad_alloc", b"out of memory")
 # strerror(EROFS): what a write in a read-only sandbox prints (the misjudged-safe sign)
 _EROFS = b"Read-only file system"
+_ENOSPC = b"No space left on device"
 
 
 class Process(Protocol):
@@ -294,6 +295,8 @@ class JobWatch:
             return f"file size limit hit ({limits.file_size_bytes} bytes)"
         if limits.memory_bytes is not None and any(h in self.stderr_tail for h in _MEMORY_HINTS):
             return f"memory limit probably hit (address space {limits.memory_bytes} bytes)"
+        if _ENOSPC in self.stderr_tail:
+            return "no space left: /tmp is a capped tmpfs (or the disk is full)"
         return None
 
 

@@ -182,8 +182,9 @@ def cmd_run(args: argparse.Namespace, data: Path) -> int:
         raise BashfleetError(f"cannot read {args.file}: {e.strerror}") from e
     # The sandbox warms up while the rest of the engine is imported and the batch planned.
     from sandbox.executors.local import warming
+    from sandbox.executors.rootfs import trees_dir
 
-    local = warming(args.workspace, None if args.isolation == "local" else data / "rootfs")
+    local = warming(args.workspace, None if args.isolation == "local" else trees_dir(data))
     try:
         from sandbox.runner import RunOptions, run_script
     except BaseException:

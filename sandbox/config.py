@@ -26,6 +26,7 @@ KEYS = {
     "secret_key": "BASHFLEET_SECRET_KEY",
     "admin_password": "BASHFLEET_ADMIN_PASSWORD",
     "docker_host": "DOCKER_HOST",
+    "rootfs": "BASHFLEET_ROOTFS",
 }
 
 

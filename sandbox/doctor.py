@@ -60,7 +60,7 @@ def check_image() -> Check:
 def check_bubblewrap(data: Path) -> Check:
     """The local pool's sandbox, as the portal makes it: bubblewrap on the image's tree."""
     from sandbox.executors.local import LocalExecutor
-    from sandbox.executors.rootfs import ImageTrees
+    from sandbox.executors.rootfs import ImageTrees, trees_dir
     from sandbox.image import SANDBOX_UID, default_image
 
     bwrap = shutil.which("bwrap")
@@ -74,7 +74,7 @@ def check_bubblewrap(data: Path) -> Check:
         )
     image = default_image()
     local = LocalExecutor(
-        trees=ImageTrees(data / "rootfs"), image=image, fallback_uid=SANDBOX_UID, warm=False
+        trees=ImageTrees(trees_dir(data)), image=image, fallback_uid=SANDBOX_UID, warm=False
     )
     try:
         problem = local.prepare()
@@ -88,7 +88,7 @@ def check_bubblewrap(data: Path) -> Check:
     return Check(
         "bubblewrap",
         True,
-        f"{bwrap}: safe commands run on {image}'s own files (unpacked in {data / 'rootfs'}), "
+        f"{bwrap}: safe commands run on {image}'s own files (unpacked in {trees_dir(data)}), "
         "workspace read-only, no host path",
     )
 

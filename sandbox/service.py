@@ -26,7 +26,7 @@ from sandbox.events import Event, EventBus
 from sandbox.executors.base import Executor
 from sandbox.executors.local import LocalExecutor
 from sandbox.executors.proctree import kill_jobs
-from sandbox.executors.rootfs import ImageTrees
+from sandbox.executors.rootfs import ROOTFS_ENV, ImageTrees, trees_dir
 from sandbox.image import SANDBOX_UID, default_image
 from sandbox.metrics import Metrics, host_usage
 from sandbox.model import Limits, Status
@@ -86,7 +86,7 @@ class Service:
         # One workspace, one environment: every local job runs on the image's unpacked tree
         # (never the host), as the workspace's owner; see executors/bwrap.py.
         self.local = LocalExecutor(
-            trees=ImageTrees(config.data_dir / "rootfs"),
+            trees=ImageTrees(trees_dir(config.data_dir)),
             image=default_image(config.image),
             fallback_uid=SANDBOX_UID,
         )
@@ -131,7 +131,8 @@ class Service:
 
     def _prepare_local(self) -> None:
         problem = self.local.prepare()
-        self.local.prune_trees()
+        if not os.environ.get(ROOTFS_ENV):  # a shared folder of trees is the operator's to prune
+            self.local.prune_trees()
         if problem is None:
             log.info("local pool: %s", self.local.isolation)
         elif "docker" in self.executors:

@@ -11,7 +11,7 @@ import pytest
 
 from sandbox.cli import data_dir
 from sandbox.errors import BashfleetError
-from sandbox.executors.rootfs import ImageTrees
+from sandbox.executors.rootfs import ImageTrees, trees_dir
 from sandbox.image import default_image
 from tests.pg import pg_server, pg_url
 from tests.portal import any_portal, portal
@@ -22,4 +22,4 @@ __all__ = ["any_portal", "pg_server", "pg_url", "portal"]
 @pytest.fixture(scope="session", autouse=True)
 def _cli_image_tree() -> None:
     with contextlib.suppress(BashfleetError):  # no engine: the tests that need one say so
-        ImageTrees(data_dir(None) / "rootfs").tree(default_image())
+        ImageTrees(trees_dir(data_dir(None))).tree(default_image())

@@ -20,8 +20,12 @@ from typing import Any, TypeVar
 import psutil
 import pytest
 
+from sandbox.cli import data_dir
+from sandbox.executors.rootfs import trees_dir
+
 BASHFLEET = str(Path(sys.executable).parent / "bashfleet")
 ADMIN_PASSWORD = "first-run-password"  # the first-run `admin` of every test portal
+SHARED_ROOTFS = trees_dir(data_dir(None))  # where `bashfleet run` keeps its trees
 
 
 def free_port() -> int:
@@ -173,6 +177,9 @@ def running_portal(
     ADMIN_PASSWORD."""
     base = {k: v for k, v in os.environ.items() if not k.startswith("BASHFLEET_")}
     base["BASHFLEET_ADMIN_PASSWORD"] = ADMIN_PASSWORD
+    # one image tree for every test portal (unpacked once per session by conftest), not
+    # 150 MB and seconds per portal
+    base["BASHFLEET_ROOTFS"] = str(SHARED_ROOTFS)
     base.update(env or {})
     folder = data or tmp_path / "data"
     folder.mkdir(exist_ok=True)

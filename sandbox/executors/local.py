@@ -287,9 +287,12 @@ class LocalExecutor:
                 log.info("removed the unused image tree %s", path)
 
     def close(self) -> None:
-        """End the warm sandboxes (a job still running in one dies with it)."""
+        """End the warm sandboxes (a job still running in one dies with it) and any unpack
+        under way."""
         if self._spawners is not None:
             self._spawners.close()
+        if self._trees is not None:
+            self._trees.close()
 
     def cancel(self, job_id: str) -> None:
         with self._lock:  # held while writing: run() closes wake_fd only under it

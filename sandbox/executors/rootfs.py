@@ -1,6 +1,6 @@
 """An image's root filesystem, unpacked once, for the local pool's bubblewrap.
 
-    trees = ImageTrees(data / "rootfs")
+    trees = ImageTrees(trees_dir(data))             # BASHFLEET_ROOTFS, else DATA/rootfs
     tree = trees.tree("bashfleet-sandbox:latest")   # DATA/rootfs/<image id>, unpacked once
     trees.prune()                                   # drop trees of images no longer used
 
@@ -38,6 +38,17 @@ from sandbox.errors import ExecutorError
 log = logging.getLogger(__name__)
 
 MOUNT_POINTS = ("workspace", "tmp", "proc", "dev")
+ROOTFS_ENV = "BASHFLEET_ROOTFS"
+SPACE_MARGIN = 1.25  # free space wanted before unpacking: the image's size times this
+
+
+def trees_dir(data: Path) -> Path:
+    """Where image trees go: ``BASHFLEET_ROOTFS`` (e.g. a bigger disk than the data
+    folder's, or one folder shared by several servers), else ``DATA/rootfs``."""
+    setting = os.environ.get(ROOTFS_ENV, "").strip()
+    return Path(setting).expanduser() if setting else data / "rootfs"
+
+
 ID_TTL_S = 5.0  # an image's id is looked up again after this long
 EXPORT_TIMEOUT_S = 600.0
 
@@ -51,6 +62,7 @@ class ImageTrees:
         self._lock = threading.Lock()
         self._unpacking: dict[str, threading.Lock] = {}
         self._ids: dict[str, tuple[str, float]] = {}  # image -> (id, when looked up)
+        self._containers: set[str] = set()  # created to unpack, not removed yet
         self.last_unpack_s: float | None = None
 
     def tree(self, image: str) -> Path:
@@ -133,21 +145,62 @@ class ImageTrees:
         partial = self.root / f".partial-{path.name}-{os.getpid()}-{threading.get_ident()}"
         shutil.rmtree(partial, ignore_errors=True)
         partial.mkdir(mode=0o755)
+        self._check_space(image_id)
         container = self._create(image_id)
         try:
             self._export(container, partial)
             _sanitize(partial)
-            os.rename(partial, path)
+            try:
+                os.rename(partial, path)
+            except OSError:
+                if not path.is_dir():  # another server unpacked the same id meanwhile: use it
+                    raise
+                shutil.rmtree(partial, ignore_errors=True)
         except BaseException:
             shutil.rmtree(partial, ignore_errors=True)
             raise
         finally:
-            subprocess.run(
-                [self._docker, "rm", "-f", container], capture_output=True, timeout=60, check=False
-            )
+            self._remove(container)
         self._remember(image, image_id)
         self.last_unpack_s = time.monotonic() - started
         log.info("unpacked %s (%s) in %.1f s", image, image_id[:19], self.last_unpack_s)
+
+    def _check_space(self, image_id: str) -> None:
+        """Never fill the data folder's disk with a tree: refuse when it would not fit."""
+        assert self._docker is not None
+        done = subprocess.run(
+            [self._docker, "image", "inspect", "--format", "{{.Size}}", image_id],
+            capture_output=True,
+            timeout=30,
+            check=False,
+        )
+        try:
+            size = int(done.stdout.strip())
+        except ValueError:
+            return
+        st = os.statvfs(self.root)
+        free = st.f_bavail * st.f_frsize
+        if free < size * SPACE_MARGIN:
+            raise ExecutorError(
+                f"not enough space in {self.root} to unpack the image ({size >> 20} MiB, "
+                f"{free >> 20} MiB free); free some or set {ROOTFS_ENV} to a bigger disk",
+                executor="local",
+            )
+
+    def close(self) -> None:
+        """Remove the containers of unpacks still under way (their unpack then fails)."""
+        with self._lock:
+            containers = list(self._containers)
+        for container in containers:
+            self._remove(container)
+
+    def _remove(self, container: str) -> None:
+        assert self._docker is not None
+        subprocess.run(
+            [self._docker, "rm", "-f", container], capture_output=True, timeout=60, check=False
+        )
+        with self._lock:
+            self._containers.discard(container)
 
     def _create(self, image_id: str) -> str:
         assert self._docker is not None
@@ -160,7 +213,10 @@ class ImageTrees:
         if done.returncode != 0:
             why = done.stderr.decode(errors="replace").strip()
             raise ExecutorError(f"cannot create a container to unpack: {why}", executor="local")
-        return done.stdout.decode().strip()
+        container = done.stdout.decode().strip()
+        with self._lock:
+            self._containers.add(container)
+        return container
 
     def _export(self, container: str, into: Path) -> None:
         assert self._docker is not None

@@ -139,6 +139,8 @@ def test_a_misjudged_write_is_run_again_writable_before_what_follows(
     image_pool: LocalExecutor,
     docker_executor: DockerExecutor,
     docker_workspace: Path,
+    docker_client: Any,
+    docker_instance_id: str,
 ) -> None:
     """The judge calls `echo x > out.txt` safe here on purpose (the spec is built by hand):
     the write fails in the read-only sandbox, the command is marked misjudged and run
@@ -168,6 +170,11 @@ def test_a_misjudged_write_is_run_again_writable_before_what_follows(
     finally:
         sched.shutdown()
         docker_executor.close_batch(batch_id)  # (the scheduler's own close is in the background)
+        label = {"label": f"bashfleet.instance={docker_instance_id}"}
+        deadline = time.monotonic() + 15
+        while docker_client.containers.list(all=True, filters=label):
+            assert time.monotonic() < deadline, "the batch container was never removed"
+            time.sleep(0.1)
     assert [r[1] for r in result] == [Status.SUCCEEDED, Status.SUCCEEDED], result
     assert (docker_workspace / "out.txt").read_text() == "x\n"
     misjudged = [e for e in events if isinstance(e, CommandMisjudged)]

@@ -105,11 +105,18 @@ def check_process_limit() -> Check:
             "run bashfleet as root with /sys/fs/cgroup writable (a cgroup v1 pids hierarchy, or "
             "v2 with the pids controller), or under systemd with TasksMax=",
         )
+    shared = cgroups.shared()
+    memory = (
+        f"; no memory cgroups ({shared.memory_problem}): rlimits only"
+        if shared.memory_problem
+        else f"; memory cgroups: a job's memory limit, {cgroups.SANDBOX_MEMORY_SHARE:.0%} of RAM "
+        f"per warm sandbox, {cgroups.INSTANCE_MEMORY_SHARE:.0%} for all local jobs"
+    )
     return Check(
         "process limit",
         True,
-        f"pids cgroups (v{cgroups.shared().version}): {cgroups.SANDBOX_PIDS_MAX} tasks per warm "
-        "sandbox, a job's own pids limit outside one",
+        f"pids cgroups (v{shared.version}): {cgroups.SANDBOX_PIDS_MAX} tasks per warm "
+        f"sandbox, a job's own pids limit outside one{memory}",
     )
 
 

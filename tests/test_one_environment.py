@@ -8,6 +8,7 @@ import os
 import shutil
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,7 @@ from sandbox.executors.docker import DockerExecutor
 from sandbox.executors.local import LocalExecutor
 from sandbox.executors.rootfs import ImageTrees
 from sandbox.image import SANDBOX_UID
-from sandbox.model import CommandClass, Job, Outcome, Status
+from sandbox.model import CommandClass, Job, Limits, Outcome, Status
 from sandbox.routing import make_router
 from sandbox.scheduler import BatchSpec, CommandSpec, Scheduler
 
@@ -223,3 +224,25 @@ def test_the_server_never_runs_a_command_unsandboxed(tmp_path: Path) -> None:
     docker_router = make_router("auto", True, local_ready=lambda: ex.usable)
     assert docker_router(CommandClass.SAFE) == ("docker", None)
     shutil.rmtree(ws)
+
+
+def test_a_job_over_its_memory_is_oom_killed_and_nothing_else(
+    image_pool: LocalExecutor, tmp_path: Path
+) -> None:
+    """Its own memory cgroup: tmpfs pages count too (no address-space limit sees them)."""
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    os.chown(ws, SANDBOX_UID, SANDBOX_UID)
+    limits = Limits(memory_bytes=64 << 20, tmpfs_bytes=512 << 20)
+    fill = replace(
+        job(ws, "head -c 300M /dev/zero > /tmp/fill; echo survived", 0, read_only=False),
+        limits=limits,
+    )
+    outcome, out, _err = run(image_pool, fill)
+    assert outcome.status is Status.OOM_KILLED, outcome
+    assert "memory limit" in (outcome.error or "")
+    small = replace(
+        job(ws, "head -c 10M /dev/zero > /tmp/fill && echo fine", 1, False), limits=limits
+    )
+    outcome, out, _err = run(image_pool, small)
+    assert outcome.status is Status.SUCCEEDED and out == "fine\n"

@@ -61,9 +61,15 @@ JOB_PIDS_MAX = 512  # one job outside the warm sandboxes, unless its Limits.pids
 SANDBOX_PIDS_MAX = 2048  # one warm sandbox: every job of one workspace at once
 INSTANCE_PIDS_MAX = 8192  # all of this bashfleet process's local jobs together (pid_max is 32768)
 
+# memory: all local jobs of this bashfleet together may hold this share of the host's RAM
+# (tmpfs pages they write included), so the host always keeps the rest
+INSTANCE_MEMORY_SHARE = 0.75
+SANDBOX_MEMORY_SHARE = 0.5  # one warm sandbox (every safe job of one workspace at once)
+
 GROUP_DIR = "bashfleet"
 KILL_WAIT_S = 2.0  # how long ``kill_all`` keeps killing a group that is not empty yet
 _ENTER = 'echo $$ > "$0" && exec "$@"'
+_ENTER2 = 'echo $$ > "$0" && echo $$ > "$1" && shift && exec "$@"'
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,20 +82,42 @@ DEFAULT_LIMITS = PidsLimits()
 
 
 class Group:
-    """One pids cgroup: a warm sandbox's or a job's."""
+    """One pids cgroup (and, where the memory controller is there, a memory cgroup of the
+    same name): a warm sandbox's or a job's."""
 
-    def __init__(self, owner: PidsCgroups, path: Path) -> None:
+    def __init__(self, owner: PidsCgroups, path: Path, memory: Path | None = None) -> None:
         self._owner = owner
         self.path = path
+        self.memory = memory  # cgroup v1: a group in the memory hierarchy; v2: None
+        self.memory_bytes: int | None = None
         self.procs = str(path / "cgroup.procs")
 
     def enter_argv(self) -> list[str]:
         """An argv prefix that puts the process in this group, then execs the rest."""
+        if self.memory is not None:
+            return ["/bin/sh", "-c", _ENTER2, self.procs, str(self.memory / "cgroup.procs")]
         return ["/bin/sh", "-c", _ENTER, self.procs]
 
     def join_step(self) -> str:
         """A shell step that puts the current shell (``$$``) in this group."""
-        return f"echo $$ > {self.procs}"  # our own path: [A-Za-z0-9/._-] only (checked)
+        step = f"echo $$ > {self.procs}"  # our own path: [A-Za-z0-9/._-] only (checked)
+        if self.memory is not None:
+            step += f" && echo $$ > {self.memory / 'cgroup.procs'}"
+        return step
+
+    def oom_kills(self) -> int:
+        """Processes the kernel killed in this group for its memory limit."""
+        where = self.memory or self.path
+        for name in ("memory.oom_control", "memory.events"):
+            try:
+                text = (where / name).read_text()
+            except OSError:
+                continue
+            for line in text.splitlines():
+                key, _, value = line.partition(" ")
+                if key == "oom_kill" and value.strip().isdigit():
+                    return int(value)
+        return 0
 
     def current(self) -> int:
         """Tasks charged to the group now (zombies included); -1 if it is gone."""
@@ -115,6 +143,8 @@ class Group:
     def remove(self) -> None:
         """Kill what is left and remove the group (later, if it does not empty at once)."""
         self._owner.remove(self.path)
+        if self.memory is not None:  # emptied with the pids group: the same tasks
+            self._owner.remove(self.memory)
 
 
 class PidsCgroups:
@@ -130,7 +160,9 @@ class PidsCgroups:
         self._pending: list[Path] = []  # groups whose removal must be tried again
         self.version = 0
         self.base: Path | None = None  # .../bashfleet/<instance>
+        self.memory_base: Path | None = None  # the same in the v1 memory hierarchy
         self.problem: str | None = None
+        self.memory_problem: str | None = None
         try:
             self._setup(root)
         except OSError as e:
@@ -140,6 +172,7 @@ class PidsCgroups:
             self.problem = str(e)
             self.base = None
         if self.base is not None:
+            self._setup_memory(root)
             atexit.register(self.close)
 
     # -- setting up ----------------------------------------------------------------
@@ -173,10 +206,55 @@ class PidsCgroups:
             _enable_pids(base)
         self.base = base
 
+    def _setup_memory(self, root: Path | None) -> None:
+        """Memory limits beside the pids ones (v1: a hierarchy of its own; v2: the same
+        groups with the memory controller enabled). Without it: rlimits only, and a note."""
+        assert self.base is not None
+        total = psutil.virtual_memory().total
+        try:
+            if self.version == 2:
+                for level in (self.base.parent.parent, self.base.parent, self.base):
+                    _enable(level, "memory")
+                (self.base / "memory.max").write_text(str(int(total * INSTANCE_MEMORY_SHARE)))
+                return
+            where = _find_memory_hierarchy() if root is None else None
+            if where is None:
+                self.memory_problem = "no memory cgroup hierarchy is mounted"
+                return
+            base = where / GROUP_DIR / self.base.name
+            (where / GROUP_DIR).mkdir(exist_ok=True)
+            _remove_stale(self, where / GROUP_DIR)
+            base.mkdir(exist_ok=True)
+            (base / "memory.limit_in_bytes").write_text(str(int(total * INSTANCE_MEMORY_SHARE)))
+            self.memory_base = base
+        except OSError as e:
+            self.memory_problem = f"cannot create a memory cgroup: {e}"
+
+    def _memory_group(self, name: str, memory_bytes: int | None) -> Path | None:
+        """The memory half of a new group (v1), or its limit in the pids group (v2)."""
+        if memory_bytes is None or self.memory_problem is not None:
+            return None
+        if self.version == 2:
+            assert self.base is not None
+            path = self.base / name
+            (path / "memory.max").write_text(str(memory_bytes))
+            with contextlib.suppress(OSError):
+                (path / "memory.swap.max").write_text("0")
+            return None
+        if self.memory_base is None:
+            return None
+        path = self.memory_base / name
+        path.mkdir()
+        (path / "memory.limit_in_bytes").write_text(str(memory_bytes))
+        with contextlib.suppress(OSError):  # without swap accounting there is no memsw file
+            (path / "memory.memsw.limit_in_bytes").write_text(str(memory_bytes))
+        return path
+
     # -- groups ----------------------------------------------------------------------
 
-    def group(self, kind: str, limit: int) -> Group | None:
-        """A new group ``kind-N`` capped at ``limit`` tasks (None: no limit available)."""
+    def group(self, kind: str, limit: int, memory_bytes: int | None = None) -> Group | None:
+        """A new group ``kind-N`` capped at ``limit`` tasks and, where the memory
+        controller is there, ``memory_bytes`` (None: no limit available)."""
         if self.base is None:
             return None
         if self._pending:
@@ -192,7 +270,15 @@ class PidsCgroups:
                 path.rmdir()
             log.warning("cannot create the pids cgroup %s: %s", path, e)
             return None
-        return Group(self, path)
+        try:
+            memory = self._memory_group(path.name, memory_bytes)
+        except OSError as e:
+            log.warning("no memory limit for %s: %s", path, e)
+            memory = None
+        group = Group(self, path, memory)
+        if memory_bytes is not None and (memory is not None or self.version == 2):
+            group.memory_bytes = memory_bytes
+        return group
 
     def kill_all(self, path: Path, wait_s: float = KILL_WAIT_S) -> bool:
         if self.version == 2 and (path / "cgroup.kill").exists():
@@ -250,6 +336,15 @@ class PidsCgroups:
         base = self.base
         if base is None:
             return
+        memory = self.memory_base
+        if memory is not None:
+            with contextlib.suppress(OSError):
+                for child in memory.iterdir():
+                    if child.is_dir():
+                        self._remove_now(child, wait_s=0.5)
+            with contextlib.suppress(OSError):
+                memory.rmdir()
+                memory.parent.rmdir()
         with contextlib.suppress(OSError):
             for child in base.iterdir():
                 if child.is_dir():
@@ -318,9 +413,32 @@ def _unescape(field: str) -> str:
 
 def _enable_pids(path: Path) -> None:
     """cgroup v2: let the groups below ``path`` use the pids controller."""
+    _enable(path, "pids")
+
+
+def _enable(path: Path, controller: str) -> None:
+    """cgroup v2: let the groups below ``path`` use ``controller``."""
     control = path / "cgroup.subtree_control"
-    if "pids" not in control.read_text().split():
-        control.write_text("+pids")
+    if controller not in control.read_text().split():
+        control.write_text(f"+{controller}")
+
+
+def _find_memory_hierarchy() -> Path | None:
+    """cgroup v1: where this process's memory groups go (below its own memory cgroup)."""
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            left, _, right = line.partition(" - ")
+            fields, after = left.split(), right.split()
+            if len(fields) < 5 or len(after) < 3:
+                continue
+            if after[0] == "cgroup" and "memory" in after[2].split(","):
+                mount, mount_root = _unescape(fields[4]), _unescape(fields[3])
+                rel = _own_cgroups().get("memory", "/")
+                if mount_root != "/" and rel.startswith(mount_root):
+                    rel = rel[len(mount_root) :]
+                where = Path(mount) / rel.lstrip("/")
+                return where if where.is_dir() else Path(mount)
+    return None
 
 
 def _instance_alive(name: str) -> bool:

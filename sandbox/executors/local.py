@@ -172,7 +172,9 @@ class LocalExecutor:
         self._spawners = (
             spawner.SpawnerPool(
                 self._warm_view,
-                groups=lambda: self._cgroups.group("sandbox", pids.sandbox),
+                groups=lambda: self._cgroups.group(
+                    "sandbox", pids.sandbox, memory_bytes=_sandbox_memory()
+                ),
             )
             if self._bwrap is not None and warm
             else None
@@ -639,7 +641,9 @@ class LocalExecutor:
             outcome = self._run_warm(job, argv, env, workspace, limits, running, marker, on_output)
             if outcome is not None:
                 return outcome
-        group = self._cgroups.group("job", job.limits.pids or self._pids.job)
+        group = self._cgroups.group(
+            "job", job.limits.pids or self._pids.job, memory_bytes=job.limits.memory_bytes
+        )
         wants_script = bool(limits) or (group is not None and not sandboxed)
         via_bash_env = wants_script and self._bash_env_works(sandboxed)
         status_r, status_w = os.pipe() if sandboxed else (-1, -1)
@@ -658,7 +662,9 @@ class LocalExecutor:
             host = HostProcess(proc, marker, sandboxed, group)
             watch = self._watch(host, job, running, on_output)
             reason = watch.loop_and_finish()
-            if sandboxed and reason is None and not bwrap.came_up(_read_all(status_r)):
+            came_up = not sandboxed or bwrap.came_up(_read_all(status_r))
+            if reason is None and not came_up and not host.oom_kills():
+                # (the OOM killer may pick bwrap itself: then the job was over its memory)
                 tail = watch.stderr_tail.decode(errors="replace").strip()
                 raise ExecutorError(f"bubblewrap could not set up the sandbox: {tail}")
             return watch.outcome(reason, started)
@@ -701,6 +707,13 @@ class LocalExecutor:
 
     def _watch(self, proc: Process, job: Job, running: _Running, on_output: OutputSink) -> JobWatch:
         return JobWatch(proc, job, on_output, running.wake_fd, lambda: running.cancelled)
+
+
+def _sandbox_memory() -> int:
+    """A warm sandbox's memory limit: every safe job of one workspace at once."""
+    import psutil
+
+    return int(psutil.virtual_memory().total * cgroups.SANDBOX_MEMORY_SHARE)
 
 
 def warming(workspace: Path, trees: Path | None = None) -> LocalExecutor:

@@ -373,6 +373,9 @@ class SpawnedProcess:
         self._done = False
         self._kill_sent = False
 
+    def oom_kills(self) -> int:
+        return 0  # the sandbox has one memory group for all its jobs: rlimits per job
+
     def exited(self) -> bool:
         if not self._done:
             self._read_status()

@@ -60,6 +60,11 @@ class Process(Protocol):
         """A killed job's end is overdue: end it by any means (``exited`` becomes true)."""
         ...
 
+    def oom_kills(self) -> int:
+        """Processes of this job the kernel killed for its memory limit (0: none, or the
+        job has no memory group of its own)."""
+        ...
+
 
 class HostProcess:
     """``bash -c`` (or a bwrap around it) started by us with ``subprocess.Popen``.
@@ -104,6 +109,11 @@ class HostProcess:
             proctree.kill_tree(pid, self.marker, extra=proctree.descendants(pid))
         if self.group is not None:  # one small read when the job left nothing
             self.group.kill_all()
+
+    def oom_kills(self) -> int:
+        if self.group is None or self.group.memory_bytes is None:
+            return 0
+        return self.group.oom_kills()
 
     def force_end(self) -> None:
         os.killpg(self.proc.pid, signal.SIGKILL)  # unreaped: the group is still the job's
@@ -273,6 +283,9 @@ class JobWatch:
             return Status.CANCELLED, None
         if exit_code == 0:
             return Status.SUCCEEDED, None
+        if self.proc.oom_kills():
+            limit = self.job.limits.memory_bytes or 0
+            return Status.OOM_KILLED, f"killed at its memory limit ({limit >> 20} MiB)"
         error = self._limit_hit(exit_code, sig)
         if error is None and sig is not None:
             error = f"killed by {signal.Signals(sig).name}"

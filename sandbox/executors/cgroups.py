@@ -333,18 +333,11 @@ class PidsCgroups:
 
     def close(self) -> None:
         """Remove every group of this process (at exit; a live sandbox's tasks are killed)."""
-        base = self.base
-        if base is None:
-            return
-        memory = self.memory_base
-        if memory is not None:
-            with contextlib.suppress(OSError):
-                for child in memory.iterdir():
-                    if child.is_dir():
-                        self._remove_now(child, wait_s=0.5)
-            with contextlib.suppress(OSError):
-                memory.rmdir()
-                memory.parent.rmdir()
+        for base in (self.memory_base, self.base):
+            if base is not None:
+                self._remove_instance(base)
+
+    def _remove_instance(self, base: Path) -> None:
         with contextlib.suppress(OSError):
             for child in base.iterdir():
                 if child.is_dir():
@@ -361,9 +354,9 @@ class _NoPids(Exception):
 _SAFE_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789/._-")
 
 
-def _find_hierarchy() -> tuple[Path, int]:
-    """The directory where this process's pids groups go, and the cgroup version."""
-    v1: tuple[str, str] | None = None  # (mount point, mount root)
+def _mounts() -> tuple[dict[str, tuple[str, str]], str | None]:
+    """v1 controller -> (mount point, mount root), and the v2 mount point."""
+    v1: dict[str, tuple[str, str]] = {}
     v2: str | None = None
     with open("/proc/self/mountinfo") as f:
         for line in f:
@@ -371,19 +364,32 @@ def _find_hierarchy() -> tuple[Path, int]:
             fields, after = left.split(), right.split()
             if len(fields) < 5 or len(after) < 3:
                 continue
-            fstype, options = after[0], after[2].split(",")
-            if fstype == "cgroup" and "pids" in options and v1 is None:
-                v1 = (_unescape(fields[4]), _unescape(fields[3]))
-            elif fstype == "cgroup2" and v2 is None:
+            if after[0] == "cgroup":
+                for controller in after[2].split(","):
+                    v1.setdefault(controller, (_unescape(fields[4]), _unescape(fields[3])))
+            elif after[0] == "cgroup2" and v2 is None:
                 v2 = _unescape(fields[4])
-    own = _own_cgroups()
-    if v1 is not None:
-        mount, mount_root = v1
-        rel = own.get("pids", "/")
-        if mount_root != "/" and rel.startswith(mount_root):
-            rel = rel[len(mount_root) :]
-        where = Path(mount) / rel.lstrip("/")
-        return (where if where.is_dir() else Path(mount)), 1
+    return v1, v2
+
+
+def _v1_own_dir(controller: str, mounts: dict[str, tuple[str, str]]) -> Path | None:
+    """cgroup v1: this process's own group in ``controller``'s hierarchy (where ours go)."""
+    if controller not in mounts:
+        return None
+    mount, mount_root = mounts[controller]
+    rel = _own_cgroups().get(controller, "/")
+    if mount_root != "/" and rel.startswith(mount_root):
+        rel = rel[len(mount_root) :]
+    where = Path(mount) / rel.lstrip("/")
+    return where if where.is_dir() else Path(mount)
+
+
+def _find_hierarchy() -> tuple[Path, int]:
+    """The directory where this process's pids groups go, and the cgroup version."""
+    v1, v2 = _mounts()
+    pids = _v1_own_dir("pids", v1)
+    if pids is not None:
+        return pids, 1
     if v2 is not None:
         try:
             available = (Path(v2) / "cgroup.controllers").read_text().split()
@@ -425,20 +431,7 @@ def _enable(path: Path, controller: str) -> None:
 
 def _find_memory_hierarchy() -> Path | None:
     """cgroup v1: where this process's memory groups go (below its own memory cgroup)."""
-    with open("/proc/self/mountinfo") as f:
-        for line in f:
-            left, _, right = line.partition(" - ")
-            fields, after = left.split(), right.split()
-            if len(fields) < 5 or len(after) < 3:
-                continue
-            if after[0] == "cgroup" and "memory" in after[2].split(","):
-                mount, mount_root = _unescape(fields[4]), _unescape(fields[3])
-                rel = _own_cgroups().get("memory", "/")
-                if mount_root != "/" and rel.startswith(mount_root):
-                    rel = rel[len(mount_root) :]
-                where = Path(mount) / rel.lstrip("/")
-                return where if where.is_dir() else Path(mount)
-    return None
+    return _v1_own_dir("memory", _mounts()[0])
 
 
 def _instance_alive(name: str) -> bool:

@@ -22,6 +22,7 @@ from sandbox.image import SANDBOX_UID
 from sandbox.model import CommandClass, Job, Limits, Outcome, Status
 from sandbox.routing import make_router
 from sandbox.scheduler import BatchSpec, CommandSpec, Scheduler
+from tests.docker_fixtures import TEST_UID
 
 pytestmark = pytest.mark.docker
 pytest_plugins = ("docker_fixtures",)  # docker_client, sandbox_image, docker_executor, ...
@@ -246,3 +247,17 @@ def test_a_job_over_its_memory_is_oom_killed_and_nothing_else(
     )
     outcome, out, _err = run(image_pool, small)
     assert outcome.status is Status.SUCCEEDED and out == "fine\n"
+
+
+@pytest.mark.parametrize("read_only", [True, False], ids=["warm-sandbox", "own-sandbox"])
+def test_a_job_holds_no_capability_at_all(
+    image_pool: LocalExecutor, docker_workspace: Path, read_only: bool
+) -> None:
+    probe = "grep -E '^(Uid|CapPrm|CapEff|CapBnd|CapAmb|NoNewPrivs)' /proc/self/status"
+    outcome, out, err = run(image_pool, job(docker_workspace, probe, 0, read_only=read_only))
+    assert outcome.status is Status.SUCCEEDED, err
+    fields = dict(line.split(":\t") for line in out.splitlines())
+    assert fields["Uid"].split() == [str(TEST_UID)] * 4
+    for cap in ("CapPrm", "CapEff", "CapBnd", "CapAmb"):
+        assert int(fields[cap], 16) == 0, (cap, fields)
+    assert fields["NoNewPrivs"] == "1"

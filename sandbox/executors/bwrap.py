@@ -19,8 +19,9 @@ The image view (the server, and ``bashfleet run`` when a Docker engine answers):
   user (as root it resolves the tree and workspace whatever their parents' modes, and
   needs no user namespace); inside, every capability is dropped but the two that
   ``setpriv`` *of the image* (or the warm sandbox's server, on the image's python3)
-  needs to become that user, and becoming it clears them: the command starts with no
-  capability, under ``no_new_privs``, on a ``nosuid`` tree.
+  needs to become that user and to empty the bounding set, and becoming it clears
+  them: the command starts with no capability and an empty bounding set, under
+  ``no_new_privs``, on a ``nosuid`` tree.
 - A pid namespace: bashfleet's processes are invisible (they cannot be signalled),
   and bwrap's init leaves when the command's shell does, which makes the kernel
   kill everything else in the namespace. ``--die-with-parent`` chains a kill of
@@ -51,7 +52,8 @@ from sandbox.executors.environment import HOSTNAME
 ALWAYS_HIDDEN = (Path("/run"),)
 # leaves root inside an image that has python3 but no setpriv: argv[1:] = uid gid argv...
 _DROP = (
-    "import os,sys;u,g=int(sys.argv[1]),int(sys.argv[2]);os.setgroups([]);"
+    "import ctypes,os,sys;u,g=int(sys.argv[1]),int(sys.argv[2]);"
+    "p=ctypes.CDLL(None).prctl;[p(24,c,0,0,0) for c in range(64)];os.setgroups([]);"
     "os.setresgid(g,g,g);os.setresuid(u,u,u);os.execvp(sys.argv[3],sys.argv[3:])"
 )
 WORKSPACE = "/workspace"  # where a workspace is, in a container and in the image view
@@ -106,7 +108,9 @@ class BwrapView:
             argv += ["--json-status-fd", str(status_fd)]
         argv += ["--new-session", "--cap-drop", "ALL"]
         if tree is not None and os.geteuid() == 0 and who is not None and who.uid != 0:
-            argv += ["--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID"]  # to leave root
+            # to leave root, and to empty the bounding set on the way (bwrap leaves it full)
+            argv += ["--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID"]
+            argv += ["--cap-add", "CAP_SETPCAP"]
         argv += ["--chdir", inside, "--"]
         return argv
 
@@ -118,6 +122,7 @@ class BwrapView:
         for setpriv in ("usr/bin/setpriv", "bin/setpriv"):
             if (tree / setpriv).is_file():
                 ids = [f"--reuid={who.uid}", f"--regid={who.gid}", "--clear-groups"]
+                ids.append("--bounding-set=-all")
                 return ["/" + setpriv, *ids, "--"]
         if (tree / "usr/bin/python3").exists():
             return ["/usr/bin/python3", "-I", "-S", "-c", _DROP, str(who.uid), str(who.gid)]

@@ -88,8 +88,10 @@ SCRIPT_FD = 3  # where a job's BASH_ENV limits script is (``rlimits.ulimit_scrip
 SERVER_SOURCE = r"""
 import ctypes, json, os, selectors, signal, socket, sys
 
-if len(sys.argv) > 3:  # started as root with CAP_SETUID/SETGID only: become the job's user
+if len(sys.argv) > 3:  # root with CAP_SETUID/SETGID/SETPCAP only: become the job's user
     uid, gid = int(sys.argv[2]), int(sys.argv[3])
+    for cap in range(64):  # an empty bounding set (PR_CAPBSET_DROP)
+        ctypes.CDLL(None).prctl(24, cap, 0, 0, 0)
     os.setgroups([])
     os.setresgid(gid, gid, gid)
     os.setresuid(uid, uid, uid)  # clears every capability

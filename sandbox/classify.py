@@ -31,7 +31,16 @@ from dataclasses import dataclass
 from sandbox.model import CommandClass
 from sandbox.parse import Command, Redirect, Statement, parse_unit
 from sandbox.rules import RULES
+from sandbox.rules_allow import ALLOWED, unknown_option
 from sandbox.rules_flags import COND, DANGER, SAFE, SEQ, Finding, name, outside, words
+from sandbox.rules_shell import (
+    builtin_finding,
+    env_dump_finding,
+    prefix_finding,
+    secret_finding,
+    variable_finding,
+    wide_read_finding,
+)
 from sandbox.rules_tools import migration_finding
 
 __all__ = ["Verdict", "classify", "classify_command", "classify_text"]
@@ -55,7 +64,8 @@ def classify(stmt: Statement) -> Verdict:
     for cmd in stmt.commands:
         if cmd.program == "read" and "loop" in stmt.constructs and len(cmd.argv) > 1:
             # `while read -r line; do ...`: the loop's own variable, like `for f in ...`
-            findings.append((SAFE, "read sets the loop variable"))
+            found = builtin_finding(cmd) or (SAFE, "read sets the loop variable")
+            findings.extend([found, *_command_findings(cmd, name_only=False)])
             continue
         findings.extend(_command_findings(cmd))
     findings.extend(_statement_findings(stmt))
@@ -106,12 +116,10 @@ _SESSION_STATE = words(
     "let getopts shift declare typeset local readonly unalias enable complete bind exit "
     "return logout"
 )
-# Prefix assignments that change which code a command runs.
-_HIJACK = re.compile(
-    r"^(PATH|LD_\w+|DYLD_\w+|BASH_ENV|ENV|IFS|SHELLOPTS|BASHOPTS|PS4|PROMPT_COMMAND|\w*PAGER|"
-    r"LESSOPEN|LESSCLOSE|EDITOR|VISUAL|GIT_\w*(COMMAND|SSH|DIFF|PAGER|EDITOR|EXEC_PATH|CONFIG\w*|"
-    r"ASKPASS|PROXY\w*)|PYTHONSTARTUP|PYTHONPATH|PYTHONHOME|PERL5OPT|PERL5LIB|RUBYOPT|RUBYLIB|"
-    r"NODE_OPTIONS|NODE_PATH|JAVA_TOOL_OPTIONS|_JAVA_OPTIONS|MANPAGER|BROWSER|TERMINAL)$"
+# Session-state builtins that only change variables or the directory: harmless in a subshell.
+_SUBSHELL_HARMLESS = words(
+    "cd pushd popd export set shopt umask ulimit unset read readarray mapfile let getopts shift "
+    "declare typeset local readonly exit return logout"
 )
 # Look-alike letters that NFKC does not fold (Cyrillic, Greek, dotless i ...).
 _CONFUSABLES = str.maketrans(
@@ -120,23 +128,26 @@ _CONFUSABLES = str.maketrans(
 )
 
 
-def _command_findings(cmd: Command) -> list[Finding]:
-    found = _name_findings(cmd)
+def _command_findings(cmd: Command, name_only: bool = True) -> list[Finding]:
+    found = _name_findings(cmd) if name_only else []
     for wrapper_words in cmd.wrappers:
         wrapper = (wrapper_words[0].value or "?").rsplit("/", 1)[-1]
         if wrapper in _ROOT_WRAPPERS:
             found.append((DANGER, f"{wrapper} runs it with root privileges"))
         elif wrapper in _ESCAPE_WRAPPERS:
             found.append((COND, f"{wrapper} lets it outlive the batch"))
+        elif wrapper == "exec":
+            found.append((COND, "exec replaces the shell with the command"))
         elif wrapper == "time" and any(w.value in ("-o", "--output") for w in wrapper_words):
             found.append((SEQ, "time -o writes a file"))
     for assignment in cmd.assignments:
-        var = assignment.partition("=")[0]
-        if _HIJACK.match(var):
-            found.append((COND, f"{var}=... changes which code {cmd.program or 'it'} runs"))
+        if (finding := prefix_finding(assignment, cmd.program or "it")) is not None:
+            found.append(finding)
     for r in cmd.redirects:
         if (finding := redirect_finding(r)) is not None:
             found.append(finding)
+        elif r.reads and r.target is not None:
+            found.extend(f for f in [secret_finding(r.target, "a redirection")] if f)
     if cmd.program == "exec" and len(cmd.argv) == 1 and cmd.redirects:
         found.append(
             (SEQ, "exec with redirections changes the shell's files (shell session state)")
@@ -178,18 +189,40 @@ def _program_finding(cmd: Command, program: str) -> Finding:
     rule = RULES.get(program)
     if rule is None:
         return migration_finding(cmd) or (COND, f"unknown program {program!r}")
-    finding = rule.check(cmd) if rule.check is not None else None
-    if finding is None:
-        finding = rule.cls, f"{program} {rule.what}"
-    if program in _SESSION_STATE and finding[0] is SEQ and _in_subshell(cmd):
-        return SAFE, f"{program} changes shell state only inside a subshell"
-    if program in ("source", ".") and finding[0] is SEQ and _in_subshell(cmd):
-        return COND, f"{program} runs a file inside a subshell"
+    checked = rule.check(cmd) if rule.check is not None else None
+    finding = checked or (rule.cls, f"{program} {rule.what}")
+    if program in _SUBSHELL_HARMLESS and finding[0] is SEQ and _in_subshell(cmd):
+        finding = SAFE, f"{program} changes shell state only inside a subshell"
+    shell = builtin_finding(cmd) or env_dump_finding(cmd)
+    if shell is not None:
+        # the shell rule names the token; the program rule may know a worse class
+        return max(shell[0], finding[0], key=lambda c: c.rank), shell[1]
+    if finding[0] is SAFE:
+        return _safe_args_finding(cmd, program, checked is None) or finding
     return finding
 
 
+def _safe_args_finding(cmd: Command, program: str, by_default: bool) -> Finding | None:
+    """Default deny for a program judged safe: unknown options, secrets, wide reads."""
+    table = ALLOWED.get(program)
+    if table is not None or by_default:
+        if table is None:
+            bad = next((w for w in cmd.args if (w.value or "").startswith("-")), None)
+        else:
+            bad = unknown_option(cmd, table)
+        if bad is not None:
+            shown = bad.value if bad.value is not None else bad.text
+            if bad.value is None or bad.glob:
+                return COND, f"{program} argument {shown!r} may become an option that writes"
+            return COND, f"{program} option {shown!r} is not on its allowlist of read-only flags"
+    for w in cmd.args:
+        if (found := secret_finding(w, program)) is not None:
+            return found
+    return wide_read_finding(cmd)
+
+
 def _in_subshell(cmd: Command) -> bool:
-    return any(v != "eval" for v in cmd.via)
+    return any(v not in ("eval", "trap") for v in cmd.via)
 
 
 def redirect_finding(r: Redirect) -> Finding | None:
@@ -226,4 +259,16 @@ def _statement_findings(stmt: Statement) -> list[Finding]:
     if stmt.assignments:
         names = ", ".join(sorted({a.partition("=")[0].strip("()+-") for a in stmt.assignments})[:4])
         found.append((SEQ, f"assigns {names} (shell session state)"))
+    for assignment in (*stmt.assignments, *stmt.inner_assignments):
+        var = assignment.partition("=")[0].strip("()+-")
+        if (finding := variable_finding(var, "assigns")) is not None:
+            found.append(finding)
+    if "prompt_expansion" in constructs:
+        found.append((COND, "${...@P} expands a variable as a prompt, which can run commands"))
+    if "arithmetic_substitution" in constructs:
+        found.append((COND, "arithmetic with a command substitution (a[$(...)]) runs commands"))
+    if "arithmetic" in constructs and any(
+        c.program in ("read", "mapfile", "readarray") for c in stmt.commands
+    ):
+        found.append((COND, "arithmetic on text read at run time can run commands (a[$(...)])"))
     return found

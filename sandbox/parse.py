@@ -127,6 +127,8 @@ class Statement:
     constructs: frozenset[str] = frozenset()  # pipeline, loop, function, background, ...
     problems: tuple[str, ...] = ()  # why the parser could not fully understand it
     assignments: tuple[str, ...] = ()  # bare NAME=value assignments (shell state)
+    # every other variable set: in (...), $(...), bash -c, and `for NAME in`
+    inner_assignments: tuple[str, ...] = ()
 
     @property
     def understood(self) -> bool:
@@ -144,6 +146,7 @@ class _Acc:
     constructs: set[str] = field(default_factory=set)
     problems: list[str] = field(default_factory=list)
     assignments: list[str] = field(default_factory=list)
+    inner_assignments: list[str] = field(default_factory=list)
 
     def text(self, node: tree_sitter.Node) -> str:
         return self.source[node.start_byte : node.end_byte].decode("utf-8", "replace")
@@ -255,6 +258,9 @@ def _glued_newlines(root: tree_sitter.Node, source: bytes) -> list[int]:
             nl = gap.find(b"\n")
             if nl >= 0 and not gap[:nl].rstrip(b" \t").endswith(b"\\"):
                 found.append(a.end_byte + nl)
+            elif b.type == "word" and source.startswith(b"\n", b.start_byte):
+                # `echo hi` newline `\rm x`: tree-sitter starts the word `\rm` at the newline
+                found.append(b.start_byte)
     return sorted(set(found))
 
 
@@ -300,6 +306,7 @@ def parse_unit(text: str) -> Statement:
         acc.redirects.extend(stmt.redirects)
         acc.constructs.update(stmt.constructs)
         acc.assignments.extend(stmt.assignments)
+        acc.inner_assignments.extend(stmt.inner_assignments)
         for p in stmt.problems:
             acc.problem(p)
     if len(statements) > 1:
@@ -314,6 +321,7 @@ def parse_unit(text: str) -> Statement:
         constructs=frozenset(acc.constructs),
         problems=tuple(acc.problems),
         assignments=tuple(acc.assignments),
+        inner_assignments=tuple(acc.inner_assignments),
     )
 
 
@@ -327,6 +335,7 @@ def _statement(index: int, text: str, line: int, acc: _Acc) -> Statement:
         constructs=frozenset(acc.constructs),
         problems=tuple(acc.problems),
         assignments=tuple(acc.assignments),
+        inner_assignments=tuple(acc.inner_assignments),
     )
 
 
@@ -403,14 +412,27 @@ def _walk(root: tree_sitter.Node, acc: _Acc) -> None:
             if not via and acc.depth == 0:
                 # only the top-level shell keeps it; in (...), $(...) or bash -c it is gone after
                 acc.assignments.append(acc.text(node))
+            else:
+                acc.inner_assignments.append(acc.text(node))
             acc.constructs.add("assignment")
             _push_children(node, stack, via)
             continue
         if kind in ("file_redirect", "heredoc_redirect", "herestring_redirect"):
             _redirect(node, acc, stack, via)
             continue
+        if kind == "test_command" and node.children and node.children[0].type == "[":
+            _single_bracket_test(node, acc, via, piped)
+            continue
         if kind in _CONTAINERS:
             construct = _CONTAINERS[kind]
+            if kind in _ARITH_KINDS or (kind == "compound_statement" and _is_arith(node)):
+                text = acc.text(node)
+                if "$(" in text or "`" in text:
+                    acc.constructs.add("arithmetic_substitution")
+            elif kind == "expansion" and acc.text(node).endswith("@P}"):
+                acc.constructs.add("prompt_expansion")
+            elif kind == "for_statement" and (var := node.child_by_field_name("variable")):
+                acc.inner_assignments.append(acc.text(var) + "=")
             if construct:
                 acc.constructs.add(construct)
             child_via = via
@@ -437,6 +459,39 @@ def _walk(root: tree_sitter.Node, acc: _Acc) -> None:
         if kind in _LEAVES or not node.is_named:
             continue
         acc.problem(f"unsupported syntax: {kind}")
+
+
+_ARITH_KINDS = frozenset({"arithmetic_expansion", "subscript", "c_style_for_statement"})
+
+
+def _is_arith(node: tree_sitter.Node) -> bool:
+    return bool(node.children) and node.children[0].type == "(("
+
+
+def _single_bracket_test(
+    node: tree_sitter.Node, acc: _Acc, via: tuple[str, ...], piped: bool
+) -> None:
+    """`[ x > f ]` is the command `[` with a redirection in bash (tree-sitter sees a test).
+
+    The text is parsed again with `[` replaced by a plain name, and the
+    command found is given its name back.
+    """
+    source = b"_" + acc.source[node.start_byte + 1 : node.end_byte]
+    inner = _Acc(source, depth=acc.depth)
+    for child in _PARSER.parse(source).root_node.children:
+        if child.is_named or child.type == "ERROR":
+            _walk(child, inner)
+    bracket = Word(text="[", value="[")
+    for i, c in enumerate(inner.commands):
+        if i == 0 and c.argv and c.argv[0].text == "_":
+            c = _replace(c, argv=(bracket, *c.argv[1:]))
+        acc.commands.append(_replace(c, via=(*via, *c.via), piped_stdin=piped or c.piped_stdin))
+    acc.redirects.extend(inner.redirects)
+    acc.constructs.update(inner.constructs)
+    acc.constructs.add("test")
+    acc.inner_assignments.extend(inner.inner_assignments + inner.assignments)
+    for p in inner.problems:
+        acc.problem(p)
 
 
 def _last_simple_command(node: tree_sitter.Node) -> tree_sitter.Node | None:
@@ -679,7 +734,7 @@ def _emit(cmd: Command, acc: _Acc) -> None:
     cmd = _peel_wrappers(cmd, acc)
     program = cmd.program
     nested: list[Command] = []
-    if program in SHELLS or program == "eval":
+    if program in SHELLS or program in ("eval", "trap"):
         nested_ok = _nested_script(cmd, acc)
         if nested_ok:
             cmd = _replace(cmd, nested_script=True)
@@ -767,8 +822,8 @@ def _peel_wrappers(cmd: Command, acc: _Acc) -> Command:
             if name == "command" and v in ("-v", "-V"):
                 stop = True  # `command -v x` looks a name up; it runs nothing
                 break
-            if name == "env" and (v in ("-S", "--split-string") or v.startswith("--split-string=")):
-                acc.problem("env -S splits a string into a command line; not analysed")
+            if name == "env" and (bad := _env_option_problem(v)):
+                acc.problem(bad)
                 stop = True
                 break
             if v == "--":
@@ -794,27 +849,83 @@ def _peel_wrappers(cmd: Command, acc: _Acc) -> Command:
     return _replace(cmd, argv=tuple(argv), assignments=tuple(assignments), wrappers=tuple(wrappers))
 
 
+_ENV_SHORT = frozenset("i0v")
+_ENV_LONG = frozenset(
+    {"--ignore-environment", "--null", "--debug", "--unset", "--chdir", "--help", "--version",
+     "--default-signal", "--ignore-signal", "--block-signal", "--list-signal-handling"}
+)  # fmt: skip
+
+
+def _env_option_problem(v: str) -> str | None:
+    """Why an `env` option is not understood (`-S` splits a string into a command line)."""
+    if v in ("-", "--") or not v.startswith("-"):
+        return None
+    if v.startswith("--"):
+        if v.partition("=")[0] in _ENV_LONG:
+            return None
+        return f"env option {v!r} is not understood (it may split a string into a command)"
+    letters = v[1:]
+    for letter in letters:
+        if letter in "uC":
+            return None  # the rest (or the next word) is its value
+        if letter == "S":
+            return f"env {v!r}: -S splits a string into a command line; not analysed"
+        if letter not in _ENV_SHORT:
+            return f"env option {v!r} is not understood"
+    return None
+
+
+def shell_script_arg(args: tuple[Word, ...]) -> tuple[bool, int, bool]:
+    """How bash reads its options: (has -c, index of the first operand, all words literal).
+
+    `bash -o noglob -c TEXT`, `bash -c -- TEXT`, `sh -e -c TEXT`, `bash -xc TEXT`,
+    `bash --norc -c TEXT`: options come first; `-o`/`-O` take the next word;
+    `--` or `-` ends them; the first operand is the script (with -c) or a file.
+    """
+    has_c = False
+    i = 0
+    while i < len(args):
+        v = args[i].value
+        if v is None:
+            return has_c, i, False
+        if v in ("--", "-"):
+            return has_c, i + 1, True
+        if v.startswith("--"):
+            i += 2 if v in ("--rcfile", "--init-file") else 1
+            continue
+        if len(v) > 1 and v[0] in "-+":
+            has_c |= v[0] == "-" and "c" in v[1:]
+            i += 1 + sum(1 for letter in v[1:] if letter in "oO")
+            continue
+        break
+    return has_c, i, True
+
+
 def _nested_script(cmd: Command, acc: _Acc) -> bool:
     """Parse the inline script of `bash -c TEXT` / `eval TEXT`; True if it was parsed."""
     program = cmd.program
     script: str | None = None
-    if program == "eval":
+    if program == "trap":
+        action = next((w for w in cmd.args if w.value != "--"), None)
+        if action is None or action.value is None or action.value.startswith("-"):
+            return False
+        script = action.value
+    elif program == "eval":
         values = [w.value for w in cmd.args]
         if not values or any(v is None for v in values):
             return False
         script = " ".join(v for v in values if v is not None)
     else:
         args = cmd.args
-        for i, w in enumerate(args):
-            v = w.value
-            if v is None:
+        has_c, first, literal = shell_script_arg(args)
+        if not literal:
+            return False
+        if has_c:
+            script = args[first].value if first < len(args) else None
+            if script is None:
                 return False
-            if v.startswith("-") and not v.startswith("--") and "c" in v[1:]:
-                if i + 1 < len(args):
-                    script = args[i + 1].value
-                break
-            if not v.startswith("-"):
-                return False  # `bash script.sh`: a file we cannot see
+        elif first < len(args):
+            return False  # `bash script.sh`: a file we cannot see
         if script is None:
             script = _stdin_script(cmd)
             if script is None:
@@ -825,7 +936,7 @@ def _nested_script(cmd: Command, acc: _Acc) -> bool:
     source = script.encode("utf-8", "surrogatepass")
     tree = _PARSER.parse(source)
     inner = _Acc(source, depth=acc.depth + 1)
-    label = "eval" if program == "eval" else f"{program} -c"
+    label = program if program in ("eval", "trap") else f"{program} -c"
     for _s, _e, nodes, background in _top_level_groups(tree.root_node):
         for node in nodes:
             _walk(node, inner)
@@ -836,6 +947,7 @@ def _nested_script(cmd: Command, acc: _Acc) -> bool:
     acc.redirects.extend(inner.redirects)
     acc.constructs.update(inner.constructs)
     acc.assignments.extend(inner.assignments)
+    acc.inner_assignments.extend(inner.inner_assignments)
     for p in inner.problems:
         acc.problem(p)
     return True
@@ -868,50 +980,52 @@ def _find_exec(cmd: Command) -> list[Command]:
     return out
 
 
-_XARGS_VALUE_OPTS = frozenset(
-    {
-        "-I",
-        "-i",
-        "-n",
-        "-P",
-        "-L",
-        "-l",
-        "-s",
-        "-d",
-        "-E",
-        "-e",
-        "-a",
-        "--arg-file",
-        "--delimiter",
-        "--max-args",
-        "--max-procs",
-        "--max-lines",
-        "--max-chars",
-        "--eof",
-        "--replace",
-        "--process-slot-var",
-    }
-)
+# GNU xargs: getopt string "+0a:E:e::i::I:l::L:n:prs:txP:d:" ("::" = value only when attached)
+_XARGS_REQUIRED = frozenset("aEILnsPd")
+_XARGS_OPTIONAL = frozenset("eil")
+_XARGS_FLAGS = frozenset("0prtx")
+_XARGS_LONG_REQUIRED = frozenset(
+    {"--arg-file", "--delimiter", "--max-args", "--max-procs", "--max-chars",
+     "--process-slot-var"}
+)  # fmt: skip
+_XARGS_LONG = frozenset(
+    {"--null", "--interactive", "--verbose", "--exit", "--no-run-if-empty", "--show-limits",
+     "--open-tty", "--eof", "--replace", "--max-lines", "--help", "--version"}
+)  # fmt: skip
 
 
 def _xargs_target(cmd: Command) -> list[Command]:
     args = cmd.args
+    via = (*cmd.via, "xargs")
+    unknown = Command((Word(text="<xargs>", value=None),), (), (), via)
     i = 0
     while i < len(args):
         v = args[i].value
         if v is None:
-            return [Command((Word(text=args[i].text, value=None),), (), (), (*cmd.via, "xargs"))]
+            return [unknown]
         if v == "--":
             i += 1
             break
-        if v.startswith("-") and len(v) > 1:
-            if v in _XARGS_VALUE_OPTS:
-                i += 2
-            else:
+        if not v.startswith("-") or v == "-":
+            break
+        i += 1
+        if v.startswith("--"):
+            name, eq, _ = v.partition("=")
+            if name in _XARGS_LONG_REQUIRED and not eq:
                 i += 1
+            elif name not in _XARGS_LONG_REQUIRED and name not in _XARGS_LONG:
+                return [unknown]  # an option xargs would reject, or an abbreviation
             continue
-        break
+        for pos, letter in enumerate(v[1:], start=1):
+            if letter in _XARGS_REQUIRED:
+                if pos == len(v) - 1:
+                    i += 1
+                break
+            if letter in _XARGS_OPTIONAL:
+                break  # its value, if any, is the rest of this word
+            if letter not in _XARGS_FLAGS:
+                return [unknown]
     target = tuple(args[i:]) or (Word(text="echo", value="echo"),)
     # xargs appends arguments read from stdin: unknown words.
     target = (*target, Word(text="<stdin args>", value=None))
-    return [Command(target, (), (), (*cmd.via, "xargs"), (), True)]
+    return [Command(target, (), (), via, (), True)]

@@ -35,23 +35,26 @@ def _group(cls: CommandClass, what: str, names: str, check: Check | None = None)
 
 
 _pip = t.by_subcommand(
-    "list show freeze check help inspect index search config debug cache",
+    "list show freeze check help inspect index search debug",
     (COND, "installs or removes Python packages"),
     value_opts="-r --requirement -c --constraint -t --target",
+    reads={"config": "list get debug", "cache": "dir info list"},
 )
 _node_pm = t.by_subcommand(
-    "ls list ll la view info v show why explain root prefix bin help config get whoami",
+    "ls list ll la view info v show why explain root prefix bin help get whoami",
     (COND, "installs packages or runs project scripts"),
     {
         "publish": (SEQ, "publishing a package changes a registry"),
         "unpublish": (SEQ, "unpublishing a package changes a registry"),
     },
     runs="exec dlx x",
+    reads={"config": "get list ls"},
 )
 _runner_pm = t.by_subcommand(
-    "list show info env --version help check",
+    "list show info --version help check",
     (COND, "manages a project environment"),
     runs="run exec",
+    reads={"env": "list info", "config": "--show --show-sources --list"},
 )
 _build = t.by_subcommand("--version version help", (COND, "builds or tests code"))
 _cargo = t.by_subcommand(
@@ -87,9 +90,12 @@ _dpkg = f.only_flags(
     (DANGER, "dpkg installs or removes system packages"),
 )
 _infra = t.by_subcommand(
-    "version validate show output providers graph fmt",
+    "version validate providers graph",
     (COND, "plans infrastructure changes"),
     {
+        "fmt": (SEQ, "terraform fmt rewrites configuration files"),
+        "show": (COND, "reads state, which may live in a remote backend (the network)"),
+        "output": (COND, "reads state, which may live in a remote backend (the network)"),
         "apply": (DANGER, "applies changes to real infrastructure"),
         "destroy": (DANGER, "destroys real infrastructure"),
         "up": (DANGER, "applies changes to real infrastructure"),

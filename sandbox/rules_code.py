@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 
-from sandbox.parse import Command
+from sandbox.parse import Command, shell_script_arg
 from sandbox.rules_flags import (
     COND,
     DANGER,
@@ -95,20 +95,22 @@ def shell(cmd: Command) -> Finding | None:
             if "{}" in script:
                 return COND, f"{tool} -c splices file names into shell code"
         return SAFE, f"{tool} -c runs an inline script (its commands are judged on their own)"
-    if {w.value for w in cmd.args} & {"--version", "--help"}:
+    if [w.value for w in cmd.args] in (["--version"], ["--help"]):
         return SAFE, f"{tool} --version only prints"
-    for w in cmd.args:
-        v = w.value
-        if v is None:
-            if w.text.startswith("<("):
-                break
+    has_c, first, literal = shell_script_arg(cmd.args)
+    if has_c:
+        return DANGER, f"{tool} -c runs shell code known only at run time"
+    reads_stdin = any(
+        (v := w.value or "").startswith("-") and not v.startswith("--") and "s" in v
+        for w in cmd.args[:first]
+    )
+    if first < len(cmd.args) and not reads_stdin:
+        w = cmd.args[first]
+        if w.text.startswith("<(") or w.value == "/dev/stdin":
+            return stdin_code(cmd, tool, "shell code")
+        if not literal or w.value is None:
             return DANGER, f"{tool} runs shell code known only at run time"
-        if v.startswith("-") and not v.startswith("--") and "c" in v[1:]:
-            return DANGER, f"{tool} -c runs shell code known only at run time"
-        if not v.startswith("-"):
-            if v in ("-", "/dev/stdin"):
-                break
-            return COND, f"{tool} runs the script {v}"
+        return COND, f"{tool} runs the script {w.value}"
     return stdin_code(cmd, tool, "shell code")
 
 

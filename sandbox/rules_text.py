@@ -15,6 +15,7 @@ from sandbox.rules_flags import (
     SEQ,
     Finding,
     opts,
+    words,
     write_finding,
 )
 
@@ -243,13 +244,44 @@ def awk(cmd: Command) -> Finding | None:
     return awk_program_risk(source)
 
 
+_FIND_VALUE = words(
+    "-name -iname -path -ipath -wholename -iwholename -regex -iregex -lname -ilname -type "
+    "-xtype -size -mtime -mmin -atime -amin -ctime -cmin -newer -anewer -cnewer -used -perm "
+    "-user -group -uid -gid -maxdepth -mindepth -links -inum -samefile -regextype -fstype "
+    "-printf -newermt -newerct -newerat -newermm -newercc -newerca -newerma -D -O"
+)
+_FIND_FLAG = words(
+    "-print -print0 -ls -prune -not -a -o -and -or -true -false -readable -writable "
+    "-executable -empty -nouser -nogroup -depth -follow -xdev -mount -daystart -noleaf -quit "
+    "-ignore_readdir_race -noignore_readdir_race -help --help -version --version -H -L -P "
+    "( ) ! ,"
+)
+
+
 def find(cmd: Command) -> Finding | None:
+    """find's expression: actions that write are named; unknown primaries are not safe."""
     args = cmd.args
-    for i, w in enumerate(args):
+    i = 0
+    while i < len(args):
+        w = args[i]
         v = w.value
+        i += 1
         if v == "-delete":
             return DANGER, "find -delete deletes every match"
         if v in ("-fprint", "-fprint0", "-fprintf", "-fls"):
-            target = args[i + 1 : i + 2]
+            target = args[i : i + 1]
             return write_finding("find", target, f"{v} writes") or (SEQ, f"find {v} writes a file")
+        if v in ("-exec", "-execdir", "-ok", "-okdir"):
+            while i < len(args) and args[i].value not in (";", "+"):
+                i += 1  # the command is judged on its own
+            i += 1
+            continue
+        if v is None:
+            if w.text.startswith("-") or (i > 1 and args[i - 2].value not in _FIND_VALUE):
+                return COND, f"find argument {w.text!r} may become an action such as -delete"
+            continue
+        if v in _FIND_VALUE:
+            i += 1
+        elif v.startswith("-") and v not in _FIND_FLAG:
+            return COND, f"find option {v!r} is not on its allowlist of read-only primaries"
     return None

@@ -45,9 +45,15 @@ def by_subcommand(
     specific: dict[str, Finding] | None = None,
     runs: str = "",
     value_opts: str = "",
+    reads: dict[str, str] | None = None,
 ) -> Check:
-    """A check keyed by subcommand: ``safe`` ones only read; ``runs`` ones run a command."""
-    safe_set = frozenset(safe.split())
+    """A check keyed by subcommand: ``safe`` ones only read; ``runs`` ones run a command.
+
+    ``reads`` maps a subcommand with its own subcommands (``pip config``, ``conda
+    env``) to the second words that only read (``list get``); any other is not safe.
+    """
+    second = {k: frozenset(v.split()) for k, v in (reads or {}).items()}
+    safe_set = frozenset(safe.split()) | second.keys()
     runs_set = frozenset(runs.split())
     table = specific or {}
     vopts = frozenset(value_opts.split())
@@ -62,6 +68,11 @@ def by_subcommand(
         migration = migration_finding(cmd)
         if migration:
             return migration
+        if sub in second:
+            nxt = cmd.args[i + 1].value if i + 1 < len(cmd.args) else ""
+            if nxt not in second[sub]:
+                return default[0], f"{tool} {sub} {nxt or '?'} {default[1]}"
+            return SAFE, f"{tool} {sub} {nxt} only reads"
         if sub in safe_set:
             return SAFE, f"{tool} {sub} only reads"
         if sub in table:

@@ -158,7 +158,8 @@ def test_every_verdict_has_readable_reasons() -> None:
         ("nice -n 5 rm f", SEQ, "rm"),
         ("nohup ls", COND, "outlive"),
         ("sudo ls", DANGER, "root"),
-        ("env A=1 grep x f", SAFE, "grep"),
+        ("env LC_ALL=C grep x f", SAFE, "grep"),
+        ("env A=1 grep x f", COND, "A=... sets an environment variable for grep"),
         ("xargs rm", SEQ, "named at run time"),
         ("xargs grep x", SAFE, "grep"),
         ("bash -c 'ls'", SAFE, "ls"),
@@ -176,7 +177,7 @@ def test_every_verdict_has_readable_reasons() -> None:
         # session state
         ("cd x", SEQ, "session"),
         ("(cd x && ls)", SAFE, "subshell"),
-        ("export A=1", SEQ, "session"),
+        ("export A=1", SEQ, "export sets A"),
         ("A=1", SEQ, "assigns A"),
         ("f() { ls; }", SEQ, "function"),
         ("sleep 5 &", COND, "background"),

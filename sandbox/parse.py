@@ -250,9 +250,11 @@ def _glued_newlines(root: tree_sitter.Node, source: bytes) -> list[int]:
     stack = [c for c in root.children if c.type in _TOP_CHAIN]
     while stack:
         node = stack.pop()
-        if node.type != "command":
-            stack.extend(c for c in node.children if c.type in _TOP_CHAIN)
+        if node.type not in ("command", "file_redirect"):
+            stack.extend(c for c in node.children if c.type in _TOP_CHAIN_REDIRECT)
             continue
+        # the words of a redirect: tree-sitter gives it the words that follow (`> f x`)
+        stack.extend(c for c in node.children if c.type == "file_redirect")
         for a, b in itertools.pairwise(node.children):
             gap = source[a.end_byte : b.start_byte]
             nl = gap.find(b"\n")
@@ -265,6 +267,7 @@ def _glued_newlines(root: tree_sitter.Node, source: bytes) -> list[int]:
 
 
 _TOP_CHAIN = frozenset({"pipeline", "list", "redirected_statement", "command"})
+_TOP_CHAIN_REDIRECT = _TOP_CHAIN | {"file_redirect"}
 
 
 def _statements(tree: tree_sitter.Tree, source: bytes, line0: int) -> list[Statement]:
@@ -373,7 +376,8 @@ def _top_level_groups(
 def _walk(root: tree_sitter.Node, acc: _Acc) -> None:
     """Walk a subtree iteratively (deep nesting must not hit Python's recursion limit)."""
     stack: list[tuple[tree_sitter.Node, tuple[str, ...], bool]] = [(root, (), False)]
-    _pending_redirects: dict[int, tuple[Redirect, ...]] = {}
+    # redirects (and the words bash reads after them) for a command further down
+    _pending_redirects: dict[int, tuple[tuple[Redirect, ...], tuple[Word, ...]]] = {}
     while stack:
         node, via, piped = stack.pop()
         kind = node.type
@@ -386,13 +390,14 @@ def _walk(root: tree_sitter.Node, acc: _Acc) -> None:
         if node.has_error and kind == "program":
             pass  # children report it
         if kind in ("command", "declaration_command", "unset_command"):
-            _command(node, acc, via, piped, stack, _pending_redirects.pop(node.id, ()))
+            _command(node, acc, via, piped, stack, *_pending_redirects.pop(node.id, ((), ())))
             continue
         if kind == "redirected_statement":
+            extra: list[Word] = []  # `ls > out -la`: bash gives -la to ls
             outer = [
                 r
                 for child in node.children_by_field_name("redirect")
-                if (r := _redirect(child, acc, stack, via)) is not None
+                if (r := _redirect(child, acc, stack, via, extra)) is not None
             ]
             body = node.child_by_field_name("body")
             if body is None:
@@ -403,9 +408,11 @@ def _walk(root: tree_sitter.Node, acc: _Acc) -> None:
             ):
                 # bash applies a statement's heredoc to its last command
                 if target is body:
-                    _command(body, acc, via, piped, stack, tuple(outer))
+                    _command(body, acc, via, piped, stack, tuple(outer), tuple(extra))
                     continue
-                _pending_redirects[target.id] = tuple(outer)
+                _pending_redirects[target.id] = (tuple(outer), tuple(extra))
+            elif extra:
+                acc.problem("words after a redirection that belong to no simple command")
             stack.append((body, via, piped))
             continue
         if kind == "variable_assignment":
@@ -546,7 +553,11 @@ def _redirect(
     acc: _Acc,
     stack: list[tuple[tree_sitter.Node, tuple[str, ...], bool]],
     via: tuple[str, ...],
+    extra: list[Word] | None = None,
 ) -> Redirect | None:
+    """One redirection. tree-sitter gives it every word that follows (`> out -la x`);
+    bash takes only the first as the target and the rest as arguments: they go to ``extra``.
+    """
     fd: int | None = None
     op = ""
     target: Word | None = None
@@ -574,6 +585,10 @@ def _redirect(
                 target = _word(child, acc)
                 if kind == "herestring_redirect":
                     body = target.value
+            elif extra is not None:
+                extra.append(_word(child, acc))
+            else:
+                acc.problem("words after a redirection that belong to no simple command")
             # Substitutions inside the target still run.
             stack.append((child, via, False))
     if kind == "heredoc_redirect":
@@ -613,6 +628,7 @@ def _word(node: tree_sitter.Node, acc: _Acc) -> Word:
 
 
 _ESCAPE_WORD = re.compile(r"\\(.)", re.S)
+_UNESCAPED_BLANK = re.compile(r"(?<!\\)[ \t\n]")
 _ESCAPE_DQ = re.compile(r'\\([$`"\\\n])')
 
 
@@ -621,6 +637,9 @@ def _value(node: tree_sitter.Node, acc: _Acc) -> tuple[str | None, bool, bool]:
     kind = node.type
     text = acc.text(node)
     if kind == "word":
+        if _UNESCAPED_BLANK.search(text):
+            # tree-sitter glued two words (`] ]`); bash would split them
+            acc.problem(f"the word {_snippet(text)!r} holds a blank that bash splits on")
         quoted = "\\" in text
         glob = bool(GLOB_CHARS.search(text)) or _has_brace_expansion(text)
         value = _ESCAPE_WORD.sub(lambda m: "" if m.group(1) == "\n" else m.group(1), text)
@@ -686,6 +705,7 @@ def _command(
     piped: bool,
     stack: list[tuple[tree_sitter.Node, tuple[str, ...], bool]],
     outer_redirects: tuple[Redirect, ...] = (),
+    outer_words: tuple[Word, ...] = (),
 ) -> None:
     argv: list[Word] = []
     assignments: list[str] = []
@@ -707,9 +727,11 @@ def _command(
             for part in child.named_children[1:]:
                 stack.append((part, via, False))
         elif ctype in ("file_redirect", "heredoc_redirect", "herestring_redirect"):
-            r = _redirect(child, acc, stack, via)
+            later: list[Word] = []
+            r = _redirect(child, acc, stack, via, later)
             if r is not None:
                 redirects.append(r)
+            argv.extend(later)
         elif ctype in ("ERROR",) or child.is_missing:
             acc.problem(f"syntax error near {_snippet(acc.text(child))!r}")
         elif child.is_named:
@@ -718,6 +740,7 @@ def _command(
                 continue
             argv.append(_word(child, acc))
             stack.append((child, via, False))
+    argv.extend(outer_words)
     if kind == "declaration_command" and assignments:
         # `export A=1`: the assignments are arguments of export, not a prefix
         argv.extend(Word(text=a, value=a) for a in assignments)

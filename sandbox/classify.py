@@ -241,7 +241,16 @@ def redirect_finding(r: Redirect) -> Finding | None:
 
 # --- statement-level effects ---------------------------------------------------------------
 
-_FORK_BOMB = re.compile(r"([^\s(){}|&;]+)\s*\(\)\s*\{[^}]*\1\s*\|\s*\1\s*&")
+_FUNCTION_NAME = re.compile(r"([^\s(){}|&;]{1,64})\s*\(\)\s*\{")
+_SELF_PIPE = re.compile(r"([^\s(){}|&;]{1,64})\|([^\s(){}|&;]{1,64})&")
+_BLANKS = re.compile(r"\s+")
+
+
+def _fork_bomb(text: str) -> bool:
+    """A function whose body pipes itself into itself in the background: `f(){ f|f& }`."""
+    names = {m.group(1) for m in _FUNCTION_NAME.finditer(text)}
+    compact = _BLANKS.sub("", text)
+    return any(a == b and a in names for a, b in (m.groups() for m in _SELF_PIPE.finditer(compact)))
 
 
 def _statement_findings(stmt: Statement) -> list[Finding]:
@@ -253,7 +262,7 @@ def _statement_findings(stmt: Statement) -> list[Finding]:
     if "background" in constructs:
         found.append((COND, "starts a background job that outlives the command"))
     if "function" in constructs:
-        if _FORK_BOMB.search(stmt.text):
+        if _fork_bomb(stmt.text):
             found.append((DANGER, "fork bomb: a function that starts copies of itself"))
         found.append((SEQ, "defines a shell function (shell session state)"))
     if stmt.assignments:

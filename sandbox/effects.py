@@ -127,15 +127,19 @@ def _unkey(k: tuple[str, ...]) -> str:
 
 
 _DYNAMIC_START = re.compile(r"\$(?:(HOME|PWD|TMPDIR)\b|\{(HOME|PWD|TMPDIR)\})")
-_BRACE = re.compile(r"\{[^{}]*(?:,|\.\.)[^{}]*\}")
+_BRACE = re.compile(r"\{[^{}]*\}")  # a brace expansion when it holds `,` or `..`
 _SUBST = {"HOME": "~", "PWD": ".", "TMPDIR": "/tmp"}
+
+
+def _has_brace(text: str) -> bool:
+    return any("," in m.group() or ".." in m.group() for m in _BRACE.finditer(text))
 
 
 @lru_cache(maxsize=8192)
 def word_path(word: Word) -> tuple[str, str | None]:
     """(normalised path, widening note or None) of one word."""
     text, value = word.text, word.value
-    if value is not None and not word.glob and not (not word.quoted and _BRACE.search(text)):
+    if value is not None and not word.glob and not (not word.quoted and _has_brace(text)):
         if value.startswith("~") and not text.startswith("~"):
             return WORKSPACE, f"{text} names a file called ~, widened to ."
         if value.startswith("~") and not value.startswith(("~/",)) and value != "~":
@@ -669,7 +673,7 @@ def _sed(cmd: Command, acc: _Acc) -> None:
 
 
 _SED_RUNS = re.compile(
-    r"(?:^|[;{}\n])\s*(?:[0-9$,]+|/[^/]*/)?\s*[wWe](?:\s|$)|/[gpIiMm0-9]*[we](?:\s|$|;|})"
+    r"(?:^|[;{}\n])\s*(?:(?:[0-9$,]+|/[^/]*/)\s*)?[wWe](?:\s|$)|/[gpIiMm0-9]*[we](?:\s|$|;|})"
 )
 
 
@@ -684,7 +688,7 @@ def _awk(cmd: Command, acc: _Acc) -> None:
     if not programs and not _has(opts, "-f", "--file", "-E", "--exec") and operands:
         programs, operands = [operands[0]], operands[1:]
     for p in programs:
-        if p.value is None or _AWK_RUNS.search(p.value):
+        if p.value is None or _AWK_RUNS.search(p.value) or awk_prints_into(p.value):
             acc.everything("awk program writes files or runs commands: may do anything")
     files = [w for w in operands if w.value != "-" and "=" not in (w.value or "")]
     acc.read(*files)
@@ -692,9 +696,17 @@ def _awk(cmd: Command, acc: _Acc) -> None:
         acc.write(*files)
 
 
-_AWK_RUNS = re.compile(
-    r"\bsystem\s*\(|\|\s*(?:getline|\")|\bprintf?\b[^;{}]*>|\bclose\b|\bfflush\b"
-)
+_AWK_RUNS = re.compile(r"\bsystem\s*\(|\|\s*(?:getline|\")|\bclose\b|\bfflush\b")
+_AWK_PRINT = re.compile(r"\bprintf?\b")
+_AWK_STATEMENT_END = re.compile(r"[;{}]")
+
+
+def awk_prints_into(program: str) -> bool:
+    """`print ... > file` in some statement: linear (one pass per statement)."""
+    return any(
+        (m := _AWK_PRINT.search(part)) is not None and ">" in part[m.end() :]
+        for part in _AWK_STATEMENT_END.split(program)
+    )
 
 
 def _tee(cmd: Command, acc: _Acc) -> None:

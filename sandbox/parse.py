@@ -2,7 +2,11 @@
 
 No I/O here: this module only turns text into values. It never raises on bad
 text; whatever it cannot understand is recorded in ``Statement.problems`` so
-that the classifier treats the statement as unknown (never safe).
+that the classifier treats the statement as unknown (never safe). The one
+exception is size: a statement beyond the judge's budget (``MAX_STATEMENT_NODES``
+syntax nodes, ``MAX_DEPTH`` levels of nesting, ``MAX_UNIT_TOKENS`` blanks and
+operators for one unit) raises ``InputTooComplex`` with what to shorten, so
+that the work per statement stays bounded (linear in its size, and small).
 
 Every nested command counts: pipelines, ``&&``/``||`` lists, subshells,
 groups, loops, functions, ``$(...)``, backticks, process substitution,
@@ -22,7 +26,12 @@ from dataclasses import dataclass, field
 import tree_sitter
 import tree_sitter_bash
 
+from sandbox.errors import InputTooComplex
+
 MAX_NESTED_DEPTH = 4  # bash -c 'bash -c "..."' is re-parsed this many levels deep
+MAX_STATEMENT_NODES = 4000  # tree-sitter nodes in one statement, nested scripts included
+MAX_DEPTH = 64  # levels of $(...), (...), <(...) and bash -c inside one statement
+MAX_UNIT_TOKENS = 8000  # blanks and operators in one text judged as one unit
 SHELLS = frozenset({"bash", "sh", "dash", "zsh", "ksh", "mksh", "ash", "busybox-sh"})
 
 _LANGUAGE = tree_sitter.Language(tree_sitter_bash.language())
@@ -147,6 +156,7 @@ class _Acc:
     problems: list[str] = field(default_factory=list)
     assignments: list[str] = field(default_factory=list)
     inner_assignments: list[str] = field(default_factory=list)
+    budget: list[int] = field(default_factory=lambda: [MAX_STATEMENT_NODES])  # shared, nested
 
     def text(self, node: tree_sitter.Node) -> str:
         return self.source[node.start_byte : node.end_byte].decode("utf-8", "replace")
@@ -215,8 +225,12 @@ _LEAVES = {
 }
 
 
-def parse(text: str) -> list[Statement]:
-    """Split a script into top-level statements. Never raises."""
+def parse(text: str, *, max_statements: int | None = None) -> list[Statement]:
+    """Split a script into top-level statements.
+
+    Raises ``InputTooComplex`` (and only that) when one statement is beyond the
+    budget, or when the script has more than ``max_statements`` top-level parts.
+    """
     source = text.encode("utf-8", "surrogatepass")
     statements: list[Statement] = []
     # tree-sitter-bash sometimes glues the next line onto a pipeline's last command
@@ -230,6 +244,7 @@ def parse(text: str) -> list[Statement]:
         start, end = segments.pop()
         segment = source[start:end]
         tree = _PARSER.parse(segment)
+        _check_size(tree.root_node, source.count(b"\n", 0, start), max_statements)
         cuts = _glued_newlines(tree.root_node, segment) if rounds < 10_000 else []
         if cuts:
             rounds += 1
@@ -242,6 +257,45 @@ def parse(text: str) -> list[Statement]:
         line_at = start
         statements.extend(_statements(tree, segment, line))
     return [dataclasses.replace(s, index=i) for i, s in enumerate(statements)]
+
+
+# bytes that start a syntax node: blanks, operators, quotes, arithmetic and brace characters
+_TOKEN_BYTES = tuple(bytes([c]) for c in b" \t\n;|&<>()`$\"'+-*/%,{}[]=!^~:?")
+
+
+def _check_size(root: tree_sitter.Node, line0: int, max_statements: int | None) -> None:
+    """Refuse, before any work in Python, what the budget does not cover (O(1) per child)."""
+    if max_statements is not None and root.named_child_count > max_statements:
+        raise InputTooComplex(
+            f"the script has more than {max_statements} statements; the limit is "
+            f"{max_statements}: split it into several batches"
+        )
+    for child in root.children:
+        _check_nodes(child.descendant_count, line0 + child.start_point.row + 1)
+
+
+def _check_nodes(count: int, line: int, remaining: int = MAX_STATEMENT_NODES) -> None:
+    if count > remaining:
+        raise InputTooComplex(
+            f"the statement on line {line} is too complex to judge: it has more than "
+            f"{MAX_STATEMENT_NODES} words, operators and quotes (nested scripts included); "
+            "split it into several shorter commands"
+        )
+
+
+def token_count(source: bytes) -> int:
+    """A C-speed estimate of the syntax nodes of a text: its blanks, operators and quotes."""
+    return sum(source.count(b) for b in _TOKEN_BYTES)
+
+
+def _check_tokens(source: bytes) -> None:
+    """Refuse before tree-sitter runs what cannot fit in the budget of one statement."""
+    tokens = token_count(source)
+    if tokens > MAX_UNIT_TOKENS:
+        raise InputTooComplex(
+            f"the command is too complex to judge: it has {tokens} blanks, quotes and "
+            f"operators, the limit is {MAX_UNIT_TOKENS}; split it into several shorter commands"
+        )
 
 
 def _glued_newlines(root: tree_sitter.Node, source: bytes) -> list[int]:
@@ -299,7 +353,13 @@ def _statements(tree: tree_sitter.Tree, source: bytes, line0: int) -> list[State
 
 
 def parse_unit(text: str) -> Statement:
-    """Judge the whole text as one unit, however many statements it holds."""
+    """Judge the whole text as one unit, however many statements it holds.
+
+    Raises ``InputTooComplex`` when the text is beyond the budget of one statement.
+    """
+    source = text.encode("utf-8", "surrogatepass")
+    _check_tokens(source)
+    _check_nodes(_PARSER.parse(source).root_node.descendant_count, 1)  # one budget for all
     statements = parse(text)
     if len(statements) == 1:
         return statements[0]
@@ -381,6 +441,11 @@ def _walk(root: tree_sitter.Node, acc: _Acc) -> None:
     while stack:
         node, via, piped = stack.pop()
         kind = node.type
+        if len(via) + acc.depth > MAX_DEPTH:
+            raise InputTooComplex(
+                f"a statement nests $(...), (...) or bash -c more than {MAX_DEPTH} levels "
+                "deep; flatten it"
+            )
         if node.is_error or kind == "ERROR":
             acc.problem(f"syntax error near {_snippet(acc.text(node))!r}")
             continue
@@ -484,7 +549,7 @@ def _single_bracket_test(
     command found is given its name back.
     """
     source = b"_" + acc.source[node.start_byte + 1 : node.end_byte]
-    inner = _Acc(source, depth=acc.depth)
+    inner = _Acc(source, depth=acc.depth, budget=acc.budget)
     for child in _PARSER.parse(source).root_node.children:
         if child.is_named or child.type == "ERROR":
             _walk(child, inner)
@@ -957,8 +1022,12 @@ def _nested_script(cmd: Command, acc: _Acc) -> bool:
         acc.problem(f"nested shell scripts deeper than {MAX_NESTED_DEPTH} levels")
         return False
     source = script.encode("utf-8", "surrogatepass")
+    _check_tokens(source)
     tree = _PARSER.parse(source)
-    inner = _Acc(source, depth=acc.depth + 1)
+    count = tree.root_node.descendant_count
+    _check_nodes(count, 1, acc.budget[0])
+    acc.budget[0] -= count
+    inner = _Acc(source, depth=acc.depth + 1, budget=acc.budget)
     label = program if program in ("eval", "trap") else f"{program} -c"
     for _s, _e, nodes, background in _top_level_groups(tree.root_node):
         for node in nodes:

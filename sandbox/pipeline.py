@@ -55,7 +55,7 @@ def judge(
     needs: Mapping[int, Iterable[int]] | None = None,
     max_statements: int | None = MAX_STATEMENTS,
 ) -> Judgement:
-    statements = parse(text)
+    statements = parse(text, max_statements=max_statements)
     if not statements:
         raise InputError("the script has no commands (only blank lines or comments)")
     if max_statements is not None and len(statements) > max_statements:

@@ -27,9 +27,25 @@ _CODE_DESTROYS = re.compile(
     r"`[^`]+`|\bqx\b|File\.delete|FileUtils\.rm|unlink\s*\(|__import__|ctypes|socket",
 )
 _CODE_WRITES = re.compile(
-    r"open\s*\([^)]*['\"][wax+]|write_text|write_bytes|writeFile|appendFile|File\.write|"
-    r"open\s*\(\s*\w+\s*,\s*['\"]?>|shutil\.(copy|move)|os\.(rename|replace|mkdir|makedirs)|mkdir"
+    r"write_text|write_bytes|writeFile|appendFile|File\.write|"
+    r"shutil\.(copy|move)|os\.(rename|replace|mkdir|makedirs)|mkdir"
 )
+_OPEN_CALL = re.compile(r"\bopen\s*\(")
+_WRITE_MODE = re.compile(r"['\"][wax+]|^\s*\w+\s*,\s*['\"]?>")
+
+
+def _opens_for_writing(code: str) -> bool:
+    """`open(f, 'w')`, perl `open(F, ">f")`: the text after each `open(` up to its `)`.
+
+    One pass per `)`-separated part, so linear however many `open(` there are.
+    """
+    for part in code.split(")"):
+        at = None
+        for m in _OPEN_CALL.finditer(part):
+            at = m.end()
+        if at is not None and _WRITE_MODE.search(part[at:]):
+            return True
+    return False
 
 
 def inline_code(tool: str, code: str | None) -> Finding:
@@ -37,7 +53,7 @@ def inline_code(tool: str, code: str | None) -> Finding:
         return DANGER, f"{tool} runs code known only at run time"
     if _CODE_DESTROYS.search(code):
         return DANGER, f"{tool} inline code deletes files or runs commands"
-    if _CODE_WRITES.search(code):
+    if _CODE_WRITES.search(code) or _opens_for_writing(code):
         return SEQ, f"{tool} inline code writes files"
     return COND, f"{tool} runs inline code"
 

@@ -175,7 +175,18 @@ _AWK_STD_REDIRECT = re.compile(r'>>?\s*"/dev/(?:stderr|stdout|null)"')
 _AWK_SYSTEM = re.compile(r"\bsystem\s*\(")
 _AWK_SYSTEM_LITERAL = re.compile(r'\bsystem\s*\(\s*"((?:\\.|[^"\\])*)"\s*\)')
 _AWK_PIPE = re.compile(r"(?<!\|)\|(?!\|)")
-_AWK_PRINT_REDIRECT = re.compile(r"\bprintf?\b[^;{}\n]*>")
+_AWK_PRINT = re.compile(r"\bprintf?\b")
+_AWK_STATEMENT_END = re.compile(r"[;{}\n]")
+
+
+def _prints_into_file(code: str) -> bool:
+    """`print ... > file` in some statement: one pass per statement, so linear."""
+    return any(
+        (m := _AWK_PRINT.search(part)) is not None and ">" in part[m.end() :]
+        for part in _AWK_STATEMENT_END.split(code)
+    )
+
+
 _REGEX_BEFORE = frozenset("(,~!{};&|=\n")
 
 
@@ -216,7 +227,7 @@ def awk_program_risk(program: str) -> Finding | None:
         return found
     if _AWK_PIPE.search(code):
         return COND, "awk pipes to or from a command"
-    if _AWK_PRINT_REDIRECT.search(code):
+    if _prints_into_file(code):
         return SEQ, "awk prints into a file"
     if "@load" in code or "@include" in code:
         return COND, "awk loads an extension or library"

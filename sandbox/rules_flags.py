@@ -128,6 +128,11 @@ def writes_positionals(verb: str, last_only: bool = False, takes: str = "") -> C
     def check(cmd: Command) -> Finding | None:
         o = opts(cmd, takes_value)
         tool = cmd.program or "?"
+        if tool == "scp" and any(_remote(w) for w in o.positionals[-1:]):
+            return (
+                DANGER,
+                f"scp copies files to {name(o.positionals[-1])} (data leaves the machine)",
+            )
         target = o.values.get("t") or o.values.get("--target-directory")
         words: tuple[Word, ...] = o.positionals
         if target is not None:
@@ -144,6 +149,15 @@ def writes_positionals(verb: str, last_only: bool = False, takes: str = "") -> C
         return write_finding(tool, words, verb) or (SEQ, f"{tool} {verb} files")
 
     return check
+
+
+def _remote(word: Word) -> bool:
+    """`host:path` or `user@host:path` (not `./a:b`, not a URL-less absolute path)."""
+    v = word.value
+    if v is None:
+        return True
+    head = v.split("/", 1)[0]
+    return ":" in head and not v.startswith(("/", "."))
 
 
 _RECURSIVE = frozenset({"r", "R"})

@@ -140,11 +140,36 @@ def curl(cmd: Command) -> Finding | None:
     )
     if {w.value for w in cmd.args} & {"--version", "-V", "--help"}:
         return SAFE, "curl --version only prints"
+    if (upload := _curl_upload(cmd)) is not None:
+        return DANGER, f"curl {upload} sends a file to another machine (data leaves the machine)"
     words = [o.values.get(k) for k in ("o", "--output", "D", "--dump-header", "c", "--cookie-jar")]
     written = [Word(text=v, value=v) for v in words if v is not None and v != "-"]
     if "O" in o.short or "--remote-name" in o.long or "--remote-name-all" in o.long:
         return SEQ, "curl -O downloads into a file"
     return write_finding("curl", written, "downloads into") or (COND, "curl uses the network")
+
+
+_CURL_DATA = frozenset(
+    {"-d", "--data", "--data-binary", "--data-raw", "--data-urlencode", "--data-ascii", "-F",
+     "--form", "--json"}
+)  # fmt: skip
+
+
+def _curl_upload(cmd: Command) -> str | None:
+    """The option that uploads a local file: -T, --upload-file, -d @file, -F x=@file."""
+    args = cmd.args
+    for i, w in enumerate(args):
+        v = w.value or ""
+        name, eq, attached = v.partition("=") if v.startswith("--") else (v[:2], "", v[2:])
+        if name in ("-T", "--upload-file"):
+            return name
+        if name in _CURL_DATA:
+            value = (
+                attached if (eq or attached) else (args[i + 1].value if i + 1 < len(args) else "")
+            )
+            if value is None or "@" in value or "<" in value:
+                return f"{name} @file"
+    return None
 
 
 def wget(cmd: Command) -> Finding | None:
@@ -173,6 +198,9 @@ def rsync(cmd: Command) -> Finding | None:
     o = opts(cmd, frozenset("e") | {"--rsh"})
     if any(v.startswith("--delete") or v == "--remove-source-files" for v in o.long):
         return DANGER, "rsync --delete removes files at the destination"
+    dest = o.positionals[-1:] if len(o.positionals) > 1 else ()
+    if any(w.value is None or ":" in (w.value or "").split("/", 1)[0] for w in dest):
+        return DANGER, f"rsync copies files to {dest[0].text} (data leaves the machine)"
     return write_finding(cmd.program or "rsync", o.positionals[-1:], "copies into")
 
 

@@ -42,7 +42,8 @@ while IFS= read -r -d '' cmd; do
   out=$(timeout -s KILL 1 bash -c "$cmd" </dev/null 2>&1 | head -c 65536)
   after=$(snap)
   if [ "$before" != "$after" ]; then
-    printf 'WRITE\t%d\t%s\n' "$i" "$(diff <(printf '%s\n' "$before") <(printf '%s\n' "$after") | grep '^[<>]' | head -3 | tr '\n' ' ')"
+    changed=$(diff <(printf '%s\n' "$before") <(printf '%s\n' "$after") | grep '^[<>]' | head -3)
+    printf 'WRITE\t%d\t%s\n' "$i" "$(printf '%s' "$changed" | tr '\n' ' ')"
     find /workspace /home/decoy -mindepth 1 -delete 2>/dev/null
     cp -a /fixture/workspace/. /workspace/ && cp -a /fixture/home/. /home/decoy/
   fi
@@ -131,7 +132,7 @@ def run_oracle(client: Any, image: str, commands: list[str], tmp: Path) -> tuple
             "/workspace": f"size=16m,{owned}",
             "/home/decoy": f"size=4m,{owned}",
             "/tmp": "size=16m,mode=1777",
-        },  # fmt: skip
+        },
         network_mode="none",
         read_only=True,
         cap_drop=["ALL"],

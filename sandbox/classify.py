@@ -215,10 +215,18 @@ def _safe_args_finding(cmd: Command, program: str, by_default: bool) -> Finding 
             if bad.value is None or bad.glob:
                 return COND, f"{program} argument {shown!r} may become an option that writes"
             return COND, f"{program} option {shown!r} is not on its allowlist of read-only flags"
-    for w in cmd.args:
-        if (found := secret_finding(w, program)) is not None:
-            return found
+    if program not in _METADATA_ONLY:
+        for w in cmd.args:
+            if (found := secret_finding(w, program)) is not None:
+                return found
     return wide_read_finding(cmd)
+
+
+# Programs that print names, sizes or counts, never contents: a secret's path is harmless.
+_METADATA_ONLY = words(
+    "ls dir vdir stat du find tree namei realpath readlink basename dirname test [ wc lsattr "
+    "getfacl"
+)
 
 
 def _in_subshell(cmd: Command) -> bool:

@@ -10,6 +10,7 @@ runs ``./x/ls``.
 
 from __future__ import annotations
 
+import fnmatch
 import re
 
 from sandbox.parse import Command, Word
@@ -177,13 +178,50 @@ def secret_finding(word: Word, program: str) -> Finding | None:
     return None
 
 
+# Where secrets live; None is any one name (a user, a process id).
+_SECRET_PATHS: tuple[tuple[str | None, ...], ...] = (
+    ("", "root", ".ssh", "id_rsa"),
+    ("", "root", ".aws", "credentials"),
+    ("", "home", None, ".ssh", "id_rsa"),
+    ("", "home", None, ".aws", "credentials"),
+    ("", "home", None, ".netrc"),
+    ("", "etc", "shadow"),
+    ("", "etc", "gshadow"),
+    ("", "proc", None, "environ"),
+    ("~", ".ssh", "id_rsa"),
+    ("~", ".aws", "credentials"),
+    ("~", ".netrc"),
+)
+_RELATIVE_SECRETS = (".env", ".ssh", ".netrc", ".git-credentials")
+
+
 def _may_match_secret(pattern: str) -> bool:
+    """Could this glob (or partly dynamic path) expand to a secret? Bash's rules: a
+    component matches a dot file only when it starts with a literal dot."""
     if pattern.startswith("/proc/") or (pattern.startswith("/etc/") and "*" in pattern):
         return True
     if _HOME_GLOB.match(pattern) and ("*" in pattern or "?" in pattern or "[" in pattern):
         return True
-    last = pattern.rsplit("/", 1)[-1]
-    return last.startswith((".*", ".e*", ".en*", ".s*", ".?", ".[")) or last in ("*.env", ".env*")
+    parts = tuple(pattern.split("/"))
+    if any(leads_to(parts, secret) for secret in _SECRET_PATHS):
+        return True
+    return any(_component_matches(parts[-1], name) for name in _RELATIVE_SECRETS)
+
+
+def leads_to(parts: tuple[str, ...], secret: tuple[str | None, ...]) -> bool:
+    """The path (glob components) is the secret or a directory on the way to it."""
+    if len(parts) > len(secret):
+        return False
+    return all(
+        name is None or _component_matches(part, name)
+        for part, name in zip(parts, secret, strict=False)
+    )
+
+
+def _component_matches(part: str, name: str) -> bool:
+    if name.startswith(".") and not part.startswith("."):
+        return False
+    return fnmatch.fnmatchcase(name, part)
 
 
 def _unquote(text: str) -> str:
@@ -208,7 +246,10 @@ def wide_read_finding(cmd: Command) -> Finding | None:
         return None
     for w in cmd.args:
         text = w.value if w.value is not None else _unquote(w.text)
-        if text and text.rstrip("/") in _WIDE_DIRS:
+        if text.startswith("-") or not text:
+            continue
+        parts = tuple(text.rstrip("/").split("/")) if text != "/" else ("",)
+        if text.rstrip("/") in _WIDE_DIRS or any(leads_to(parts, s) for s in _SECRET_PATHS):
             return COND, f"{program} searches every file under {text}, secrets included"
     return None
 

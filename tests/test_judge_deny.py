@@ -310,3 +310,15 @@ def test_bash_s_reads_its_script_from_stdin() -> None:
 )
 def test_class_meaning(text: str, cls: CommandClass) -> None:
     assert classify_text(text).cls is cls, classify_text(text)
+
+
+@pytest.mark.parametrize(
+    ("text", "safe"),
+    [("cat /h*/d*/.s*/i*", False), ("cat /ro*/.ssh/id_rsa", False), ("cat */.env", False),
+     ("grep -r password /home/alice", False), ("cat /proc/*/environ", False),
+     ("ls /home/*/", True), ("ls -la ~/.ssh", True), ("cat *.txt", True),
+     ("ls /var/log/*.log", True), ("grep -rn x .", True)],
+)  # fmt: skip
+def test_secrets_behind_globs(text: str, safe: bool) -> None:
+    """A glob that bash could expand to a secret; listing names (ls) reads no secret."""
+    assert (classify_text(text).cls is SAFE) is safe, classify_text(text)

@@ -34,7 +34,9 @@ _DRIVER = r"""
 set -u
 cp -a /fixture/workspace/. /workspace/ && cp -a /fixture/home/. /home/decoy/
 export HOME=/home/decoy SECRET_TOKEN=__MARKER__ PATH=/usr/local/bin:/usr/bin:/bin
-snap() { find /workspace /home/decoy /tmp -xdev -printf '%p|%s|%T@|%m|%y\n' 2>/dev/null | sort; }
+# /tmp's own mtime is left out: a temporary file created and removed again is no write
+snap() { find /workspace /home/decoy /tmp -xdev -mindepth 1 -printf '%p|%s|%T@|%m|%y\n' \
+  2>/dev/null | sort; find /workspace /home/decoy -maxdepth 0 -printf '%p|%T@|%m\n'; }
 i=0
 while IFS= read -r -d '' cmd; do
   cd /workspace || exit 1

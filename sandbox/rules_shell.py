@@ -244,6 +244,8 @@ def wide_read_finding(cmd: Command) -> Finding | None:
     )
     if not recursive:
         return None
+    if (root := _searches_workspace_root(cmd)) is not None:
+        return COND, f"{program} searches {root}, .env files included"
     for w in cmd.args:
         text = w.value if w.value is not None else _unquote(w.text)
         if text.startswith("-") or not text:
@@ -252,6 +254,47 @@ def wide_read_finding(cmd: Command) -> Finding | None:
         if text.rstrip("/") in _WIDE_DIRS or any(leads_to(parts, s) for s in _SECRET_PATHS):
             return COND, f"{program} searches every file under {text}, secrets included"
     return None
+
+
+_GREP_VALUES = frozenset("efmABCdD")
+_HIDDEN = frozenset({"--hidden", "-uu", "-uuu", "-.", "--unrestricted"})
+
+
+def _searches_workspace_root(cmd: Command) -> str | None:
+    """grep -r with no directory or `.` reads the .env at the workspace's root (rg, ag and
+    ack skip hidden files unless told otherwise); `--include=` narrows it to named files."""
+    program = cmd.program or ""
+    values = [w.value or "" for w in cmd.args]
+    if any(v.startswith("--include") for v in values):
+        return None
+    if program in ("rg", "ag", "ack") and not _HIDDEN & set(values):
+        return None
+    operands: list[str] = []
+    pattern_given = False
+    skip = False
+    for v in values:
+        if skip:
+            skip = False
+        elif v.startswith("--"):
+            pattern_given |= v.partition("=")[0] in ("--regexp", "--file")
+            skip = v in ("--regexp", "--file") or v in _LONG_VALUES
+        elif v.startswith("-") and len(v) > 1:
+            letter = next((c for c in v[1:] if c in _GREP_VALUES), None)
+            pattern_given |= letter in ("e", "f")
+            skip = letter is not None and v.endswith(letter)
+        else:
+            operands.append(v)
+    paths = operands if pattern_given else operands[1:]
+    if not paths:
+        return "the whole workspace"
+    root = next((p for p in paths if p in (".", "./")), None)
+    return "the whole workspace" if root is not None else None
+
+
+_LONG_VALUES = frozenset(
+    {"--max-count", "--label", "--binary-files", "--directories", "--devices", "--exclude",
+     "--exclude-from", "--exclude-dir", "--before-context", "--after-context", "--context"}
+)  # fmt: skip
 
 
 def env_dump_finding(cmd: Command) -> Finding | None:

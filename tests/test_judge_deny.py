@@ -317,8 +317,11 @@ def test_class_meaning(text: str, cls: CommandClass) -> None:
     [("cat /h*/d*/.s*/i*", False), ("cat /ro*/.ssh/id_rsa", False), ("cat */.env", False),
      ("grep -r password /home/alice", False), ("cat /proc/*/environ", False),
      ("ls /home/*/", True), ("ls -la ~/.ssh", True), ("cat *.txt", True),
-     ("ls /var/log/*.log", True), ("grep -rn x .", True)],
+     ("ls /var/log/*.log", True), ("grep -rn x .", False), ("grep -r x", False),
+     ("grep -rn x src", True), ("grep -rn --include='*.py' x .", True), ("rg x", True),
+     ("rg --hidden x", False)],
 )  # fmt: skip
 def test_secrets_behind_globs(text: str, safe: bool) -> None:
-    """A glob that bash could expand to a secret; listing names (ls) reads no secret."""
+    """A glob that bash could expand to a secret; listing names (ls) reads no secret; a
+    recursive search of the workspace's root reads its .env (rg skips hidden files)."""
     assert (classify_text(text).cls is SAFE) is safe, classify_text(text)

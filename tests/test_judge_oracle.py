@@ -25,6 +25,7 @@ import pytest
 from sandbox.classify import classify_text
 from sandbox.errors import InputTooComplex
 from sandbox.model import CommandClass
+from sandbox.rules_allow import ALLOWED
 from tests.docker_fixtures import docker_client, sandbox_image  # noqa: F401
 from tests.test_classify import CORPUS
 
@@ -164,7 +165,7 @@ def test_what_is_judged_safe_writes_nothing(
     tmp_path: Path,
 ) -> None:
     corpus_safe = judged_safe([cmd for _, cmd, _ in CORPUS if "\x00" not in cmd])
-    mutants = mutations(corpus_safe, 1500)
+    mutants = mutations(corpus_safe, 800)
     mutants_safe = judged_safe(mutants)
     commands = corpus_safe + mutants_safe
     ran, found = run_oracle(docker_client, sandbox_image, commands, tmp_path)
@@ -173,6 +174,41 @@ def test_what_is_judged_safe_writes_nothing(
         f"mutants judged safe; {ran} run; {len(found)} writes or secret reads"
     )
     assert ran == len(commands)
+    assert not found, "judged safe, but:\n" + "\n".join(found[:30])
+
+
+def flag_sweep(programs: set[str]) -> list[str]:
+    """Every option on every allowlist, once each, with a value that would be a file."""
+    commands: list[str] = []
+    seen: set[int] = set()  # grep, egrep, fgrep ... share one table: one of them is enough
+    for program, allowed in sorted(ALLOWED.items()):
+        if program not in programs or allowed.any_args or id(allowed) in seen:
+            continue
+        seen.add(id(allowed))
+        for letter in sorted(allowed.short | allowed.short_values):
+            commands.append(f"{program} -{letter} x.out f")
+        for name in sorted(allowed.long | allowed.long_values | allowed.long_optional):
+            value = "=x.out" if name in allowed.long_values | allowed.long_optional else ""
+            commands.append(f"{program} {name}{value} f")
+    return commands
+
+
+@pytest.mark.docker
+def test_every_allowed_flag_writes_nothing(
+    docker_client: Any,  # noqa: F811
+    sandbox_image: str,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """The allowlists themselves, checked by the kernel: each listed option of each safe
+    program that the image has, run once."""
+    listing: bytes = docker_client.containers.run(
+        sandbox_image, ["bash", "-c", "compgen -c"], network_mode="none", remove=True
+    )
+    programs = set(listing.decode().split())
+    sweep = judged_safe(flag_sweep(programs))
+    ran, found = run_oracle(docker_client, sandbox_image, sweep, tmp_path)
+    print(f"\nflag sweep: {ran} options of {len({c.split()[0] for c in sweep})} programs run")
+    assert ran == len(sweep) and ran > 300
     assert not found, "judged safe, but:\n" + "\n".join(found[:30])
 
 

@@ -205,6 +205,13 @@ def _program_finding(cmd: Command, program: str) -> Finding:
 def _safe_args_finding(cmd: Command, program: str, by_default: bool) -> Finding | None:
     """Default deny for a program judged safe: unknown options, secrets, wide reads."""
     table = ALLOWED.get(program)
+    if not by_default and table is None:
+        # a rule judged a form safe (`pip list`, `git cat-file`, `tar -t`): options that write
+        # or run code are still refused (these forms have no allowlist of their own yet)
+        for w in cmd.args:
+            name = (w.value if w.value is not None else w.text).partition("=")[0]
+            if name.startswith(_WRITING_OPTIONS):
+                return COND, f"{program} option {name!r} may write a file or run code"
     if table is not None or by_default:
         if table is None:
             bad = next((w for w in cmd.args if (w.value or "").startswith("-")), None)
@@ -222,6 +229,12 @@ def _safe_args_finding(cmd: Command, program: str, by_default: bool) -> Finding 
     return wide_read_finding(cmd)
 
 
+_WRITING_OPTIONS = (
+    "--output", "--out", "--log", "--index-file", "--save", "--write", "--dump", "--textconv",
+    "--filters", "--exec", "--pre", "--ext-diff", "--upload", "--to-command",
+    "--checkpoint-action", "--use-compress-program", "--editor", "--pager", "--cache-dir",
+    "--target", "--prefix", "--root", "--config", "--rcfile", "--init-file", "--exec-path",
+)  # fmt: skip
 # Programs that print names, sizes or counts, never contents: a secret's path is harmless.
 _METADATA_ONLY = words(
     "ls dir vdir stat du find tree namei realpath readlink basename dirname test [ wc lsattr "

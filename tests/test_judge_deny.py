@@ -325,3 +325,14 @@ def test_secrets_behind_globs(text: str, safe: bool) -> None:
     """A glob that bash could expand to a secret; listing names (ls) reads no secret; a
     recursive search of the workspace's root reads its .env (rg skips hidden files)."""
     assert (classify_text(text).cls is SAFE) is safe, classify_text(text)
+
+
+@pytest.mark.parametrize(
+    ("text", "token"),
+    [("tar -tf x.tar --index-file=out", "--index-file"), ("sysctl -f /tmp/x.conf", "sysctl"),
+     ("pip list --log /tmp/pip.log", "--log"), ("git cat-file --textconv HEAD:f", "--textconv"),
+     ("npm ls --prefix /x", "--prefix")],
+)  # fmt: skip
+def test_safe_forms_with_writing_options(text: str, token: str) -> None:
+    """Forms a rule judges safe by their subcommand still refuse options that write."""
+    not_safe(text, token)

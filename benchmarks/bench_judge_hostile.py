@@ -21,10 +21,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.bench_plan import make_script
-from sandbox.classify import classify
-from sandbox.effects import effects
 from sandbox.errors import InputTooComplex
-from sandbox.parse import MAX_UNIT_TOKENS, parse, parse_unit, token_count
+from sandbox.judge.classify import classify
+from sandbox.judge.effects import effects
+from sandbox.judge.parse import MAX_UNIT_TOKENS, parse, parse_unit, token_count
 
 HOSTILE_MS = 50.0
 ORDINARY_PER_S = 5000.0

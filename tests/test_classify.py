@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from sandbox.classify import Verdict, classify, classify_command, classify_text
+from sandbox.judge.classify import Verdict, classify, classify_command, classify_text
+from sandbox.judge.parse import parse, parse_unit
 from sandbox.model import CommandClass
-from sandbox.parse import parse, parse_unit
 
 CORPUS_DIR = Path(__file__).parent / "corpus"
 SAFE = CommandClass.SAFE

@@ -8,10 +8,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sandbox.classify import classify, classify_text
 from sandbox.errors import InputTooComplex
+from sandbox.judge.classify import classify, classify_text
+from sandbox.judge.parse import parse, parse_unit
 from sandbox.model import CommandClass
-from sandbox.parse import parse, parse_unit
 
 # Pieces of shell syntax, so random scripts reach the interesting paths.
 SHELL_BITS = [

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import pytest
 
-from sandbox.classify import classify, classify_text
+from sandbox.judge.classify import classify, classify_text
+from sandbox.judge.parse import parse
 from sandbox.model import CommandClass
-from sandbox.parse import parse
 
 SAFE = CommandClass.SAFE
 COND = CommandClass.CONDITIONAL

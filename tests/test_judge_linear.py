@@ -18,20 +18,18 @@ from typing import Any
 
 import pytest
 
-from sandbox.classify import classify, classify_text
-from sandbox.effects import effects
 from sandbox.errors import InputError, InputTooComplex
-from sandbox.parse import MAX_STATEMENT_NODES, parse, parse_unit
+from sandbox.judge.classify import classify, classify_text
+from sandbox.judge.effects import effects
+from sandbox.judge.parse import MAX_STATEMENT_NODES, parse, parse_unit
 
 try:  # Python 3.11+: the regex parser moved
     import re._parser as sre_parse  # type: ignore[import-not-found]
 except ImportError:  # pragma: no cover
     import sre_parse
 
-JUDGE = Path(__file__).resolve().parents[1] / "sandbox"
-JUDGE_FILES = ["parse.py", "classify.py", "effects.py", "plan.py", "rules.py", "rules_allow.py",
-               "rules_code.py", "rules_flags.py", "rules_git.py", "rules_shell.py", "rules_text.py",
-               "rules_tools.py"]  # fmt: skip
+JUDGE = Path(__file__).resolve().parents[1] / "sandbox" / "judge"
+JUDGE_FILES = sorted(str(p.relative_to(JUDGE)) for p in JUDGE.rglob("*.py"))
 _REGEX_CALLS = {"compile", "search", "match", "fullmatch", "sub", "split", "finditer", "findall"}
 _REPEATS = {sre_parse.MAX_REPEAT, sre_parse.MIN_REPEAT, getattr(sre_parse, "POSSESSIVE_REPEAT", -1)}
 _UNBOUNDED = sre_parse.MAXREPEAT

@@ -22,10 +22,10 @@ from typing import Any
 
 import pytest
 
-from sandbox.classify import classify_text
 from sandbox.errors import InputTooComplex
+from sandbox.judge.classify import classify_text
+from sandbox.judge.rules.allow_tools import ALLOWED
 from sandbox.model import CommandClass
-from sandbox.rules_allow import ALLOWED
 from tests.docker_fixtures import docker_client, sandbox_image  # noqa: F401
 from tests.test_classify import CORPUS
 

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from sandbox.parse import Statement, parse_unit
+from sandbox.judge.parse import Statement, parse_unit
 from tests.docker_fixtures import docker_client, sandbox_image  # noqa: F401
 from tests.test_classify import CORPUS
 

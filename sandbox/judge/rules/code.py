@@ -9,15 +9,16 @@ from __future__ import annotations
 
 import re
 
-from sandbox.parse import Command, shell_script_arg
-from sandbox.rules_flags import (
+from sandbox.judge.commands import shell_script_arg
+from sandbox.judge.rules.flags import (
     COND,
     DANGER,
     SAFE,
     SEQ,
     Finding,
 )
-from sandbox.rules_tools import migration_finding, run_target
+from sandbox.judge.rules.tools import migration_finding, run_target
+from sandbox.judge.syntax import Command
 
 _INLINE_FLAGS = frozenset({"-c", "-e", "-E", "-r", "--eval", "-p", "--print", "-Command", "-x"})
 _VERSION_FLAGS = frozenset({"--version", "-V", "-VV", "--help", "-h", "-v", "-version"})

@@ -13,8 +13,8 @@ from __future__ import annotations
 import fnmatch
 import re
 
-from sandbox.parse import Command, Word
-from sandbox.rules_flags import COND, SEQ, Finding, words
+from sandbox.judge.rules.flags import COND, SEQ, Finding, words
+from sandbox.judge.syntax import Command, Word
 
 # Environment variables known not to change which code runs or what it writes.
 SAFE_ENV = words(

@@ -1,6 +1,6 @@
 """Flag rules for tools with subcommands: git, package managers, interpreters, shells.
 
-No I/O here. Same contract as ``rules_flags``: a check returns a ``Finding``
+No I/O here. Same contract as ``flags``: a check returns a ``Finding``
 that replaces the program's default verdict, or ``None`` to keep it.
 """
 
@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import re
 
-from sandbox.model import CommandClass
-from sandbox.parse import Command, Word
-from sandbox.rules_flags import (
+from sandbox.judge.rules.flags import (
     COND,
     DANGER,
     SAFE,
@@ -21,6 +19,9 @@ from sandbox.rules_flags import (
     words,
     write_finding,
 )
+from sandbox.judge.syntax import Command, Word
+from sandbox.judge.verdict import judge_command, judge_text
+from sandbox.model import CommandClass
 
 # --- package managers and build tools ------------------------------------------------------
 
@@ -90,13 +91,12 @@ _SUBCOMMAND = re.compile(r"[a-z][a-z0-9:-]*")
 
 def run_target(words: tuple[Word, ...], floor: CommandClass, reason: str) -> Finding:
     """Judge the command a runner starts; the result is at least ``floor``."""
-    from sandbox.classify import classify_command  # late: classify imports this module
 
     while words and (words[0].value or "").startswith("-"):
         words = words[1:]
     if not words:
         return floor, reason
-    inner = classify_command(Command(argv=words, via=("runner",)))
+    inner = judge_command(Command(argv=words, via=("runner",)))
     if inner.cls.rank > floor.rank:
         return inner.cls, inner.reasons[0] if inner.reasons else reason
     return floor, reason
@@ -250,9 +250,8 @@ def watch(cmd: Command) -> Finding | None:
     o = opts(cmd, frozenset("nd") | {"--interval", "--differences"})
     if any(w.value is None for w in o.positionals):
         return DANGER, "watch runs a command known only at run time"
-    from sandbox.classify import classify_text  # late: classify imports this module
 
-    inner = classify_text(" ".join(w.value or "" for w in o.positionals))
+    inner = judge_text(" ".join(w.value or "" for w in o.positionals))
     if inner.cls.rank > COND.rank:
         return inner.cls, inner.reasons[0]
     return COND, "watch runs a command repeatedly until stopped"

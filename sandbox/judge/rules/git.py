@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import re
 
-from sandbox.parse import Command, Word
-from sandbox.rules_flags import (
+from sandbox.judge.rules.flags import (
     COND,
     DANGER,
     SAFE,
@@ -17,6 +16,8 @@ from sandbox.rules_flags import (
     Finding,
     words,
 )
+from sandbox.judge.syntax import Command, Word
+from sandbox.judge.verdict import judge_text
 
 _GIT_READ = words(
     "status log show diff blame grep ls-files ls-tree rev-parse rev-list describe shortlog "
@@ -169,14 +170,13 @@ def _git_sub_rules(sub: str | None, rest: tuple[Word, ...]) -> Finding:
 
 
 def _foreach(rest: tuple[Word, ...]) -> Finding:
-    from sandbox.classify import classify_text  # late: classify imports this module
 
     values = [w.value for w in rest]
     script = values[values.index("foreach") + 1 :]
     script = [v for v in script if v not in ("--recursive", "-q", "--quiet")]
     if not script or any(v is None for v in script):
         return DANGER, "git submodule foreach runs shell code known only at run time"
-    inner = classify_text(" ".join(v for v in script if v is not None))
+    inner = judge_text(" ".join(v for v in script if v is not None))
     if inner.cls.rank > COND.rank:
         return inner.cls, f"git submodule foreach runs: {inner.reasons[0]}"
     return COND, "git submodule foreach runs a command in every submodule"

@@ -1,67 +1,14 @@
-"""Allowlists of options for programs judged safe: default deny at the flag level.
+"""Allowlists of read-only options: file, text and system inspection tools. No I/O.
 
-No I/O here. A program in ``ALLOWED`` is safe only when every option it is
-given is listed: short letters (alone or clustered), short letters that take a
-value (attached or as the next word), long options with or without a value.
-Anything else (an unknown flag, an abbreviated long option, an option a rule
-author never read about) makes it ``conditional`` with a reason naming the
-token. A program judged safe that has no entry here accepts no options at all.
-
-``risky`` programs have options that write files or run code (``sort -o``,
-``tree -o``, ``find -delete``); for them a word known only at run time (``$x``,
-a glob such as ``*.txt`` that may match a file named ``--output=x``) could be
-such an option, so it is not safe either unless it follows ``--``.
+GNU coreutils, grep, diffutils, findutils, procps and util-linux, from their manuals;
+a program's entry lists every option that neither writes nor runs code.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-from sandbox.parse import Command, Word
-
-
-@dataclass(frozen=True, slots=True)
-class Allowed:
-    short: frozenset[str] = frozenset()  # letters without a value: -l, -la
-    short_values: frozenset[str] = frozenset()  # letters with a value: -n 5, -n5
-    long: frozenset[str] = frozenset()  # --name
-    long_values: frozenset[str] = frozenset()  # --name=value, --name value
-    long_optional: frozenset[str] = frozenset()  # --name or --name=value (never the next word)
-    numeric: bool = False  # -5 (head, tail, grep context)
-    risky: bool = False  # some unlisted options write or run code
-    any_args: bool = False  # every word is an operand (echo): options cannot change anything
-
-
-def allow(
-    short: str = "",
-    values: str = "",
-    long: str = "",
-    long_values: str = "",
-    optional: str = "",
-    *,
-    numeric: bool = False,
-    risky: bool = False,
-) -> Allowed:
-    """A table row: letters as strings, long options space separated without dashes."""
-    return Allowed(
-        frozenset(short),
-        frozenset(values),
-        frozenset(f"--{n}" for n in long.split()),
-        frozenset(f"--{n}" for n in long_values.split()),
-        frozenset(f"--{n}" for n in optional.split()),
-        numeric,
-        risky,
-    )
-
-
-FREE = Allowed(any_args=True)
-
-
-def _names(text: str) -> list[str]:
-    return text.split()
-
-
-_HELP = "help version"
+from sandbox.judge.rules.allow import FREE, Allowed, allow
+from sandbox.judge.rules.allow import HELP as _HELP
+from sandbox.judge.rules.allow import names as _names
 
 _GREP = allow(
     "EFGPiywxvcLloqsbHhnTZzrRUaIV",
@@ -174,7 +121,7 @@ _JQ = allow(
     "indent from-file arg argjson slurpfile rawfile",
 )
 
-ALLOWED: dict[str, Allowed] = {
+FILE_TOOLS: dict[str, Allowed] = {
     **dict.fromkeys(_names("grep egrep fgrep zgrep"), _GREP),
     **dict.fromkeys(_names("ls dir vdir"), _LS),
     "cat": _CAT,
@@ -375,135 +322,3 @@ ALLOWED: dict[str, Allowed] = {
         "ackmv", "", f"all-locales charmaps category-name keyword-name verbose {_HELP}"
     ),
 }
-ALLOWED.update(dict.fromkeys(_names("bzcat xzcat zstdcat lz4cat"), ALLOWED["zcat"]))
-ALLOWED.update(
-    {
-        "xargs": FREE,  # the parser reads its options like GNU xargs; the target is judged
-        # shell state in a subshell: the variables they set are checked by rules_shell
-        **dict.fromkeys(
-            _names(
-                "cd pushd popd export set shopt umask ulimit unset read readarray mapfile let "
-                "getopts shift declare typeset local readonly exit return logout"
-            ),
-            FREE,
-        ),
-        "command": allow("pvV"),
-        "time": allow("pvq", "f", f"portability verbose quiet {_HELP}", "format"),
-        "sed": allow(
-            "nErszu",
-            "lef",
-            "quiet silent regexp-extended separate null-data "
-            f"unbuffered posix debug sandbox follow-symlinks binary {_HELP}",
-            "line-length expression file",
-            risky=True,
-        ),
-        **dict.fromkeys(
-            _names("awk gawk mawk nawk busybox-awk"),
-            allow(
-                "bcgMnNPrsStV",
-                "Fve",
-                "posix traditional sandbox characters-as-bytes "
-                f"re-interval use-lc-numeric non-decimal-data {_HELP}",
-                "field-separator assign source",
-                risky=True,
-            ),
-        ),
-        "rg": allow(
-            "iSsFwxvclnNHpuUaLz0qeIjmABCgtTrEMfo",
-            "egtTmABCjMrEf",
-            "ignore-case smart-case case-sensitive fixed-strings word-regexp line-regexp "
-            "invert-match count count-matches files-with-matches files-without-match "
-            "line-number no-line-number with-filename no-filename pretty heading no-heading "
-            "hidden no-ignore no-ignore-vcs no-ignore-dot no-ignore-parent no-ignore-global "
-            "follow search-zip null quiet files json vimgrep only-matching column "
-            "no-messages stats trim multiline multiline-dotall crlf text binary "
-            "sort-files type-list no-config one-file-system passthru include-zero "
-            f"byte-offset debug {_HELP}",
-            "regexp glob iglob type type-not max-count after-context before-context context "
-            "threads max-depth max-columns max-filesize replace encoding color colors sort "
-            "sortr field-match-separator field-context-separator context-separator "
-            "path-separator engine type-add",
-            risky=True,
-        ),
-        **dict.fromkeys(
-            _names("fd fdfind"),
-            allow(
-                "HIsiFgpaLl0u1qd",
-                "edtEcS",
-                "hidden no-ignore no-ignore-vcs "
-                "case-sensitive ignore-case glob regex fixed-strings absolute-path "
-                f"list-details follow full-path print0 prune show-errors quiet {_HELP}",
-                "extension type exclude max-depth min-depth exact-depth size changed-within "
-                "changed-before owner color threads max-results base-directory search-path",
-                risky=True,
-            ),
-        ),
-        "iconv": allow("cls", "ft", f"list silent {_HELP}", "from-code to-code", risky=True),
-        "yq": allow(
-            "rjPCMeNIop",
-            "",
-            f"raw-output exit-status no-colors colors null-input prettyPrint {_HELP}",
-            "indent output-format input-format expression",
-            risky=True,
-        ),
-    }
-)
-ALLOWED["journalctl"] = allow(
-    "abefkmNqrxl",
-    "nuptSUDoMIgF",
-    "all pager-end follow reverse quiet merge utc no-hostname no-pager no-full full dmesg "
-    f"list-boots disk-usage catalog user system fields header {_HELP}",
-    "unit user-unit since until directory file output grep priority identifier field "
-    "output-fields facility cursor after-cursor",
-    "boot lines",
-)
-ALLOWED["dmesg"] = allow(
-    "dehHkLPrtTuwxS",
-    "fl",
-    f"decode human kernel nopager raw ctime notime userspace follow show-delta reltime {_HELP}",
-    "facility level since until time-format",
-    "color",
-)
-
-
-def unknown_option(cmd: Command, table: Allowed) -> Word | None:
-    """The first argument that is not an allowed option (or may become one), else None."""
-    if table.any_args:
-        return None
-    args = cmd.args
-    i = 0
-    while i < len(args):
-        w = args[i]
-        v = w.value
-        i += 1
-        if v is None or w.glob:
-            if table.risky and (v is None or v.startswith("-") or w.text.startswith(("*", "?"))):
-                return w
-            if v is None:
-                continue
-        if v == "--":
-            rest = args[i:]
-            return next((r for r in rest if r.value is None and table.risky), None)
-        if v == "-" or not v.startswith("-"):
-            continue
-        if v.startswith("--"):
-            name, eq, _ = v.partition("=")
-            if name in table.long_optional or (eq and name in table.long_values):
-                continue
-            if not eq and name in table.long:
-                continue
-            if not eq and name in table.long_values and i < len(args):
-                i += 1
-                continue
-            return w
-        if table.numeric and v[1:].isdigit():
-            continue
-        letters = v[1:]
-        for pos, letter in enumerate(letters):
-            if letter in table.short_values:
-                if pos == len(letters) - 1:
-                    i += 1  # the value is the next word
-                break
-            if letter not in table.short:
-                return w
-    return None

@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import re
 
-from sandbox.parse import Command, Word
-from sandbox.rules_flags import (
+from sandbox.judge.rules.flags import (
     COND,
     DANGER,
     SEQ,
@@ -18,6 +17,8 @@ from sandbox.rules_flags import (
     words,
     write_finding,
 )
+from sandbox.judge.syntax import Command, Word
+from sandbox.judge.verdict import judge_text
 
 _SED_SIMPLE = frozenset("=dDgGhHnNpPxzF")
 
@@ -101,9 +102,8 @@ def _sed_s_flag(flags: str) -> Finding | None:
 def _sed_exec(command: str) -> Finding:
     if not command:
         return DANGER, "sed 'e' runs input lines as shell commands"
-    from sandbox.classify import classify_text  # late: classify imports this module
 
-    inner = classify_text(command)
+    inner = judge_text(command)
     if inner.cls.rank > COND.rank:
         return inner.cls, f"sed runs {command!r}: {inner.reasons[0]}"
     return COND, f"sed 'e' runs {command!r}"
@@ -218,10 +218,9 @@ def awk_program_risk(program: str) -> Finding | None:
     code = _awk_code(raw)
     if _AWK_SYSTEM.search(code):
         found: Finding = (COND, "awk calls system() to run commands")
-        from sandbox.classify import classify_text  # late: classify imports this module
 
         for literal in _AWK_SYSTEM_LITERAL.findall(raw):
-            inner = classify_text(literal.replace('\\"', '"'))
+            inner = judge_text(literal.replace('\\"', '"'))
             if inner.cls.rank > found[0].rank:
                 found = inner.cls, f"awk runs {literal!r}: {inner.reasons[0]}"
         return found

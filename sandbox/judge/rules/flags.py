@@ -13,8 +13,8 @@ import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
+from sandbox.judge.syntax import Command, Word
 from sandbox.model import CommandClass
-from sandbox.parse import Command, Word
 
 SAFE = CommandClass.SAFE
 COND = CommandClass.CONDITIONAL

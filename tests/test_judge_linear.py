@@ -150,6 +150,8 @@ def test_beyond_the_budget_is_a_clear_error() -> None:
         parse_unit("ls " + "a " * 20_000)
     with pytest.raises(InputTooComplex, match="levels"):
         parse_unit("echo " + "$(" * 100 + "ls" + ")" * 100)
+    with pytest.raises(InputTooComplex, match="line 2 is too complex"):
+        parse("ls\n" + "ls | " * 20_000 + "ls\n")  # refused before tree-sitter reads it
     with pytest.raises(InputTooComplex, match="more than 5 statements"):
         parse("ls\n" * 10, max_statements=5)
     with pytest.raises(InputTooComplex):

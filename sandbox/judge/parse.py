@@ -31,6 +31,7 @@ from sandbox.judge.tree import (
     MAX_UNIT_TOKENS,
     PARSER,
     Acc,
+    check_lines,
     check_nodes,
     check_size,
     check_tokens,
@@ -64,6 +65,7 @@ def parse(text: str, *, max_statements: int | None = None) -> list[Statement]:
     budget, or when the script has more than ``max_statements`` top-level parts.
     """
     source = text.encode("utf-8", "surrogatepass")
+    check_lines(source)
     statements: list[Statement] = []
     # tree-sitter-bash sometimes glues the next line onto a pipeline's last command
     # (`a | b | c` then `d > f`). An unescaped newline between two words of a top-level

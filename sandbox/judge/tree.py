@@ -86,6 +86,22 @@ def check_tokens(source: bytes) -> None:
         )
 
 
+MAX_LINE_TOKENS = 4 * MAX_STATEMENT_NODES  # one line: even 5,000 `ls;` fit
+
+
+def check_lines(source: bytes) -> None:
+    """Refuse a line that no budget can cover before tree-sitter reads the script: its
+    time grows with the text, so a 1 MiB one-line pipeline would take seconds."""
+    if token_count(source) <= MAX_LINE_TOKENS:
+        return
+    for number, line in enumerate(source.split(b"\n"), 1):
+        if len(line) > MAX_LINE_TOKENS and (tokens := token_count(line)) > MAX_LINE_TOKENS:
+            raise InputTooComplex(
+                f"line {number} is too complex to judge: it has {tokens} blanks, quotes and "
+                f"operators, the limit is {MAX_LINE_TOKENS}; split it into several commands"
+            )
+
+
 def top_level_groups(
     root: tree_sitter.Node,
 ) -> Iterator[tuple[int, int, list[tree_sitter.Node], bool]]:

@@ -256,16 +256,33 @@ def redirect_finding(r: Redirect) -> Finding | None:
 
 # --- statement-level effects ---------------------------------------------------------------
 
-_FUNCTION_NAME = re.compile(r"([^\s(){}|&;]{1,64})\s*\(\)\s*\{")
-_SELF_PIPE = re.compile(r"([^\s(){}|&;]{1,64})\|([^\s(){}|&;]{1,64})&")
+_DEFINITION = re.compile(r"\(\s*\)\s*\{")  # `() {` after a function's name
+_NAME_STOP = frozenset(" \t\n(){}|&;")
 _BLANKS = re.compile(r"\s+")
 
 
 def _fork_bomb(text: str) -> bool:
-    """A function whose body pipes itself into itself in the background: `f(){ f|f& }`."""
-    names = {m.group(1) for m in _FUNCTION_NAME.finditer(text)}
+    """A function whose body pipes itself into itself in the background: `f(){ f|f& }`.
+
+    Linear: names are read backwards from each `() {` (at most 64 characters, at most
+    32 functions), then one search each in the text without blanks.
+    """
+    names: set[str] = set()
+    for m in _DEFINITION.finditer(text):
+        end = m.start()
+        while end > 0 and text[end - 1] in " \t":
+            end -= 1
+        start = end
+        while start > 0 and end - start < 64 and text[start - 1] not in _NAME_STOP:
+            start -= 1
+        if start < end:
+            names.add(text[start:end])
+        if len(names) >= 32:
+            break
+    if not names:
+        return False
     compact = _BLANKS.sub("", text)
-    return any(a == b and a in names for a, b in (m.groups() for m in _SELF_PIPE.finditer(compact)))
+    return any(f"{name}|{name}&" in compact for name in names)
 
 
 def _statement_findings(stmt: Statement) -> list[Finding]:

@@ -64,7 +64,13 @@ def parse(text: str, *, max_statements: int | None = None) -> list[Statement]:
     Raises ``InputTooComplex`` (and only that) when one statement is beyond the
     budget, or when the script has more than ``max_statements`` top-level parts.
     """
-    source = text.encode("utf-8", "surrogatepass")
+    return _parse(text.encode("utf-8", "surrogatepass"), max_statements, None)
+
+
+def _parse(
+    source: bytes, max_statements: int | None, first: tree_sitter.Tree | None
+) -> list[Statement]:
+    """``first``: the whole source already parsed (parse_unit has it), else None."""
     check_lines(source)
     statements: list[Statement] = []
     # tree-sitter-bash sometimes glues the next line onto a pipeline's last command
@@ -77,7 +83,7 @@ def parse(text: str, *, max_statements: int | None = None) -> list[Statement]:
     while segments:
         start, end = segments.pop()
         segment = source[start:end]
-        tree = PARSER.parse(segment)
+        tree = first if first is not None and rounds == 0 else PARSER.parse(segment)
         check_size(tree.root_node, source.count(b"\n", 0, start), max_statements)
         cuts = _glued_newlines(tree.root_node, segment) if rounds < 10_000 else []
         if cuts:
@@ -91,9 +97,6 @@ def parse(text: str, *, max_statements: int | None = None) -> list[Statement]:
         line_at = start
         statements.extend(_statements(tree, segment, line))
     return [dataclasses.replace(s, index=i) for i, s in enumerate(statements)]
-
-
-# bytes that start a syntax node: blanks, operators, quotes, arithmetic and brace characters
 
 
 def _glued_newlines(root: tree_sitter.Node, source: bytes) -> list[int]:
@@ -157,8 +160,9 @@ def parse_unit(text: str) -> Statement:
     """
     source = text.encode("utf-8", "surrogatepass")
     check_tokens(source)
-    check_nodes(PARSER.parse(source).root_node.descendant_count, 1)  # one budget for all
-    statements = parse(text)
+    tree = PARSER.parse(source)
+    check_nodes(tree.root_node.descendant_count, 1)  # one budget for all its statements
+    statements = _parse(source, None, tree)
     if len(statements) == 1:
         return statements[0]
     acc = Acc(b"", depth=0)

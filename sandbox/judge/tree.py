@@ -17,9 +17,9 @@ from sandbox.errors import InputTooComplex
 from sandbox.judge.syntax import Command, Redirect
 
 MAX_NESTED_DEPTH = 4  # bash -c 'bash -c "..."' is re-parsed this many levels deep
-MAX_STATEMENT_NODES = 4000  # tree-sitter nodes in one statement, nested scripts included
+MAX_STATEMENT_NODES = 2000  # tree-sitter nodes in one statement, nested scripts included
 MAX_DEPTH = 64  # levels of $(...), (...), <(...) and bash -c inside one statement
-MAX_UNIT_TOKENS = 8000  # blanks and operators in one text judged as one unit
+MAX_UNIT_TOKENS = 3000  # blanks and operators in one text judged as one unit
 
 _LANGUAGE = tree_sitter.Language(tree_sitter_bash.language())
 PARSER = tree_sitter.Parser(_LANGUAGE)
@@ -86,7 +86,7 @@ def check_tokens(source: bytes) -> None:
         )
 
 
-MAX_LINE_TOKENS = 4 * MAX_STATEMENT_NODES  # one line: even 5,000 `ls;` fit
+MAX_LINE_TOKENS = 16_000  # one line of a script: even 5,000 `ls;` fit
 
 
 def check_lines(source: bytes) -> None:

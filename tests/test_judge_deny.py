@@ -336,3 +336,14 @@ def test_secrets_behind_globs(text: str, safe: bool) -> None:
 def test_safe_forms_with_writing_options(text: str, token: str) -> None:
     """Forms a rule judges safe by their subcommand still refuse options that write."""
     not_safe(text, token)
+
+
+@pytest.mark.parametrize(
+    ("text", "token"),
+    [("(declare -n r=PATH; r=./x; ls)", "declare -n"), ("( ((PATH=0)); ls )", "PATH"),
+     ("find ~ -name '*.pem' -exec cat {} \\;", "find -exec"),
+     ("grep -r token ~/.config", "~/.config")],
+)  # fmt: skip
+def test_indirect_variables_and_reads(text: str, token: str) -> None:
+    """A nameref, arithmetic assignment in a subshell, commands run on every file of $HOME."""
+    not_safe(text, token)

@@ -285,6 +285,15 @@ def _fork_bomb(text: str) -> bool:
     return any(f"{name}|{name}&" in compact for name in names)
 
 
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def _first_name(assignment: str) -> str:
+    """`PATH=x` -> PATH; `(( IFS = 1 ))` -> IFS; `for f in` (recorded as `f=`) -> f."""
+    m = _NAME.search(assignment.partition("=")[0])
+    return m.group() if m else ""
+
+
 def _statement_findings(stmt: Statement) -> list[Finding]:
     found: list[Finding] = []
     constructs = stmt.constructs
@@ -298,10 +307,10 @@ def _statement_findings(stmt: Statement) -> list[Finding]:
             found.append((DANGER, "fork bomb: a function that starts copies of itself"))
         found.append((SEQ, "defines a shell function (shell session state)"))
     if stmt.assignments:
-        names = ", ".join(sorted({a.partition("=")[0].strip("()+-") for a in stmt.assignments})[:4])
+        names = ", ".join(sorted({_first_name(a) for a in stmt.assignments})[:4])
         found.append((SEQ, f"assigns {names} (shell session state)"))
     for assignment in (*stmt.assignments, *stmt.inner_assignments):
-        var = assignment.partition("=")[0].strip("()+-")
+        var = _first_name(assignment)
         if (finding := variable_finding(var, "assigns")) is not None:
             found.append(finding)
     if "prompt_expansion" in constructs:

@@ -155,8 +155,9 @@ def walk(root: tree_sitter.Node, acc: Acc) -> None:
             elif kind == "compound_statement" and node.children and node.children[0].type == "((":
                 # `((i++))`: an arithmetic command; it can assign shell variables
                 acc.constructs.add("arithmetic")
-                if not via and acc.depth == 0 and _ARITH_ASSIGN.search(acc.text(node)):
-                    acc.assignments.append(acc.text(node))
+                if _ARITH_ASSIGN.search(acc.text(node)):
+                    where = acc.assignments if not via and acc.depth == 0 else acc.inner_assignments
+                    where.append(acc.text(node))
             if kind == "pipeline":
                 named = [c for c in node.children if c.is_named]
                 for pos in range(len(named) - 1, -1, -1):

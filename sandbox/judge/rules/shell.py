@@ -96,6 +96,10 @@ def builtin_finding(cmd: Command) -> Finding | None:
         (v := w.value or "-C").startswith("-") and "C" in v for w in args
     ):
         return COND, f"{program} -C runs a callback for every line"
+    if program in ("declare", "typeset", "local") and any(
+        (v := w.value or "").startswith("-") and "n" in v for w in args
+    ):
+        return COND, f"{program} -n makes a name refer to another variable (PATH, IFS ...)"
     if program in ("read", "mapfile", "readarray", "printf", "getopts", "let", *_ASSIGNING):
         for name, how in _assigned_names(cmd):
             if (found := variable_finding(name, how)) is not None:
@@ -251,7 +255,11 @@ def wide_read_finding(cmd: Command) -> Finding | None:
         if text.startswith("-") or not text:
             continue
         parts = tuple(text.rstrip("/").split("/")) if text != "/" else ("",)
-        if text.rstrip("/") in _WIDE_DIRS or any(leads_to(parts, s) for s in _SECRET_PATHS):
+        if (
+            text.rstrip("/") in _WIDE_DIRS
+            or _HOME_GLOB.match(text)
+            or any(leads_to(parts, s) for s in _SECRET_PATHS)
+        ):
             return COND, f"{program} searches every file under {text}, secrets included"
     return None
 
@@ -295,6 +303,16 @@ _LONG_VALUES = frozenset(
     {"--max-count", "--label", "--binary-files", "--directories", "--devices", "--exclude",
      "--exclude-from", "--exclude-dir", "--before-context", "--after-context", "--context"}
 )  # fmt: skip
+
+
+def holds_secrets(path: str) -> bool:
+    """The home directory, /, /root, /etc, /proc, or a directory on the way to a secret."""
+    parts = tuple(path.rstrip("/").split("/")) if path != "/" else ("",)
+    return (
+        path.rstrip("/") in _WIDE_DIRS
+        or bool(_HOME_GLOB.match(path))
+        or any(leads_to(parts, s) for s in _SECRET_PATHS)
+    )
 
 
 def env_dump_finding(cmd: Command) -> Finding | None:

@@ -17,6 +17,7 @@ from sandbox.judge.rules.flags import (
     words,
     write_finding,
 )
+from sandbox.judge.rules.shell import holds_secrets
 from sandbox.judge.syntax import Command, Word
 from sandbox.judge.verdict import judge_text
 
@@ -268,6 +269,17 @@ _FIND_FLAG = words(
 )
 
 
+def _secret_root(args: tuple[Word, ...]) -> str | None:
+    """A start directory of find (the words before the expression) that holds secrets."""
+    for w in args:
+        text = w.value if w.value is not None else w.text
+        if text.startswith(("-", "(", "!")):
+            return None
+        if holds_secrets(text):
+            return text
+    return None
+
+
 def find(cmd: Command) -> Finding | None:
     """find's expression: actions that write are named; unknown primaries are not safe."""
     args = cmd.args
@@ -281,6 +293,8 @@ def find(cmd: Command) -> Finding | None:
         if v in ("-fprint", "-fprint0", "-fprintf", "-fls"):
             target = args[i : i + 1]
             return write_finding("find", target, f"{v} writes") or (SEQ, f"find {v} writes a file")
+        if v in ("-exec", "-execdir", "-ok", "-okdir") and (secret := _secret_root(args)):
+            return COND, f"find {v} runs a command on every file under {secret}, secrets included"
         if v in ("-exec", "-execdir", "-ok", "-okdir"):
             while i < len(args) and args[i].value not in (";", "+"):
                 i += 1  # the command is judged on its own

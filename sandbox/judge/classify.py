@@ -204,7 +204,7 @@ def _safe_args_finding(cmd: Command, program: str, by_default: bool) -> Finding 
         # or run code are still refused (these forms have no allowlist of their own yet)
         for w in cmd.args:
             name = (w.value if w.value is not None else w.text).partition("=")[0]
-            if name.startswith(_WRITING_OPTIONS):
+            if name in _WRITING_OPTIONS:
                 return COND, f"{program} option {name!r} may write a file or run code"
     if table is not None or by_default:
         if table is None:
@@ -223,11 +223,8 @@ def _safe_args_finding(cmd: Command, program: str, by_default: bool) -> Finding 
     return wide_read_finding(cmd)
 
 
-_WRITING_OPTIONS = (
-    "--output", "--out", "--log", "--index-file", "--save", "--write", "--dump", "--textconv",
-    "--filters", "--exec", "--pre", "--ext-diff", "--upload", "--to-command",
-    "--checkpoint-action", "--use-compress-program", "--editor", "--pager", "--cache-dir",
-    "--target", "--prefix", "--root", "--config", "--rcfile", "--init-file", "--exec-path",
+_WRITING_OPTIONS = frozenset(
+    ["--output", "--out", "--output-file", "--outfile", "--output-document", "--log", "--log-file", "--index-file", "--save", "--write", "--dump", "--textconv", "--filters", "--exec", "--pre", "--ext-diff", "--upload", "--to-command", "--checkpoint-action", "--use-compress-program", "--editor", "--pager", "--cache-dir", "--target", "--prefix", "--root", "--config", "--rcfile", "--init-file", "--exec-path"]
 )  # fmt: skip
 # Programs that print names, sizes or counts, never contents: a secret's path is harmless.
 _METADATA_ONLY = words(

@@ -223,8 +223,11 @@ def _safe_args_finding(cmd: Command, program: str, by_default: bool) -> Finding 
     return wide_read_finding(cmd)
 
 
-_WRITING_OPTIONS = frozenset(
-    ["--output", "--out", "--output-file", "--outfile", "--output-document", "--log", "--log-file", "--index-file", "--save", "--write", "--dump", "--textconv", "--filters", "--exec", "--pre", "--ext-diff", "--upload", "--to-command", "--checkpoint-action", "--use-compress-program", "--editor", "--pager", "--cache-dir", "--target", "--prefix", "--root", "--config", "--rcfile", "--init-file", "--exec-path"]
+_WRITING_OPTIONS = words(
+    "--output --out --output-file --outfile --output-document --log --log-file --index-file "
+    "--save --write --dump --textconv --filters --exec --pre --ext-diff --upload --to-command "
+    "--checkpoint-action --use-compress-program --editor --pager --cache-dir --target --prefix "
+    "--root --config --rcfile --init-file --exec-path"
 )  # fmt: skip
 # Programs that print names, sizes or counts, never contents: a secret's path is harmless.
 _METADATA_ONLY = words(

@@ -12,6 +12,8 @@ from __future__ import annotations
 import ast
 import contextlib
 import re
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -178,3 +180,23 @@ def test_regex_readers_stay_linear() -> None:
         with contextlib.suppress(InputTooComplex):
             classify_text(text)
         assert time.perf_counter() - start < 0.5, re.escape(text[:40])
+
+
+def test_characters_that_crash_tree_sitter_bash() -> None:
+    """`{` then U+F8199 makes tree-sitter-bash read out of bounds (SIGSEGV, the whole
+    process dies); the judge parses a copy with such characters replaced. Run in a child
+    process, so a regression fails this test instead of killing the test run."""
+    code = (
+        "from sandbox.judge.classify import classify_text\n"
+        "from sandbox.judge.parse import parse\n"
+        "for cp in (0xC0000, 0xE0000, 0xF0000, 0xF8199, 0x100000, 0x10FFFD):\n"
+        "    c = chr(cp)\n"
+        "    for text in ('a{' + c, '{' + c + '~', \"bash -c 'a{\" + c + \"'\"):\n"
+        "        for _ in range(20):\n"
+        "            classify_text(text)\n"
+        "            parse(text)\n"
+        "s = parse('echo \\U000f8199 x')[0]\n"
+        "assert [w.value for w in s.commands[0].argv] == ['echo', '\\U000f8199', 'x'], s\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, (done.returncode, done.stderr[-2000:])

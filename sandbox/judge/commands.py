@@ -12,10 +12,10 @@ import tree_sitter
 from sandbox.judge.syntax import SHELLS, Command, Word, replace
 from sandbox.judge.tree import (
     MAX_NESTED_DEPTH,
-    PARSER,
     Acc,
     check_nodes,
     check_tokens,
+    parse_tree,
     top_level_groups,
 )
 
@@ -222,7 +222,7 @@ def _nested_script(cmd: Command, acc: Acc, walk: Walk) -> bool:
         return False
     source = script.encode("utf-8", "surrogatepass")
     check_tokens(source)
-    tree = PARSER.parse(source)
+    tree = parse_tree(source)
     count = tree.root_node.descendant_count
     check_nodes(count, 1, acc.budget[0])
     acc.budget[0] -= count

@@ -29,12 +29,12 @@ from sandbox.judge.tree import (
     MAX_NESTED_DEPTH,
     MAX_STATEMENT_NODES,
     MAX_UNIT_TOKENS,
-    PARSER,
     Acc,
     check_lines,
     check_nodes,
     check_size,
     check_tokens,
+    parse_tree,
     token_count,
     top_level_groups,
 )
@@ -83,7 +83,7 @@ def _parse(
     while segments:
         start, end = segments.pop()
         segment = source[start:end]
-        tree = first if first is not None and rounds == 0 else PARSER.parse(segment)
+        tree = first if first is not None and rounds == 0 else parse_tree(segment)
         check_size(tree.root_node, source.count(b"\n", 0, start), max_statements)
         cuts = _glued_newlines(tree.root_node, segment) if rounds < 10_000 else []
         if cuts:
@@ -160,7 +160,7 @@ def parse_unit(text: str) -> Statement:
     """
     source = text.encode("utf-8", "surrogatepass")
     check_tokens(source)
-    tree = PARSER.parse(source)
+    tree = parse_tree(source)
     check_nodes(tree.root_node.descendant_count, 1)  # one budget for all its statements
     statements = _parse(source, None, tree)
     if len(statements) == 1:

@@ -9,7 +9,7 @@ import tree_sitter
 from sandbox.errors import InputTooComplex
 from sandbox.judge.commands import emit
 from sandbox.judge.syntax import Command, Redirect, Word, replace
-from sandbox.judge.tree import MAX_DEPTH, PARSER, Acc, snippet
+from sandbox.judge.tree import MAX_DEPTH, Acc, parse_tree, snippet
 from sandbox.judge.words import read_redirect, read_word
 
 _ARITH_ASSIGN = re.compile(r"\+\+|--|(?<![=!<>])=(?!=)")
@@ -191,7 +191,7 @@ def _single_bracket_test(
     """
     source = b"_" + acc.source[node.start_byte + 1 : node.end_byte]
     inner = Acc(source, depth=acc.depth, budget=acc.budget)
-    for child in PARSER.parse(source).root_node.children:
+    for child in parse_tree(source).root_node.children:
         if child.is_named or child.type == "ERROR":
             walk(child, inner)
     bracket = Word(text="[", value="[")

@@ -347,3 +347,12 @@ def test_safe_forms_with_writing_options(text: str, token: str) -> None:
 def test_indirect_variables_and_reads(text: str, token: str) -> None:
     """A nameref, arithmetic assignment in a subshell, commands run on every file of $HOME."""
     not_safe(text, token)
+
+
+@pytest.mark.parametrize(
+    "text", ["git -C /tmp/evil status", "git --git-dir=/x/.git log", "git -C ../other diff"]
+)
+def test_git_in_another_repository(text: str) -> None:
+    """Another repository's config can name programs git runs (core.fsmonitor, diff drivers)."""
+    not_safe(text, "another repository")
+    assert classify_text("git -C sub log").cls is SAFE

@@ -14,6 +14,7 @@ from sandbox.judge.rules.flags import (
     SAFE,
     SEQ,
     Finding,
+    outside,
     words,
 )
 from sandbox.judge.syntax import Command, Word
@@ -83,6 +84,13 @@ def git(cmd: Command) -> Finding | None:
             finding = COND, f"git -c {value} changes configuration for this run"
         elif key == "--exec-path" and "=" in v:
             return DANGER, "git --exec-path runs git commands from another directory"
+        elif key in ("-C", "--git-dir", "--work-tree") and (
+            value is None
+            or value.startswith(("/", "~", "$"))
+            or outside(Word(text=value, value=value))
+        ):
+            # another repository's config can name programs (core.fsmonitor, diff drivers)
+            finding = COND, f"git {key} {value or '?'} reads another repository's configuration"
         elif key in ("--version", "--help", "-h"):
             return SAFE, "git --version only prints"
         i += 2 if key in _GIT_GLOBAL_VALUES and "=" not in v else 1

@@ -39,9 +39,9 @@ export HOME=/home/decoy SECRET_TOKEN=__MARKER__ PATH=/usr/local/bin:/usr/bin:/bi
 snap() { find /workspace /home/decoy /tmp -xdev -mindepth 1 -printf '%p|%s|%T@|%m|%y\n' \
   2>/dev/null | sort; find /workspace /home/decoy -maxdepth 0 -printf '%p|%T@|%m\n'; }
 i=0
+before=$(snap)  # each command's "after" is the next one's "before"
 while IFS= read -r -d '' cmd; do
   cd /workspace || exit 1
-  before=$(snap)
   out=$(timeout -s KILL 1 bash -c "$cmd" </dev/null 2>&1 | head -c 65536)
   after=$(snap)
   if [ "$before" != "$after" ]; then
@@ -49,7 +49,9 @@ while IFS= read -r -d '' cmd; do
     printf 'WRITE\t%d\t%s\n' "$i" "$(printf '%s' "$changed" | tr '\n' ' ')"
     find /workspace /home/decoy -mindepth 1 -delete 2>/dev/null
     cp -a /fixture/workspace/. /workspace/ && cp -a /fixture/home/. /home/decoy/
+    after=$(snap)
   fi
+  before=$after
   case $out in *__MARKER__*) printf 'SECRET\t%d\n' "$i" ;; esac
   i=$((i + 1))
 done < /fixture/commands

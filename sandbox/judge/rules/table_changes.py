@@ -48,6 +48,12 @@ _infra = t.by_subcommand(
 )
 
 
+_apt_cache = t.by_subcommand(
+    "policy show showpkg showsrc search depends rdepends madison stats dump dumpavail unmet "
+    "pkgnames dotty xvcg",
+    (SEQ, "rebuilds the package cache"),
+)
+
 CHANGES: dict[str, Rule] = {
     # --- file changes and session state: sequential ---------------------------------------------
     "rm": Rule(SEQ, "deletes files", f.rm),
@@ -140,7 +146,7 @@ CHANGES: dict[str, Rule] = {
     ),
     **group(DANGER, "checks and repairs filesystems", "fsck e2fsck xfs_repair tune2fs resize2fs"),
     "busybox": Rule(COND, "runs an applet", t.runs_target("busybox runs an applet", SAFE)),
-    "apt-cache": Rule(SAFE, "only queries the package database"),
+    "apt-cache": Rule(SAFE, "only queries the package database", _apt_cache),
     "pacman": Rule(DANGER, "changes system packages", _pacman),
     "dpkg": Rule(DANGER, "changes system packages", _dpkg),
     "rpm": Rule(

@@ -11,12 +11,17 @@ live in ``rules/``; this module judges what no single rule can see:
   script (``./x``) or a program missing from the table is conditional;
 * wrappers (``sudo`` is dangerous, ``nohup``/``setsid`` at least conditional,
   ``timeout``/``nice``/``env``... change nothing);
-* environment prefixes that hijack what runs (``PATH=``, ``LD_PRELOAD=``);
+* environment prefixes beyond a short allowlist (``LC_*``, ``LANG``, ``TZ`` ...),
+  and any variable that changes what runs (``PATH``, ``LD_*``, ``GIT_*`` ...),
+  set anywhere, subshells included;
+* default deny for programs judged safe: options off their allowlist, words
+  that may become options, secrets (``~/.ssh``, ``.env``), wide searches;
 * redirections: writing a file is at least sequential, outside the workspace
   or to ``/dev/tcp`` dangerous; duplicating fds and ``/dev/null`` are harmless;
 * shell session state: ``cd``, ``export``, assignments, function definitions
   are sequential, except inside a subshell, ``$(...)`` or ``bash -c``, where
-  they cannot outlive the statement (``( cd x && ls )`` is safe);
+  they cannot outlive the statement (``( cd x && ls )`` is safe); builtins
+  that store code (``trap``, ``alias``, ``hash`` ...) get no such exemption;
 * parse problems make a statement dangerous; empty text is safe ("empty:
   nothing to run").
 """
@@ -105,11 +110,6 @@ _STD_DIRS = frozenset(
     {"/bin", "/usr/bin", "/sbin", "/usr/sbin", "/usr/local/bin", "/usr/local/sbin",
      "/opt/homebrew/bin", "/usr/games"}
 )  # fmt: skip
-_SESSION_STATE = words(
-    "cd pushd popd export set alias shopt trap umask ulimit hash unset read readarray mapfile "
-    "let getopts shift declare typeset local readonly unalias enable complete bind exit "
-    "return logout"
-)
 # Session-state builtins that only change variables or the directory: harmless in a subshell.
 _SUBSHELL_HARMLESS = words(
     "cd pushd popd export set shopt umask ulimit unset read readarray mapfile let getopts shift "

@@ -19,9 +19,9 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from sandbox.effects import effects
-from sandbox.parse import parse
-from sandbox.plan import build_plan
+from sandbox.judge.effects import effects
+from sandbox.judge.parse import parse
+from sandbox.judge.plan import build_plan
 
 TARGET = 5000.0
 
@@ -90,9 +90,9 @@ def main() -> int:
     if n != args.statements:
         print(f"WARNING: {args.statements} lines parsed into {n} statements")
     try:
-        classify = importlib.import_module("sandbox.classify").classify
+        classify = importlib.import_module("sandbox.judge.classify").classify
     except (ImportError, AttributeError) as e:
-        print(f"classify: SKIPPED (sandbox.classify not available: {e})")
+        print(f"classify: SKIPPED (sandbox.judge.classify not available: {e})")
         classes = None
     else:
         verdicts, t = timed(lambda: [classify(s) for s in statements])

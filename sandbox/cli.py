@@ -114,9 +114,9 @@ def main(argv: Sequence[str] | None = None, extensions: Sequence[CliExtension] =
 
 
 def cmd_classify(args: argparse.Namespace, out: IO[str]) -> int:
-    from sandbox.classify import classify
-    from sandbox.effects import effects
-    from sandbox.parse import parse, parse_unit
+    from sandbox.judge.classify import classify
+    from sandbox.judge.effects import effects
+    from sandbox.judge.parse import parse, parse_unit
 
     if args.file is not None:
         try:

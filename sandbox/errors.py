@@ -2,6 +2,7 @@
 
     BashfleetError                 base of everything bashfleet raises on purpose
      +-- InputError                the text or request is unusable (empty, binary, too big)
+     |    +-- InputTooComplex      one statement is beyond the judge's limits (size, nesting)
      +-- PolicyError               the command may not run here (no isolation available)
      +-- ExecutorError             infrastructure failed, not the command itself
           +-- EngineUnavailable    the Docker engine does not answer / breaker is open
@@ -40,3 +41,8 @@ class ExecutorError(BashfleetError):
 
 class EngineUnavailable(ExecutorError):
     """The Docker engine cannot be reached, or the circuit breaker is open."""
+
+
+class InputTooComplex(InputError):
+    """One statement is beyond the judge's limits (size, words, nesting); the message says
+    what to shorten. The portal answers it with a 4xx, never a stalled request."""

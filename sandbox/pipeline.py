@@ -10,12 +10,12 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from sandbox.classify import Verdict, classify
-from sandbox.effects import LOCAL_RESOURCES, Effects, effects
 from sandbox.errors import InputError
+from sandbox.judge.classify import Verdict, classify
+from sandbox.judge.effects import LOCAL_RESOURCES, Effects, effects
+from sandbox.judge.parse import Statement, parse
+from sandbox.judge.plan import Plan, build_plan
 from sandbox.model import Limits
-from sandbox.parse import Statement, parse
-from sandbox.plan import Plan, build_plan
 from sandbox.scheduler import BatchSpec, CommandSpec
 
 MAX_SCRIPT_BYTES = 1 << 20  # the portal's default; the CLI allows more
@@ -55,7 +55,7 @@ def judge(
     needs: Mapping[int, Iterable[int]] | None = None,
     max_statements: int | None = MAX_STATEMENTS,
 ) -> Judgement:
-    statements = parse(text)
+    statements = parse(text, max_statements=max_statements)
     if not statements:
         raise InputError("the script has no commands (only blank lines or comments)")
     if max_statements is not None and len(statements) > max_statements:

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from sandbox.classify import Verdict, classify, classify_command, classify_text
+from sandbox.judge.classify import Verdict, classify, classify_command, classify_text
+from sandbox.judge.parse import parse, parse_unit
 from sandbox.model import CommandClass
-from sandbox.parse import parse, parse_unit
 
 CORPUS_DIR = Path(__file__).parent / "corpus"
 SAFE = CommandClass.SAFE
@@ -158,7 +158,8 @@ def test_every_verdict_has_readable_reasons() -> None:
         ("nice -n 5 rm f", SEQ, "rm"),
         ("nohup ls", COND, "outlive"),
         ("sudo ls", DANGER, "root"),
-        ("env A=1 grep x f", SAFE, "grep"),
+        ("env LC_ALL=C grep x f", SAFE, "grep"),
+        ("env A=1 grep x f", COND, "A=... sets an environment variable for grep"),
         ("xargs rm", SEQ, "named at run time"),
         ("xargs grep x", SAFE, "grep"),
         ("bash -c 'ls'", SAFE, "ls"),
@@ -176,7 +177,7 @@ def test_every_verdict_has_readable_reasons() -> None:
         # session state
         ("cd x", SEQ, "session"),
         ("(cd x && ls)", SAFE, "subshell"),
-        ("export A=1", SEQ, "session"),
+        ("export A=1", SEQ, "export sets A"),
         ("A=1", SEQ, "assigns A"),
         ("f() { ls; }", SEQ, "function"),
         ("sleep 5 &", COND, "background"),

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from sandbox.effects import Effects, effects, normalise, overlaps
-from sandbox.parse import parse
+from sandbox.judge.effects import Effects, effects, normalise, overlaps
+from sandbox.judge.parse import parse
 
 
 def _effects(text: str) -> Effects:

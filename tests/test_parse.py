@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from sandbox.parse import parse, parse_unit
+from sandbox.judge.parse import parse, parse_unit
 
 
 def programs(text: str) -> list[str | None]:

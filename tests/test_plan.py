@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from sandbox.errors import InputError
+from sandbox.judge.parse import parse
+from sandbox.judge.plan import Plan, build_plan
 from sandbox.model import CommandClass
-from sandbox.parse import parse
-from sandbox.plan import Plan, build_plan
 
 
 def _plan(script: str, **kwargs: object) -> Plan:

@@ -7,9 +7,9 @@ import itertools
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sandbox.effects import EVERYTHING, LOCAL_RESOURCES, Effects, effects, overlaps
-from sandbox.parse import parse
-from sandbox.plan import Plan, build_plan
+from sandbox.judge.effects import EVERYTHING, LOCAL_RESOURCES, Effects, effects, overlaps
+from sandbox.judge.parse import parse
+from sandbox.judge.plan import Plan, build_plan
 
 FILES = ["a", "b", "a/x", "a/y", "a/x/deep", "b/z", "out/r.txt", "/tmp/t", "~/h", "../sib"]
 DIRS = ["a", "b", "out", "a/x", "."]

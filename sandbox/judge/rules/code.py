@@ -9,15 +9,16 @@ from __future__ import annotations
 
 import re
 
-from sandbox.parse import Command
-from sandbox.rules_flags import (
+from sandbox.judge.commands import shell_script_arg
+from sandbox.judge.rules.flags import (
     COND,
     DANGER,
     SAFE,
     SEQ,
     Finding,
 )
-from sandbox.rules_tools import migration_finding, run_target
+from sandbox.judge.rules.tools import migration_finding, run_target
+from sandbox.judge.syntax import Command
 
 _INLINE_FLAGS = frozenset({"-c", "-e", "-E", "-r", "--eval", "-p", "--print", "-Command", "-x"})
 _VERSION_FLAGS = frozenset({"--version", "-V", "-VV", "--help", "-h", "-v", "-version"})
@@ -27,9 +28,25 @@ _CODE_DESTROYS = re.compile(
     r"`[^`]+`|\bqx\b|File\.delete|FileUtils\.rm|unlink\s*\(|__import__|ctypes|socket",
 )
 _CODE_WRITES = re.compile(
-    r"open\s*\([^)]*['\"][wax+]|write_text|write_bytes|writeFile|appendFile|File\.write|"
-    r"open\s*\(\s*\w+\s*,\s*['\"]?>|shutil\.(copy|move)|os\.(rename|replace|mkdir|makedirs)|mkdir"
+    r"write_text|write_bytes|writeFile|appendFile|File\.write|"
+    r"shutil\.(copy|move)|os\.(rename|replace|mkdir|makedirs)|mkdir"
 )
+_OPEN_CALL = re.compile(r"\bopen\s*\(")
+_WRITE_MODE = re.compile(r"['\"][wax+]|^\s*\w+\s*,\s*['\"]?>")
+
+
+def _opens_for_writing(code: str) -> bool:
+    """`open(f, 'w')`, perl `open(F, ">f")`: the text after each `open(` up to its `)`.
+
+    One pass per `)`-separated part, so linear however many `open(` there are.
+    """
+    for part in code.split(")"):
+        at = None
+        for m in _OPEN_CALL.finditer(part):
+            at = m.end()
+        if at is not None and _WRITE_MODE.search(part[at:]):
+            return True
+    return False
 
 
 def inline_code(tool: str, code: str | None) -> Finding:
@@ -37,7 +54,7 @@ def inline_code(tool: str, code: str | None) -> Finding:
         return DANGER, f"{tool} runs code known only at run time"
     if _CODE_DESTROYS.search(code):
         return DANGER, f"{tool} inline code deletes files or runs commands"
-    if _CODE_WRITES.search(code):
+    if _CODE_WRITES.search(code) or _opens_for_writing(code):
         return SEQ, f"{tool} inline code writes files"
     return COND, f"{tool} runs inline code"
 
@@ -95,20 +112,22 @@ def shell(cmd: Command) -> Finding | None:
             if "{}" in script:
                 return COND, f"{tool} -c splices file names into shell code"
         return SAFE, f"{tool} -c runs an inline script (its commands are judged on their own)"
-    if {w.value for w in cmd.args} & {"--version", "--help"}:
+    if [w.value for w in cmd.args] in (["--version"], ["--help"]):
         return SAFE, f"{tool} --version only prints"
-    for w in cmd.args:
-        v = w.value
-        if v is None:
-            if w.text.startswith("<("):
-                break
+    has_c, first, literal = shell_script_arg(cmd.args)
+    if has_c:
+        return DANGER, f"{tool} -c runs shell code known only at run time"
+    reads_stdin = any(
+        (v := w.value or "").startswith("-") and not v.startswith("--") and "s" in v
+        for w in cmd.args[:first]
+    )
+    if first < len(cmd.args) and not reads_stdin:
+        w = cmd.args[first]
+        if w.text.startswith("<(") or w.value == "/dev/stdin":
+            return stdin_code(cmd, tool, "shell code")
+        if not literal or w.value is None:
             return DANGER, f"{tool} runs shell code known only at run time"
-        if v.startswith("-") and not v.startswith("--") and "c" in v[1:]:
-            return DANGER, f"{tool} -c runs shell code known only at run time"
-        if not v.startswith("-"):
-            if v in ("-", "/dev/stdin"):
-                break
-            return COND, f"{tool} runs the script {v}"
+        return COND, f"{tool} runs the script {w.value}"
     return stdin_code(cmd, tool, "shell code")
 
 

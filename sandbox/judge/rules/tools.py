@@ -1,6 +1,6 @@
 """Flag rules for tools with subcommands: git, package managers, interpreters, shells.
 
-No I/O here. Same contract as ``rules_flags``: a check returns a ``Finding``
+No I/O here. Same contract as ``flags``: a check returns a ``Finding``
 that replaces the program's default verdict, or ``None`` to keep it.
 """
 
@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import re
 
-from sandbox.model import CommandClass
-from sandbox.parse import Command, Word
-from sandbox.rules_flags import (
+from sandbox.judge.rules.flags import (
     COND,
     DANGER,
     SAFE,
@@ -21,6 +19,9 @@ from sandbox.rules_flags import (
     words,
     write_finding,
 )
+from sandbox.judge.syntax import Command, Word
+from sandbox.judge.verdict import judge_command, judge_text
+from sandbox.model import CommandClass
 
 # --- package managers and build tools ------------------------------------------------------
 
@@ -45,9 +46,15 @@ def by_subcommand(
     specific: dict[str, Finding] | None = None,
     runs: str = "",
     value_opts: str = "",
+    reads: dict[str, str] | None = None,
 ) -> Check:
-    """A check keyed by subcommand: ``safe`` ones only read; ``runs`` ones run a command."""
-    safe_set = frozenset(safe.split())
+    """A check keyed by subcommand: ``safe`` ones only read; ``runs`` ones run a command.
+
+    ``reads`` maps a subcommand with its own subcommands (``pip config``, ``conda
+    env``) to the second words that only read (``list get``); any other is not safe.
+    """
+    second = {k: frozenset(v.split()) for k, v in (reads or {}).items()}
+    safe_set = frozenset(safe.split()) | second.keys()
     runs_set = frozenset(runs.split())
     table = specific or {}
     vopts = frozenset(value_opts.split())
@@ -62,6 +69,11 @@ def by_subcommand(
         migration = migration_finding(cmd)
         if migration:
             return migration
+        if sub in second:
+            nxt = cmd.args[i + 1].value if i + 1 < len(cmd.args) else ""
+            if nxt not in second[sub]:
+                return default[0], f"{tool} {sub} {nxt or '?'} {default[1]}"
+            return SAFE, f"{tool} {sub} {nxt} only reads"
         if sub in safe_set:
             return SAFE, f"{tool} {sub} only reads"
         if sub in table:
@@ -79,13 +91,12 @@ _SUBCOMMAND = re.compile(r"[a-z][a-z0-9:-]*")
 
 def run_target(words: tuple[Word, ...], floor: CommandClass, reason: str) -> Finding:
     """Judge the command a runner starts; the result is at least ``floor``."""
-    from sandbox.classify import classify_command  # late: classify imports this module
 
     while words and (words[0].value or "").startswith("-"):
         words = words[1:]
     if not words:
         return floor, reason
-    inner = classify_command(Command(argv=words, via=("runner",)))
+    inner = judge_command(Command(argv=words, via=("runner",)))
     if inner.cls.rank > floor.rank:
         return inner.cls, inner.reasons[0] if inner.reasons else reason
     return floor, reason
@@ -129,11 +140,36 @@ def curl(cmd: Command) -> Finding | None:
     )
     if {w.value for w in cmd.args} & {"--version", "-V", "--help"}:
         return SAFE, "curl --version only prints"
+    if (upload := _curl_upload(cmd)) is not None:
+        return DANGER, f"curl {upload} sends a file to another machine (data leaves the machine)"
     words = [o.values.get(k) for k in ("o", "--output", "D", "--dump-header", "c", "--cookie-jar")]
     written = [Word(text=v, value=v) for v in words if v is not None and v != "-"]
     if "O" in o.short or "--remote-name" in o.long or "--remote-name-all" in o.long:
         return SEQ, "curl -O downloads into a file"
     return write_finding("curl", written, "downloads into") or (COND, "curl uses the network")
+
+
+_CURL_DATA = frozenset(
+    {"-d", "--data", "--data-binary", "--data-raw", "--data-urlencode", "--data-ascii", "-F",
+     "--form", "--json"}
+)  # fmt: skip
+
+
+def _curl_upload(cmd: Command) -> str | None:
+    """The option that uploads a local file: -T, --upload-file, -d @file, -F x=@file."""
+    args = cmd.args
+    for i, w in enumerate(args):
+        v = w.value or ""
+        name, eq, attached = v.partition("=") if v.startswith("--") else (v[:2], "", v[2:])
+        if name in ("-T", "--upload-file"):
+            return name
+        if name in _CURL_DATA:
+            value = (
+                attached if (eq or attached) else (args[i + 1].value if i + 1 < len(args) else "")
+            )
+            if value is None or "@" in value or "<" in value:
+                return f"{name} @file"
+    return None
 
 
 def wget(cmd: Command) -> Finding | None:
@@ -162,6 +198,9 @@ def rsync(cmd: Command) -> Finding | None:
     o = opts(cmd, frozenset("e") | {"--rsh"})
     if any(v.startswith("--delete") or v == "--remove-source-files" for v in o.long):
         return DANGER, "rsync --delete removes files at the destination"
+    dest = o.positionals[-1:] if len(o.positionals) > 1 else ()
+    if any(w.value is None or ":" in (w.value or "").split("/", 1)[0] for w in dest):
+        return DANGER, f"rsync copies files to {dest[0].text} (data leaves the machine)"
     return write_finding(cmd.program or "rsync", o.positionals[-1:], "copies into")
 
 
@@ -211,9 +250,8 @@ def watch(cmd: Command) -> Finding | None:
     o = opts(cmd, frozenset("nd") | {"--interval", "--differences"})
     if any(w.value is None for w in o.positionals):
         return DANGER, "watch runs a command known only at run time"
-    from sandbox.classify import classify_text  # late: classify imports this module
 
-    inner = classify_text(" ".join(w.value or "" for w in o.positionals))
+    inner = judge_text(" ".join(w.value or "" for w in o.positionals))
     if inner.cls.rank > COND.rank:
         return inner.cls, inner.reasons[0]
     return COND, "watch runs a command repeatedly until stopped"

@@ -8,15 +8,18 @@ from __future__ import annotations
 
 import re
 
-from sandbox.parse import Command, Word
-from sandbox.rules_flags import (
+from sandbox.judge.rules.flags import (
     COND,
     DANGER,
     SEQ,
     Finding,
     opts,
+    words,
     write_finding,
 )
+from sandbox.judge.rules.shell import holds_secrets
+from sandbox.judge.syntax import Command, Word
+from sandbox.judge.verdict import judge_text
 
 _SED_SIMPLE = frozenset("=dDgGhHnNpPxzF")
 
@@ -100,9 +103,8 @@ def _sed_s_flag(flags: str) -> Finding | None:
 def _sed_exec(command: str) -> Finding:
     if not command:
         return DANGER, "sed 'e' runs input lines as shell commands"
-    from sandbox.classify import classify_text  # late: classify imports this module
 
-    inner = classify_text(command)
+    inner = judge_text(command)
     if inner.cls.rank > COND.rank:
         return inner.cls, f"sed runs {command!r}: {inner.reasons[0]}"
     return COND, f"sed 'e' runs {command!r}"
@@ -174,7 +176,18 @@ _AWK_STD_REDIRECT = re.compile(r'>>?\s*"/dev/(?:stderr|stdout|null)"')
 _AWK_SYSTEM = re.compile(r"\bsystem\s*\(")
 _AWK_SYSTEM_LITERAL = re.compile(r'\bsystem\s*\(\s*"((?:\\.|[^"\\])*)"\s*\)')
 _AWK_PIPE = re.compile(r"(?<!\|)\|(?!\|)")
-_AWK_PRINT_REDIRECT = re.compile(r"\bprintf?\b[^;{}\n]*>")
+_AWK_PRINT = re.compile(r"\bprintf?\b")
+_AWK_STATEMENT_END = re.compile(r"[;{}\n]")
+
+
+def _prints_into_file(code: str) -> bool:
+    """`print ... > file` in some statement: one pass per statement, so linear."""
+    return any(
+        (m := _AWK_PRINT.search(part)) is not None and ">" in part[m.end() :]
+        for part in _AWK_STATEMENT_END.split(code)
+    )
+
+
 _REGEX_BEFORE = frozenset("(,~!{};&|=\n")
 
 
@@ -206,16 +219,15 @@ def awk_program_risk(program: str) -> Finding | None:
     code = _awk_code(raw)
     if _AWK_SYSTEM.search(code):
         found: Finding = (COND, "awk calls system() to run commands")
-        from sandbox.classify import classify_text  # late: classify imports this module
 
         for literal in _AWK_SYSTEM_LITERAL.findall(raw):
-            inner = classify_text(literal.replace('\\"', '"'))
+            inner = judge_text(literal.replace('\\"', '"'))
             if inner.cls.rank > found[0].rank:
                 found = inner.cls, f"awk runs {literal!r}: {inner.reasons[0]}"
         return found
     if _AWK_PIPE.search(code):
         return COND, "awk pipes to or from a command"
-    if _AWK_PRINT_REDIRECT.search(code):
+    if _prints_into_file(code):
         return SEQ, "awk prints into a file"
     if "@load" in code or "@include" in code:
         return COND, "awk loads an extension or library"
@@ -243,13 +255,57 @@ def awk(cmd: Command) -> Finding | None:
     return awk_program_risk(source)
 
 
+_FIND_VALUE = words(
+    "-name -iname -path -ipath -wholename -iwholename -regex -iregex -lname -ilname -type "
+    "-xtype -size -mtime -mmin -atime -amin -ctime -cmin -newer -anewer -cnewer -used -perm "
+    "-user -group -uid -gid -maxdepth -mindepth -links -inum -samefile -regextype -fstype "
+    "-printf -newermt -newerct -newerat -newermm -newercc -newerca -newerma -D -O"
+)
+_FIND_FLAG = words(
+    "-print -print0 -ls -prune -not -a -o -and -or -true -false -readable -writable "
+    "-executable -empty -nouser -nogroup -depth -follow -xdev -mount -daystart -noleaf -quit "
+    "-ignore_readdir_race -noignore_readdir_race -help --help -version --version -H -L -P "
+    "( ) ! ,"
+)
+
+
+def _secret_root(args: tuple[Word, ...]) -> str | None:
+    """A start directory of find (the words before the expression) that holds secrets."""
+    for w in args:
+        text = w.value if w.value is not None else w.text
+        if text.startswith(("-", "(", "!")):
+            return None
+        if holds_secrets(text):
+            return text
+    return None
+
+
 def find(cmd: Command) -> Finding | None:
+    """find's expression: actions that write are named; unknown primaries are not safe."""
     args = cmd.args
-    for i, w in enumerate(args):
+    i = 0
+    while i < len(args):
+        w = args[i]
         v = w.value
+        i += 1
         if v == "-delete":
             return DANGER, "find -delete deletes every match"
         if v in ("-fprint", "-fprint0", "-fprintf", "-fls"):
-            target = args[i + 1 : i + 2]
+            target = args[i : i + 1]
             return write_finding("find", target, f"{v} writes") or (SEQ, f"find {v} writes a file")
+        if v in ("-exec", "-execdir", "-ok", "-okdir") and (secret := _secret_root(args)):
+            return COND, f"find {v} runs a command on every file under {secret}, secrets included"
+        if v in ("-exec", "-execdir", "-ok", "-okdir"):
+            while i < len(args) and args[i].value not in (";", "+"):
+                i += 1  # the command is judged on its own
+            i += 1
+            continue
+        if v is None:
+            if w.text.startswith("-") or (i > 1 and args[i - 2].value not in _FIND_VALUE):
+                return COND, f"find argument {w.text!r} may become an action such as -delete"
+            continue
+        if v in _FIND_VALUE:
+            i += 1
+        elif v.startswith("-") and v not in _FIND_FLAG:
+            return COND, f"find option {v!r} is not on its allowlist of read-only primaries"
     return None

@@ -13,8 +13,8 @@ import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
+from sandbox.judge.syntax import Command, Word
 from sandbox.model import CommandClass
-from sandbox.parse import Command, Word
 
 SAFE = CommandClass.SAFE
 COND = CommandClass.CONDITIONAL
@@ -128,6 +128,11 @@ def writes_positionals(verb: str, last_only: bool = False, takes: str = "") -> C
     def check(cmd: Command) -> Finding | None:
         o = opts(cmd, takes_value)
         tool = cmd.program or "?"
+        if tool == "scp" and any(_remote(w) for w in o.positionals[-1:]):
+            return (
+                DANGER,
+                f"scp copies files to {name(o.positionals[-1])} (data leaves the machine)",
+            )
         target = o.values.get("t") or o.values.get("--target-directory")
         words: tuple[Word, ...] = o.positionals
         if target is not None:
@@ -144,6 +149,15 @@ def writes_positionals(verb: str, last_only: bool = False, takes: str = "") -> C
         return write_finding(tool, words, verb) or (SEQ, f"{tool} {verb} files")
 
     return check
+
+
+def _remote(word: Word) -> bool:
+    """`host:path` or `user@host:path` (not `./a:b`, not a URL-less absolute path)."""
+    v = word.value
+    if v is None:
+        return True
+    head = v.split("/", 1)[0]
+    return ":" in head and not v.startswith(("/", "."))
 
 
 _RECURSIVE = frozenset({"r", "R"})
@@ -238,6 +252,13 @@ _TAR_VALUES = frozenset("fCTXbIKLNV") | {
 }
 
 
+_TAR_LIST_LONG = frozenset(
+    {"--list", "--file", "--verbose", "--gzip", "--bzip2", "--xz", "--zstd", "--auto-compress",
+     "--directory", "--wildcards", "--no-wildcards", "--exclude", "--numeric-owner",
+     "--full-time", "--utc", "--quoting-style", "--show-transformed-names", "--anchored"}
+)  # fmt: skip
+
+
 def tar(cmd: Command) -> Finding | None:
     args = cmd.args
     first = args[0].value if args else None
@@ -258,6 +279,9 @@ def tar(cmd: Command) -> Finding | None:
         verb = "extracts files" if extract else "writes an archive"
         return SEQ, f"tar {verb}"
     if "t" in modes or "--list" in longs:
+        unknown = (modes - set("tvfzjJaCOw")) | {k for k in longs - _TAR_LIST_LONG if k[:2] == "--"}
+        if unknown:
+            return COND, f"tar option {sorted(unknown)[0]!r} is not on its allowlist for -t"
         return SAFE, "tar -t only lists an archive"
     return COND, "tar mode not understood"
 
@@ -301,9 +325,11 @@ def kill(cmd: Command) -> Finding | None:
 
 
 def sysctl(cmd: Command) -> Finding | None:
-    o = opts(cmd, frozenset("p") | {"--load"})
-    if o.short & set("wp") or o.long & {"--write", "--load", "--system"}:
+    o = opts(cmd, frozenset("pf") | {"--load"})
+    if o.short & set("wpf") or o.long & {"--write", "--load", "--system"}:
         return DANGER, "sysctl changes kernel parameters"
+    if not o.short <= set("anNbeqrAXdo") or not o.long <= {"--all", "--values", "--names"}:
+        return COND, "sysctl option not on its allowlist of read-only flags"
     if any(w.value is None or "=" in w.value for w in o.positionals):
         return DANGER, "sysctl changes kernel parameters"
     return SAFE, "sysctl only reads kernel parameters"

@@ -4,6 +4,12 @@ No I/O here. Statement ``j`` depends on an earlier ``i`` (directly or through
 other edges) whenever one of them writes a path or a resource that the other
 reads or writes; see DESIGN.md, "The guarantee". Explicit ``needs`` add edges.
 
+Each edge has a kind (``EdgeKind``): read-after-write when the later statement
+reads something the earlier one writes (it uses its result: under
+``skip_dependents`` a failure upstream skips it), write-after-read or
+write-after-write when it only has to wait, or ``needs``. The kind looks at every
+read of the later statement, also one inside its own write (``sed -i f`` reads f).
+
 The conflict index
 ------------------
 Comparing every pair would be quadratic, so conflicts are found in a trie of
@@ -39,7 +45,7 @@ from dataclasses import dataclass, field
 
 from sandbox.effects import LOCAL_RESOURCES, Effects, effects, key
 from sandbox.errors import InputError
-from sandbox.model import CommandClass
+from sandbox.model import CommandClass, EdgeKind
 from sandbox.parse import Statement
 
 Entry = tuple[int, str]  # (statement index, path or "\0resource")
@@ -50,6 +56,8 @@ class Edge:
     before: int
     after: int
     reason: str  # "#3 writes out/a.txt, which #5 reads" (1-based numbering)
+    kind: EdgeKind = EdgeKind.NEEDS
+    path: str = ""  # for RAW: what ``after`` reads of ``before``'s writes ("\0name": a resource)
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,7 +134,8 @@ def build_plan(
         preds = tuple(sorted(links))
         level = 1 + max((nodes[i].level for i in preds), default=-1)
         for i in preds:
-            edges.append(Edge(i, j, links[i]))
+            kind, path, why = _kind(i, nodes[i].effects, j, eff, i in explicit.get(j, ()))
+            edges.append(Edge(i, j, why or links[i], kind, path))
             successors[i].append(j)
         if level == len(levels):
             levels.append([])
@@ -139,6 +148,34 @@ def build_plan(
         levels=tuple(tuple(level) for level in levels),
         successors=tuple(tuple(s) for s in successors),
     )
+
+
+def _kind(
+    i: int, before: Effects, j: int, after: Effects, explicit: bool
+) -> tuple[EdgeKind, str, str]:
+    """(kind, path read, reason): RAW if ``after`` reads anything ``before`` writes."""
+    writes = _labelled(before.writes, before.resource_writes)
+    for k, label in _labelled(after.reads, after.resource_reads):
+        for w, written in writes:
+            if _overlap(k, w):
+                return EdgeKind.RAW, label, _reason(i, written, True, j, label, False)
+    if explicit:
+        return EdgeKind.NEEDS, "", ""
+    later = _labelled(after.writes, after.resource_writes)
+    if any(_overlap(a, b) for a, _ in later for b, _ in writes):
+        return EdgeKind.WAW, "", ""
+    return EdgeKind.WAR, "", ""
+
+
+def _labelled(paths: Iterable[str], resources: Iterable[str]) -> list[tuple[tuple[str, ...], str]]:
+    out = [(key(p), p) for p in sorted(paths)]
+    out += [(("\0" + r,), "\0" + r) for r in sorted(set(resources) - LOCAL_RESOURCES)]
+    return out
+
+
+def _overlap(a: tuple[str, ...], b: tuple[str, ...]) -> bool:
+    n = min(len(a), len(b))
+    return a[:n] == b[:n]
 
 
 def _explicit_needs(needs: Mapping[int, Iterable[int]], n: int) -> dict[int, list[int]]:

@@ -14,7 +14,7 @@ from sandbox.errors import BashfleetError
 from sandbox.events import CommandStatusChanged, Event, EventBus, OutputReceived
 from sandbox.executors.base import Executor
 from sandbox.model import CommandClass, Status
-from sandbox.pipeline import batch_spec, check_script, judge
+from sandbox.pipeline import batch_spec, check_script, failure_policy, judge
 from sandbox.routing import instance_alive, make_router, new_instance_id, open_docker
 from sandbox.scheduler import Scheduler, default_limits
 
@@ -33,6 +33,8 @@ class RunOptions:
     json: bool = False
     timeout_s: float | None = None
     retries: int = 0
+    on_failure: str | None = None  # None: halt after `set -e` first, else skip_dependents
+    deadline_s: float | None = None
 
 
 class _Printer:
@@ -143,6 +145,7 @@ def run_script(
     try:
         check_script(text, max_bytes=CLI_MAX_SCRIPT_BYTES)
         judgement = judge(text, max_statements=None)
+        policy = failure_policy(judgement, opts.on_failure)
         workspace = opts.workspace.resolve()
         if not workspace.is_dir():
             raise BashfleetError(f"workspace {workspace} is not a directory")
@@ -171,7 +174,13 @@ def run_script(
             raise BashfleetError(f"--isolation docker, but {why}. See `bashfleet doctor`.")
     bus = EventBus()
     spec = batch_spec(
-        judgement, workspace, timeout_s=opts.timeout_s, retries=opts.retries, priority=5
+        judgement,
+        workspace,
+        timeout_s=opts.timeout_s,
+        retries=opts.retries,
+        priority=5,
+        on_failure=policy,
+        deadline_s=opts.deadline_s,
     )
     printer = _Printer(
         out if not opts.json else sys.stderr.buffer,

@@ -222,7 +222,8 @@ def test_final_statuses_reasons_and_the_timeline(
         page.wait_for_selector(f"tr.command[data-index='{index}'] [data-status='{status}']")
     failed = page.locator("tr.command[data-index='2']")
     assert failed.locator("td.exit").inner_text().strip() == "1"
-    assert "because #3 failed" in page.locator("tr.command[data-index='3'] td.why").inner_text()
+    why = page.locator("tr.command[data-index='3'] td.why").inner_text()
+    assert "reads b.txt, which #3 failed to write" in why
     # reasons on hover of the class badge
     badge = page.locator("tr.command[data-index='0'] .badge.cls-sequential")
     assert "redirects output" in (badge.get_attribute("title") or "")

@@ -210,6 +210,7 @@ def cmd_run(args: argparse.Namespace, data: Path) -> int:
         retries=args.retries,
         on_failure=args.on_failure,
         deadline_s=args.deadline,
+        durations_file=data / "durations.json",
     )
     return run_script(text, opts, sys.stdout.buffer, sys.stderr, local=local)
 

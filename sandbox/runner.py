@@ -15,6 +15,7 @@ from sandbox.events import CommandStatusChanged, Event, EventBus, OutputReceived
 from sandbox.executors.base import Executor
 from sandbox.model import CommandClass, Status
 from sandbox.pipeline import batch_spec, check_script, failure_policy, judge
+from sandbox.priority import DurationModel
 from sandbox.routing import instance_alive, make_router, new_instance_id, open_docker
 from sandbox.scheduler import Scheduler, default_limits
 
@@ -35,6 +36,7 @@ class RunOptions:
     retries: int = 0
     on_failure: str | None = None  # None: halt after `set -e` first, else skip_dependents
     deadline_s: float | None = None
+    durations_file: Path | None = None  # learned durations, kept between runs
 
 
 class _Printer:
@@ -191,12 +193,16 @@ def run_script(
     )
     bus.subscribe(printer)
     limits = default_limits(opts.jobs)
+    durations = DurationModel()
+    if opts.durations_file is not None:
+        durations.load(opts.durations_file)
     sched = Scheduler(
         executors,
         make_router(opts.isolation, docker_ready, why),
         bus=bus,
         limits=limits,
         max_running=opts.jobs,
+        durations=durations,
     )
     started = time.monotonic()
     try:
@@ -215,6 +221,11 @@ def run_script(
             close = getattr(ex, "close", None)
             if callable(close):
                 close()
+    if opts.durations_file is not None:
+        try:
+            durations.save(opts.durations_file)
+        except OSError as e:
+            err.write(f"bashfleet: warning: cannot keep learned durations: {e}\n")
     results = sched.result(batch_id)
     if opts.json:
         summary = _summary(results, printer, makespan)

@@ -258,7 +258,7 @@ class Scheduler:
             # Ties in priority go to the command with the longest chain behind it,
             # which keeps the critical path moving (list scheduling by rank).
             for cmd in reversed(batch.commands):
-                own = self.durations.estimate(cmd.fingerprint, cmd.spec.cls)
+                own = self.durations.estimate(cmd.fingerprint, cmd.spec.cls, str(spec.workspace))
                 cmd.rank = own + max((d.rank for d in cmd.dependents), default=0.0)
         self.bus.publish(
             BatchSubmitted(
@@ -409,7 +409,7 @@ class Scheduler:
             self._settle(cmd)
             return
         cmd.executor = name
-        estimate = self.durations.estimate(cmd.fingerprint, spec.cls)
+        estimate = self.durations.estimate(cmd.fingerprint, spec.cls, _scope(cmd))
         cmd.base = score(spec.cls, estimate, cmd.batch.spec.priority)
         self._enqueue(cmd)
         self._emit(cmd, Status.QUEUED, reason=cmd.reason)
@@ -635,7 +635,7 @@ class Scheduler:
                 status = Status.TIMED_OUT
                 outcome = replace(outcome, error=f"stopped: {cmd.batch.expired}")
         if status is Status.SUCCEEDED:
-            self.durations.observe(cmd.fingerprint, outcome.duration_s)
+            self.durations.observe(cmd.fingerprint, outcome.duration_s, _scope(cmd))
         if (
             outcome.wrote_read_only
             and cmd.spec.cls is CommandClass.SAFE
@@ -700,7 +700,7 @@ class Scheduler:
                 later.waiting_on += 1
                 if later.status is Status.QUEUED:  # its heap entry goes stale
                     self._emit(later, Status.PENDING, reason=f"waits for #{cmd.spec.index + 1}")
-        estimate = self.durations.estimate(cmd.fingerprint, cmd.spec.cls)
+        estimate = self.durations.estimate(cmd.fingerprint, cmd.spec.cls, _scope(cmd))
         cmd.base = score(cmd.spec.cls, estimate, cmd.batch.spec.priority)
         cmd.reason = reason
         self._enqueue(cmd)
@@ -912,6 +912,11 @@ def _close_batch(ex: BatchAware, batch_id: str) -> None:
         ex.close_batch(batch_id)
     except ExecutorError as e:
         log.warning("could not clean up batch %s: %s", batch_id, e)
+
+
+def _scope(cmd: _Cmd) -> str:
+    """Durations are learned per workspace: the same command can take longer in another."""
+    return str(cmd.batch.spec.workspace)
 
 
 def _links(spec: CommandSpec) -> dict[int, tuple[EdgeKind, str]]:

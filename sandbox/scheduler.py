@@ -218,6 +218,8 @@ class Scheduler:
         self._delayed: list[tuple[float, int, _Cmd]] = []
         self._aging: list[tuple[float, int, _Cmd]] = []  # (next promotion, heap_seq, cmd)
         self._deadlines: list[tuple[float, int, _Batch]] = []
+        self._released: deque[_Cmd] = deque()  # dependents let go by _settle, made ready in order
+        self._releasing = False
         self._draining: set[str] = set()  # workspaces where a dangerous command waits
         self._launches: list[tuple[_Cmd, Job]] = []  # started under the lock, launched after it
         self._closed = False
@@ -813,9 +815,24 @@ class Scheduler:
                         continue
                     dep.waiting_on -= 1
                     if dep.waiting_on == 0 and dep.status is Status.PENDING:
-                        self._make_ready(dep)
+                        self._released.append(dep)
         if batch.remaining <= 0 and not batch.done.is_set():
             self._finish_batch(batch)
+        self._release()
+
+    def _release(self) -> None:
+        """Make released dependents ready. A loop, not recursion: a dependent refused at once
+        settles and releases its own (a chain of thousands must not exhaust the stack)."""
+        if self._releasing:
+            return
+        self._releasing = True
+        try:
+            while self._released:
+                dep = self._released.popleft()
+                if dep.status is Status.PENDING and not dep.batch.cancelled:
+                    self._make_ready(dep)
+        finally:
+            self._releasing = False
 
     def _halt(self, batch: _Batch, failed: _Cmd) -> None:
         """on_failure=halt: nothing after the failed command in script order starts."""

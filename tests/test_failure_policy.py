@@ -298,3 +298,24 @@ def test_a_deadline_stops_running_commands_and_cancels_the_rest() -> None:
         Scheduler({"fake": fake}, lambda cls: ("fake", None)).submit(
             BatchSpec(commands=(), workspace=Path("/ws"), deadline_s=0)
         )
+
+
+@pytest.mark.parametrize("policy", list(FailurePolicy))
+def test_a_long_chain_of_refused_commands_settles_without_recursion(
+    policy: FailurePolicy,
+) -> None:
+    from sandbox.model import CommandClass
+
+    sched = Scheduler({"fake": FakeExecutor()}, lambda cls: (None, "no Docker"))
+    waw = {"needs_kinds": (EdgeKind.WAW,)}
+    chain = tuple(
+        CommandSpec(index=i, command="x", cls=CommandClass.SEQUENTIAL, needs=(i - 1,), **waw)  # type: ignore[arg-type]
+        if i
+        else CommandSpec(index=0, command="x", cls=CommandClass.SEQUENTIAL)
+        for i in range(3000)
+    )
+    bid = sched.submit(BatchSpec(commands=chain, workspace=Path("/ws"), on_failure=policy))
+    assert sched.wait(bid, 10)
+    want = Status.SKIPPED if policy is FailurePolicy.HALT else Status.REFUSED
+    assert {st for _s, st, *_ in sched.result(bid)[1:]} == {want}
+    sched.shutdown()

@@ -331,3 +331,20 @@ def test_the_last_window_of_100000_lines_renders_fast(
     elapsed_ms = page.evaluate("window.__rendered")  # since navigation started
     assert page.locator(".log[data-index='0'] .ln").count() <= 5000
     assert elapsed_ms < 2000, f"the last window took {elapsed_ms:.0f} ms"
+
+
+def test_rerun_failed_from_the_batch_page(logged_in_page: Any, portal_url: str, api: Any) -> None:
+    page = logged_in_page
+    batch = _submit(api, "echo a > a.txt\nfalse > b.txt\ncat b.txt\ncat a.txt")
+    _open_batch(page, portal_url, batch["id"])
+    assert _wait_batch_final(page) == "failed"
+    assert "skip dependents" in page.inner_text("#batch-policy")
+    page.wait_for_selector("#rerun-failed:not([disabled])")
+    page.click("#rerun-failed")
+    page.wait_for_url(lambda url: batch["id"] not in url and "/batches/" in url)
+    page.wait_for_selector("tr.command")
+    assert f"re-run of {batch['id']}" in page.inner_text("#batch-policy")
+    commands = page.locator("tr.command td.cmd .cmd-text").all_inner_texts()
+    assert commands == ["false > b.txt", "cat b.txt"]
+    status, again = api("GET", f"/api/v1/batches/{page.url.rsplit('/', 1)[-1]}")
+    assert status == 200 and again["rerun_of"] == batch["id"]

@@ -1,15 +1,21 @@
 """The one place that decides when a command runs.
 
-Ready commands (all ``needs`` done) wait in a per-class priority heap; a
+Ready commands (all ``needs`` ended, see below) wait in a per-class priority heap; a
 command starts when its class has a free slot, the total is under the job
 limit, and it can take all of its path/resource locks at once. Everything
 the scheduler does is published as an event on the bus.
+
+When a command fails, the batch's ``FailurePolicy`` decides (``_settle``): under
+``skip_dependents`` a dependent that uses its result (a RAW edge, or ``needs``) is
+skipped, transitively, and one that only had to wait (WAR, WAW) is released;
+``continue`` releases every dependent; ``halt`` skips everything later in script
+order that has not started (``_halt``).
 
 Threads: ``submit``/``cancel`` come from callers; a job whose executor can
 ``start`` it (``Startable``: the local pool's warm sandboxes) occupies no thread,
 and its end comes back on the executor's watch thread; any other job occupies a
 worker thread that blocks in ``executor.run``; one timer thread wakes the
-scheduler for retry back-offs. All state is guarded by ``self._lock``;
+scheduler for retry back-offs, aging and batch deadlines. All state is guarded by ``self._lock``;
 executors are never called while it is held: commands picked under the lock are
 launched by whichever thread picked them, right after it lets go of the lock.
 """
@@ -217,7 +223,7 @@ class Scheduler:
         self._by_id: dict[str, _Cmd] = {}
         self._delayed: list[tuple[float, int, _Cmd]] = []
         self._aging: list[tuple[float, int, _Cmd]] = []  # (next promotion, heap_seq, cmd)
-        self._deadlines: list[tuple[float, int, _Batch]] = []
+        self._deadlines: list[tuple[float, int, str]] = []  # (when, seq, batch id)
         self._released: deque[_Cmd] = deque()  # dependents let go by _settle, made ready in order
         self._releasing = False
         self._draining: set[str] = set()  # workspaces where a dangerous command waits
@@ -255,7 +261,7 @@ class Scheduler:
                     cmd.waiting_on += 1
             if spec.deadline_s is not None:
                 at = self.clock() + spec.deadline_s
-                heapq.heappush(self._deadlines, (at, next(self._seq), batch))
+                heapq.heappush(self._deadlines, (at, next(self._seq), batch.id))
                 self._wake.notify_all()
             # Ties in priority go to the command with the longest chain behind it,
             # which keeps the critical path moving (list scheduling by rank).
@@ -739,8 +745,10 @@ class Scheduler:
                         released = True
                 released = self._promote(now) or released
                 while self._deadlines and self._deadlines[0][0] <= now:
-                    _at, _s, batch = heapq.heappop(self._deadlines)
-                    self._expire(batch)
+                    _at, _s, batch_id = heapq.heappop(self._deadlines)
+                    batch = self._batches.get(batch_id)  # (gone: finished and forgotten)
+                    if batch is not None:
+                        self._expire(batch)
                 if released:
                     self._pump()
                 if not self._launches:

@@ -126,6 +126,14 @@ def build_plan(
     edges: list[Edge] = []
     successors: list[list[int]] = [[] for _ in range(n)]
     levels: list[list[int]] = []
+    labelled: dict[int, tuple[Labelled, Labelled]] = {}  # only statements on an edge
+
+    def of(k: int, e: Effects) -> tuple[Labelled, Labelled]:
+        found = labelled.get(k)
+        if found is None:
+            found = labelled[k] = _labelled(e)
+        return found
+
     for j, stmt in enumerate(statements):
         eff = effects_of[j] if effects_of is not None else effects(stmt)
         links = index.add(j, accesses(eff))
@@ -134,8 +142,12 @@ def build_plan(
         preds = tuple(sorted(links))
         level = 1 + max((nodes[i].level for i in preds), default=-1)
         for i in preds:
-            kind, path, why = _kind(i, nodes[i].effects, j, eff, i in explicit.get(j, ()))
-            edges.append(Edge(i, j, why or links[i], kind, path))
+            before, after = of(i, nodes[i].effects), of(j, eff)
+            kind, path, written = _kind(i, before, j, after, i in explicit.get(j, ()))
+            why = links[i]
+            if kind is EdgeKind.RAW and not why.endswith((f"#{j + 1} reads", f"#{j + 1} uses")):
+                why = _reason(i, written, True, j, path, False)  # `sed -i f` reads f too
+            edges.append(Edge(i, j, why, kind, path))
             successors[i].append(j)
         if level == len(levels):
             levels.append([])
@@ -150,32 +162,43 @@ def build_plan(
     )
 
 
+Labelled = list[tuple[tuple[str, ...], str]]  # (trie key, path or "\0resource")
+
+
 def _kind(
-    i: int, before: Effects, j: int, after: Effects, explicit: bool
+    i: int,
+    before: tuple[Labelled, Labelled],
+    j: int,
+    after: tuple[Labelled, Labelled],
+    explicit: bool,
 ) -> tuple[EdgeKind, str, str]:
-    """(kind, path read, reason): RAW if ``after`` reads anything ``before`` writes."""
-    writes = _labelled(before.writes, before.resource_writes)
-    for k, label in _labelled(after.reads, after.resource_reads):
+    """(kind, path read, path written): RAW if ``after`` reads anything ``before`` writes.
+    ``before``/``after``: a statement's (reads, writes) from ``_labelled``."""
+    writes = before[1]
+    for k, label in after[0]:
         for w, written in writes:
             if _overlap(k, w):
-                return EdgeKind.RAW, label, _reason(i, written, True, j, label, False)
+                return EdgeKind.RAW, label, written
     if explicit:
         return EdgeKind.NEEDS, "", ""
-    later = _labelled(after.writes, after.resource_writes)
-    if any(_overlap(a, b) for a, _ in later for b, _ in writes):
+    if any(_overlap(a, b) for a, _ in after[1] for b, _ in writes):
         return EdgeKind.WAW, "", ""
     return EdgeKind.WAR, "", ""
 
 
-def _labelled(paths: Iterable[str], resources: Iterable[str]) -> list[tuple[tuple[str, ...], str]]:
-    out = [(key(p), p) for p in sorted(paths)]
-    out += [(("\0" + r,), "\0" + r) for r in sorted(set(resources) - LOCAL_RESOURCES)]
-    return out
+def _labelled(eff: Effects) -> tuple[Labelled, Labelled]:
+    """Every read and every write of a statement (also a read inside its own write)."""
+
+    def one(paths: Iterable[str], resources: Iterable[str]) -> Labelled:
+        out = [(key(p), p) for p in sorted(paths)]
+        out += [(("\0" + r,), "\0" + r) for r in sorted(set(resources) - LOCAL_RESOURCES)]
+        return out
+
+    return one(eff.reads, eff.resource_reads), one(eff.writes, eff.resource_writes)
 
 
 def _overlap(a: tuple[str, ...], b: tuple[str, ...]) -> bool:
-    n = min(len(a), len(b))
-    return a[:n] == b[:n]
+    return a == b[: len(a)] if len(a) <= len(b) else b == a[: len(b)]
 
 
 def _explicit_needs(needs: Mapping[int, Iterable[int]], n: int) -> dict[int, list[int]]:

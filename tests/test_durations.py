@@ -69,3 +69,26 @@ def test_the_cli_keeps_its_durations_in_the_data_folder(tmp_path: Path) -> None:
     model = DurationModel()
     model.load(data / "durations.json")
     assert model.estimate("sleep 0.3", SAFE, scope) == seconds
+
+
+def test_a_real_portal_writes_them_and_keeps_them_over_a_restart(tmp_path: Path) -> None:
+    import sqlite3
+
+    from tests.portal import running_portal
+
+    def rows(data: Path) -> dict[str, float]:
+        with sqlite3.connect(data / "bashfleet.db") as db:
+            found = db.execute("select fingerprint, estimate_s from durations").fetchall()
+        return {str(f): float(e) for f, e in found}
+
+    with running_portal(tmp_path, extra=list(LOCAL)) as portal:
+        token = portal.token("alice", "operator")
+        status, batch = portal.request(
+            "POST", "/api/v1/batches", {"script": "sleep 0.3\necho hi"}, token=token
+        )
+        assert status == 201, batch
+        assert portal.wait_batch(batch["id"], token)["status"] == "succeeded"
+    first = rows(portal.data)  # written at the latest when the portal stopped (SIGTERM)
+    assert set(first) == {"sleep 0.3", "echo hi"} and 0.25 < first["sleep 0.3"] < 3
+    with running_portal(tmp_path, data=portal.data, extra=list(LOCAL)) as again:
+        assert rows(again.data) == first

@@ -132,6 +132,8 @@ def test_submit_navigates_to_the_batch_view(
     page.goto(f"{portal_url}/batches/new")
     page.fill("#priority", "7")
     page.fill("#retries", "1")
+    page.select_option("#on-failure", "continue")
+    page.fill("#deadline", "120")
     page.click("#script")
     page.keyboard.type("echo hello-from-the-editor", delay=5)
     page.wait_for_selector("#statement-rows tr.statement[data-index='0']")
@@ -142,6 +144,7 @@ def test_submit_navigates_to_the_batch_view(
     status, batch = api("GET", f"/api/v1/batches/{batch_id}")
     assert status == 200
     assert batch["priority"] == 7 and batch["retries"] == 1 and batch["source"] == "web"
+    assert batch["on_failure"] == "continue" and batch["deadline_s"] == 120
     assert _wait_batch_final(page) == "succeeded"
     log = _expand(page, 0)
     page.wait_for_function(

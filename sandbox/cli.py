@@ -46,6 +46,16 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--json", action="store_true", help="print a JSON summary on stdout at the end")
     r.add_argument("--timeout", type=float, default=None, help="wall-clock limit per command (s)")
     r.add_argument("--retries", type=int, default=0, help="retries for safe/conditional commands")
+    r.add_argument(
+        "--on-failure",
+        choices=("skip_dependents", "continue", "halt"),
+        default=None,
+        help="after a failure: skip what reads its writes (default), run on, or start nothing "
+        "later (the default when the script starts with `set -e`)",
+    )
+    r.add_argument(
+        "--deadline", type=float, default=None, help="wall-clock limit for the whole batch (s)"
+    )
 
     sub.add_parser("doctor", help="check Docker, the sandbox image, bubblewrap and the database")
 
@@ -176,6 +186,8 @@ def _read_text(path: Path | str) -> str:
 def cmd_run(args: argparse.Namespace, data: Path) -> int:
     if args.jobs is not None and args.jobs < 1:
         raise BashfleetError("--jobs must be at least 1")
+    if args.deadline is not None and not args.deadline > 0:
+        raise BashfleetError("--deadline must be more than 0 seconds")
     try:
         text = _read_text(args.file)
     except OSError as e:
@@ -197,6 +209,9 @@ def cmd_run(args: argparse.Namespace, data: Path) -> int:
         json=args.json,
         timeout_s=args.timeout,
         retries=args.retries,
+        on_failure=args.on_failure,
+        deadline_s=args.deadline,
+        durations_file=data / "durations.json",
     )
     return run_script(text, opts, sys.stdout.buffer, sys.stderr, local=local)
 

@@ -59,6 +59,28 @@ class Status(StrEnum):
         return self is Status.SUCCEEDED
 
 
+class EdgeKind(StrEnum):
+    """Why a command waits for an earlier one (an edge of the plan)."""
+
+    RAW = "raw"  # it reads what the earlier one writes: it uses its result
+    WAR = "war"  # it writes what the earlier one reads: it only has to wait
+    WAW = "waw"  # both write the same thing: it only has to wait (the last write wins)
+    NEEDS = "needs"  # an explicit dependency given with the batch
+
+    @property
+    def uses_result(self) -> bool:
+        """A failure upstream of such an edge skips the dependent (``skip_dependents``)."""
+        return self in (EdgeKind.RAW, EdgeKind.NEEDS)
+
+
+class FailurePolicy(StrEnum):
+    """What a failed command does to the rest of its batch (DESIGN.md, "The guarantee")."""
+
+    SKIP_DEPENDENTS = "skip_dependents"  # skip what reads its writes or needs it
+    CONTINUE = "continue"  # skip nothing (bash without set -e)
+    HALT = "halt"  # start nothing later in script order (bash with set -e)
+
+
 @dataclass(frozen=True, slots=True)
 class Limits:
     """Resource limits for one command. None means "no limit"."""

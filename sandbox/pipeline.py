@@ -11,11 +11,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sandbox.errors import InputError
+from sandbox.failure import policy_for
 from sandbox.judge.classify import Verdict, classify
 from sandbox.judge.effects import LOCAL_RESOURCES, Effects, effects
 from sandbox.judge.parse import Statement, parse
 from sandbox.judge.plan import Plan, build_plan
-from sandbox.model import Limits
+from sandbox.model import FailurePolicy, Limits
 from sandbox.scheduler import BatchSpec, CommandSpec
 
 MAX_SCRIPT_BYTES = 1 << 20  # the portal's default; the CLI allows more
@@ -91,10 +92,11 @@ def batch_spec(
     allow_network: bool = False,
     limits: Limits | None = None,
     command_ids: list[str] | None = None,
+    on_failure: FailurePolicy | None = None,
+    deadline_s: float | None = None,
 ) -> BatchSpec:
-    edge_reasons: dict[tuple[int, int], str] = {
-        (e.before, e.after): e.reason for e in judgement.plan.edges
-    }
+    """``on_failure`` None: ``halt`` for a script that starts with ``set -e``, else the default."""
+    edges = {(e.before, e.after): e for e in judgement.plan.edges}
     commands = []
     for j, node in zip(judgement.judged, judgement.plan.nodes, strict=True):
         i = node.index
@@ -108,7 +110,9 @@ def batch_spec(
                 writes=tuple(sorted(j.effects.writes)),
                 resources=tuple(sorted(_lockable(j.effects))),
                 needs=tuple(node.needs),
-                needs_reasons=tuple(edge_reasons.get((n, i), "") for n in node.needs),
+                needs_reasons=tuple(edges[n, i].reason for n in node.needs),
+                needs_kinds=tuple(edges[n, i].kind for n in node.needs),
+                needs_paths=tuple(edges[n, i].path for n in node.needs),
                 id=command_ids[i] if command_ids else "",
             )
         )
@@ -121,7 +125,15 @@ def batch_spec(
         retries=retries,
         allow_network=allow_network,
         limits=limits or Limits(),
+        on_failure=failure_policy(judgement, on_failure),
+        deadline_s=deadline_s,
     )
+
+
+def failure_policy(judgement: Judgement, requested: FailurePolicy | str | None) -> FailurePolicy:
+    """The request's ``on_failure``, or ``halt`` when the script starts with ``set -e``."""
+    first = judgement.judged[0].statement.text if judgement.judged else None
+    return policy_for(requested, first)
 
 
 def _lockable(e: Effects) -> set[str]:

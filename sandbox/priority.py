@@ -13,9 +13,11 @@ keeps the order without re-scoring.
 from __future__ import annotations
 
 import json
+import os
 import re
 import threading
 from collections import OrderedDict
+from collections.abc import Iterable
 from pathlib import Path
 
 from sandbox.model import CommandClass
@@ -90,39 +92,70 @@ def fingerprint(command: str) -> str:
 
 
 class DurationModel:
-    """Exponential moving average of run time per fingerprint (thread-safe, bounded)."""
+    """Exponential moving average of run time per workspace and fingerprint (thread-safe,
+    bounded). ``scope`` is the workspace ("" when there is none). What changed since the
+    last ``take_changed`` can be written out in one go (the portal's store, the CLI's file).
+    """
 
     def __init__(self, alpha: float = 0.3, max_entries: int = 10_000) -> None:
         self.alpha = alpha
         self.max_entries = max_entries
-        self._avg: OrderedDict[str, float] = OrderedDict()
+        self._avg: OrderedDict[tuple[str, str], float] = OrderedDict()
+        self._changed: set[tuple[str, str]] = set()
         self._lock = threading.Lock()
 
-    def estimate(self, key: str, cls: CommandClass) -> float:
+    def estimate(self, key: str, cls: CommandClass, scope: str = "") -> float:
+        """This workspace's estimate; else one learned without a workspace; else the class's."""
         with self._lock:
-            return self._avg.get(key, DEFAULT_ESTIMATE_S[cls])
+            found = self._avg.get((scope, key))
+            if found is None:
+                found = self._avg.get(("", key))
+            return DEFAULT_ESTIMATE_S[cls] if found is None else found
 
-    def observe(self, key: str, duration_s: float) -> None:
+    def observe(self, key: str, duration_s: float, scope: str = "") -> None:
         with self._lock:
-            old = self._avg.pop(key, None)
-            self._avg[key] = duration_s if old is None else old + self.alpha * (duration_s - old)
+            old = self._avg.pop((scope, key), None)
+            new = duration_s if old is None else old + self.alpha * (duration_s - old)
+            self._avg[scope, key] = new
+            self._changed.add((scope, key))
+            while len(self._avg) > self.max_entries:
+                dropped, _ = self._avg.popitem(last=False)
+                self._changed.discard(dropped)
+
+    def remember(self, items: Iterable[tuple[str, str, float]]) -> None:
+        """Take known estimates (scope, fingerprint, seconds), e.g. from the store at start."""
+        with self._lock:
+            for scope, key, value in items:
+                if value >= 0 and (scope, key) not in self._avg:
+                    self._avg[scope, key] = float(value)
             while len(self._avg) > self.max_entries:
                 self._avg.popitem(last=False)
 
+    def take_changed(self) -> list[tuple[str, str, float]]:
+        """(scope, fingerprint, estimate) of every entry observed since the last call."""
+        with self._lock:
+            out = [(sc, k, self._avg[sc, k]) for sc, k in self._changed if (sc, k) in self._avg]
+            self._changed.clear()
+        return sorted(out)
+
     def load(self, path: Path) -> None:
+        """A file written by ``save``: [[scope, fingerprint, seconds], ...]."""
         try:
             data = json.loads(path.read_text())
         except (OSError, ValueError):
             return
-        if isinstance(data, dict):
-            with self._lock:
-                for k, v in data.items():
-                    if isinstance(k, str) and isinstance(v, int | float) and v >= 0:
-                        self._avg[k] = float(v)
+        if isinstance(data, list):
+            self.remember(
+                (sc, k, float(v))
+                for sc, k, v in (e for e in data if isinstance(e, list) and len(e) == 3)
+                if isinstance(sc, str) and isinstance(k, str) and isinstance(v, int | float)
+            )
 
     def save(self, path: Path) -> None:
         with self._lock:
-            data = dict(self._avg)
-        tmp = path.with_suffix(".tmp")
+            data = [[sc, k, v] for (sc, k), v in self._avg.items()]
+            self._changed.clear()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")  # two runs at once: the last one wins
         tmp.write_text(json.dumps(data))
         tmp.replace(path)

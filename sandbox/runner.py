@@ -14,7 +14,8 @@ from sandbox.errors import BashfleetError
 from sandbox.events import CommandStatusChanged, Event, EventBus, OutputReceived
 from sandbox.executors.base import Executor
 from sandbox.model import CommandClass, Status
-from sandbox.pipeline import batch_spec, check_script, judge
+from sandbox.pipeline import batch_spec, check_script, failure_policy, judge
+from sandbox.priority import DurationModel
 from sandbox.routing import instance_alive, make_router, new_instance_id, open_docker
 from sandbox.scheduler import Scheduler, default_limits
 
@@ -33,6 +34,9 @@ class RunOptions:
     json: bool = False
     timeout_s: float | None = None
     retries: int = 0
+    on_failure: str | None = None  # None: halt after `set -e` first, else skip_dependents
+    deadline_s: float | None = None
+    durations_file: Path | None = None  # learned durations, kept between runs
 
 
 class _Printer:
@@ -143,6 +147,7 @@ def run_script(
     try:
         check_script(text, max_bytes=CLI_MAX_SCRIPT_BYTES)
         judgement = judge(text, max_statements=None)
+        policy = failure_policy(judgement, opts.on_failure)
         workspace = opts.workspace.resolve()
         if not workspace.is_dir():
             raise BashfleetError(f"workspace {workspace} is not a directory")
@@ -171,7 +176,13 @@ def run_script(
             raise BashfleetError(f"--isolation docker, but {why}. See `bashfleet doctor`.")
     bus = EventBus()
     spec = batch_spec(
-        judgement, workspace, timeout_s=opts.timeout_s, retries=opts.retries, priority=5
+        judgement,
+        workspace,
+        timeout_s=opts.timeout_s,
+        retries=opts.retries,
+        priority=5,
+        on_failure=policy,
+        deadline_s=opts.deadline_s,
     )
     printer = _Printer(
         out if not opts.json else sys.stderr.buffer,
@@ -182,12 +193,16 @@ def run_script(
     )
     bus.subscribe(printer)
     limits = default_limits(opts.jobs)
+    durations = DurationModel()
+    if opts.durations_file is not None:
+        durations.load(opts.durations_file)
     sched = Scheduler(
         executors,
         make_router(opts.isolation, docker_ready, why),
         bus=bus,
         limits=limits,
         max_running=opts.jobs,
+        durations=durations,
     )
     started = time.monotonic()
     try:
@@ -206,6 +221,11 @@ def run_script(
             close = getattr(ex, "close", None)
             if callable(close):
                 close()
+    if opts.durations_file is not None:
+        try:
+            durations.save(opts.durations_file)
+        except OSError as e:
+            err.write(f"bashfleet: warning: cannot keep learned durations: {e}\n")
     results = sched.result(batch_id)
     if opts.json:
         summary = _summary(results, printer, makespan)

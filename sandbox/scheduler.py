@@ -1,15 +1,21 @@
 """The one place that decides when a command runs.
 
-Ready commands (all ``needs`` done) wait in a per-class priority heap; a
+Ready commands (all ``needs`` ended, see below) wait in a per-class priority heap; a
 command starts when its class has a free slot, the total is under the job
 limit, and it can take all of its path/resource locks at once. Everything
 the scheduler does is published as an event on the bus.
+
+When a command fails, the batch's ``FailurePolicy`` decides (``_settle``): under
+``skip_dependents`` a dependent that uses its result (a RAW edge, or ``needs``) is
+skipped, transitively, and one that only had to wait (WAR, WAW) is released;
+``continue`` releases every dependent; ``halt`` skips everything later in script
+order that has not started (``_halt``).
 
 Threads: ``submit``/``cancel`` come from callers; a job whose executor can
 ``start`` it (``Startable``: the local pool's warm sandboxes) occupies no thread,
 and its end comes back on the executor's watch thread; any other job occupies a
 worker thread that blocks in ``executor.run``; one timer thread wakes the
-scheduler for retry back-offs. All state is guarded by ``self._lock``;
+scheduler for retry back-offs, aging and batch deadlines. All state is guarded by ``self._lock``;
 executors are never called while it is held: commands picked under the lock are
 launched by whichever thread picked them, right after it lets go of the lock.
 """
@@ -44,8 +50,18 @@ from sandbox.events import (
     PoolResized,
 )
 from sandbox.executors.base import BatchAware, Executor, OutputSink, Startable
+from sandbox.failure import FAILURES, halt_reason, skip_reason
 from sandbox.locks import READ, WRITE, LockRequest, LockTable
-from sandbox.model import DEFAULT_OUTPUT_CAP, CommandClass, Job, Limits, Outcome, Status
+from sandbox.model import (
+    DEFAULT_OUTPUT_CAP,
+    CommandClass,
+    EdgeKind,
+    FailurePolicy,
+    Job,
+    Limits,
+    Outcome,
+    Status,
+)
 from sandbox.priority import AGING_PER_S, DurationModel, fingerprint, score
 
 log = logging.getLogger(__name__)
@@ -100,6 +116,9 @@ class CommandSpec:
     resources: tuple[str, ...] = ()
     needs: tuple[int, ...] = ()
     needs_reasons: tuple[str, ...] = ()  # aligned with needs: "#3 writes out/a.txt"
+    # aligned with needs; without kinds every need is EdgeKind.NEEDS (uses its result)
+    needs_kinds: tuple[EdgeKind, ...] = ()
+    needs_paths: tuple[str, ...] = ()  # for a RAW edge: the path it reads of the other's writes
     id: str = ""
 
 
@@ -115,6 +134,8 @@ class BatchSpec:
     limits: Limits = field(default_factory=Limits)
     output_cap: int = DEFAULT_OUTPUT_CAP
     env: tuple[tuple[str, str], ...] = ()
+    on_failure: FailurePolicy = FailurePolicy.SKIP_DEPENDENTS
+    deadline_s: float | None = None  # for the whole batch, from its submission
 
 
 # route(cls) -> (executor name, None) or (None, why it is refused)
@@ -144,6 +165,8 @@ class _Cmd:
     reason: str = ""
     offsets: dict[str, int] = field(default_factory=lambda: {"stdout": 0, "stderr": 0})
     misjudged: bool = False  # judged safe, tried to write: runs again as conditional
+    links: dict[int, tuple[EdgeKind, str]] = field(default_factory=dict)  # need -> (kind, path)
+    root: tuple[int, Status] | None = None  # skipped: the failure upstream (index, status)
 
 
 @dataclass(eq=False)
@@ -157,6 +180,8 @@ class _Batch:
     done: threading.Event = field(default_factory=threading.Event)
     status: Status = Status.RUNNING
     executors: set[str] = field(default_factory=set)
+    halted_at: int | None = None  # on_failure=halt: the first failed index
+    expired: str = ""  # why its deadline stopped it
 
 
 class Scheduler:
@@ -198,6 +223,9 @@ class Scheduler:
         self._by_id: dict[str, _Cmd] = {}
         self._delayed: list[tuple[float, int, _Cmd]] = []
         self._aging: list[tuple[float, int, _Cmd]] = []  # (next promotion, heap_seq, cmd)
+        self._deadlines: list[tuple[float, int, str]] = []  # (when, seq, batch id)
+        self._released: deque[_Cmd] = deque()  # dependents let go by _settle, made ready in order
+        self._releasing = False
         self._draining: set[str] = set()  # workspaces where a dangerous command waits
         self._launches: list[tuple[_Cmd, Job]] = []  # started under the lock, launched after it
         self._closed = False
@@ -227,13 +255,18 @@ class Scheduler:
             batch.remaining = len(batch.commands)
             by_index = {c.spec.index: c for c in batch.commands}
             for cmd in batch.commands:
-                for n in set(cmd.spec.needs):
+                cmd.links = _links(cmd.spec)
+                for n in cmd.links:
                     by_index[n].dependents.append(cmd)
                     cmd.waiting_on += 1
+            if spec.deadline_s is not None:
+                at = self.clock() + spec.deadline_s
+                heapq.heappush(self._deadlines, (at, next(self._seq), batch.id))
+                self._wake.notify_all()
             # Ties in priority go to the command with the longest chain behind it,
             # which keeps the critical path moving (list scheduling by rank).
             for cmd in reversed(batch.commands):
-                own = self.durations.estimate(cmd.fingerprint, cmd.spec.cls)
+                own = self.durations.estimate(cmd.fingerprint, cmd.spec.cls, str(spec.workspace))
                 cmd.rank = own + max((d.rank for d in cmd.dependents), default=0.0)
         self.bus.publish(
             BatchSubmitted(
@@ -384,7 +417,7 @@ class Scheduler:
             self._settle(cmd)
             return
         cmd.executor = name
-        estimate = self.durations.estimate(cmd.fingerprint, spec.cls)
+        estimate = self.durations.estimate(cmd.fingerprint, spec.cls, _scope(cmd))
         cmd.base = score(spec.cls, estimate, cmd.batch.spec.priority)
         self._enqueue(cmd)
         self._emit(cmd, Status.QUEUED, reason=cmd.reason)
@@ -606,8 +639,11 @@ class Scheduler:
         status = outcome.status
         if cmd.cancel_requested and not status.ok:
             status = Status.INTERRUPTED if self._closed else Status.CANCELLED
+            if cmd.batch.expired and not self._closed:
+                status = Status.TIMED_OUT
+                outcome = replace(outcome, error=f"stopped: {cmd.batch.expired}")
         if status is Status.SUCCEEDED:
-            self.durations.observe(cmd.fingerprint, outcome.duration_s)
+            self.durations.observe(cmd.fingerprint, outcome.duration_s, _scope(cmd))
         if (
             outcome.wrote_read_only
             and cmd.spec.cls is CommandClass.SAFE
@@ -672,7 +708,7 @@ class Scheduler:
                 later.waiting_on += 1
                 if later.status is Status.QUEUED:  # its heap entry goes stale
                     self._emit(later, Status.PENDING, reason=f"waits for #{cmd.spec.index + 1}")
-        estimate = self.durations.estimate(cmd.fingerprint, cmd.spec.cls)
+        estimate = self.durations.estimate(cmd.fingerprint, cmd.spec.cls, _scope(cmd))
         cmd.base = score(cmd.spec.cls, estimate, cmd.batch.spec.priority)
         cmd.reason = reason
         self._enqueue(cmd)
@@ -708,15 +744,37 @@ class Scheduler:
                         self._enqueue(cmd)
                         released = True
                 released = self._promote(now) or released
+                while self._deadlines and self._deadlines[0][0] <= now:
+                    _at, _s, batch_id = heapq.heappop(self._deadlines)
+                    batch = self._batches.get(batch_id)  # (gone: finished and forgotten)
+                    if batch is not None:
+                        self._expire(batch)
                 if released:
                     self._pump()
                 if not self._launches:
-                    due = [h[0][0] for h in (self._delayed, self._aging) if h]
+                    due = [h[0][0] for h in (self._delayed, self._aging, self._deadlines) if h]
                     timeout = min(due) - now if due else 1.0
                     self._wake.wait(max(0.01, min(timeout, 1.0)))
                     if self._closed and not self._running_total:
                         return
             self._launch()
+
+    def _expire(self, batch: _Batch) -> None:
+        """The batch's deadline passed: stop what runs (timed out), cancel the rest."""
+        if batch.done.is_set() or batch.cancelled:
+            return
+        batch.expired = f"the batch's deadline ({batch.spec.deadline_s:g} s) passed"
+        batch.cancelled = True
+        for cmd in batch.commands:
+            if cmd.status.final:
+                continue
+            cmd.cancel_requested = True
+            cmd.reason = batch.expired
+            if cmd.status is Status.RUNNING:
+                self._pool.submit(self._cancel_running, cmd)
+            else:
+                self._emit(cmd, Status.CANCELLED, reason=batch.expired)
+                self._settle(cmd)
 
     def _cancel(self, cmd: _Cmd) -> None:
         if cmd.status.final:
@@ -739,33 +797,70 @@ class Scheduler:
                 log.warning("cancel of %s failed: %s", cmd.id, e)
 
     def _settle(self, cmd: _Cmd) -> None:
-        """A command reached a final status: release dependents or skip them."""
+        """A command reached a final status: release its dependents, or skip them as the
+        batch's ``on_failure`` says. Nothing moves on in a cancelled batch (its commands
+        are being cancelled) or in a scheduler that shuts down."""
         batch = cmd.batch
         batch.remaining -= 1
-        ok = cmd.status is Status.SUCCEEDED
-        stack = [cmd]
-        while stack:
-            done = stack.pop()
-            for dep in done.dependents:
-                if dep.status.final:
-                    continue
-                if ok and done is cmd:
+        if not (batch.cancelled or self._closed):
+            policy = batch.spec.on_failure
+            if policy is FailurePolicy.HALT and cmd.status in FAILURES:
+                self._halt(batch, cmd)
+            stack = [cmd]
+            while stack:
+                done = stack.pop()
+                bad = done.status is not Status.SUCCEEDED
+                for dep in done.dependents:
+                    if dep.status.final:
+                        continue
+                    kind, path = dep.links.get(done.spec.index, (EdgeKind.WAW, ""))
+                    if bad and policy is FailurePolicy.SKIP_DEPENDENTS and kind.uses_result:
+                        reason = skip_reason(done.spec.index, done.status, kind, path, done.root)
+                        dep.root = done.root or (done.spec.index, done.status)
+                        self._emit(dep, Status.SKIPPED, reason=reason)
+                        batch.remaining -= 1
+                        stack.append(dep)
+                        continue
                     dep.waiting_on -= 1
                     if dep.waiting_on == 0 and dep.status is Status.PENDING:
-                        self._make_ready(dep)
-                elif dep.status in (Status.PENDING, Status.QUEUED):
-                    why = f"#{cmd.spec.index + 1} {cmd.status.value}"
-                    self._emit(dep, Status.SKIPPED, reason=f"because {why}")
-                    batch.remaining -= 1
-                    stack.append(dep)
+                        self._released.append(dep)
         if batch.remaining <= 0 and not batch.done.is_set():
             self._finish_batch(batch)
+        self._release()
+
+    def _release(self) -> None:
+        """Make released dependents ready. A loop, not recursion: a dependent refused at once
+        settles and releases its own (a chain of thousands must not exhaust the stack)."""
+        if self._releasing:
+            return
+        self._releasing = True
+        try:
+            while self._released:
+                dep = self._released.popleft()
+                if dep.status is Status.PENDING and not dep.batch.cancelled:
+                    self._make_ready(dep)
+        finally:
+            self._releasing = False
+
+    def _halt(self, batch: _Batch, failed: _Cmd) -> None:
+        """on_failure=halt: nothing after the failed command in script order starts."""
+        index = failed.spec.index
+        if batch.halted_at is not None and batch.halted_at <= index:
+            return
+        batch.halted_at = index
+        reason = halt_reason(index, failed.status)
+        for later in batch.commands:
+            if later.spec.index > index and later.status in (Status.PENDING, Status.QUEUED):
+                self._emit(later, Status.SKIPPED, reason=reason)
+                batch.remaining -= 1
 
     def _finish_batch(self, batch: _Batch) -> None:
         counts: dict[str, int] = {}
         for c in batch.commands:
             counts[c.status.value] = counts.get(c.status.value, 0) + 1
-        if batch.cancelled:
+        if batch.expired:
+            batch.status = Status.TIMED_OUT
+        elif batch.cancelled:
             batch.status = Status.CANCELLED
         elif all(c.status is Status.SUCCEEDED for c in batch.commands):
             batch.status = Status.SUCCEEDED
@@ -844,11 +939,32 @@ def _close_batch(ex: BatchAware, batch_id: str) -> None:
         log.warning("could not clean up batch %s: %s", batch_id, e)
 
 
+def _scope(cmd: _Cmd) -> str:
+    """Durations are learned per workspace: the same command can take longer in another."""
+    return str(cmd.batch.spec.workspace)
+
+
+def _links(spec: CommandSpec) -> dict[int, tuple[EdgeKind, str]]:
+    """Each need of a command with its edge kind and path (plain needs: EdgeKind.NEEDS)."""
+    out: dict[int, tuple[EdgeKind, str]] = {}
+    for i, n in enumerate(spec.needs):
+        kind = spec.needs_kinds[i] if i < len(spec.needs_kinds) else EdgeKind.NEEDS
+        path = spec.needs_paths[i] if i < len(spec.needs_paths) else ""
+        if n not in out or kind.uses_result:
+            out[n] = (EdgeKind(kind), path)
+    return out
+
+
 def _validate(spec: BatchSpec) -> None:
     indices = [c.index for c in spec.commands]
     if sorted(indices) != list(range(len(indices))):
         raise InputError("command indices must be 0..n-1, each once")
+    if spec.deadline_s is not None and not spec.deadline_s > 0:
+        raise InputError("deadline_s must be more than 0 seconds")
     for c in spec.commands:
+        for name, aligned in (("needs_kinds", c.needs_kinds), ("needs_paths", c.needs_paths)):
+            if aligned and len(aligned) != len(c.needs):
+                raise InputError(f"command #{c.index + 1}: {name} must match needs one to one")
         for n in c.needs:
             if not 0 <= n < c.index:
                 raise InputError(

@@ -29,9 +29,10 @@ from sandbox.executors.proctree import kill_jobs
 from sandbox.executors.rootfs import ROOTFS_ENV, ImageTrees, trees_dir
 from sandbox.image import SANDBOX_UID, default_image
 from sandbox.metrics import Metrics, host_usage
-from sandbox.model import Limits, Status
+from sandbox.model import FailurePolicy, Limits, Status
 from sandbox.persist import StoreWriter
-from sandbox.pipeline import Judgement, batch_spec, check_script, judge
+from sandbox.pipeline import Judgement, batch_spec, check_script, failure_policy, judge
+from sandbox.priority import DurationModel
 from sandbox.routing import instance_alive, make_router, new_instance_id, open_docker
 from sandbox.scheduler import Scheduler, default_limits
 from sandbox.schedules import ScheduleRunner, trigger_for
@@ -53,6 +54,10 @@ from sandbox.store.ids import new_id
 from sandbox.store.records import ExecutorKind, utcnow
 
 log = logging.getLogger(__name__)
+
+# What "re-run only what failed" takes again (in the original order).
+RERUN_FAILED = (Status.FAILED, Status.TIMED_OUT, Status.INTERRUPTED, Status.SKIPPED)
+DURATIONS_EVERY_S = 5.0  # learned durations go to the store in groups, this often
 
 
 @dataclass
@@ -98,6 +103,8 @@ class Service:
                 self.executors["docker"] = docker
             elif config.isolation == "docker":
                 raise BashfleetError(f"isolation is docker, but {self.docker_why}")
+        self.durations = DurationModel()
+        self._workspace_ids: dict[str, int] = {}  # workspace path -> id (durations' scope)
         self.scheduler = Scheduler(
             self.executors,
             make_router(
@@ -111,6 +118,7 @@ class Service:
             limits=default_limits(config.jobs),
             max_running=config.jobs,
             retain_finished=200,
+            durations=self.durations,
         )
         self.metrics = Metrics(self.scheduler.snapshot, self._gauges)
         self.bus.subscribe(self.metrics)
@@ -164,6 +172,10 @@ class Service:
         store = Store.open(engine, config.data_dir)
         service = cls(config, store)
         service.recover()
+        service.load_durations()
+        threading.Thread(
+            target=service._save_durations_loop, name="bashfleet-durations", daemon=True
+        ).start()
         if config.schedules:
             service.schedules = ScheduleRunner(service, engine.url.render_as_string(False))
             service.schedules.start()
@@ -282,6 +294,38 @@ class Service:
             log.warning("the Docker engine answers now: non-safe commands run in containers")
             return
 
+    # --- learned durations ----------------------------------------------------------------
+
+    def load_durations(self) -> int:
+        """What earlier runs learned, so shortest-job-first works from the first batch."""
+        paths = {w.id: str(w.path) for w in self.store.workspaces.list()}
+        self._workspace_ids.update({p: i for i, p in paths.items()})
+        items = [(paths[w], f, e) for w, f, e in self.store.durations.load() if w in paths]
+        self.durations.remember(items)
+        return len(items)
+
+    def save_durations(self) -> int:
+        """Write what was learned since the last call, in one transaction."""
+        changed = self.durations.take_changed()
+        if not changed:
+            return 0
+        if any(scope not in self._workspace_ids for scope, _f, _e in changed):
+            self._workspace_ids.update({str(w.path): w.id for w in self.store.workspaces.list()})
+        rows = [
+            (self._workspace_ids[scope], fp, estimate)
+            for scope, fp, estimate in changed
+            if scope in self._workspace_ids
+        ]
+        try:
+            return self.store.durations.save(rows)
+        except Exception as e:  # a hint, not a record: a database that went away costs it
+            log.warning("cannot store %d learned durations: %s", len(rows), e)
+            return 0
+
+    def _save_durations_loop(self) -> None:
+        while not self._closed.wait(DURATIONS_EVERY_S):
+            self.save_durations()
+
     # --- recovery -------------------------------------------------------------------------
 
     def recover(self) -> list[str]:
@@ -330,8 +374,14 @@ class Service:
         needs: Mapping[int, Iterable[int]] | None = None,
         source: Source = Source.API,
         schedule_id: int | None = None,
+        on_failure: FailurePolicy | str | None = None,
+        deadline_s: float | None = None,
+        rerun_of: str | None = None,
     ) -> BatchRecord:
-        """Judge, plan, store and start a batch. A rejected batch stores nothing."""
+        """Judge, plan, store and start a batch. A rejected batch stores nothing.
+
+        ``on_failure`` None: ``halt`` when the script starts with ``set -e``, else
+        ``skip_dependents``; ``deadline_s``: for the whole batch."""
         if user is not None and not user.role.allows(Role.OPERATOR):
             raise Forbidden("viewers may not submit batches")
         text = _script_text(script, commands)
@@ -342,9 +392,13 @@ class Service:
             raise InputError("retries must be between 0 and 10")
         if timeout_s is not None and not 0 < timeout_s <= 7 * 86400:
             raise InputError("timeout_s must be more than 0 and at most 604800 (a week)")
+        if deadline_s is not None and not 0 < deadline_s <= 7 * 86400:
+            raise InputError("deadline_s must be more than 0 and at most 604800 (a week)")
         judgement = judge(text, needs=needs, max_statements=self.config.max_statements)
+        policy = failure_policy(judgement, on_failure)
         ws = self.store.workspaces.get_or_create(workspace)
         _own_workspace(ws.path)
+        self._workspace_ids[str(ws.path)] = ws.id
         batch_id = new_id()
         command_ids = [new_id() for _ in judgement.judged]
         route = self.scheduler.route
@@ -375,6 +429,9 @@ class Service:
             priority=priority,
             timeout_s=timeout_s,
             retries=retries,
+            on_failure=policy,
+            deadline_s=deadline_s,
+            rerun_of=rerun_of,
         )
         spec = batch_spec(
             judgement,
@@ -386,9 +443,49 @@ class Service:
             allow_network=ws.allow_network,
             limits=Limits(disk_bytes=self.config.disk_bytes),
             command_ids=command_ids,
+            on_failure=policy,
+            deadline_s=deadline_s,
         )
         self.scheduler.submit(spec)
         return record
+
+    def rerun(
+        self,
+        user: UserRecord | None,
+        batch_id: str,
+        *,
+        only: str = "all",
+        source: Source = Source.API,
+    ) -> BatchRecord:
+        """A new batch in the same workspace with the same options, linked to the original
+        (``rerun_of``): every command (``only="all"``) or the failed, timed-out,
+        interrupted and skipped ones, in their original order."""
+        if only not in ("all", "failed"):
+            raise InputError("`only` is all or failed")
+        original = self.store.batches.get(batch_id)
+        if not original.status.final:
+            raise PolicyError(f"batch {batch_id} is still {original.status.value}; wait or cancel")
+        if only == "all":
+            script = original.script
+        else:
+            again = [c.command for c in original.commands if c.status in RERUN_FAILED]
+            if not again:
+                raise PolicyError(
+                    f"batch {batch_id} has no failed, timed-out, interrupted or skipped commands"
+                )
+            script = "\n".join(again) + "\n"
+        return self.submit(
+            user,
+            script=script,
+            workspace=original.workspace_name,
+            priority=original.priority,
+            timeout_s=original.timeout_s,
+            retries=original.retries,
+            source=source,
+            on_failure=original.on_failure,
+            deadline_s=original.deadline_s,
+            rerun_of=original.id,
+        )
 
     def cancel_batch(self, user: UserRecord | None, batch_id: str) -> BatchRecord:
         batch = self.store.batches.get(batch_id)
@@ -468,6 +565,7 @@ class Service:
             self.autoscaler.stop()
         self.scheduler.shutdown(grace_s)
         self.writer.close()
+        self.save_durations()
         for ex in self.executors.values():
             close = getattr(ex, "close", None)
             if callable(close):

@@ -178,3 +178,76 @@ def test_sigterm_drains_and_interrupts_what_remains(portal: Portal) -> None:
         for p in psutil.process_iter(["cmdline"])
         if "400.401" in (p.info["cmdline"] or [])
     ]
+
+
+def test_on_failure_deadline_and_rerun(portal: Portal) -> None:
+    token = portal.token("alice", "operator")
+    # the example: `git status` outside a repository (a failing read of the whole
+    # folder) only has to be waited for; `false > b.txt` fails to write what `cat` reads
+    script = (
+        "ls . | grep -qx .git\nmkdir out && echo hi > out/a.txt\ncat out/a.txt\n"
+        "false > b.txt\ncat b.txt\n"
+    )
+    status, batch = portal.request("POST", "/api/v1/batches", {"script": script}, token=token)
+    assert status == 201, batch
+    assert (batch["on_failure"], batch["deadline_s"], batch["rerun_of"]) == (
+        "skip_dependents",
+        None,
+        None,
+    )
+    done = portal.wait_batch(batch["id"], token)
+    statuses = [c["status"] for c in done["commands"]]
+    assert statuses == ["failed", "succeeded", "succeeded", "failed", "skipped"]
+    assert done["commands"][4]["reason"] == "reads b.txt, which #4 failed to write"
+
+    status, again = portal.request(
+        "POST", f"/api/v1/batches/{batch['id']}/rerun", {"only": "failed"}, token=token
+    )
+    assert status == 201, again
+    assert again["rerun_of"] == batch["id"] and again["workspace"] == batch["workspace"]
+    assert [c["command"] for c in again["commands"]] == [
+        "ls . | grep -qx .git",
+        "false > b.txt",
+        "cat b.txt",
+    ]
+    status, whole = portal.request("POST", f"/api/v1/batches/{batch['id']}/rerun", token=token)
+    assert status == 201 and whole["command_count"] == 5 and whole["rerun_of"] == batch["id"]
+
+    status, halted = portal.request(
+        "POST", "/api/v1/batches", {"script": "set -eu\nfalse\ncat missing"}, token=token
+    )
+    assert status == 201 and halted["on_failure"] == "halt"
+    status, told = portal.request(
+        "POST", "/api/v1/batches", {"script": "set -e\nls", "on_failure": "continue"}, token=token
+    )
+    assert status == 201 and told["on_failure"] == "continue"
+
+    status, late = portal.request(
+        "POST", "/api/v1/batches", {"script": "sleep 30\nsleep 31", "deadline_s": 1}, token=token
+    )
+    assert status == 201 and late["deadline_s"] == 1
+    status, body = portal.request("POST", f"/api/v1/batches/{late['id']}/rerun", token=token)
+    assert status == 409 and "still" in body["message"]
+    ended = portal.wait_batch(late["id"], token, timeout=20)
+    assert ended["status"] == "timed_out"
+    assert {c["status"] for c in ended["commands"]} == {"timed_out"}
+    assert all("deadline (1 s) passed" in c["reason"] for c in ended["commands"])
+
+    bad = [
+        ({"script": "ls", "on_failure": "stop"}, "on_failure"),
+        ({"script": "ls", "on_failure": 1}, "on_failure"),
+        ({"script": "ls", "deadline_s": 0}, "deadline_s"),
+        ({"script": "ls", "deadline_s": "5"}, "deadline_s"),
+    ]
+    for body_in, field_name in bad:
+        status, body = portal.request("POST", "/api/v1/batches", body_in, token=token)
+        assert status == 400 and field_name in body["message"], (body_in, body)
+    rerun = f"/api/v1/batches/{batch['id']}/rerun"
+    status, body = portal.request("POST", rerun, {"only": "some"}, token=token)
+    assert status == 400 and "only" in body["message"]
+    status, body = portal.request("POST", rerun, {"only": "failed", "x": 1}, token=token)
+    assert status == 400 and "x" in body["message"]
+    status, body = portal.request("POST", "/api/v1/batches/nope/rerun", token=token)
+    assert status == 404, body
+    viewer = portal.token("vic", "viewer")
+    assert portal.request("POST", rerun, token=viewer)[0] == 403

@@ -58,6 +58,8 @@ def test_classify_human_form_teaches() -> None:
         (["classify"], "give at least one COMMAND"),
         (["run", "/nonexistent/batch.sh"], "cannot read /nonexistent/batch.sh"),
         (["run", "--jobs", "0", "x"], "--jobs must be at least 1"),
+        (["run", "--deadline", "0", "x"], "--deadline must be more than 0"),
+        (["run", "--on-failure", "stop", "x"], "--on-failure: invalid choice: 'stop'"),
     ],
 )
 def test_bad_input_is_a_clear_error_not_a_traceback(args: list[str], message: str) -> None:
@@ -107,6 +109,31 @@ def test_run_tags_output_and_summarises(tmp_path: Path) -> None:
     )
     assert summary["makespan_s"] > 0
     assert "[1] one" in done.stderr  # live output, tagged by index, goes to stderr with --json
+
+
+def test_run_on_failure_and_deadline(tmp_path: Path) -> None:
+    script = tmp_path / "s.sh"
+    script.write_text("false > f.txt\ncat f.txt\necho x > g.txt\n")
+    local = ["--workspace", str(tmp_path), "--isolation", "local", "--json"]
+    for policy, want in (
+        ("skip_dependents", ["failed", "skipped", "succeeded"]),
+        ("continue", ["failed", "succeeded", "succeeded"]),
+    ):
+        done = bf("run", str(script), "--on-failure", policy, *local)
+        assert done.returncode == 1, done.stderr
+        summary = json.loads(done.stdout.strip().splitlines()[-1])
+        assert [c["status"] for c in summary["commands"]] == want, policy
+    assert (
+        "[2] skipped: reads f.txt, which #1 failed to write"
+        in bf("run", str(script), *local).stderr
+    )
+    script.write_text("sleep 30\n")
+    started = time.monotonic()
+    done = bf("run", str(script), "--deadline", "0.5", *local)
+    assert time.monotonic() - started < 10 and done.returncode == 1
+    command = json.loads(done.stdout.strip().splitlines()[-1])["commands"][0]
+    assert command["status"] == "timed_out"
+    assert command["reason"] == "stopped: the batch's deadline (0.5 s) passed"
 
 
 def test_eight_sleeps_run_in_parallel(tmp_path: Path) -> None:

@@ -7,7 +7,7 @@ import pytest
 from sandbox.errors import InputError
 from sandbox.judge.parse import parse
 from sandbox.judge.plan import Plan, build_plan
-from sandbox.model import CommandClass
+from sandbox.model import CommandClass, EdgeKind
 
 
 def _plan(script: str, **kwargs: object) -> Plan:
@@ -132,3 +132,30 @@ def test_plan_is_fast_and_linear_on_a_large_batch() -> None:
     assert len(plan.nodes) == 3002
     assert len(plan.edges) < 4 * len(plan.nodes)
     assert plan.nodes[-1].needs == (3000,)
+
+
+# two statements, the kind of the edge between them, and the path the second reads
+KINDS = [
+    ("echo a > x\ncat x", EdgeKind.RAW, "x"),
+    ("cat x\necho a > x", EdgeKind.WAR, ""),
+    ("echo a > x\necho b > x", EdgeKind.WAW, ""),
+    ("echo a > x\necho b >> x", EdgeKind.WAW, ""),
+    ("echo a > x\nsed -i s/a/b/ x", EdgeKind.RAW, "x"),  # a read inside its own write
+    ("echo a > a/x\nls a", EdgeKind.RAW, "a"),
+    ("ls a\necho a > a/x", EdgeKind.WAR, ""),
+    ("mkdir out && echo hi > out/a.txt\ncat out/a.txt", EdgeKind.RAW, "out/a.txt"),
+    ("ls -la\nmkdir out", EdgeKind.WAR, ""),
+]
+
+
+@pytest.mark.parametrize(("script", "kind", "path"), KINDS)
+def test_edge_kinds(script: str, kind: EdgeKind, path: str) -> None:
+    [edge] = _plan(script).edges
+    assert (edge.kind, edge.path) == (kind, path)
+
+
+def test_an_explicit_need_without_a_conflict_is_a_needs_edge() -> None:
+    [edge] = _plan("echo a > x\necho b > y", needs={1: [0]}).edges
+    assert (edge.kind, edge.path) == (EdgeKind.NEEDS, "")
+    [edge] = _plan("echo a > x\ncat x", needs={1: [0]}).edges
+    assert edge.kind is EdgeKind.RAW  # what it reads says more than the need

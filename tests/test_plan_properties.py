@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from sandbox.judge.effects import EVERYTHING, LOCAL_RESOURCES, Effects, effects, overlaps
 from sandbox.judge.parse import parse
 from sandbox.judge.plan import Plan, build_plan
+from sandbox.model import EdgeKind
 
 FILES = ["a", "b", "a/x", "a/y", "a/x/deep", "b/z", "out/r.txt", "/tmp/t", "~/h", "../sib"]
 DIRS = ["a", "b", "out", "a/x", "."]
@@ -63,6 +64,14 @@ def _conflict(a: Effects, b: Effects) -> bool:
     return bool((EVERYTHING in a.reads and wb) or (EVERYTHING in b.reads and wa))
 
 
+def _uses(a: Effects, b: Effects) -> bool:
+    """``b`` reads something ``a`` writes (read-after-write), by brute force."""
+    if any(overlaps(w, r) for w in a.writes for r in b.reads):
+        return True
+    wa, rb = a.resource_writes - LOCAL_RESOURCES, b.resource_reads - LOCAL_RESOURCES
+    return bool((wa & rb) or (EVERYTHING in a.writes and rb) or (EVERYTHING in b.reads and wa))
+
+
 def _reachable(plan: Plan) -> list[set[int]]:
     """ancestors[j] = every node j depends on, directly or not."""
     ancestors: list[set[int]] = []
@@ -78,6 +87,10 @@ def _reachable(plan: Plan) -> list[set[int]]:
 def _check(plan: Plan) -> None:
     for edge in plan.edges:
         assert edge.before < edge.after
+        before, after = plan.nodes[edge.before].effects, plan.nodes[edge.after].effects
+        raw = _uses(before, after)
+        assert (edge.kind is EdgeKind.RAW) == raw, (edge, before, after)
+        assert (edge.path != "") == raw
     for node in plan.nodes:
         assert len(set(node.needs)) == len(node.needs)
         assert node.level == 1 + max((plan.nodes[i].level for i in node.needs), default=-1)

@@ -89,7 +89,7 @@ def test_migration_matches_the_models_and_is_idempotent(engine: Engine) -> None:
     from alembic.migration import MigrationContext
 
     migrate(engine)  # a second run is a no-op
-    assert current_revision(engine) == "0002"
+    assert current_revision(engine) == "0004"
     with engine.connect() as conn:
         context = MigrationContext.configure(conn, opts={"compare_type": True})
         assert compare_metadata(context, Base.metadata) == []
@@ -661,6 +661,18 @@ def test_concurrent_migrations_serialize(database_url: str) -> None:
     for t in threads:
         t.join(timeout=60)
     assert errors == []
-    assert {current_revision(e) for e in engines} == {"0002"}
+    assert {current_revision(e) for e in engines} == {"0004"}
     for e in engines:
         e.dispose()
+
+
+def test_durations_are_upserted_in_one_go_and_loaded(store: Store, ws: int) -> None:
+    other = store.workspaces.get_or_create("other").id
+    assert store.durations.load() == []
+    assert store.durations.save([(ws, "make", 12.5), (other, "make", 3.0), (ws, "x" * 300, 1)]) == 2
+    assert store.durations.save([(ws, "make", 10.0), (ws, "sleep 1", 1.0)]) == 2
+    assert sorted(store.durations.load()) == [
+        (ws, "make", 10.0),
+        (ws, "sleep 1", 1.0),
+        (other, "make", 3.0),
+    ]

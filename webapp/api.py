@@ -19,7 +19,17 @@ from webapp.serialize import batch_json, judgement_json
 api = Blueprint("api", __name__)
 _submissions = RateLimiter()
 
-SUBMIT_FIELDS = {"script", "commands", "workspace", "priority", "timeout_s", "retries", "needs"}
+SUBMIT_FIELDS = {
+    "script",
+    "commands",
+    "workspace",
+    "priority",
+    "timeout_s",
+    "retries",
+    "needs",
+    "on_failure",
+    "deadline_s",
+}
 
 
 def _typed(body: dict[str, Any], key: str, kind: type | tuple[type, ...], default: Any) -> Any:
@@ -66,7 +76,9 @@ def submit() -> tuple[Response, int]:
         timeout_s=_typed(body, "timeout_s", (int, float), None),
         retries=_typed(body, "retries", int, 0),
         needs=_needs(body.get("needs")),
-        source=Source.API if request.headers.get("Authorization") else Source.WEB,
+        source=_source(),
+        on_failure=_typed(body, "on_failure", str, None),
+        deadline_s=_typed(body, "deadline_s", (int, float), None),
     )
     audit(
         "batch_submitted",
@@ -79,6 +91,24 @@ def submit() -> tuple[Response, int]:
             ],
         },
     )
+    return jsonify(batch_json(record)), 201
+
+
+def _source() -> Source:
+    return Source.API if request.headers.get("Authorization") else Source.WEB
+
+
+@api.post("/batches/<batch_id>/rerun")
+@requires(Role.OPERATOR)
+def rerun(batch_id: str) -> tuple[Response, int]:
+    user = current_user()
+    body = json_object({"only"}) if request.get_data() else {}  # no body: all of it
+    if not _submissions.allow(f"user:{user.id}", current_app.config["SUBMIT_RATE"]):
+        audit("rate_limited", target=f"/batches/{batch_id}/rerun")
+        raise ApiError(429, "rate_limited", "too many submissions; wait a minute and retry")
+    only = _typed(body, "only", str, "all")
+    record = current_service().rerun(user, batch_id, only=only, source=_source())
+    audit("batch_rerun", target=record.id, detail={"rerun_of": batch_id, "only": only})
     return jsonify(batch_json(record)), 201
 
 

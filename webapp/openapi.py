@@ -20,6 +20,7 @@ STATUSES = [
     "oom_killed",
 ]
 CLASSES = ["safe", "conditional", "sequential", "dangerous"]
+POLICIES = ["skip_dependents", "continue", "halt"]
 STATUS_LIST = "^(" + "|".join(STATUSES) + ")(,(" + "|".join(STATUSES) + "))*$"
 
 
@@ -102,6 +103,12 @@ SCHEMAS: dict[str, Any] = {
             "priority": {"type": "integer"},
             "timeout_s": {"type": ["number", "null"]},
             "retries": {"type": "integer"},
+            "on_failure": {"type": "string", "enum": POLICIES},
+            "deadline_s": {"type": ["number", "null"]},
+            "rerun_of": {
+                "type": ["string", "null"],
+                "description": "the batch this one re-runs (POST /batches/{id}/rerun)",
+            },
             "command_count": {"type": "integer"},
             "counts": {"type": "object", "additionalProperties": {"type": "integer"}},
             "commands": {"type": "array", "items": _ref("Command")},
@@ -128,6 +135,20 @@ SCHEMAS: dict[str, Any] = {
             "priority": {"type": "integer", "minimum": 1, "maximum": 10},
             "timeout_s": {"type": "number", "exclusiveMinimum": 0, "maximum": 604800},
             "retries": {"type": "integer", "minimum": 0, "maximum": 10},
+            "on_failure": {
+                "type": "string",
+                "enum": POLICIES,
+                "description": "after a failed command: skip only what reads its writes "
+                "(skip_dependents, the default), skip nothing (continue), or start nothing "
+                "later in script order (halt; the default when the script starts with set -e)",
+            },
+            "deadline_s": {
+                "type": "number",
+                "exclusiveMinimum": 0,
+                "maximum": 604800,
+                "description": "for the whole batch: running commands are stopped "
+                "(timed_out), the rest cancelled",
+            },
             "needs": {
                 "type": "object",
                 "additionalProperties": {"type": "array", "items": {"type": "integer"}},
@@ -136,6 +157,19 @@ SCHEMAS: dict[str, Any] = {
     },
 }
 
+
+RERUN: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {
+        "only": {
+            "type": "string",
+            "enum": ["all", "failed"],
+            "default": "all",
+            "description": "failed: the failed, timed-out, interrupted and skipped commands",
+        }
+    },
+}
 
 SCHEDULE_ID = {"name": "schedule_id", "in": "path", "required": True, "schema": {"type": "integer"}}
 SCHEDULE: dict[str, Any] = {
@@ -208,6 +242,21 @@ def openapi_document() -> dict[str, Any]:
                     "One batch with its commands",
                     {"200": _json(_ref("Batch"))},
                     parameters=[batch_id],
+                ),
+            },
+            "/batches/{batch_id}/rerun": {
+                "post": _op(
+                    "Run a finished batch again: all of it, or what failed",
+                    {
+                        "201": _json(_ref("Batch"), "Created (its rerun_of is the original)"),
+                        "409": _json(_ref("Error"), "Still running, or nothing failed"),
+                        "429": _json(_ref("Error")),
+                    },
+                    parameters=[batch_id],
+                    requestBody={
+                        "required": False,
+                        "content": {"application/json": {"schema": RERUN}},
+                    },
                 ),
             },
             "/batches/{batch_id}/cancel": {

@@ -55,6 +55,9 @@ def batch_json(b: BatchRecord, *, with_commands: bool = True) -> dict[str, Any]:
         "priority": b.priority,
         "timeout_s": b.timeout_s,
         "retries": b.retries,
+        "on_failure": b.on_failure.value,
+        "deadline_s": b.deadline_s,
+        "rerun_of": b.rerun_of,
         "created_at": _time(b.created_at),
         "started_at": _time(b.started_at),
         "finished_at": _time(b.finished_at),
@@ -83,6 +86,9 @@ def judgement_json(j: Judgement) -> dict[str, Any]:
             }
             for x, node in zip(j.judged, j.plan.nodes, strict=True)
         ],
-        "edges": [{"before": e.before, "after": e.after, "reason": e.reason} for e in j.plan.edges],
+        "edges": [
+            {"before": e.before, "after": e.after, "reason": e.reason, "kind": e.kind.value}
+            for e in j.plan.edges
+        ],
         "levels": [list(level) for level in j.plan.levels],
     }

@@ -4,6 +4,12 @@ No I/O here. Statement ``j`` depends on an earlier ``i`` (directly or through
 other edges) whenever one of them writes a path or a resource that the other
 reads or writes; see DESIGN.md, "The guarantee". Explicit ``needs`` add edges.
 
+Each edge has a kind (``EdgeKind``): read-after-write when the later statement
+reads something the earlier one writes (it uses its result: under
+``skip_dependents`` a failure upstream skips it), write-after-read or
+write-after-write when it only has to wait, or ``needs``. The kind looks at every
+read of the later statement, also one inside its own write (``sed -i f`` reads f).
+
 The conflict index
 ------------------
 Comparing every pair would be quadratic, so conflicts are found in a trie of
@@ -40,7 +46,7 @@ from dataclasses import dataclass, field
 from sandbox.errors import InputError
 from sandbox.judge.effects import LOCAL_RESOURCES, Effects, effects, key
 from sandbox.judge.parse import Statement
-from sandbox.model import CommandClass
+from sandbox.model import CommandClass, EdgeKind
 
 __all__ = ["Access", "ConflictIndex", "Edge", "Plan", "PlanNode", "accesses", "build_plan"]
 
@@ -52,6 +58,8 @@ class Edge:
     before: int
     after: int
     reason: str  # "#3 writes out/a.txt, which #5 reads" (1-based numbering)
+    kind: EdgeKind = EdgeKind.NEEDS
+    path: str = ""  # for RAW: what ``after`` reads of ``before``'s writes ("\0name": a resource)
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,6 +128,14 @@ def build_plan(
     edges: list[Edge] = []
     successors: list[list[int]] = [[] for _ in range(n)]
     levels: list[list[int]] = []
+    labelled: dict[int, tuple[Labelled, Labelled]] = {}  # only statements on an edge
+
+    def of(k: int, e: Effects) -> tuple[Labelled, Labelled]:
+        found = labelled.get(k)
+        if found is None:
+            found = labelled[k] = _labelled(e)
+        return found
+
     for j, stmt in enumerate(statements):
         eff = effects_of[j] if effects_of is not None else effects(stmt)
         links = index.add(j, accesses(eff))
@@ -128,7 +144,12 @@ def build_plan(
         preds = tuple(sorted(links))
         level = 1 + max((nodes[i].level for i in preds), default=-1)
         for i in preds:
-            edges.append(Edge(i, j, links[i]))
+            before, after = of(i, nodes[i].effects), of(j, eff)
+            kind, path, written = _kind(i, before, j, after, i in explicit.get(j, ()))
+            why = links[i]
+            if kind is EdgeKind.RAW and not why.endswith((f"#{j + 1} reads", f"#{j + 1} uses")):
+                why = _reason(i, written, True, j, path, False)  # `sed -i f` reads f too
+            edges.append(Edge(i, j, why, kind, path))
             successors[i].append(j)
         if level == len(levels):
             levels.append([])
@@ -141,6 +162,45 @@ def build_plan(
         levels=tuple(tuple(level) for level in levels),
         successors=tuple(tuple(s) for s in successors),
     )
+
+
+Labelled = list[tuple[tuple[str, ...], str]]  # (trie key, path or "\0resource")
+
+
+def _kind(
+    i: int,
+    before: tuple[Labelled, Labelled],
+    j: int,
+    after: tuple[Labelled, Labelled],
+    explicit: bool,
+) -> tuple[EdgeKind, str, str]:
+    """(kind, path read, path written): RAW if ``after`` reads anything ``before`` writes.
+    ``before``/``after``: a statement's (reads, writes) from ``_labelled``."""
+    writes = before[1]
+    for k, label in after[0]:
+        for w, written in writes:
+            if _overlap(k, w):
+                return EdgeKind.RAW, label, written
+    if explicit:
+        return EdgeKind.NEEDS, "", ""
+    if any(_overlap(a, b) for a, _ in after[1] for b, _ in writes):
+        return EdgeKind.WAW, "", ""
+    return EdgeKind.WAR, "", ""
+
+
+def _labelled(eff: Effects) -> tuple[Labelled, Labelled]:
+    """Every read and every write of a statement (also a read inside its own write)."""
+
+    def one(paths: Iterable[str], resources: Iterable[str]) -> Labelled:
+        out = [(key(p), p) for p in sorted(paths)]
+        out += [(("\0" + r,), "\0" + r) for r in sorted(set(resources) - LOCAL_RESOURCES)]
+        return out
+
+    return one(eff.reads, eff.resource_reads), one(eff.writes, eff.resource_writes)
+
+
+def _overlap(a: tuple[str, ...], b: tuple[str, ...]) -> bool:
+    return a == b[: len(a)] if len(a) <= len(b) else b == a[: len(b)]
 
 
 def _explicit_needs(needs: Mapping[int, Iterable[int]], n: int) -> dict[int, list[int]]:

@@ -23,6 +23,7 @@ from pathlib import Path
 from sqlalchemy import Engine
 
 from sandbox.store.db import default_url, make_engine, migrate, session_factory
+from sandbox.store.durations import DurationRepository
 from sandbox.store.output import OutputStore
 from sandbox.store.records import (
     AttemptRecord,
@@ -64,6 +65,7 @@ class Store:
     schedules: ScheduleRepository
     audit: AuditLog
     output: OutputStore
+    durations: DurationRepository
 
     @classmethod
     def open(cls, engine: Engine, data_dir: str | os.PathLike[str]) -> Store:
@@ -76,6 +78,7 @@ class Store:
             schedules=ScheduleRepository(sessions),
             audit=AuditLog(sessions),
             output=OutputStore(Path(data_dir)),
+            durations=DurationRepository(sessions),
         )
 
     def close(self) -> None:
@@ -92,6 +95,7 @@ __all__ = [
     "BatchRepository",
     "CommandRecord",
     "Conflict",
+    "DurationRepository",
     "ExecutorKind",
     "InterruptedCommand",
     "NewCommand",

@@ -11,7 +11,7 @@ from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from sandbox.errors import InputError
-from sandbox.model import CommandClass, Status
+from sandbox.model import CommandClass, FailurePolicy, Status
 from sandbox.store.base import (
     NotFound,
     Repository,
@@ -74,6 +74,9 @@ class BatchRepository(Repository):
         retries: int = 0,
         status: Status = Status.PENDING,
         batch_id: str | None = None,
+        on_failure: FailurePolicy = FailurePolicy.SKIP_DEPENDENTS,
+        deadline_s: float | None = None,
+        rerun_of: str | None = None,
     ) -> BatchRecord:
         """Store a batch and all its commands in one transaction: all or nothing."""
         batch_id = check_id(batch_id, "batch id") if batch_id else new_id()
@@ -93,6 +96,9 @@ class BatchRepository(Repository):
                     retries=retries,
                     script=script,
                     command_count=len(rows),
+                    on_failure=FailurePolicy(on_failure),
+                    deadline_s=deadline_s,
+                    rerun_of=rerun_of,
                     created_at=now,
                 )
             )

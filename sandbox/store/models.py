@@ -36,7 +36,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from sandbox.model import CommandClass, Status
+from sandbox.model import CommandClass, FailurePolicy, Status
 from sandbox.store.records import ExecutorKind, Role, Source, utcnow
 
 NAMING = {
@@ -48,6 +48,7 @@ NAMING = {
 }
 
 ID_LENGTH = 32  # room for a 26-character ULID and then some
+FINGERPRINT_CHARS = 255
 TAIL_CHARS = 4096
 
 
@@ -139,6 +140,19 @@ class Workspace(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+class Duration(Base):
+    """A learned run time: the moving average for one command fingerprint in one workspace."""
+
+    __tablename__ = "durations"
+
+    workspace_id: Mapped[int] = mapped_column(
+        ForeignKey("workspaces.id", ondelete="CASCADE"), primary_key=True
+    )
+    fingerprint: Mapped[str] = mapped_column(String(FINGERPRINT_CHARS), primary_key=True)
+    estimate_s: Mapped[float] = mapped_column(Double)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
 class Schedule(Base):
     __tablename__ = "schedules"
     __table_args__ = (
@@ -186,6 +200,13 @@ class Batch(Base):
     retries: Mapped[int] = mapped_column(Integer, default=0)
     script: Mapped[str] = mapped_column(Text)
     command_count: Mapped[int] = mapped_column(Integer, default=0)
+    on_failure: Mapped[FailurePolicy] = mapped_column(
+        _enum(FailurePolicy, "on_failure"),
+        default=FailurePolicy.SKIP_DEPENDENTS,
+        server_default=FailurePolicy.SKIP_DEPENDENTS.value,
+    )
+    deadline_s: Mapped[float | None] = mapped_column(Double)
+    rerun_of: Mapped[str | None] = mapped_column(ForeignKey("batches.id", ondelete="SET NULL"))
     created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]

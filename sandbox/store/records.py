@@ -13,7 +13,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
-from sandbox.model import CommandClass, Status
+from sandbox.model import CommandClass, FailurePolicy, Status
 
 T = TypeVar("T")
 
@@ -118,6 +118,9 @@ class BatchRecord:
     command_count: int
     counts: Mapping[str, int]  # status value -> number of commands, computed on read
     commands: tuple[CommandRecord, ...] = ()  # filled by get(), empty in lists
+    on_failure: FailurePolicy = FailurePolicy.SKIP_DEPENDENTS
+    deadline_s: float | None = None
+    rerun_of: str | None = None  # the batch this one re-runs
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -23,6 +23,9 @@
   var statusEl = $("batch-status");
   var countsEl = $("batch-counts");
   var cancelBatchBtn = $("cancel-batch");
+  var rerunAllBtn = $("rerun-all");
+  var rerunFailedBtn = $("rerun-failed");
+  var RERUN_FAILED = ["failed", "timed_out", "interrupted", "skipped"];
   var errorEl = $("batch-error");
   var operator = BF.can("operator");
 
@@ -301,7 +304,15 @@
       statusEl.textContent = st.replace("_", " ");
     }
     if (cancelBatchBtn) cancelBatchBtn.disabled = !batch || BF.isFinal(st);
+    var ended = !!batch && BF.isFinal(st);
+    if (rerunAllBtn) rerunAllBtn.disabled = !ended;
+    if (rerunFailedBtn) {
+      rerunFailedBtn.disabled = !ended || !cmds.some(function (c) { return RERUN_FAILED.indexOf(c.status) >= 0; });
+    }
     if (!batch) return;
+    $("batch-policy").textContent = (batch.on_failure || "skip_dependents").replace("_", " ") +
+      (batch.deadline_s ? " · deadline " + BF.fmtDuration(batch.deadline_s) : "") +
+      (batch.rerun_of ? " · re-run of " + batch.rerun_of : "");
     $("batch-source").textContent = batch.source + (batch.schedule_id ? " (schedule " + batch.schedule_id + ")" : "");
     $("batch-user").textContent = batch.user || "—";
     $("batch-workspace").textContent = batch.workspace;
@@ -492,6 +503,19 @@
       );
     });
   }
+
+  function rerun(only, btn) {
+    btn.disabled = true;
+    BF.api("POST", "/api/v1/batches/" + encodeURIComponent(batchId) + "/rerun", { only: only }).then(
+      function (created) { location.assign("/batches/" + encodeURIComponent(created.id)); },
+      function (err) {
+        btn.disabled = false;
+        BF.showError(err);
+      }
+    );
+  }
+  if (rerunAllBtn) rerunAllBtn.addEventListener("click", function () { rerun("all", rerunAllBtn); });
+  if (rerunFailedBtn) rerunFailedBtn.addEventListener("click", function () { rerun("failed", rerunFailedBtn); });
 
   /* ---- graph and timeline ---------------------------------------------------------------------- */
 

@@ -303,6 +303,13 @@
       if (!(timeout > 0)) return fail("The timeout is a number of seconds above 0 (or empty for none).");
       body.timeout_s = timeout;
     }
+    if (el.on_failure && el.on_failure.value) body.on_failure = el.on_failure.value;
+    var d = el.deadline_s ? el.deadline_s.value.trim() : "";
+    if (d) {
+      var deadline = Number(d);
+      if (!(deadline > 0)) return fail("The deadline is a number of seconds above 0 (or empty for none).");
+      body.deadline_s = deadline;
+    }
     submitting = true;
     submitBtn.disabled = true;
     submitBtn.textContent = "Submitting…";

@@ -132,6 +132,8 @@ def test_submit_navigates_to_the_batch_view(
     page.goto(f"{portal_url}/batches/new")
     page.fill("#priority", "7")
     page.fill("#retries", "1")
+    page.select_option("#on-failure", "continue")
+    page.fill("#deadline", "120")
     page.click("#script")
     page.keyboard.type("echo hello-from-the-editor", delay=5)
     page.wait_for_selector("#statement-rows tr.statement[data-index='0']")
@@ -142,6 +144,7 @@ def test_submit_navigates_to_the_batch_view(
     status, batch = api("GET", f"/api/v1/batches/{batch_id}")
     assert status == 200
     assert batch["priority"] == 7 and batch["retries"] == 1 and batch["source"] == "web"
+    assert batch["on_failure"] == "continue" and batch["deadline_s"] == 120
     assert _wait_batch_final(page) == "succeeded"
     log = _expand(page, 0)
     page.wait_for_function(
@@ -222,7 +225,8 @@ def test_final_statuses_reasons_and_the_timeline(
         page.wait_for_selector(f"tr.command[data-index='{index}'] [data-status='{status}']")
     failed = page.locator("tr.command[data-index='2']")
     assert failed.locator("td.exit").inner_text().strip() == "1"
-    assert "because #3 failed" in page.locator("tr.command[data-index='3'] td.why").inner_text()
+    why = page.locator("tr.command[data-index='3'] td.why").inner_text()
+    assert "reads b.txt, which #3 failed to write" in why
     # reasons on hover of the class badge
     badge = page.locator("tr.command[data-index='0'] .badge.cls-sequential")
     assert "redirects output" in (badge.get_attribute("title") or "")
@@ -330,3 +334,20 @@ def test_the_last_window_of_100000_lines_renders_fast(
     elapsed_ms = page.evaluate("window.__rendered")  # since navigation started
     assert page.locator(".log[data-index='0'] .ln").count() <= 5000
     assert elapsed_ms < 2000, f"the last window took {elapsed_ms:.0f} ms"
+
+
+def test_rerun_failed_from_the_batch_page(logged_in_page: Any, portal_url: str, api: Any) -> None:
+    page = logged_in_page
+    batch = _submit(api, "echo a > a.txt\nfalse > b.txt\ncat b.txt\ncat a.txt")
+    _open_batch(page, portal_url, batch["id"])
+    assert _wait_batch_final(page) == "failed"
+    assert "skip dependents" in page.inner_text("#batch-policy")
+    page.wait_for_selector("#rerun-failed:not([disabled])")
+    page.click("#rerun-failed")
+    page.wait_for_url(lambda url: batch["id"] not in url and "/batches/" in url)
+    page.wait_for_selector("tr.command")
+    assert f"re-run of {batch['id']}" in page.inner_text("#batch-policy")
+    commands = page.locator("tr.command td.cmd .cmd-text").all_inner_texts()
+    assert commands == ["false > b.txt", "cat b.txt"]
+    status, again = api("GET", f"/api/v1/batches/{page.url.rsplit('/', 1)[-1]}")
+    assert status == 200 and again["rerun_of"] == batch["id"]

@@ -11,12 +11,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sandbox.errors import InputError
-from sandbox.failure import policy_for
+from sandbox.failure import errexit, policy_for
 from sandbox.judge.classify import Verdict, classify
 from sandbox.judge.effects import LOCAL_RESOURCES, Effects, effects
 from sandbox.judge.parse import Statement, parse
 from sandbox.judge.plan import Plan, build_plan
-from sandbox.model import FailurePolicy, Limits
+from sandbox.model import EdgeKind, FailurePolicy, Limits
 from sandbox.scheduler import BatchSpec, CommandSpec
 
 MAX_SCRIPT_BYTES = 1 << 20  # the portal's default; the CLI allows more
@@ -95,11 +95,28 @@ def batch_spec(
     on_failure: FailurePolicy | None = None,
     deadline_s: float | None = None,
 ) -> BatchSpec:
-    """``on_failure`` None: ``halt`` for a script that starts with ``set -e``, else the default."""
+    """``on_failure`` None: ``halt`` for a script that starts with ``set -e``, else the default.
+
+    A script that starts with ``set -e`` and runs under ``halt`` also runs in script order,
+    one command after the other: that is what ``set -e`` means in bash (``false`` stops the
+    script before ``echo after`` can print), and a parallel ``halt`` would let a later
+    command without an edge start beside the failing one."""
     edges = {(e.before, e.after): e for e in judgement.plan.edges}
+    policy = failure_policy(judgement, on_failure)
+    first = judgement.judged[0].statement.text if judgement.judged else ""
+    serial = policy is FailurePolicy.HALT and errexit(first)
     commands = []
     for j, node in zip(judgement.judged, judgement.plan.nodes, strict=True):
         i = node.index
+        needs = list(node.needs)
+        reasons = [edges[n, i].reason for n in needs]
+        kinds = [edges[n, i].kind for n in needs]
+        paths = [edges[n, i].path for n in needs]
+        if serial and i > 0 and i - 1 not in needs:
+            needs.append(i - 1)
+            reasons.append(f"set -e: runs after #{i}, as bash would")
+            kinds.append(EdgeKind.NEEDS)
+            paths.append("")
         commands.append(
             CommandSpec(
                 index=i,
@@ -109,10 +126,10 @@ def batch_spec(
                 reads=tuple(sorted(j.effects.reads)),
                 writes=tuple(sorted(j.effects.writes)),
                 resources=tuple(sorted(_lockable(j.effects))),
-                needs=tuple(node.needs),
-                needs_reasons=tuple(edges[n, i].reason for n in node.needs),
-                needs_kinds=tuple(edges[n, i].kind for n in node.needs),
-                needs_paths=tuple(edges[n, i].path for n in node.needs),
+                needs=tuple(needs),
+                needs_reasons=tuple(reasons),
+                needs_kinds=tuple(kinds),
+                needs_paths=tuple(paths),
                 id=command_ids[i] if command_ids else "",
             )
         )
@@ -125,7 +142,7 @@ def batch_spec(
         retries=retries,
         allow_network=allow_network,
         limits=limits or Limits(),
-        on_failure=failure_policy(judgement, on_failure),
+        on_failure=policy,
         deadline_s=deadline_s,
     )
 

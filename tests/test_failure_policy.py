@@ -236,6 +236,22 @@ def test_a_set_e_script_stops_where_bash_stops(bash_oracle: BashOracle) -> None:
     assert snapshot(ours) == snapshot(theirs)
 
 
+@pytest.mark.docker
+def test_after_set_e_a_later_independent_command_never_runs(bash_oracle: BashOracle) -> None:
+    """The issue's own example: `echo after` has no edge to `false`, yet bash -e never runs
+    it. A script that starts with `set -e` runs in script order, so neither do we."""
+    text = "set -e\nfalse\necho after\nls\n"
+    ours, theirs = bash_oracle.workspace(), bash_oracle.workspace()
+    code, bash_stdout = bash_oracle.script(theirs, text)
+    assert code == 1 and bash_stdout == ""
+    for _ in range(5):  # it raced before: each run must stop there
+        exit_code, summary = _local(ours, text.splitlines())
+        assert exit_code == 1
+        statuses = [c["status"] for c in summary["commands"]]
+        assert statuses == ["succeeded", "failed", "skipped", "skipped"], summary
+        assert "".join(c["stdout"] for c in summary["commands"]) == bash_stdout
+
+
 FAILING = ("false", "cat nope.txt", "grep -q zzz a.txt", "sort nope > c.log", "mv nope d.txt")
 
 

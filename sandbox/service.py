@@ -80,7 +80,9 @@ class Service:
         self.store = store
         self.bus = EventBus()
         self.writer = StoreWriter(store)
-        self.bus.subscribe(self.writer)
+        self._unrecord = self.bus.subscribe(self.writer)
+        # how scripts are judged; the portal replaces it with a process pool with a deadline
+        self.judge: Callable[..., Judgement] = judge
         self.executors: dict[str, Executor] = {"local": LocalExecutor()}
         self.docker_why = ""
         if config.isolation != "local":
@@ -289,7 +291,7 @@ class Service:
     def classify(self, script: str) -> Judgement:
         """A dry run: statements, classes, effects and the plan. Stores nothing."""
         check_script(script, max_bytes=self.config.max_script_bytes)
-        return judge(script, max_statements=self.config.max_statements)
+        return self.judge(script, max_statements=self.config.max_statements)
 
     def submit(
         self,
@@ -316,7 +318,7 @@ class Service:
             raise InputError("retries must be between 0 and 10")
         if timeout_s is not None and not 0 < timeout_s <= 7 * 86400:
             raise InputError("timeout_s must be more than 0 and at most 604800 (a week)")
-        judgement = judge(text, needs=needs, max_statements=self.config.max_statements)
+        judgement = self.judge(text, needs=needs, max_statements=self.config.max_statements)
         ws = self.store.workspaces.get_or_create(workspace)
         _own_workspace(ws.path)
         batch_id = new_id()
@@ -433,6 +435,20 @@ class Service:
 
     def pools(self) -> dict[str, dict[str, int]]:
         return self.scheduler.snapshot()
+
+    def abandon(self, timeout_s: float = 15.0) -> None:
+        """This process is going away uncleanly (e.g. its parent was killed): record
+        nothing more, so that what was running stays `running` in the store and the next
+        start marks it `interrupted` exactly once; then stop its processes and containers
+        (within ``timeout_s``; the next start removes whatever is left)."""
+        self._closed.set()
+        if self.schedules is not None:
+            self.schedules.stop()
+        self.writer.flush(2)
+        self._unrecord()
+        stopper = threading.Thread(target=self.scheduler.shutdown, args=(0.0,), daemon=True)
+        stopper.start()
+        stopper.join(timeout_s)
 
     def close(self, grace_s: float = 0.0) -> None:
         self._closed.set()

@@ -3,8 +3,10 @@
 ``create_app(config)`` builds the app and opens the service; nothing happens at
 import time. Config keys (all optional): ``DATA_DIR``, ``DATABASE_URL``,
 ``ISOLATION``, ``JOBS``, ``MAX_SCRIPT_BYTES``, ``MAX_STATEMENTS``,
-``SUBMIT_RATE`` (submissions per minute per user), ``SECRET_KEY``, ``DISK_CAP_MB`` (what
-one container command may take of the workspace's disk; 0: no cap), ``SERVICE``
+``SUBMIT_RATE`` (submissions per minute per user), ``JUDGE_DEADLINE_S`` (judging runs in
+other processes and is stopped past it; 0: judge in the serving thread), ``SECRET_KEY``,
+``DISK_CAP_MB`` (what one container command may take of the workspace's disk; 0: no
+cap), ``SERVICE``
 (an already opened Service, for tests).
 """
 
@@ -41,6 +43,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     )
     app.config.update(
         LOGIN_RATE=_int_env("BASHFLEET_LOGIN_RATE", 10),
+        JUDGE_DEADLINE_S=_int_env("BASHFLEET_JUDGE_DEADLINE_S", 5),
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Strict",
         SESSION_COOKIE_NAME="bashfleet_session",
@@ -66,6 +69,13 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
             )
         )
     app.extensions["bashfleet"] = service
+    if app.config["JUDGE_DEADLINE_S"]:
+        from functools import partial
+
+        from webapp.judging import JudgePool
+
+        # judging holds the GIL: it runs in other processes, with a deadline
+        service.judge = partial(JudgePool.shared().judge, deadline_s=app.config["JUDGE_DEADLINE_S"])
 
     from webapp.admin import admin
     from webapp.api import api

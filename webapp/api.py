@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -54,6 +55,8 @@ def _needs(value: Any) -> dict[int, list[int]] | None:
 def submit() -> tuple[Response, int]:
     user = current_user()
     body = json_object(SUBMIT_FIELDS)
+    if isinstance(body.get("script"), str):
+        _fits(body["script"])
     if not _submissions.allow(f"user:{user.id}", current_app.config["SUBMIT_RATE"]):
         audit("rate_limited", target="/batches")
         raise ApiError(429, "rate_limited", "too many submissions; wait a minute and retry")
@@ -199,7 +202,29 @@ def classify() -> Response:
     script = _typed(body, "script", str, None)
     if script is None:
         raise ApiError(400, "invalid_input", "`script` (text) is required")
-    return jsonify(judgement_json(current_service().classify(script)))
+    _fits(script)
+    key = f"user:{current_user().id}"
+    with _classifying_lock:
+        if key in _classifying:
+            raise ApiError(429, "rate_limited", "one classification at a time per user")
+        _classifying.add(key)
+    try:
+        judgement = current_service().classify(script)
+    finally:
+        with _classifying_lock:
+            _classifying.discard(key)
+    return jsonify(judgement_json(judgement))
+
+
+_classifying: set[str] = set()  # users with a classification under way
+_classifying_lock = threading.Lock()
+
+
+def _fits(script: str) -> None:
+    limit = current_app.config["MAX_SCRIPT_BYTES"]
+    size = len(script.encode("utf-8", "surrogatepass"))
+    if size > limit:
+        raise ApiError(413, "too_large", f"the script is {size} bytes; the limit is {limit}")
 
 
 @api.get("/openapi.json")

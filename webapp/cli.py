@@ -31,8 +31,9 @@ class ServeCommand:
         p.add_argument(
             "--threads",
             type=int,
-            default=100,
-            help="worker threads; each open live stream (browser tab) holds one (default 100)",
+            default=int(os.environ.get("BASHFLEET_THREADS") or 400),
+            help="worker threads; each open live stream (browser tab) holds one while it is "
+            "open, a request only once it has fully arrived (default 400)",
         )
         p.add_argument("--dev", action="store_true", help="Flask's development server")
 
@@ -71,7 +72,20 @@ class ServeCommand:
 def _gunicorn(config: dict[str, Any], host: str, port: int, threads: int) -> None:
     from gunicorn.app.base import BaseApplication
 
+    from webapp import server
+
+    server.LIMITS = server.ServerLimits.from_env()  # read here: a bad value stops the start
     apps: list[Any] = []
+
+    def orphaned() -> None:
+        # the main process died (kill -9, OOM): behave as if this worker died with it.
+        # Nothing more is recorded, so what was running stays `running` in the store and
+        # the next start marks it `interrupted` once; its processes and containers go now.
+        for app in apps:
+            app.extensions["bashfleet"].abandon()
+        os._exit(1)
+
+    server.ON_PARENT_DEATH.append(orphaned)
 
     def worker_exit(_server: Any, _worker: Any) -> None:
         # drain: no new work, running commands get a grace period, the rest is interrupted
@@ -85,8 +99,9 @@ def _gunicorn(config: dict[str, Any], host: str, port: int, threads: int) -> Non
             for key, value in {
                 "bind": f"{host}:{port}",
                 "workers": 1,
-                "worker_class": "gthread",
+                "worker_class": "webapp.server.GuardedWorker",
                 "threads": threads,
+                "worker_connections": 4096,
                 "timeout": 0,
                 "graceful_timeout": 30,
                 "accesslog": None,

@@ -95,6 +95,44 @@ def test_kill_9_with_ten_commands_running_in_both_pools(
 
 @pytest.mark.docker
 @pytest.mark.slow
+def test_kill_9_of_the_main_process_leaves_every_command_interrupted_once(
+    docker_portal: HPortal, docker_client: Any, figures: dict[str, Any]
+) -> None:
+    """Attack: an OOM kill or an impatient operator kills gunicorn's main process only.
+    The orphaned worker must not record its own killing of the commands as `failed`: it
+    records nothing more and stops them; after a restart all are `interrupted`, once."""
+    p = docker_portal
+    token = p.token("orphan", "operator")
+    local = p.submit(token, "\n".join(f"sleep 300.{i}3" for i in range(3)))
+    boxes = [p.submit(token, f"touch a && sleep 300.{i}4", workspace=f"m{i}") for i in range(2)]
+    assert p.wait_running(local["id"], token, 3, timeout=30)
+    for b in boxes:
+        assert p.wait_running(b["id"], token, 1, timeout=60), p.batch(b["id"], token)
+    worker, dead = p.worker(), p.instance_id()
+    assert p.proc is not None
+    os.kill(p.proc.pid, signal.SIGKILL)
+    p.proc.wait(10)
+    worker.wait(30)  # the orphan notices within a second and goes
+    db = p.data / "bashfleet.db"
+    with contextlib.closing(sqlite3.connect(db)) as conn:
+        left = dict(
+            conn.execute("select status, count(*) from commands group by status").fetchall()
+        )
+    assert left == {"running": 5}, left  # nothing recorded as failed or cancelled
+    p.start()
+    for b in (local, *boxes):
+        done = p.wait_batch(b["id"], token, timeout=10)
+        assert done["status"] == "interrupted", done
+        assert {c["status"] for c in done["commands"]} == {"interrupted"}, done["commands"]
+        assert all("server stopped" in c["reason"] for c in done["commands"])
+    assert wait_gone("300.", timeout=5) == []
+    assert containers_of(docker_client, dead) == []
+    _healthy_again(p, token, figures, "kill_9_main_process")
+    figures["kill_9_main_process"].update({"commands_running": 5, "interrupted": 5})
+
+
+@pytest.mark.docker
+@pytest.mark.slow
 def test_sigterm_drains_with_a_grace_period(
     docker_portal: HPortal, docker_client: Any, figures: dict[str, Any]
 ) -> None:

@@ -44,6 +44,11 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     app.config.update(
         LOGIN_RATE=_int_env("BASHFLEET_LOGIN_RATE", 10),
         JUDGE_DEADLINE_S=_int_env("BASHFLEET_JUDGE_DEADLINE_S", 5),
+        SOCKET_AUTH_S=_int_env("BASHFLEET_SOCKET_AUTH_S", 5),
+        SOCKETS_PER_USER=_int_env("BASHFLEET_SOCKETS_PER_USER", 8),
+        SUBSCRIPTIONS_PER_SOCKET=_int_env("BASHFLEET_SUBSCRIPTIONS_PER_SOCKET", 16),
+        AUTH_FAIL_RATE=_int_env("BASHFLEET_AUTH_FAIL_RATE", 30),
+        SCHEDULES_PER_USER=_int_env("BASHFLEET_SCHEDULES_PER_USER", 20),
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Strict",
         SESSION_COOKIE_NAME="bashfleet_session",
@@ -51,6 +56,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     )
     app.config.update(config or {})
     app.json.sort_keys = False  # type: ignore[attr-defined]
+    app.json.ensure_ascii = False  # type: ignore[attr-defined]  # UTF-8, not 6-byte escapes
     if not app.config.get("SECRET_KEY"):
         app.config["SECRET_KEY"] = os.environ.get("BASHFLEET_SECRET_KEY") or _secret_key(
             Path(app.config["DATA_DIR"])
@@ -69,6 +75,9 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
             )
         )
     app.extensions["bashfleet"] = service
+    from webapp.auth import auth_failed
+
+    auth_failed.limit = app.config["AUTH_FAIL_RATE"]
     if app.config["JUDGE_DEADLINE_S"]:
         from functools import partial
 

@@ -20,6 +20,7 @@ from webapp.serialize import batch_json, judgement_json
 api = Blueprint("api", __name__)
 _submissions = RateLimiter()
 
+OUTPUT_PAGE = 1 << 20
 SUBMIT_FIELDS = {"script", "commands", "workspace", "priority", "timeout_s", "retries", "needs"}
 
 
@@ -153,7 +154,8 @@ def cancel_command(batch_id: str, command_id: str) -> Response:
 @requires(Role.VIEWER)
 def output(batch_id: str, command_id: str) -> Response:
     offset = _int_arg("offset", 0, 0, 1 << 40)
-    limit = _int_arg("limit", 1 << 20, 1, 8 << 20)
+    # at most OUTPUT_PAGE per stream and response, whatever is asked: read on by offset
+    limit = min(_int_arg("limit", OUTPUT_PAGE, 1, 8 << 20), OUTPUT_PAGE)
     svc = current_service()
     result: dict[str, Any] = {}
     truncated = False

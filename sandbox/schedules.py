@@ -21,8 +21,11 @@ the catch-up already ran would move the tick under its claim and skip it).
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
-from datetime import UTC, datetime
+import os
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from apscheduler.jobstores.base import JobLookupError
@@ -41,7 +44,15 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MISFIRE_GRACE_S = 3600  # a run missed by less than this still happens once on restart
-MIN_INTERVAL_S = 1
+MIN_INTERVAL_S = 60  # the default; BASHFLEET_SCHEDULE_MIN_INTERVAL_S changes it
+
+
+def min_interval_s() -> int:
+    """The shortest time between two runs of a schedule (the environment's, or 60 s)."""
+    raw = os.environ.get("BASHFLEET_SCHEDULE_MIN_INTERVAL_S", "")
+    return int(raw) if raw.isascii() and raw.isdigit() and 0 < int(raw) <= 86400 else 60
+
+
 _service: Service | None = None  # the running service; fire() looks it up here
 
 
@@ -53,14 +64,36 @@ def trigger_for(cron: str | None, interval_s: int | None) -> BaseTrigger:
         if not isinstance(cron, str) or len(cron.split()) != 5:
             raise InputError("`cron` takes five fields: minute hour day-of-month month weekday")
         try:
-            return CronTrigger.from_crontab(cron, timezone=UTC)
+            trigger = CronTrigger.from_crontab(cron, timezone=UTC)
         except ValueError as e:
             raise InputError(f"`cron` {cron!r} is not valid: {e}") from None
+        _often_enough(trigger, cron)
+        return trigger
+    least = min_interval_s()
     if isinstance(interval_s, bool) or not isinstance(interval_s, int):
         raise InputError("`interval_s` is a whole number of seconds")
-    if interval_s < MIN_INTERVAL_S or interval_s > 366 * 86400:
-        raise InputError(f"`interval_s` must be from {MIN_INTERVAL_S} to {366 * 86400} seconds")
+    if interval_s < least or interval_s > 366 * 86400:
+        raise InputError(f"`interval_s` must be from {least} to {366 * 86400} seconds")
     return IntervalTrigger(seconds=interval_s, timezone=UTC)
+
+
+def _often_enough(trigger: CronTrigger, cron: str) -> None:
+    """A cron line fires at most once a minute; refuse one that fires more often than the
+    minimum interval (checked over its next few runs)."""
+    least = min_interval_s()
+    if least <= 60:
+        return
+    at = datetime.now(UTC)
+    times: list[datetime] = []
+    for _ in range(12):
+        upcoming: datetime | None = trigger.get_next_fire_time(None, at)
+        if upcoming is None:
+            break
+        times.append(upcoming)
+        at = upcoming + timedelta(seconds=1)
+    for a, b in itertools.pairwise(times):
+        if (b - a).total_seconds() < least:
+            raise InputError(f"`cron` {cron!r} runs more often than every {least} s")
 
 
 def next_fire(cron: str | None, interval_s: int | None, after: datetime) -> datetime | None:
@@ -100,6 +133,10 @@ class ScheduleRunner:
             timezone=UTC,
         )
         _service = service
+        # may this user submit now? (the portal's submission rate limit; schedules count)
+        self.admit: Callable[[int], bool] | None = None
+        # note what happened to a run that did not submit (the portal writes an audit row)
+        self.note: Callable[[ScheduleRecord, str, str], None] | None = None
 
     def start(self) -> None:
         # Paused: no job fires until every schedule's next_run_at matches its job. A due
@@ -184,6 +221,12 @@ class ScheduleRunner:
             return None
         try:
             owner = self.store.accounts.get_user(s.user_id)
+            if owner.disabled:
+                self._pause(s, f"its owner {owner.name} is disabled")
+                return None
+            if self.admit is not None and not self.admit(owner.id):
+                self._noted(s, "schedule_rate_limited", "over its owner's submission rate")
+                return None
             workspace = self.store.workspaces.get(s.workspace_id)
             batch = self.service.submit(
                 owner,
@@ -199,6 +242,20 @@ class ScheduleRunner:
             log.error("schedule %s (%s) could not submit: %s", s.id, s.name, e)
             return None
         return batch.id
+
+    def _pause(self, s: ScheduleRecord, why: str) -> None:
+        self.store.schedules.update(s.id, paused=True, next_run_at=None)
+        with contextlib.suppress(JobLookupError):
+            self.scheduler.pause_job(job_id(s.id))
+        self._noted(s, "schedule_paused", why)
+
+    def _noted(self, s: ScheduleRecord, action: str, why: str) -> None:
+        log.warning("schedule %s (%s): %s: %s", s.id, s.name, action, why)
+        if self.note is not None:
+            try:
+                self.note(s, action, why)
+            except Exception:
+                log.exception("cannot note %s", action)
 
 
 def describe(s: ScheduleRecord) -> dict[str, Any]:

@@ -235,8 +235,10 @@ class Service:
                 values[key] = v
         if "timeout_s" in fields:
             t = fields["timeout_s"]
-            if t is not None and (isinstance(t, bool) or not isinstance(t, int | float) or t <= 0):
-                raise InputError("`timeout_s` is a positive number of seconds")
+            if t is not None and (
+                isinstance(t, bool) or not isinstance(t, int | float) or not 0 < t <= 7 * 86400
+            ):
+                raise InputError("`timeout_s` is a number of seconds, more than 0, at most a week")
             values["timeout_s"] = t
         if "paused" in fields:
             if not isinstance(fields["paused"], bool):

@@ -92,6 +92,8 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     from webapp.schedules_api import schedules_api
     from webapp.sessions import sessions
 
+    if service.schedules is not None:
+        _schedules_count(app, service)
     app.register_blueprint(health)
     app.register_blueprint(api, url_prefix="/api/v1")
     app.register_blueprint(sessions, url_prefix="/api/v1")
@@ -105,6 +107,30 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     register_errors(app)
     app.extensions["socketio"] = init_live(app, service)
     return app
+
+
+def _schedules_count(app: Flask, service: Service) -> None:
+    """Scheduled runs count against their owner's submission rate, and what a schedule
+    could not do goes to the audit log."""
+    from sandbox.store import ScheduleRecord
+    from webapp.api import submissions
+
+    runner = service.schedules
+    assert runner is not None
+    rate = app.config["SUBMIT_RATE"]
+    runner.admit = lambda user_id: submissions.allow(f"user:{user_id}", rate)
+
+    def note(s: ScheduleRecord, action: str, why: str) -> None:
+        service.store.audit.append(
+            action,
+            actor="scheduler",
+            user_id=s.user_id,
+            address=None,
+            target=str(s.id),
+            detail={"schedule": s.name, "why": why},
+        )
+
+    runner.note = note
 
 
 def _int_env(name: str, default: int) -> int:

@@ -18,7 +18,7 @@ from webapp.openapi import openapi_document
 from webapp.serialize import batch_json, judgement_json
 
 api = Blueprint("api", __name__)
-_submissions = RateLimiter()
+submissions = RateLimiter()  # per user; scheduled runs count too
 
 OUTPUT_PAGE = 1 << 20
 SUBMIT_FIELDS = {"script", "commands", "workspace", "priority", "timeout_s", "retries", "needs"}
@@ -58,7 +58,7 @@ def submit() -> tuple[Response, int]:
     body = json_object(SUBMIT_FIELDS)
     if isinstance(body.get("script"), str):
         _fits(body["script"])
-    if not _submissions.allow(f"user:{user.id}", current_app.config["SUBMIT_RATE"]):
+    if not submissions.allow(f"user:{user.id}", current_app.config["SUBMIT_RATE"]):
         audit("rate_limited", target="/batches")
         raise ApiError(429, "rate_limited", "too many submissions; wait a minute and retry")
     record = current_service().submit(

@@ -92,6 +92,11 @@ def register_errors(app: Flask) -> None:
             "was not completed; retry later",
         )
 
+    @app.errorhandler(OverflowError)
+    def _overflow(e: OverflowError) -> tuple[Response, int]:
+        # an id or number too large for the database (SQLite's integers are 64-bit)
+        return error_response(400, "invalid_input", "a number in the request is out of range")
+
     @app.errorhandler(Exception)
     def _unexpected(e: Exception) -> tuple[Response, int]:
         log.exception("unexpected error")

@@ -629,9 +629,9 @@ def init_live(app: Flask, service: Service) -> SocketIO:
         user, nonce = None, None
         token = auth.get("token") if isinstance(auth, dict) else None
         if isinstance(token, str) and token:
-            if not auth_failed.allowed(request.remote_addr):
-                raise Refused("rate_limited: too many failed authentications")
             user = service.store.accounts.user_for_token(token[:200])
+            if user is None and not auth_failed.allowed(request.remote_addr):
+                raise Refused("rate_limited: too many failed authentications")
             if user is None:
                 auth_failed.note(request.remote_addr, "socket", "invalid or revoked token")
         else:

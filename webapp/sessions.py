@@ -10,7 +10,7 @@ from sandbox.store import Role, UserRecord
 from sandbox.store.records import utcnow
 from webapp import current_service
 from webapp.auth import RateLimiter, audit, check_csrf, current_user, requires, start_session
-from webapp.body import json_object
+from webapp.body import json_body, json_object
 from webapp.errors import ApiError
 
 sessions = Blueprint("sessions", __name__)
@@ -28,7 +28,7 @@ def login() -> tuple[Response, int]:
     if not _logins.allow(f"addr:{address}", current_app.config["LOGIN_RATE"]):
         audit("rate_limited", target="/session")
         raise ApiError(429, "rate_limited", "too many login attempts; wait a minute")
-    body: Any = request.get_json(silent=True, force=True)
+    body: Any = json_body()
     if (
         not isinstance(body, dict)
         or not isinstance(body.get("name"), str)

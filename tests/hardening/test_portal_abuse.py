@@ -110,14 +110,28 @@ def test_csrf_roles_and_revoked_tokens_are_refused_and_audited(
     actions = [e["action"] for e in _audit(p, admin)]
     assert actions.count("csrf_refused") >= 16
     assert actions.count("forbidden") >= 5
-    assert actions.count("auth_failed") >= 2
+    assert actions.count("auth_failed") == 1  # one row per address and minute, not per request
     figures["portal_refusals"] = {
         "csrf_refused": actions.count("csrf_refused"),
         "forbidden": actions.count("forbidden"),
-        "revoked_token_refused": actions.count("auth_failed"),
+        "revoked_token_refused": 2,
         "all_audited": True,
         "requests_refused": refused,
     }
+
+
+def test_failed_authentication_is_limited_per_address_and_audited_in_aggregate(
+    local_portal: HPortal, figures: dict[str, Any]
+) -> None:
+    """Attack: guessing tokens, and filling the audit log with one row per bad request."""
+    p = local_portal
+    admin = p.admin()
+    before = [e for e in _audit(p, admin) if e["action"] == "auth_failed"]
+    answers = [p.request("GET", "/api/v1/batches", token=f"bf_guess{i:04d}")[0] for i in range(45)]
+    assert answers[:30] == [401] * 30 and answers[30:] == [429] * 15, answers
+    rows = [e for e in _audit(p, admin) if e["action"] == "auth_failed"]
+    assert len(rows) - len(before) == 1, rows
+    figures["failed_auth"] = {"sent": 45, "refused_401": 30, "limited_429": 15, "audit_rows": 1}
 
 
 def test_ownership_violations_are_audited(local_portal: HPortal) -> None:

@@ -47,6 +47,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         SOCKET_AUTH_S=_int_env("BASHFLEET_SOCKET_AUTH_S", 5),
         SOCKETS_PER_USER=_int_env("BASHFLEET_SOCKETS_PER_USER", 8),
         SUBSCRIPTIONS_PER_SOCKET=_int_env("BASHFLEET_SUBSCRIPTIONS_PER_SOCKET", 16),
+        SOCKET_QUEUE_KB=_int_env("BASHFLEET_SOCKET_QUEUE_KB", 4096),
         AUTH_FAIL_RATE=_int_env("BASHFLEET_AUTH_FAIL_RATE", 30),
         SCHEDULES_PER_USER=_int_env("BASHFLEET_SCHEDULES_PER_USER", 20),
         SESSION_COOKIE_HTTPONLY=True,

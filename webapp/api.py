@@ -237,5 +237,9 @@ def openapi() -> Response:
 @api.get("/metrics")
 @requires(Role.VIEWER)
 def metrics_json() -> Response:
-    """The same numbers as /metrics, as JSON, with p50/p90/p95/p99."""
-    return jsonify(current_service().metrics_summary())
+    """The same numbers as /metrics, as JSON, with p50/p90/p95/p99, and the live hub's."""
+    summary = current_service().metrics_summary()
+    hub = current_app.extensions.get("bashfleet_live")
+    if hub is not None:
+        summary["live"] = hub.stats()
+    return jsonify(summary)

@@ -6,7 +6,7 @@ a small pool of processes (forked from a clean forkserver, not from the multi-th
 server); the serving thread waits on a pipe, which releases the GIL. A judge that passes
 its deadline is killed and replaced, and the request gets ``TooComplex`` (422); when
 every judge is busy past the deadline, ``JudgesBusy`` (503). A judge may use at most
-``MEMORY_BYTES`` of address space.
+``MEMORY_BYTES`` of address space, at a lower CPU priority than the server (``NICE``).
 
     pool = JudgePool.shared()
     judgement = pool.judge(text, max_statements=5000, deadline_s=5)
@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import multiprocessing
+import os
 import pickle
 import queue
 import resource
@@ -32,6 +33,7 @@ log = logging.getLogger(__name__)
 
 MEMORY_BYTES = 1 << 30
 DEFAULT_DEADLINE_S = 5.0
+NICE = 15
 _SIZE = 2
 
 
@@ -129,6 +131,7 @@ class JudgePool:
 def _serve(conn: Connection) -> None:
     """A judge process: judge what comes in until the pipe closes."""
     resource.setrlimit(resource.RLIMIT_AS, (MEMORY_BYTES, MEMORY_BYTES))
+    os.nice(NICE)  # the serving process comes first when cores are short
     from sandbox.pipeline import judge
 
     while True:

@@ -30,6 +30,7 @@ admin disables a user or a token is revoked.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import logging
 import threading
@@ -226,16 +227,47 @@ class LiveHub:
                 self._unauthenticated.pop(eio_sid, None)
         return None
 
-    def cut(self, sid: str, reason: str) -> None:
-        """Close a socket, telling the client why (never under the hub's lock)."""
+    def stats(self) -> dict[str, Any]:
+        with self._lock:
+            return {
+                "sockets": len(self._clients),
+                "unauthenticated": len(self._unauthenticated),
+                "cut": dict(self.cuts),
+            }
+
+    def cut(self, sid: str, reason: str, *, deaf: bool = False) -> None:
+        """Close a socket and its transport, telling the client why (never under the hub's
+        lock). A ``deaf`` client (it does not read) loses what was queued for it at once."""
         self.cuts[reason.split(":")[0]] += 1
         log.info("live socket %s cut: %s", sid, reason)
+        with self._lock:
+            client = self._clients.get(sid)
         try:
-            self.io.emit("cut", {"reason": reason}, to=sid)
-            self.io.server.disconnect(sid, namespace="/")
+            if not deaf:
+                self.io.emit("cut", {"reason": reason}, to=sid)
+                self.io.server.disconnect(sid, namespace="/")
         except Exception:  # already gone
             log.debug("cutting %s", sid, exc_info=True)
         self.disconnected(sid)
+        if client is not None and client.eio_sid is not None:
+            self._close_transport(client.eio_sid, drop_queued=deaf)
+
+    def _close_transport(self, eio_sid: str, *, drop_queued: bool = False) -> None:
+        """Close an engine.io transport without waiting for its queue to drain."""
+        eio = self.io.server.eio
+        sock = eio.sockets.get(eio_sid)
+        if sock is None:
+            return
+        if drop_queued:
+            with contextlib.suppress(Exception):
+                while True:
+                    sock.queue.get_nowait()
+                    sock.queue.task_done()
+        try:
+            sock.close(wait=False, abort=drop_queued)
+        except Exception:
+            log.debug("closing %s", eio_sid, exc_info=True)
+        eio.sockets.pop(eio_sid, None)
 
     def cut_user(self, user_id: int, reason: str) -> int:
         """An admin disabled the user (or changed their role): cut their sockets now."""
@@ -421,7 +453,7 @@ class LiveHub:
             for payload in finished:
                 sends.append(("batch_status", _room(payload["batch_id"]), payload))
         for sid in slow:
-            self.cut(sid, "too_slow: this client does not read its messages fast enough")
+            self.cut(sid, "too_slow: this client does not read its messages", deaf=True)
         for name, to, payload in sends:
             self.io.emit(name, payload, to=to)
         for payload in scaling:
@@ -471,10 +503,7 @@ class LiveHub:
                 del self._unauthenticated[eio_sid]
         for eio_sid in late:
             self.cuts["unauthenticated"] += 1
-            try:
-                self.io.server.eio.disconnect(eio_sid)
-            except Exception:
-                log.debug("closing %s", eio_sid, exc_info=True)
+            self._close_transport(eio_sid)
         return len(late)
 
     def _cut(
@@ -607,6 +636,7 @@ def init_live(app: Flask, service: Service) -> SocketIO:
         auth_s=float(app.config.get("SOCKET_AUTH_S", LiveLimits.auth_s)),
         sockets_per_user=int(app.config.get("SOCKETS_PER_USER", LiveLimits.sockets_per_user)),
         subscriptions=int(app.config.get("SUBSCRIPTIONS_PER_SOCKET", LiveLimits.subscriptions)),
+        queued_bytes=int(app.config.get("SOCKET_QUEUE_KB", LiveLimits.queued_bytes >> 10)) << 10,
     )
     hub = LiveHub(socketio, service, limits)
     app.extensions["bashfleet_live"] = hub

@@ -26,6 +26,7 @@ import os
 import re
 import selectors
 import socket
+import sys
 import time
 from dataclasses import dataclass
 from functools import partial
@@ -120,6 +121,9 @@ class GuardedConn(TConn):  # type: ignore[misc]
 class GuardedWorker(ThreadWorker):  # type: ignore[misc]
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        # hundreds of threads share the GIL: hand it over more often than every 5 ms, so that
+        # the loop (accepting, reading requests) and short requests do not queue behind them
+        sys.setswitchinterval(0.001)
         self.per_address: dict[str, int] = {}
         self.reading: dict[GuardedConn, None] = {}  # insertion order ~ deadline order
 

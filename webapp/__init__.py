@@ -6,7 +6,7 @@ import time. Config keys (all optional): ``DATA_DIR``, ``DATABASE_URL``,
 ``SUBMIT_RATE`` (submissions per minute per user), ``JUDGE_DEADLINE_S`` (judging runs in
 other processes and is stopped past it; 0: judge in the serving thread), ``SECRET_KEY``,
 ``DISK_CAP_MB`` (what one container command may take of the workspace's disk; 0: no
-cap), ``SERVICE``
+cap), ``SESSION_COOKIE_SECURE``, ``PROXY_HOPS`` (trusted proxies in front), ``SERVICE``
 (an already opened Service, for tests).
 """
 
@@ -51,6 +51,8 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         AUTH_FAIL_RATE=_int_env("BASHFLEET_AUTH_FAIL_RATE", 30),
         SCHEDULES_PER_USER=_int_env("BASHFLEET_SCHEDULES_PER_USER", 20),
         SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SECURE=_int_env("BASHFLEET_SECURE_COOKIES", 0) > 0,
+        PROXY_HOPS=_int_env("BASHFLEET_PROXY_HOPS", 0),
         SESSION_COOKIE_SAMESITE="Strict",
         SESSION_COOKIE_NAME="bashfleet_session",
         PERMANENT_SESSION_LIFETIME=12 * 3600,
@@ -107,6 +109,16 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     app.after_request(secure_headers)
     register_errors(app)
     app.extensions["socketio"] = init_live(app, service)
+    hops = app.config["PROXY_HOPS"]
+    if hops:
+        # behind that many trusted proxies: the client's address, scheme and host come from
+        # their X-Forwarded-* headers (rate limits, audit, same-origin checks); outermost, so
+        # that Socket.IO sees them too
+        from werkzeug.middleware.proxy_fix import ProxyFix
+
+        app.wsgi_app = ProxyFix(  # type: ignore[method-assign]
+            app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops, x_port=hops
+        )
     return app
 
 

@@ -141,7 +141,7 @@ class Service:
         service = cls(config, store)
         service.recover()
         if config.schedules:
-            service.schedules = ScheduleRunner(service, engine.url.render_as_string(False))
+            service.schedules = ScheduleRunner(service)
             service.schedules.start()
         return service
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import itertools
 import logging
-import pickle
 import sqlite3
 import threading
 import time
@@ -153,21 +152,6 @@ def _open_service(data: Path) -> Service:
     return Service.open(ServiceConfig(data_dir=data, isolation="local", autoscale=False))
 
 
-def _miss_a_tick(data: Path, schedule_id: int, missed: datetime) -> None:
-    """Make the stopped server's next tick ``missed`` (past), in the job store and in the
-    schedules table, as a server that was down over that tick leaves them."""
-    with sqlite3.connect(data / "bashfleet.db") as db:
-        (blob,) = db.execute(
-            "select job_state from apscheduler_jobs where id = ?", (f"schedule-{schedule_id}",)
-        ).fetchone()
-        state = pickle.loads(blob)
-        state["next_run_time"] = missed
-        db.execute(
-            "update apscheduler_jobs set next_run_time = ?, job_state = ? where id = ?",
-            (missed.timestamp(), pickle.dumps(state), f"schedule-{schedule_id}"),
-        )
-
-
 def test_restart_over_a_missed_tick_runs_exactly_one_catch_up(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -183,7 +167,6 @@ def test_restart_over_a_missed_tick_runs_exactly_one_catch_up(
         svc.store.schedules.update(s.id, next_run_at=missed)
     finally:
         svc.close()
-    _miss_a_tick(tmp_path, s.id, missed)
 
     read_the_tick = threading.Event()
     get, update = ScheduleRepository.get, ScheduleRepository.update
@@ -307,3 +290,32 @@ def test_the_minimum_interval_and_finite_timeouts(portal: Portal) -> None:
     raw = b'{"name": "n", "script": "ls", "interval_s": 1, "timeout_s": NaN}'
     status, err = portal.request("POST", "/api/v1/schedules", raw=raw, token=token)
     assert status == 400, err
+
+
+def test_the_job_store_holds_no_pickles(tmp_path: Path) -> None:
+    # attack: a row written into the job store table is unpickled (code execution) at start
+    svc = _open_service(tmp_path)
+    try:
+        user = svc.store.accounts.create_user("op", "pw-12345678", Role.OPERATOR)
+        s = svc.create_schedule(user, name="hourly", script="echo tick", interval_s=3600)
+    finally:
+        svc.close()
+    with sqlite3.connect(tmp_path / "bashfleet.db") as db:
+        tables = {r[0] for r in db.execute("select name from sqlite_master where type='table'")}
+        assert "apscheduler_jobs" not in tables  # nothing pickled is written
+        # the table as older versions left it, with a planted pickle that runs a command
+        db.execute(
+            "create table apscheduler_jobs (id varchar(191) primary key, "
+            "next_run_time float, job_state blob not null)"
+        )
+        db.execute(
+            "insert into apscheduler_jobs (id, next_run_time, job_state) values (?, ?, ?)",
+            ("planted", 0.0, b"cos\nsystem\n(S'touch planted'\ntR."),
+        )
+    svc = _open_service(tmp_path)
+    try:
+        job = svc.schedules.scheduler.get_job(f"schedule-{s.id}") if svc.schedules else None
+        assert job is not None and job.next_run_time == svc.store.schedules.get(s.id).next_run_at
+        assert not (tmp_path / "planted").exists() and not Path("planted").exists()
+    finally:
+        svc.close()

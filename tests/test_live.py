@@ -339,7 +339,7 @@ def test_a_socket_that_never_authenticates_is_closed_after_the_deadline(portal: 
             if ws.recv() in ("", None):
                 break
     closed_after = time.monotonic() - opened
-    assert 4.5 <= closed_after <= 8, closed_after
+    assert 4.5 <= closed_after <= 9, closed_after  # 5 s, up to half as long again
 
 
 def test_caps_per_user_and_per_socket(portal: Portal, watchers: list[Watcher]) -> None:

@@ -200,17 +200,17 @@ def log_file(batch_id: str, command_id: str) -> Response:
 @api.post("/classify")
 @requires(Role.VIEWER)
 def classify() -> Response:
-    body = json_object({"script"})
-    script = _typed(body, "script", str, None)
-    if script is None:
-        raise ApiError(400, "invalid_input", "`script` (text) is required")
-    _fits(script)
     key = f"user:{current_user().id}"
-    with _classifying_lock:
+    with _classifying_lock:  # before the body is even parsed: a refusal is cheap
         if key in _classifying:
             raise ApiError(429, "rate_limited", "one classification at a time per user")
         _classifying.add(key)
     try:
+        body = json_object({"script"})
+        script = _typed(body, "script", str, None)
+        if script is None:
+            raise ApiError(400, "invalid_input", "`script` (text) is required")
+        _fits(script)
         judgement = current_service().classify(script)
     finally:
         with _classifying_lock:

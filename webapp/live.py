@@ -33,6 +33,7 @@ import base64
 import contextlib
 import json
 import logging
+import random
 import threading
 import time
 from collections import OrderedDict, defaultdict
@@ -99,7 +100,7 @@ class LiveHub:
         self.io = socketio
         self.service = service
         self.limits = limits or LiveLimits()
-        self._unauthenticated: dict[str, float] = {}  # engine.io sid -> when it opened
+        self._unauthenticated: dict[str, float] = {}  # engine.io sid -> when it must be in
         self.cuts: dict[str, int] = defaultdict(int)  # why sockets were cut -> how many
         self._lock = threading.Lock()
         self._clients: dict[str, _Client] = {}
@@ -198,9 +199,13 @@ class LiveHub:
     # --- clients ------------------------------------------------------------------------------
 
     def opened(self, eio_sid: str) -> None:
-        """A transport opened; it must authenticate within ``limits.auth_s``."""
+        """A transport opened; it must authenticate within ``limits.auth_s`` (up to half as
+        long again, at random: transports opened in a burst are not closed in one, and do
+        not all come back at once)."""
         with self._lock:
-            self._unauthenticated[eio_sid] = time.monotonic()
+            self._unauthenticated[eio_sid] = time.monotonic() + self.limits.auth_s * (
+                1 + random.random() / 2
+            )
 
     def closed(self, eio_sid: str) -> None:
         with self._lock:
@@ -481,7 +486,7 @@ class LiveHub:
 
     def _guard_loop(self) -> None:
         last_check = time.monotonic()
-        while not self._stop.wait(1.0):
+        while not self._stop.wait(0.25):
             try:
                 self.sweep()
                 if time.monotonic() - last_check >= RECHECK_S:
@@ -494,11 +499,7 @@ class LiveHub:
         """Close the transports that did not authenticate in time."""
         now = time.monotonic()
         with self._lock:
-            late = [
-                eio_sid
-                for eio_sid, opened in self._unauthenticated.items()
-                if now - opened > self.limits.auth_s
-            ]
+            late = [eio_sid for eio_sid, due in self._unauthenticated.items() if now > due]
             for eio_sid in late:
                 del self._unauthenticated[eio_sid]
         for eio_sid in late:

@@ -202,11 +202,6 @@ def test_slow_idle_and_hostile_clients_do_not_starve_the_portal(
     for t in threads:
         t.join(15)
 
-    assert counts["slow_408"] >= 40, counts  # every slow client was answered 408 at least once
-    assert counts["idle_closed"] >= 200, counts  # every idle socket was closed by the deadline
-    assert metrics["live"]["cut"].get("too_slow", 0) >= 1, metrics["live"]  # the deaf reader
-    assert counts["classify"] >= 4, (counts, classify_status)
-    assert len(latencies) >= 50, (len(latencies), p.batch(batch["id"], operator))
     h99, l95 = _percentile(healthz, 99), _percentile(latencies, 95)
     figures["load"] = {
         "attack_s": ATTACK_S,
@@ -227,6 +222,11 @@ def test_slow_idle_and_hostile_clients_do_not_starve_the_portal(
         "judges_peak_rss_mb": round(peak_judges / 2**20, 1),
     }
     print(figures["load"])
+    assert counts["slow_408"] >= 40, counts  # every slow client was answered 408 at least once
+    assert counts["idle_closed"] >= 200, counts  # every idle socket was closed by the deadline
+    assert metrics["live"]["cut"].get("too_slow", 0) >= 1, metrics["live"]  # the deaf reader
+    assert counts["classify"] >= 4, (counts, classify_status)
+    assert len(latencies) >= 50, (len(latencies), p.batch(batch["id"], operator))
     assert h99 < HEALTHZ_P99_MS, figures["load"]
     assert l95 < LIVE_P95_MS, figures["load"]
     assert peak_rss < 600 << 20, figures["load"]

@@ -83,7 +83,11 @@ class Service:
         self._unrecord = self.bus.subscribe(self.writer)
         # how scripts are judged; the portal replaces it with a process pool with a deadline
         self.judge: Callable[..., Judgement] = judge
-        self.executors: dict[str, Executor] = {"local": LocalExecutor()}
+        # the data folder (database, secret key, output) is hidden from sandboxed commands,
+        # wherever it is: given by --data, not only by $BASHFLEET_DATA
+        self.executors: dict[str, Executor] = {
+            "local": LocalExecutor(hidden_paths=(config.data_dir,))
+        }
         self.docker_why = ""
         if config.isolation != "local":
             docker, self.docker_why = open_docker(config.instance_id)

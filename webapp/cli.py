@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import ctypes
 import os
 import sys
 from collections.abc import Sequence
@@ -57,6 +58,7 @@ class ServeCommand:
             "ISOLATION": args.isolation or os.environ.get("BASHFLEET_ISOLATION") or "auto",
         }
         print(f"bashfleet: serving on http://{args.host}:{args.port}/", file=sys.stderr)
+        hide_secrets()
         if args.dev:
             from webapp import create_app
 
@@ -67,6 +69,34 @@ class ServeCommand:
             return 0
         _gunicorn(config, args.host, args.port, args.threads)
         return 0
+
+
+SECRETS = ("BASHFLEET_SECRET_KEY", "BASHFLEET_ADMIN_PASSWORD", "BASHFLEET_DATABASE_URL")
+
+
+def hide_secrets() -> int:
+    """Blank the secret settings in the environment block the process started with.
+
+    ``/proc/PID/environ`` shows that block, not ``os.environ``: a command running as the
+    same user (``--isolation local``) could read the secret key there. Python keeps its own
+    copy in ``os.environ``, so the portal still reads its settings; the children it starts
+    without an explicit environment see the blanked values. Returns how many were blanked.
+    """
+    try:
+        libc = ctypes.CDLL(None)
+        entries = ctypes.POINTER(ctypes.c_void_p).in_dll(libc, "environ")
+    except (OSError, ValueError):
+        return 0
+    blanked, i = 0, 0
+    while entries[i]:
+        address = entries[i]
+        entry = ctypes.string_at(address)
+        name, _, value = entry.partition(b"=")
+        if name.decode(errors="replace") in SECRETS and value:
+            ctypes.memset(address + len(name) + 1, ord("*"), len(value))
+            blanked += 1
+        i += 1
+    return blanked
 
 
 def _gunicorn(config: dict[str, Any], host: str, port: int, threads: int) -> None:

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import sqlite3
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -44,8 +46,21 @@ def _secret_settings(data: Path) -> dict[str, str]:
 
 
 @pytest.fixture
-def secret_portal(tmp_path: Path, docker_client: Any, sandbox_image: str) -> Iterator[HPortal]:
-    data = tmp_path / "data"
+def outside_tmp() -> Iterator[Path]:
+    """A data folder outside /tmp: every sandbox has a /tmp of its own, so a data folder
+    under /tmp (pytest's tmp_path) would be out of sight even if hiding it failed."""
+    base = Path(__file__).resolve().parents[2] / "artifacts"
+    base.mkdir(exist_ok=True)
+    folder = Path(tempfile.mkdtemp(prefix="secrets-", dir=base))
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture
+def secret_portal(
+    tmp_path: Path, outside_tmp: Path, docker_client: Any, sandbox_image: str
+) -> Iterator[HPortal]:
+    data = outside_tmp / "data"
     data.mkdir()
     env = _secret_settings(data)
     with hportal(tmp_path, isolation="auto", env=env, data=data) as p:
@@ -101,22 +116,29 @@ def test_commands_in_both_pools_see_no_secrets_socket_data_or_capabilities(
     }
 
 
-def test_local_isolation_scrubs_the_environment(tmp_path: Path) -> None:
-    """With `--isolation local` (no container, no bubblewrap for writable commands) the
-    environment is still scrubbed: no settings, no tokens, no database URL. (Files are NOT
-    hidden in that mode: the README says so.)"""
-    data = tmp_path / "data"
+def test_local_isolation_scrubs_the_environment(tmp_path: Path, outside_tmp: Path) -> None:
+    """Attack: a command run with `--isolation local` (no container, no bubblewrap for
+    writable commands) reads the server's settings from its environment or from the
+    server's /proc/PID/environ: none are there. (Files are NOT hidden in that mode: the
+    README says so.)"""
+    data = outside_tmp / "data"
     data.mkdir()
     env = _secret_settings(data)
     with hportal(tmp_path, isolation="local", env=env, data=data) as p:
         token = p.token("curious", "operator")
+        server = [p.proc.pid if p.proc else 0, p.worker().pid]
+        environs = " ".join(f"/proc/{pid}/environ" for pid in server)
         batch = p.submit(
-            token, "touch x && { env; tr '\\0' '\\n' < /proc/self/environ; }", timeout_s=30
+            token,
+            f"touch x && env\ntouch y && {{ cat {environs} | tr '\\0' '\\n'; }} 2>&1 || true",
+            timeout_s=30,
         )
         done = p.wait_batch(batch["id"], token)
-        out = _seen(p, done, token)[0]
-        assert "PATH=" in out
-        _no_secrets(out, p.data, [token])
+        own, servers = _seen(p, done, token)
+        assert "PATH=" in own and "BASHFLEET_SECRET_KEY=" in servers  # both probes ran
+        _no_secrets(own, p.data, [token])
+        for secret in (SECRET, PASSWORD, f"sqlite:///{data}", token):
+            assert secret not in servers, secret  # blanked where /proc shows it
 
 
 @pytest.mark.docker

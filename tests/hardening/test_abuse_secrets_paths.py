@@ -81,6 +81,7 @@ def _no_secrets(text: str, data: Path, tokens: list[str]) -> None:
     assert settings <= {"BASHFLEET_JOB"}, settings  # the job's own marker, nothing else
 
 
+# attack: a curious command looks for secrets, the Docker socket, the database and capabilities
 @pytest.mark.docker
 def test_commands_in_both_pools_see_no_secrets_socket_data_or_capabilities(
     secret_portal: HPortal, figures: dict[str, Any]
@@ -116,6 +117,7 @@ def test_commands_in_both_pools_see_no_secrets_socket_data_or_capabilities(
     }
 
 
+# attack: a local-isolation command reads the server's environment for its secrets
 def test_local_isolation_scrubs_the_environment(tmp_path: Path, outside_tmp: Path) -> None:
     """Attack: a command run with `--isolation local` (no container, no bubblewrap for
     writable commands) reads the server's settings from its environment or from the
@@ -141,6 +143,7 @@ def test_local_isolation_scrubs_the_environment(tmp_path: Path, outside_tmp: Pat
             assert secret not in servers, secret  # blanked where /proc shows it
 
 
+# attack: a container command calls the portal's API from inside
 @pytest.mark.docker
 def test_a_container_cannot_reach_the_portal(
     secret_portal: HPortal, figures: dict[str, Any]
@@ -177,6 +180,7 @@ def test_a_container_cannot_reach_the_portal(
     figures["portal_port_from_containers"] = {"addresses_tried": len(hosts) * 2, "reached": 0}
 
 
+# attack: path tricks in workspace names and ids (../, absolute, NUL, symlinks)
 def test_workspace_names_and_output_paths_never_leave_their_folders(
     local_portal: HPortal, tmp_path: Path, figures: dict[str, Any]
 ) -> None:
@@ -220,6 +224,7 @@ def test_workspace_names_and_output_paths_never_leave_their_folders(
     figures["path_tricks_refused"] = refused
 
 
+# attack: a command plants symlinks for the server to follow (to /etc/passwd, the data folder)
 @pytest.mark.docker
 def test_the_host_never_follows_a_symlink_planted_by_a_command(
     docker_portal: HPortal, tmp_path: Path, figures: dict[str, Any]

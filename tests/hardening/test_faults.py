@@ -50,6 +50,7 @@ def _healthy_again(p: HPortal, token: str, figures: dict[str, Any], key: str) ->
 # --- kill -9 and SIGTERM ---------------------------------------------------------------------
 
 
+# attack: the server killed with SIGKILL (OOM killer, operator) mid-work
 @pytest.mark.docker
 @pytest.mark.slow
 def test_kill_9_with_ten_commands_running_in_both_pools(
@@ -93,6 +94,7 @@ def test_kill_9_with_ten_commands_running_in_both_pools(
     )
 
 
+# attack: only gunicorn's main process is killed (SIGKILL), its worker orphaned
 @pytest.mark.docker
 @pytest.mark.slow
 def test_kill_9_of_the_main_process_leaves_every_command_interrupted_once(
@@ -131,6 +133,7 @@ def test_kill_9_of_the_main_process_leaves_every_command_interrupted_once(
     figures["kill_9_main_process"].update({"commands_running": 5, "interrupted": 5})
 
 
+# attack: a restart (SIGTERM) in the middle of work
 @pytest.mark.docker
 @pytest.mark.slow
 def test_sigterm_drains_with_a_grace_period(
@@ -284,6 +287,7 @@ def engine_portal(tmp_path: Path, private_engine: PrivateEngine) -> Iterator[HPo
         assert not left, [c.name for c in left]
 
 
+# attack: the Docker engine restarts under running commands
 @pytest.mark.docker
 @pytest.mark.slow
 def test_engine_restarted_mid_batch(
@@ -324,6 +328,7 @@ def test_engine_restarted_mid_batch(
     )
 
 
+# attack: work submitted while the Docker engine is down
 @pytest.mark.docker
 @pytest.mark.slow
 def test_engine_down_at_submission(
@@ -357,6 +362,7 @@ def test_engine_down_at_submission(
     )
 
 
+# attack: the server starts before the Docker engine
 @pytest.mark.docker
 @pytest.mark.slow
 def test_server_started_with_the_engine_down_recovers_when_it_comes_back(
@@ -432,6 +438,7 @@ def _fill_and_submit(
     return answers, ids
 
 
+# attack: a full disk under the data folder
 def test_data_folder_on_a_full_filesystem(tmp_path: Path, figures: dict[str, Any]) -> None:
     """The data folder (database, output, workspaces) on a 20 MB ext4 that fills up: every
     answer is JSON without a traceback (a 5xx is allowed while the disk is full), no process
@@ -462,6 +469,7 @@ def test_data_folder_on_a_full_filesystem(tmp_path: Path, figures: dict[str, Any
         assert integrity(data / "bashfleet.db") == "ok"
 
 
+# attack: a disk that fills while batches are accepted
 def test_batches_accepted_on_a_full_disk_end_in_a_final_status(tmp_path: Path) -> None:
     """Batches accepted while the data folder is full end in a final status once space is
     freed (none stays `pending` or `running` in the store)."""
@@ -492,6 +500,7 @@ def _epoch(value: str) -> float:
     return datetime.fromisoformat(value).replace(tzinfo=UTC).timestamp()
 
 
+# attack: restarts around schedule ticks (lost, doubled or stormed runs)
 @pytest.mark.slow
 def test_schedules_through_three_restarts(tmp_path: Path, figures: dict[str, Any]) -> None:
     """An interval schedule (2 s) through three restarts, each after ~4.5 s down (two

@@ -249,6 +249,7 @@ def fuzz_target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HPortal]:
         yield p
 
 
+# attack: malformed, oversized and wrongly typed input everywhere (the 500s of the audit)
 @pytest.mark.slow
 def test_5000_hostile_requests_never_give_a_5xx(
     fuzz_target: HPortal, figures: dict[str, Any]

@@ -81,6 +81,7 @@ def load_portal(tmp_path: Any) -> Iterator[HPortal]:
         yield p
 
 
+# attack: slow and idle connections, CPU-heavy judging and a deaf reader, all at once
 @pytest.mark.slow
 def test_slow_idle_and_hostile_clients_do_not_starve_the_portal(
     load_portal: HPortal, figures: dict[str, Any]

@@ -32,7 +32,7 @@ class ServeCommand:
         p.add_argument(
             "--threads",
             type=int,
-            default=int(os.environ.get("BASHFLEET_THREADS") or 400),
+            default=None,
             help="worker threads; each open live stream (browser tab) holds one while it is "
             "open, a request only once it has fully arrived (default 400)",
         )
@@ -67,8 +67,15 @@ class ServeCommand:
                 app, host=args.host, port=args.port, allow_unsafe_werkzeug=True
             )
             return 0
-        _gunicorn(config, args.host, args.port, args.threads)
+        threads = args.threads or _whole(os.environ.get("BASHFLEET_THREADS") or "400")
+        _gunicorn(config, args.host, args.port, threads)
         return 0
+
+
+def _whole(raw: str) -> int:
+    if not (raw.isascii() and raw.isdigit() and 0 < int(raw) <= 10_000):
+        raise SystemExit(f"BASHFLEET_THREADS must be a whole number from 1 to 10000, not {raw!r}")
+    return int(raw)
 
 
 SECRETS = ("BASHFLEET_SECRET_KEY", "BASHFLEET_ADMIN_PASSWORD", "BASHFLEET_DATABASE_URL")

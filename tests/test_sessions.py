@@ -202,3 +202,13 @@ def test_secure_cookie_and_proxy_headers_when_configured(tmp_path: Path) -> None
                 "select address from audit_events where action = 'login'"
             ).fetchone()
         assert address == "203.0.113.9"  # the client behind the proxy, not the proxy
+
+
+def test_an_admin_resets_a_password_from_the_cli(portal: Portal) -> None:
+    portal.token("cleo", "viewer")  # made with the CLI, with a generated password
+    done = portal.cli("user", "passwd", "cleo", "--password-stdin", input="chosen-by-admin\n")
+    assert done.returncode == 0, done.stderr
+    login = {"name": "cleo", "password": "chosen-by-admin"}
+    assert Browser(portal).call("POST", "/api/v1/session", login)[0] == 200
+    missing = portal.cli("user", "passwd", "nobody")
+    assert missing.returncode != 0 and "no user" in missing.stderr

@@ -76,7 +76,9 @@ def test_auth_roles_and_audit(portal: Portal) -> None:
     assert portal.request("GET", "/api/v1/batches", token="bf_not-a-real-token")[0] == 401
     status, body = portal.request("POST", "/api/v1/batches", {"script": "ls"}, token=viewer)
     assert status == 403 and body["error"] == "forbidden"
-    status, batch = portal.request("POST", "/api/v1/batches", {"script": "sleep 30"}, token=operator)
+    status, batch = portal.request(
+        "POST", "/api/v1/batches", {"script": "sleep 30"}, token=operator
+    )
     assert status == 201
     other = portal.token("olga", "operator")
     assert portal.request("POST", f"/api/v1/batches/{batch['id']}/cancel", token=other)[0] == 403

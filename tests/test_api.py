@@ -210,6 +210,13 @@ def test_slow_and_excess_connections_hold_no_thread(tmp_path: Path) -> None:
         )
         assert big.recv(100).startswith(b"HTTP/1.1 413")
         assert slow[0].recv(100).startswith(b"HTTP/1.1 408")
+        piped = socket.create_connection(("127.0.0.1", p.port), timeout=5)
+        piped.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n" * 2)  # pipelined
+        answers, deadline = b"", time.monotonic() + 4
+        while answers.count(b"HTTP/1.1 200") < 2 and time.monotonic() < deadline:
+            answers += piped.recv(65536)
+        assert answers.count(b"HTTP/1.1 200") == 2
+        piped.close()
         for s in (*slow, big):
             s.close()
 

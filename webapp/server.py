@@ -238,6 +238,16 @@ class GuardedWorker(ThreadWorker):  # type: ignore[misc]
         for conn in [c for c in self.reading if c.deadline <= now]:
             self._refuse(conn, 408, "the request did not arrive in time")
 
+    def finish_request(self, conn: GuardedConn, fs: Any) -> None:
+        super().finish_request(conn, fs)
+        # a pipelined request already read into the buffer does not make the socket
+        # readable again: take it on now, not at the keep-alive timeout
+        if conn.sock.buffer and conn in self.keepalived_conns:
+            with contextlib.suppress(KeyError, ValueError, OSError):
+                self.poller.unregister(conn.sock)
+            self.keepalived_conns.remove(conn)
+            self.enqueue_req(conn)
+
     def on_client_socket_readable(self, conn: GuardedConn, client: Any) -> None:
         self.poller.unregister(client)
         self.keepalived_conns.remove(conn)

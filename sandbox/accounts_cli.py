@@ -35,6 +35,11 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     add.add_argument("--role", choices=ROLES, required=True)
     add.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
     user_sub.add_parser("list", help="list users")
+    passwd = user_sub.add_parser(
+        "passwd", help="reset a user's password (prints a generated one); their sessions end"
+    )
+    passwd.add_argument("name")
+    passwd.add_argument("--password-stdin", action="store_true", help="read it from stdin")
 
     token = sub.add_parser("token", help="API tokens")
     token_sub = token.add_subparsers(dest="token_cmd", metavar="ACTION")
@@ -48,14 +53,26 @@ def run_user(args: argparse.Namespace, data: Path) -> int:
 
     store = open_store(data)
     try:
-        if args.user_cmd == "add":
+        if args.user_cmd in ("add", "passwd"):
             generated = not args.password_stdin
             if args.password_stdin:
                 password = sys.stdin.readline().rstrip("\n")
-                if len(password) < 8:
-                    raise BashfleetError("the password must have at least 8 characters")
+                if not 8 <= len(password) <= 1024:
+                    raise BashfleetError("the password must have 8 to 1024 characters")
             else:
                 password = secrets.token_urlsafe(15)
+        if args.user_cmd == "passwd":
+            found = store.accounts.find_user(args.name)
+            if found is None:
+                raise BashfleetError(f"no user {args.name!r}")
+            store.accounts.set_password(found.id, password)
+            store.audit.append("password_reset", actor="cli", user_id=found.id, target=found.name)
+            print(f"password of {found.name} reset; their sessions end", file=sys.stderr)
+            if generated:
+                print("password (shown once):", file=sys.stderr)
+                print(password)
+            return 0
+        if args.user_cmd == "add":
             if store.accounts.find_user(args.name) is not None:
                 raise BashfleetError(f"user {args.name!r} exists already")
             user = store.accounts.create_user(args.name, password, Role(args.role))
@@ -72,7 +89,10 @@ def run_user(args: argparse.Namespace, data: Path) -> int:
                 state = " (disabled)" if u.disabled else ""
                 print(f"{u.name}\t{u.role.value}{state}\t{u.created_at:%Y-%m-%d}")
             return 0
-        raise BashfleetError("say `bashfleet user add NAME --role ROLE` or `bashfleet user list`")
+        raise BashfleetError(
+            "say `bashfleet user add NAME --role ROLE`, `bashfleet user passwd NAME` or "
+            "`bashfleet user list`"
+        )
     finally:
         store.close()
 

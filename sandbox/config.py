@@ -27,6 +27,22 @@ KEYS = {
     "admin_password": "BASHFLEET_ADMIN_PASSWORD",
     "docker_host": "DOCKER_HOST",
     "rootfs": "BASHFLEET_ROOTFS",
+    # the portal's limits (README, "Reliability")
+    "threads": "BASHFLEET_THREADS",
+    "header_timeout_s": "BASHFLEET_HEADER_TIMEOUT_S",
+    "body_timeout_s": "BASHFLEET_BODY_TIMEOUT_S",
+    "io_timeout_s": "BASHFLEET_IO_TIMEOUT_S",
+    "connections_per_address": "BASHFLEET_CONNECTIONS_PER_ADDRESS",
+    "judge_deadline_s": "BASHFLEET_JUDGE_DEADLINE_S",
+    "socket_auth_s": "BASHFLEET_SOCKET_AUTH_S",
+    "sockets_per_user": "BASHFLEET_SOCKETS_PER_USER",
+    "subscriptions_per_socket": "BASHFLEET_SUBSCRIPTIONS_PER_SOCKET",
+    "socket_queue_kb": "BASHFLEET_SOCKET_QUEUE_KB",
+    "auth_fail_rate": "BASHFLEET_AUTH_FAIL_RATE",
+    "schedules_per_user": "BASHFLEET_SCHEDULES_PER_USER",
+    "schedule_min_interval_s": "BASHFLEET_SCHEDULE_MIN_INTERVAL_S",
+    "secure_cookies": "BASHFLEET_SECURE_COOKIES",
+    "proxy_hops": "BASHFLEET_PROXY_HOPS",
 }
 
 

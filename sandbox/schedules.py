@@ -1,12 +1,16 @@
-"""Recurring batches with APScheduler 3, its job store in bashfleet's own database.
+"""Recurring batches with APScheduler 3, rebuilt from bashfleet's own schedules table.
 
 Each schedule is one APScheduler job whose id is ``schedule-<id>`` and whose
-function is the module-level ``fire(schedule_id)``: the job store holds ids
-only, no pickled objects and no secrets. Jobs coalesce and have a misfire
-grace time, so a server that was down runs one catch-up, not a storm. At
-start the scheduler keeps the jobs it finds in the job store (their next run
-time survives a restart) and only adds the missing ones, so a restart neither
-loses nor duplicates a schedule.
+function is the module-level ``fire(schedule_id)``. The jobs live in memory
+only: APScheduler's SQLAlchemy job store pickles each job, and unpickling what a
+database holds is code execution for whoever can write that table. Everything a
+job needs is in the schedules table (the trigger is its ``cron`` or
+``interval_s``, the next run its ``next_run_at``), so at start every job is made
+again from there, due at the schedule's stored ``next_run_at``: a restart neither
+loses nor duplicates a schedule, and a tick missed while the server was down is
+due at once. Jobs coalesce and have a misfire grace time, so that is one
+catch-up, not a storm. (The ``apscheduler_jobs`` table of older versions is left
+unused.)
 
 A run claims its tick in the schedules table first: ``schedules.next_run_at``
 is the tick that is due, and ``mark_run(expected_next_run_at=..., due_by=now)``
@@ -21,12 +25,15 @@ the catch-up already ran would move the tick under its claim and skip it).
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
-from datetime import UTC, datetime
+import os
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from apscheduler.jobstores.base import JobLookupError
-from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
+from apscheduler.jobstores.memory import MemoryJobStore
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.cron import CronTrigger
@@ -41,26 +48,59 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MISFIRE_GRACE_S = 3600  # a run missed by less than this still happens once on restart
-MIN_INTERVAL_S = 1
+MIN_INTERVAL_S = 60  # the default; BASHFLEET_SCHEDULE_MIN_INTERVAL_S changes it
+
+
+def min_interval_s() -> int:
+    """The shortest time between two runs of a schedule (the environment's, or 60 s)."""
+    raw = os.environ.get("BASHFLEET_SCHEDULE_MIN_INTERVAL_S", "")
+    return int(raw) if raw.isascii() and raw.isdigit() and 0 < int(raw) <= 86400 else 60
+
+
 _service: Service | None = None  # the running service; fire() looks it up here
 
 
-def trigger_for(cron: str | None, interval_s: int | None) -> BaseTrigger:
-    """A trigger from five cron fields or a fixed interval; InputError says what is wrong."""
+def trigger_for(cron: str | None, interval_s: int | None, *, new: bool = True) -> BaseTrigger:
+    """A trigger from five cron fields or a fixed interval; InputError says what is wrong.
+    The minimum interval binds ``new`` triggers only: a stored schedule made under a smaller
+    minimum keeps running (its runs still count against its owner's submission rate)."""
     if (cron is None) == (interval_s is None):
         raise InputError("give exactly one of `cron` (five fields) or `interval_s`")
     if cron is not None:
         if not isinstance(cron, str) or len(cron.split()) != 5:
             raise InputError("`cron` takes five fields: minute hour day-of-month month weekday")
         try:
-            return CronTrigger.from_crontab(cron, timezone=UTC)
+            trigger = CronTrigger.from_crontab(cron, timezone=UTC)
         except ValueError as e:
             raise InputError(f"`cron` {cron!r} is not valid: {e}") from None
+        if new:
+            _often_enough(trigger, cron)
+        return trigger
+    least = min_interval_s() if new else 1
     if isinstance(interval_s, bool) or not isinstance(interval_s, int):
         raise InputError("`interval_s` is a whole number of seconds")
-    if interval_s < MIN_INTERVAL_S or interval_s > 366 * 86400:
-        raise InputError(f"`interval_s` must be from {MIN_INTERVAL_S} to {366 * 86400} seconds")
+    if interval_s < least or interval_s > 366 * 86400:
+        raise InputError(f"`interval_s` must be from {least} to {366 * 86400} seconds")
     return IntervalTrigger(seconds=interval_s, timezone=UTC)
+
+
+def _often_enough(trigger: CronTrigger, cron: str) -> None:
+    """A cron line fires at most once a minute; refuse one that fires more often than the
+    minimum interval (checked over its next few runs)."""
+    least = min_interval_s()
+    if least <= 60:
+        return
+    at = datetime.now(UTC)
+    times: list[datetime] = []
+    for _ in range(12):
+        upcoming: datetime | None = trigger.get_next_fire_time(None, at)
+        if upcoming is None:
+            break
+        times.append(upcoming)
+        at = upcoming + timedelta(seconds=1)
+    for a, b in itertools.pairwise(times):
+        if (b - a).total_seconds() < least:
+            raise InputError(f"`cron` {cron!r} runs more often than every {least} s")
 
 
 def next_fire(cron: str | None, interval_s: int | None, after: datetime) -> datetime | None:
@@ -86,12 +126,12 @@ def fire(schedule_id: int) -> None:
 class ScheduleRunner:
     """Owns the APScheduler instance for one service."""
 
-    def __init__(self, service: Service, url: str) -> None:
+    def __init__(self, service: Service) -> None:
         global _service
         self.service = service
         self.store = service.store
         self.scheduler = BackgroundScheduler(
-            jobstores={"default": SQLAlchemyJobStore(url=url, tablename="apscheduler_jobs")},
+            jobstores={"default": MemoryJobStore()},
             job_defaults={
                 "coalesce": True,
                 "max_instances": 1,
@@ -100,18 +140,17 @@ class ScheduleRunner:
             timezone=UTC,
         )
         _service = service
+        # may this user submit now? (the portal's submission rate limit; schedules count)
+        self.admit: Callable[[int], bool] | None = None
+        # note what happened to a run that did not submit (the portal writes an audit row)
+        self.note: Callable[[ScheduleRecord, str, str], None] | None = None
 
     def start(self) -> None:
         # Paused: no job fires until every schedule's next_run_at matches its job. A due
-        # (missed) tick is copied as it is, in the past, and the catch-up claims it.
+        # (missed) tick is kept as it is, in the past, and the catch-up claims it.
         self.scheduler.start(paused=True)
-        wanted = {job_id(s.id): s for s in self.store.schedules.list()}
-        for job in self.scheduler.get_jobs():
-            if job.id not in wanted:
-                job.remove()  # its schedule was deleted while we were down
-        for jid, schedule in wanted.items():
-            if self.scheduler.get_job(jid) is None:
-                self._add(schedule)
+        for schedule in self.store.schedules.list():
+            self._add(schedule, due=schedule.next_run_at)
             self._sync_next_run(schedule.id)
         self.scheduler.resume()
 
@@ -122,14 +161,17 @@ class ScheduleRunner:
         if _service is self.service:
             _service = None
 
-    def _add(self, s: ScheduleRecord) -> None:
+    def _add(self, s: ScheduleRecord, due: datetime | None = None) -> None:
+        """(Re)make the schedule's job; ``due``: its next run, if known (else the trigger's)."""
+        when: dict[str, Any] = {"next_run_time": due} if due is not None and not s.paused else {}
         self.scheduler.add_job(
             fire,
-            trigger=trigger_for(s.cron, s.interval_s),
+            trigger=trigger_for(s.cron, s.interval_s, new=False),
             args=[s.id],
             id=job_id(s.id),
             name=s.name,
             replace_existing=True,
+            **when,
         )
         if s.paused:
             self.scheduler.pause_job(job_id(s.id))
@@ -184,6 +226,12 @@ class ScheduleRunner:
             return None
         try:
             owner = self.store.accounts.get_user(s.user_id)
+            if owner.disabled:
+                self._pause(s, f"its owner {owner.name} is disabled")
+                return None
+            if self.admit is not None and not self.admit(owner.id):
+                self._noted(s, "schedule_rate_limited", "over its owner's submission rate")
+                return None
             workspace = self.store.workspaces.get(s.workspace_id)
             batch = self.service.submit(
                 owner,
@@ -199,6 +247,20 @@ class ScheduleRunner:
             log.error("schedule %s (%s) could not submit: %s", s.id, s.name, e)
             return None
         return batch.id
+
+    def _pause(self, s: ScheduleRecord, why: str) -> None:
+        self.store.schedules.update(s.id, paused=True, next_run_at=None)
+        with contextlib.suppress(JobLookupError):
+            self.scheduler.pause_job(job_id(s.id))
+        self._noted(s, "schedule_paused", why)
+
+    def _noted(self, s: ScheduleRecord, action: str, why: str) -> None:
+        log.warning("schedule %s (%s): %s: %s", s.id, s.name, action, why)
+        if self.note is not None:
+            try:
+                self.note(s, action, why)
+            except Exception:
+                log.exception("cannot note %s", action)
 
 
 def describe(s: ScheduleRecord) -> dict[str, Any]:

@@ -87,9 +87,12 @@ class Service:
         self.store = store
         self.bus = EventBus()
         self.writer = StoreWriter(store)
-        self.bus.subscribe(self.writer)
+        self._unrecord = self.bus.subscribe(self.writer)
+        # how scripts are judged; the portal replaces it with a process pool with a deadline
+        self.judge: Callable[..., Judgement] = judge
         # One workspace, one environment: every local job runs on the image's unpacked tree
-        # (never the host), as the workspace's owner; see executors/bwrap.py.
+        # (never the host: no data folder, wherever it is), as the workspace's owner; see
+        # executors/bwrap.py.
         self.local = LocalExecutor(
             trees=ImageTrees(trees_dir(config.data_dir)),
             image=default_image(config.image),
@@ -177,7 +180,7 @@ class Service:
             target=service._save_durations_loop, name="bashfleet-durations", daemon=True
         ).start()
         if config.schedules:
-            service.schedules = ScheduleRunner(service, engine.url.render_as_string(False))
+            service.schedules = ScheduleRunner(service)
             service.schedules.start()
         return service
 
@@ -271,8 +274,10 @@ class Service:
                 values[key] = v
         if "timeout_s" in fields:
             t = fields["timeout_s"]
-            if t is not None and (isinstance(t, bool) or not isinstance(t, int | float) or t <= 0):
-                raise InputError("`timeout_s` is a positive number of seconds")
+            if t is not None and (
+                isinstance(t, bool) or not isinstance(t, int | float) or not 0 < t <= 7 * 86400
+            ):
+                raise InputError("`timeout_s` is a number of seconds, more than 0, at most a week")
             values["timeout_s"] = t
         if "paused" in fields:
             if not isinstance(fields["paused"], bool):
@@ -359,7 +364,7 @@ class Service:
     def classify(self, script: str) -> Judgement:
         """A dry run: statements, classes, effects and the plan. Stores nothing."""
         check_script(script, max_bytes=self.config.max_script_bytes)
-        return judge(script, max_statements=self.config.max_statements)
+        return self.judge(script, max_statements=self.config.max_statements)
 
     def submit(
         self,
@@ -394,7 +399,7 @@ class Service:
             raise InputError("timeout_s must be more than 0 and at most 604800 (a week)")
         if deadline_s is not None and not 0 < deadline_s <= 7 * 86400:
             raise InputError("deadline_s must be more than 0 and at most 604800 (a week)")
-        judgement = judge(text, needs=needs, max_statements=self.config.max_statements)
+        judgement = self.judge(text, needs=needs, max_statements=self.config.max_statements)
         policy = failure_policy(judgement, on_failure)
         ws = self.store.workspaces.get_or_create(workspace)
         _own_workspace(ws.path)
@@ -556,6 +561,20 @@ class Service:
 
     def pools(self) -> dict[str, dict[str, int]]:
         return self.scheduler.snapshot()
+
+    def abandon(self, timeout_s: float = 15.0) -> None:
+        """This process is going away uncleanly (e.g. its parent was killed): record
+        nothing more, so that what was running stays `running` in the store and the next
+        start marks it `interrupted` exactly once; then stop its processes and containers
+        (within ``timeout_s``; the next start removes whatever is left)."""
+        self._closed.set()
+        if self.schedules is not None:
+            self.schedules.stop()
+        self.writer.flush(2)
+        self._unrecord()
+        stopper = threading.Thread(target=self.scheduler.shutdown, args=(0.0,), daemon=True)
+        stopper.start()
+        stopper.join(timeout_s)
 
     def close(self, grace_s: float = 0.0) -> None:
         self._closed.set()

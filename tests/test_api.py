@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import signal
+import socket
 import sqlite3
 import time
+from pathlib import Path
 
 import psutil
 import pytest
 
-from tests.portal import Portal
+from tests.portal import Portal, running_portal
+from webapp.judging import JudgePool, TooComplex
 
 
 def batch_count(p: Portal) -> int:
@@ -73,7 +76,9 @@ def test_auth_roles_and_audit(portal: Portal) -> None:
     assert portal.request("GET", "/api/v1/batches", token="bf_not-a-real-token")[0] == 401
     status, body = portal.request("POST", "/api/v1/batches", {"script": "ls"}, token=viewer)
     assert status == 403 and body["error"] == "forbidden"
-    status, batch = portal.request("POST", "/api/v1/batches", {"script": "sleep 5"}, token=operator)
+    status, batch = portal.request(
+        "POST", "/api/v1/batches", {"script": "sleep 30"}, token=operator
+    )
     assert status == 201
     other = portal.token("olga", "operator")
     assert portal.request("POST", f"/api/v1/batches/{batch['id']}/cancel", token=other)[0] == 403
@@ -251,3 +256,55 @@ def test_on_failure_deadline_and_rerun(portal: Portal) -> None:
     assert status == 404, body
     viewer = portal.token("vic", "viewer")
     assert portal.request("POST", rerun, token=viewer)[0] == 403
+
+
+def test_slow_and_excess_connections_hold_no_thread(tmp_path: Path) -> None:
+    """Half-sent requests wait in the event loop (408 after the header deadline) while
+    /healthz is answered; past the per-address cap, 503; a body over the limit, 413."""
+    env = {"BASHFLEET_HEADER_TIMEOUT_S": "2", "BASHFLEET_CONNECTIONS_PER_ADDRESS": "40"}
+    with running_portal(tmp_path, env=env, extra=["--isolation", "local", "--threads", "8"]) as p:
+        slow = []
+        for _ in range(30):  # more than the 8 threads
+            s = socket.create_connection(("127.0.0.1", p.port), timeout=10)
+            s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+            slow.append(s)
+        t0 = time.monotonic()
+        for _ in range(5):
+            assert p.request("GET", "/healthz")[0] == 200
+        assert time.monotonic() - t0 < 2
+        extra = [socket.create_connection(("127.0.0.1", p.port), timeout=10) for _ in range(12)]
+        assert extra[-1].recv(100).startswith(b"HTTP/1.1 503")
+        for s in extra:
+            s.close()
+        time.sleep(0.2)  # the server sees them go
+        big = socket.create_connection(("127.0.0.1", p.port), timeout=10)
+        big.sendall(
+            b"POST /api/v1/classify HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999\r\n\r\n"
+        )
+        assert big.recv(100).startswith(b"HTTP/1.1 413")
+        assert slow[0].recv(100).startswith(b"HTTP/1.1 408")
+        piped = socket.create_connection(("127.0.0.1", p.port), timeout=5)
+        piped.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n" * 2)  # pipelined
+        answers, deadline = b"", time.monotonic() + 4
+        while answers.count(b"HTTP/1.1 200") < 2 and time.monotonic() < deadline:
+            answers += piped.recv(65536)
+        assert answers.count(b"HTTP/1.1 200") == 2
+        piped.close()
+        for s in (*slow, big):
+            s.close()
+
+
+def test_a_judge_past_its_deadline_is_replaced() -> None:
+    """Judging runs in other processes; one that passes its deadline is killed, the
+    caller gets TooComplex, and the next script is judged by a fresh judge."""
+    pool = JudgePool(size=1)
+    try:
+        heavy = "\n".join(f"cat f{i} > g{i} && grep x g{i} | sort -o h{i}" for i in range(5000))
+        t0 = time.monotonic()
+        with pytest.raises(TooComplex, match=r"within 0\.05 s"):
+            pool.judge(heavy, deadline_s=0.05)
+        assert time.monotonic() - t0 < 3
+        judged = pool.judge("ls\nmake", deadline_s=30)
+        assert [j.verdict.cls.value for j in judged.judged] == ["safe", "conditional"]
+    finally:
+        pool.close()

@@ -4,6 +4,8 @@ resume, statuses, logout cutting the stream, metrics for everyone."""
 
 from __future__ import annotations
 
+import base64
+import contextlib
 import json
 import threading
 import time
@@ -14,6 +16,7 @@ from typing import Any
 
 import pytest
 import socketio
+import websocket
 
 from tests.portal import Portal
 
@@ -68,13 +71,21 @@ class Watcher:
         at, out = (parts[0]["offset"] if parts else 0), []
         for m in parts:
             assert m["offset"] == at, f"gap or repeat at byte {at}: got offset {m['offset']}"
-            out.append(m["data"])
+            out.append(_raw(m))
             at += m["nbytes"]
-        return "".join(out)
+        return b"".join(out).decode("utf-8", "replace")
 
     def close(self) -> None:
         if self.sio.connected:
             self.sio.disconnect()
+
+
+def _raw(m: dict[str, Any]) -> bytes:
+    """A message's bytes: text, or base64 for what is not valid UTF-8 (never both)."""
+    assert ("data" in m) != ("data_b64" in m), m
+    raw = base64.b64decode(m["data_b64"]) if "data_b64" in m else m["data"].encode()
+    assert len(raw) == m["nbytes"]
+    return raw
 
 
 @pytest.fixture
@@ -295,5 +306,74 @@ def test_a_revoked_token_cannot_subscribe_and_is_cut(
     for t in mine:
         assert portal.request("DELETE", f"/api/v1/tokens/{t['id']}", token=token)[0] == 200
         break
-    assert w.subscribe(batch["id"])["error"] == "unauthorized"
-    assert w.disconnected.wait(5)
+    # cut at once, without the client doing anything (not only at its next subscribe)
+    assert w.disconnected.wait(3)
+
+
+def test_a_disabled_user_is_cut_at_once(portal: Portal, watchers: list[Watcher]) -> None:
+    token = portal.token("dora", "operator")
+    admin = portal.token("boss", "admin")
+    w = _watcher(portal, watchers)
+    w.connect(token=token)
+    users = portal.request("GET", "/api/v1/users", token=admin)[1]["items"]
+    dora = next(u for u in users if u["name"] == "dora")
+    status, _ = portal.request(
+        "PATCH", f"/api/v1/users/{dora['id']}", {"disabled": True}, token=admin
+    )
+    assert status == 200
+    assert w.disconnected.wait(3)
+
+
+def test_a_socket_that_never_authenticates_is_closed_after_the_deadline(portal: Portal) -> None:
+    # attack: bare engine.io transports that never send the Socket.IO CONNECT, each holding
+    # a server thread; the auth deadline (5 s by default) closes them
+    ws = websocket.create_connection(
+        portal.url.replace("http", "ws") + "/socket.io/?EIO=4&transport=websocket",
+        origin=portal.url,
+        timeout=15,
+    )
+    opened = time.monotonic()
+    assert ws.recv().startswith("0{")  # the engine.io handshake
+    with contextlib.suppress(websocket.WebSocketException, OSError):
+        while True:  # a ping (after 10 s) would come later than the deadline
+            if ws.recv() in ("", None):
+                break
+    closed_after = time.monotonic() - opened
+    assert 4.5 <= closed_after <= 9, closed_after  # 5 s, up to half as long again
+
+
+def test_caps_per_user_and_per_socket(portal: Portal, watchers: list[Watcher]) -> None:
+    token = portal.token("cappy", "operator")
+    for _ in range(8):
+        _watcher(portal, watchers).connect(token=token)
+    extra = _watcher(portal, watchers)
+    refusals: list[Any] = []
+    extra.sio.on("connect_error", refusals.append)
+    with pytest.raises(socketio.exceptions.ConnectionError):
+        extra.connect(token=token)
+    assert "too many live connections" in str(refusals), refusals
+    watchers.pop().close()
+    watchers.pop().close()
+    w = _watcher(portal, watchers)
+    w.connect(token=token)  # room again once one is closed
+    batches = [_submit(portal, token, f"echo {i}")["id"] for i in range(17)]
+    for b in batches[:16]:
+        assert w.subscribe(b)["ok"]
+    assert w.subscribe(batches[16])["error"] == "too_many"
+    w.sio.call("unsubscribe", {"batch_id": batches[0]}, timeout=10)
+    assert w.subscribe(batches[16])["ok"]
+
+
+def test_output_that_is_not_utf8_is_sent_once_as_base64(
+    portal: Portal, watchers: list[Watcher]
+) -> None:
+    token = portal.token("bina", "operator")
+    w = _watcher(portal, watchers)
+    w.connect(token=token)
+    batch = _submit(portal, token, "sleep 1 && printf 'ok \\377\\376\\001 end'")
+    assert w.subscribe(batch["id"])["ok"]
+    cid = batch["commands"][0]["id"]
+    assert _wait(lambda: sum(m["nbytes"] for m in w.output) >= 10)
+    raw = b"".join(_raw(m) for m in w.output if m["command_id"] == cid)
+    assert raw == b"ok \xff\xfe\x01 end"
+    assert all("data" not in m for m in w.output)  # one base64 copy, no U+FFFD escapes

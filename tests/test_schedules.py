@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import itertools
 import logging
-import pickle
 import sqlite3
 import threading
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -19,7 +19,20 @@ from sandbox.schedules import next_fire, trigger_for
 from sandbox.service import Service, ServiceConfig
 from sandbox.store import Role, ScheduleRecord, Source
 from sandbox.store.schedules import ScheduleRepository
-from tests.portal import Portal
+from tests.portal import Portal, running_portal
+
+
+@pytest.fixture
+def portal(tmp_path: Path) -> Iterator[Portal]:
+    """Schedules may run every second here (the default minimum is 60 s); a user may
+    have 3 schedules and submit 5 batches a minute."""
+    env = {
+        "BASHFLEET_SCHEDULE_MIN_INTERVAL_S": "1",
+        "BASHFLEET_SCHEDULES_PER_USER": "3",
+        "BASHFLEET_SUBMIT_RATE": "5",
+    }
+    with running_portal(tmp_path, env=env, extra=["--isolation", "local"]) as p:
+        yield p
 
 
 @pytest.mark.parametrize(
@@ -51,7 +64,8 @@ def test_cron_next_run_across_boundaries(cron: str, after: datetime, expected: d
         ("* * * * *", 60, "exactly one"),
         ("* * * *", None, "five fields"),
         ("61 * * * *", None, "not valid"),
-        (None, 0, "from 1"),
+        (None, 0, "from 60"),
+        (None, 59, "from 60"),
     ],
 )
 def test_bad_triggers_say_what_is_wrong(
@@ -138,21 +152,6 @@ def _open_service(data: Path) -> Service:
     return Service.open(ServiceConfig(data_dir=data, isolation="local", autoscale=False))
 
 
-def _miss_a_tick(data: Path, schedule_id: int, missed: datetime) -> None:
-    """Make the stopped server's next tick ``missed`` (past), in the job store and in the
-    schedules table, as a server that was down over that tick leaves them."""
-    with sqlite3.connect(data / "bashfleet.db") as db:
-        (blob,) = db.execute(
-            "select job_state from apscheduler_jobs where id = ?", (f"schedule-{schedule_id}",)
-        ).fetchone()
-        state = pickle.loads(blob)
-        state["next_run_time"] = missed
-        db.execute(
-            "update apscheduler_jobs set next_run_time = ?, job_state = ? where id = ?",
-            (missed.timestamp(), pickle.dumps(state), f"schedule-{schedule_id}"),
-        )
-
-
 def test_restart_over_a_missed_tick_runs_exactly_one_catch_up(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -168,7 +167,6 @@ def test_restart_over_a_missed_tick_runs_exactly_one_catch_up(
         svc.store.schedules.update(s.id, next_run_at=missed)
     finally:
         svc.close()
-    _miss_a_tick(tmp_path, s.id, missed)
 
     read_the_tick = threading.Event()
     get, update = ScheduleRepository.get, ScheduleRepository.update
@@ -227,5 +225,97 @@ def test_a_tick_is_claimed_once(tmp_path: Path) -> None:
         assert not repo.mark_run(s.id, expected_next_run_at=tick, **claim)
         assert not repo.mark_run(s.id, expected_next_run_at=following, **claim)
         assert repo.get(s.id).next_run_at == following
+    finally:
+        svc.close()
+
+
+def test_scheduled_runs_count_against_the_submission_rate(portal: Portal) -> None:
+    # attack: walking around the 60/minute submission limit with 1 s schedules
+    token = portal.token("eager", "operator")
+    for i in range(3):
+        status, _ = portal.request(
+            "POST",
+            "/api/v1/schedules",
+            {"name": f"s{i}", "script": "true", "interval_s": 1},
+            token=token,
+        )
+        assert status == 201
+    status, err = portal.request(
+        "POST", "/api/v1/schedules", {"name": "s4", "script": "true", "interval_s": 1}, token=token
+    )
+    assert status == 409 and err["error"] == "too_many", err
+    time.sleep(5)  # 3 schedules x 1/s would make ~15 batches
+    assert len(schedule_batches(portal, token)) == 5  # the owner's rate: 5 a minute
+    status, err = portal.request("POST", "/api/v1/batches", {"script": "true"}, token=token)
+    assert status == 429, err  # and the owner's own submissions share the budget
+    admin = portal.token("boss", "admin")
+    status, audit = portal.request(
+        "GET", "/api/v1/audit?action=schedule_rate_limited&limit=500", token=admin
+    )
+    assert status == 200 and audit["total"] >= 3, audit
+
+
+def test_a_disabled_users_schedules_pause_and_say_why(portal: Portal) -> None:
+    token = portal.token("leaver", "operator")
+    admin = portal.token("boss", "admin")
+    status, s = portal.request(
+        "POST",
+        "/api/v1/schedules",
+        {"name": "tick", "script": "true", "interval_s": 1},
+        token=token,
+    )
+    assert status == 201, s
+    users = portal.request("GET", "/api/v1/users", token=admin)[1]["items"]
+    leaver = next(u for u in users if u["name"] == "leaver")
+    status, _ = portal.request(
+        "PATCH", f"/api/v1/users/{leaver['id']}", {"disabled": True}, token=admin
+    )
+    assert status == 200
+    _s, after = portal.request("GET", f"/api/v1/schedules/{s['id']}", token=admin)
+    assert after["paused"] and after["paused_reason"] == "its owner leaver is disabled", after
+    runs = len(schedule_batches(portal, admin))
+    time.sleep(2.5)
+    assert len(schedule_batches(portal, admin)) == runs  # no run after the pause
+
+
+def test_the_minimum_interval_and_finite_timeouts(portal: Portal) -> None:
+    token = portal.token("sloppy", "operator")
+    for body in (
+        {"name": "n", "script": "ls", "interval_s": 1, "timeout_s": 1e999},
+        {"name": "n", "script": "ls", "interval_s": 1, "timeout_s": 10**30},
+        {"name": "n", "script": "ls", "interval_s": 10**30},
+    ):
+        status, err = portal.request("POST", "/api/v1/schedules", body, token=token)
+        assert status == 400, (body, err)
+    raw = b'{"name": "n", "script": "ls", "interval_s": 1, "timeout_s": NaN}'
+    status, err = portal.request("POST", "/api/v1/schedules", raw=raw, token=token)
+    assert status == 400, err
+
+
+def test_the_job_store_holds_no_pickles(tmp_path: Path) -> None:
+    # attack: a row written into the job store table is unpickled (code execution) at start
+    svc = _open_service(tmp_path)
+    try:
+        user = svc.store.accounts.create_user("op", "pw-12345678", Role.OPERATOR)
+        s = svc.create_schedule(user, name="hourly", script="echo tick", interval_s=3600)
+    finally:
+        svc.close()
+    with sqlite3.connect(tmp_path / "bashfleet.db") as db:
+        tables = {r[0] for r in db.execute("select name from sqlite_master where type='table'")}
+        assert "apscheduler_jobs" not in tables  # nothing pickled is written
+        # the table as older versions left it, with a planted pickle that runs a command
+        db.execute(
+            "create table apscheduler_jobs (id varchar(191) primary key, "
+            "next_run_time float, job_state blob not null)"
+        )
+        db.execute(
+            "insert into apscheduler_jobs (id, next_run_time, job_state) values (?, ?, ?)",
+            ("planted", 0.0, b"cos\nsystem\n(S'touch planted'\ntR."),
+        )
+    svc = _open_service(tmp_path)
+    try:
+        job = svc.schedules.scheduler.get_job(f"schedule-{s.id}") if svc.schedules else None
+        assert job is not None and job.next_run_time == svc.store.schedules.get(s.id).next_run_at
+        assert not (tmp_path / "planted").exists() and not Path("planted").exists()
     finally:
         svc.close()

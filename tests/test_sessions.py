@@ -6,10 +6,12 @@ import http.cookiejar
 import json
 import sqlite3
 import urllib.error
+import urllib.parse
 import urllib.request
+from pathlib import Path
 from typing import Any
 
-from tests.portal import Portal
+from tests.portal import ADMIN_PASSWORD, Portal, running_portal
 
 
 class Browser:
@@ -122,3 +124,91 @@ def test_admin_manages_users_and_tokens_and_revoked_tokens_fail(portal: Portal) 
         "token_revoked",
         "auth_failed",
     } <= actions
+
+
+def test_login_redirects_only_to_paths_of_this_site(portal: Portal) -> None:
+    # attack: an open redirect after login (phishing through a trusted link)
+    for hostile in (
+        "//evil.example",
+        "/%09/evil.example",
+        "/%0a/evil.example",
+        "/\\evil.example",
+        "/%5Cevil.example",
+        "/%2F/evil.example",
+        "https://evil.example",
+        "javascript:alert(1)",
+        "/\t/evil.example",
+    ):
+        target = "/login?next=" + urllib.parse.quote(hostile, safe="/%")
+        with urllib.request.urlopen(portal.url + target, timeout=10) as r:
+            page = r.read().decode()
+        assert 'data-next="/"' in page, (hostile, page[:300])
+    with urllib.request.urlopen(portal.url + "/login?next=/history%3Fstatus%3Dfailed") as r:
+        assert 'data-next="/history?status=failed"' in r.read().decode()
+
+
+def test_password_change_needs_the_old_one_and_ends_other_sessions(portal: Portal) -> None:
+    admin = portal.token("root2", "admin")
+    status, made = portal.request(
+        "POST",
+        "/api/v1/users",
+        {"name": "pat", "role": "viewer", "password": "first-pass"},
+        token=admin,
+    )
+    assert status == 201, made
+    tab, other = Browser(portal), Browser(portal)
+    csrf = tab.call("POST", "/api/v1/session", {"name": "pat", "password": "first-pass"})[1]
+    assert (
+        other.call("POST", "/api/v1/session", {"name": "pat", "password": "first-pass"})[0] == 200
+    )
+    headers = {"X-CSRF-Token": csrf["csrf_token"]}
+    wrong = {"old_password": "not-it-at-all", "new_password": "second-pass"}
+    assert tab.call("POST", "/api/v1/session/password", wrong, headers)[0] == 403
+    right = {"old_password": "first-pass", "new_password": "second-pass"}
+    status, changed = tab.call("POST", "/api/v1/session/password", right, headers)
+    assert status == 200, changed
+    assert tab.call("GET", "/api/v1/session")[0] == 200  # this tab goes on
+    assert other.call("GET", "/api/v1/session")[0] == 401  # the other session ended
+    assert (
+        Browser(portal).call("POST", "/api/v1/session", {"name": "pat", "password": "second-pass"})[
+            0
+        ]
+        == 200
+    )
+    status, reset = portal.request("POST", f"/api/v1/users/{made['id']}/password", {}, token=admin)
+    assert status == 200 and len(reset["password"]) >= 8, reset
+    assert tab.call("GET", "/api/v1/session")[0] == 401  # an admin reset ends every session
+    assert (
+        Browser(portal).call(
+            "POST", "/api/v1/session", {"name": "pat", "password": reset["password"]}
+        )[0]
+        == 200
+    )
+
+
+def test_secure_cookie_and_proxy_headers_when_configured(tmp_path: Path) -> None:
+    env = {"BASHFLEET_SECURE_COOKIES": "1", "BASHFLEET_PROXY_HOPS": "1"}
+    with running_portal(tmp_path, env=env, extra=["--isolation", "local"]) as p:
+        body = json.dumps({"name": "admin", "password": ADMIN_PASSWORD}).encode()
+        req = urllib.request.Request(p.url + "/api/v1/session", data=body, method="POST")
+        req.add_header("Content-Type", "application/json")
+        req.add_header("X-Forwarded-For", "203.0.113.9")
+        req.add_header("X-Forwarded-Proto", "https")
+        with urllib.request.urlopen(req, timeout=10) as r:
+            cookie = r.headers["Set-Cookie"]
+        assert "Secure" in cookie and "HttpOnly" in cookie, cookie
+        with sqlite3.connect(p.data / "bashfleet.db") as db:
+            (address,) = db.execute(
+                "select address from audit_events where action = 'login'"
+            ).fetchone()
+        assert address == "203.0.113.9"  # the client behind the proxy, not the proxy
+
+
+def test_an_admin_resets_a_password_from_the_cli(portal: Portal) -> None:
+    portal.token("cleo", "viewer")  # made with the CLI, with a generated password
+    done = portal.cli("user", "passwd", "cleo", "--password-stdin", input="chosen-by-admin\n")
+    assert done.returncode == 0, done.stderr
+    login = {"name": "cleo", "password": "chosen-by-admin"}
+    assert Browser(portal).call("POST", "/api/v1/session", login)[0] == 200
+    missing = portal.cli("user", "passwd", "nobody")
+    assert missing.returncode != 0 and "no user" in missing.stderr

@@ -3,8 +3,10 @@
 ``create_app(config)`` builds the app and opens the service; nothing happens at
 import time. Config keys (all optional): ``DATA_DIR``, ``DATABASE_URL``,
 ``ISOLATION``, ``JOBS``, ``MAX_SCRIPT_BYTES``, ``MAX_STATEMENTS``,
-``SUBMIT_RATE`` (submissions per minute per user), ``SECRET_KEY``, ``DISK_CAP_MB`` (what
-one container command may take of the workspace's disk; 0: no cap), ``SERVICE``
+``SUBMIT_RATE`` (submissions per minute per user), ``JUDGE_DEADLINE_S`` (judging runs in
+other processes and is stopped past it; 0: judge in the serving thread), ``SECRET_KEY``,
+``DISK_CAP_MB`` (what one container command may take of the workspace's disk; 0: no
+cap), ``SESSION_COOKIE_SECURE``, ``PROXY_HOPS`` (trusted proxies in front), ``SERVICE``
 (an already opened Service, for tests).
 """
 
@@ -41,13 +43,23 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     )
     app.config.update(
         LOGIN_RATE=_int_env("BASHFLEET_LOGIN_RATE", 10),
+        JUDGE_DEADLINE_S=_int_env("BASHFLEET_JUDGE_DEADLINE_S", 5),
+        SOCKET_AUTH_S=_int_env("BASHFLEET_SOCKET_AUTH_S", 5),
+        SOCKETS_PER_USER=_int_env("BASHFLEET_SOCKETS_PER_USER", 8),
+        SUBSCRIPTIONS_PER_SOCKET=_int_env("BASHFLEET_SUBSCRIPTIONS_PER_SOCKET", 16),
+        SOCKET_QUEUE_KB=_int_env("BASHFLEET_SOCKET_QUEUE_KB", 4096),
+        AUTH_FAIL_RATE=_int_env("BASHFLEET_AUTH_FAIL_RATE", 30),
+        SCHEDULES_PER_USER=_int_env("BASHFLEET_SCHEDULES_PER_USER", 20),
         SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SECURE=_int_env("BASHFLEET_SECURE_COOKIES", 0) > 0,
+        PROXY_HOPS=_int_env("BASHFLEET_PROXY_HOPS", 0),
         SESSION_COOKIE_SAMESITE="Strict",
         SESSION_COOKIE_NAME="bashfleet_session",
         PERMANENT_SESSION_LIFETIME=12 * 3600,
     )
     app.config.update(config or {})
     app.json.sort_keys = False  # type: ignore[attr-defined]
+    app.json.ensure_ascii = False  # type: ignore[attr-defined]  # UTF-8, not 6-byte escapes
     if not app.config.get("SECRET_KEY"):
         app.config["SECRET_KEY"] = os.environ.get("BASHFLEET_SECRET_KEY") or _secret_key(
             Path(app.config["DATA_DIR"])
@@ -66,6 +78,16 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
             )
         )
     app.extensions["bashfleet"] = service
+    from webapp.auth import auth_failed
+
+    auth_failed.limit = app.config["AUTH_FAIL_RATE"]
+    if app.config["JUDGE_DEADLINE_S"]:
+        from functools import partial
+
+        from webapp.judging import JudgePool
+
+        # judging holds the GIL: it runs in other processes, with a deadline
+        service.judge = partial(JudgePool.shared().judge, deadline_s=app.config["JUDGE_DEADLINE_S"])
 
     from webapp.admin import admin
     from webapp.api import api
@@ -73,6 +95,8 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     from webapp.schedules_api import schedules_api
     from webapp.sessions import sessions
 
+    if service.schedules is not None:
+        _schedules_count(app, service)
     app.register_blueprint(health)
     app.register_blueprint(api, url_prefix="/api/v1")
     app.register_blueprint(sessions, url_prefix="/api/v1")
@@ -85,7 +109,41 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     app.after_request(secure_headers)
     register_errors(app)
     app.extensions["socketio"] = init_live(app, service)
+    hops = app.config["PROXY_HOPS"]
+    if hops:
+        # behind that many trusted proxies: the client's address, scheme and host come from
+        # their X-Forwarded-* headers (rate limits, audit, same-origin checks); outermost, so
+        # that Socket.IO sees them too
+        from werkzeug.middleware.proxy_fix import ProxyFix
+
+        app.wsgi_app = ProxyFix(  # type: ignore[method-assign]
+            app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops, x_port=hops
+        )
     return app
+
+
+def _schedules_count(app: Flask, service: Service) -> None:
+    """Scheduled runs count against their owner's submission rate, and what a schedule
+    could not do goes to the audit log."""
+    from sandbox.store import ScheduleRecord
+    from webapp.api import submissions
+
+    runner = service.schedules
+    assert runner is not None
+    rate = app.config["SUBMIT_RATE"]
+    runner.admit = lambda user_id: submissions.allow(f"user:{user_id}", rate)
+
+    def note(s: ScheduleRecord, action: str, why: str) -> None:
+        service.store.audit.append(
+            action,
+            actor="scheduler",
+            user_id=s.user_id,
+            address=None,
+            target=str(s.id),
+            detail={"schedule": s.name, "why": why},
+        )
+
+    runner.note = note
 
 
 def _int_env(name: str, default: int) -> int:

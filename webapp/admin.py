@@ -5,7 +5,7 @@ from __future__ import annotations
 import secrets
 from typing import Any
 
-from flask import Blueprint, Response, jsonify, request
+from flask import Blueprint, Response, current_app, jsonify, request
 
 from sandbox.store import Role, TokenRecord, UserRecord
 from webapp import current_service
@@ -57,8 +57,7 @@ def add_user() -> tuple[Response, int]:
     generated = password is None
     if generated:
         password = secrets.token_urlsafe(15)
-    if not isinstance(password, str) or len(password) < 8:
-        raise ApiError(400, "invalid_input", "the password must have at least 8 characters")
+    password = check_new_password(password)
     accounts = current_service().store.accounts
     if accounts.find_user(name) is not None:
         raise ApiError(409, "conflict", f"user {name!r} exists already")
@@ -91,7 +90,62 @@ def change_user(user_id: int) -> Response:
         target=user.name,
         detail={k: body[k] for k in ("role", "disabled") if k in body},
     )
-    return jsonify(_user_json(accounts.get_user(user_id)))
+    changed = accounts.get_user(user_id)
+    if changed.disabled and not user.disabled:
+        paused = _pause_schedules(user_id)
+        if paused:
+            audit("schedules_paused", target=user.name, detail={"ids": paused})
+    if changed.disabled or changed.role is not user.role:
+        _live_cut(user_id, f"unauthorized: the account {user.name} was changed by an admin")
+    return jsonify(_user_json(changed))
+
+
+def _pause_schedules(user_id: int) -> list[int]:
+    """A disabled user's schedules stop (they say why: see the schedules API)."""
+    svc, paused = current_service(), []
+    for schedule in svc.store.schedules.list(user_id=user_id):
+        if not schedule.paused:
+            svc.update_schedule(current_user(), schedule.id, paused=True)
+            paused.append(schedule.id)
+    return paused
+
+
+def _live_cut(user_id: int | None, reason: str) -> None:
+    """Cut live streams at once: those of ``user_id``, or (None) every socket whose
+    credentials no longer hold."""
+    hub = current_app.extensions.get("bashfleet_live")
+    if hub is None:
+        return
+    if user_id is None:
+        hub.recheck()
+    else:
+        hub.cut_user(user_id, reason)
+
+
+@admin.post("/users/<int:user_id>/password")
+@requires(Role.ADMIN)
+def reset_password(user_id: int) -> Response:
+    """An admin sets (or has generated) a new password; the user's sessions end."""
+    body = json_object({"password"})
+    accounts = current_service().store.accounts
+    user = accounts.get_user(user_id)
+    password = body.get("password")
+    generated = password is None
+    if generated:
+        password = secrets.token_urlsafe(15)
+    accounts.set_password(user_id, check_new_password(password))
+    audit("password_reset", target=user.name)
+    _live_cut(user_id, "unauthorized: the password was reset")
+    out: dict[str, Any] = {"status": "reset", "user": user.name}
+    if generated:
+        out["password"] = password  # shown once
+    return jsonify(out)
+
+
+def check_new_password(password: Any) -> str:
+    if not isinstance(password, str) or not 8 <= len(password) <= 1024:
+        raise ApiError(400, "invalid_input", "the password must have 8 to 1024 characters")
+    return password
 
 
 @admin.get("/tokens")
@@ -132,6 +186,7 @@ def revoke_token(token_id: int) -> Response:
     if not current_service().store.accounts.revoke_token(token_id, owner):
         raise ApiError(404, "not_found", f"no token {token_id} of yours")
     audit("token_revoked", target=str(token_id))
+    _live_cut(None, "")  # the sockets opened with it end now
     return jsonify({"status": "revoked"})
 
 

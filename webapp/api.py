@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -17,8 +18,9 @@ from webapp.openapi import openapi_document
 from webapp.serialize import batch_json, judgement_json
 
 api = Blueprint("api", __name__)
-_submissions = RateLimiter()
+submissions = RateLimiter()  # per user; scheduled runs count too
 
+OUTPUT_PAGE = 1 << 20
 SUBMIT_FIELDS = {
     "script",
     "commands",
@@ -64,7 +66,9 @@ def _needs(value: Any) -> dict[int, list[int]] | None:
 def submit() -> tuple[Response, int]:
     user = current_user()
     body = json_object(SUBMIT_FIELDS)
-    if not _submissions.allow(f"user:{user.id}", current_app.config["SUBMIT_RATE"]):
+    if isinstance(body.get("script"), str):
+        _fits(body["script"])
+    if not submissions.allow(f"user:{user.id}", current_app.config["SUBMIT_RATE"]):
         audit("rate_limited", target="/batches")
         raise ApiError(429, "rate_limited", "too many submissions; wait a minute and retry")
     record = current_service().submit(
@@ -103,7 +107,7 @@ def _source() -> Source:
 def rerun(batch_id: str) -> tuple[Response, int]:
     user = current_user()
     body = json_object({"only"}) if request.get_data() else {}  # no body: all of it
-    if not _submissions.allow(f"user:{user.id}", current_app.config["SUBMIT_RATE"]):
+    if not submissions.allow(f"user:{user.id}", current_app.config["SUBMIT_RATE"]):
         audit("rate_limited", target=f"/batches/{batch_id}/rerun")
         raise ApiError(429, "rate_limited", "too many submissions; wait a minute and retry")
     only = _typed(body, "only", str, "all")
@@ -180,7 +184,8 @@ def cancel_command(batch_id: str, command_id: str) -> Response:
 @requires(Role.VIEWER)
 def output(batch_id: str, command_id: str) -> Response:
     offset = _int_arg("offset", 0, 0, 1 << 40)
-    limit = _int_arg("limit", 1 << 20, 1, 8 << 20)
+    # at most OUTPUT_PAGE per stream and response, whatever is asked: read on by offset
+    limit = min(_int_arg("limit", OUTPUT_PAGE, 1, 8 << 20), OUTPUT_PAGE)
     svc = current_service()
     result: dict[str, Any] = {}
     truncated = False
@@ -225,11 +230,33 @@ def log_file(batch_id: str, command_id: str) -> Response:
 @api.post("/classify")
 @requires(Role.VIEWER)
 def classify() -> Response:
-    body = json_object({"script"})
-    script = _typed(body, "script", str, None)
-    if script is None:
-        raise ApiError(400, "invalid_input", "`script` (text) is required")
-    return jsonify(judgement_json(current_service().classify(script)))
+    key = f"user:{current_user().id}"
+    with _classifying_lock:  # before the body is even parsed: a refusal is cheap
+        if key in _classifying:
+            raise ApiError(429, "rate_limited", "one classification at a time per user")
+        _classifying.add(key)
+    try:
+        body = json_object({"script"})
+        script = _typed(body, "script", str, None)
+        if script is None:
+            raise ApiError(400, "invalid_input", "`script` (text) is required")
+        _fits(script)
+        judgement = current_service().classify(script)
+    finally:
+        with _classifying_lock:
+            _classifying.discard(key)
+    return jsonify(judgement_json(judgement))
+
+
+_classifying: set[str] = set()  # users with a classification under way
+_classifying_lock = threading.Lock()
+
+
+def _fits(script: str) -> None:
+    limit = current_app.config["MAX_SCRIPT_BYTES"]
+    size = len(script.encode("utf-8", "surrogatepass"))
+    if size > limit:
+        raise ApiError(413, "too_large", f"the script is {size} bytes; the limit is {limit}")
 
 
 @api.get("/openapi.json")
@@ -240,5 +267,9 @@ def openapi() -> Response:
 @api.get("/metrics")
 @requires(Role.VIEWER)
 def metrics_json() -> Response:
-    """The same numbers as /metrics, as JSON, with p50/p90/p95/p99."""
-    return jsonify(current_service().metrics_summary())
+    """The same numbers as /metrics, as JSON, with p50/p90/p95/p99, and the live hub's."""
+    summary = current_service().metrics_summary()
+    hub = current_app.extensions.get("bashfleet_live")
+    if hub is not None:
+        summary["live"] = hub.stats()
+    return jsonify(summary)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import ctypes
 import os
 import sys
 from collections.abc import Sequence
@@ -31,8 +32,9 @@ class ServeCommand:
         p.add_argument(
             "--threads",
             type=int,
-            default=100,
-            help="worker threads; each open live stream (browser tab) holds one (default 100)",
+            default=None,
+            help="worker threads; each open live stream (browser tab) holds one while it is "
+            "open, a request only once it has fully arrived (default 400)",
         )
         p.add_argument("--dev", action="store_true", help="Flask's development server")
 
@@ -56,6 +58,7 @@ class ServeCommand:
             "ISOLATION": args.isolation or os.environ.get("BASHFLEET_ISOLATION") or "auto",
         }
         print(f"bashfleet: serving on http://{args.host}:{args.port}/", file=sys.stderr)
+        hide_secrets()
         if args.dev:
             from webapp import create_app
 
@@ -64,14 +67,62 @@ class ServeCommand:
                 app, host=args.host, port=args.port, allow_unsafe_werkzeug=True
             )
             return 0
-        _gunicorn(config, args.host, args.port, args.threads)
+        threads = args.threads or _whole(os.environ.get("BASHFLEET_THREADS") or "400")
+        _gunicorn(config, args.host, args.port, threads)
         return 0
+
+
+def _whole(raw: str) -> int:
+    if not (raw.isascii() and raw.isdigit() and 0 < int(raw) <= 10_000):
+        raise SystemExit(f"BASHFLEET_THREADS must be a whole number from 1 to 10000, not {raw!r}")
+    return int(raw)
+
+
+SECRETS = ("BASHFLEET_SECRET_KEY", "BASHFLEET_ADMIN_PASSWORD", "BASHFLEET_DATABASE_URL")
+
+
+def hide_secrets() -> int:
+    """Blank the secret settings in the environment block the process started with.
+
+    ``/proc/PID/environ`` shows that block, not ``os.environ``: a command running as the
+    same user (``--isolation local``) could read the secret key there. Python keeps its own
+    copy in ``os.environ``, so the portal still reads its settings; the children it starts
+    without an explicit environment see the blanked values. Returns how many were blanked.
+    """
+    try:
+        libc = ctypes.CDLL(None)
+        entries = ctypes.POINTER(ctypes.c_void_p).in_dll(libc, "environ")
+    except (OSError, ValueError):
+        return 0
+    blanked, i = 0, 0
+    while entries[i]:
+        address = entries[i]
+        entry = ctypes.string_at(address)
+        name, _, value = entry.partition(b"=")
+        if name.decode(errors="replace") in SECRETS and value:
+            ctypes.memset(address + len(name) + 1, ord("*"), len(value))
+            blanked += 1
+        i += 1
+    return blanked
 
 
 def _gunicorn(config: dict[str, Any], host: str, port: int, threads: int) -> None:
     from gunicorn.app.base import BaseApplication
 
+    from webapp import server
+
+    server.LIMITS = server.ServerLimits.from_env()  # read here: a bad value stops the start
     apps: list[Any] = []
+
+    def orphaned() -> None:
+        # the main process died (kill -9, OOM): behave as if this worker died with it.
+        # Nothing more is recorded, so what was running stays `running` in the store and
+        # the next start marks it `interrupted` once; its processes and containers go now.
+        for app in apps:
+            app.extensions["bashfleet"].abandon()
+        os._exit(1)
+
+    server.ON_PARENT_DEATH.append(orphaned)
 
     def worker_exit(_server: Any, _worker: Any) -> None:
         # drain: no new work, running commands get a grace period, the rest is interrupted
@@ -85,8 +136,9 @@ def _gunicorn(config: dict[str, Any], host: str, port: int, threads: int) -> Non
             for key, value in {
                 "bind": f"{host}:{port}",
                 "workers": 1,
-                "worker_class": "gthread",
+                "worker_class": "webapp.server.GuardedWorker",
                 "threads": threads,
+                "worker_connections": 4096,
                 "timeout": 0,
                 "graceful_timeout": 30,
                 "accesslog": None,

@@ -11,6 +11,7 @@ from werkzeug.exceptions import HTTPException
 from sandbox.errors import BashfleetError, InputError, PolicyError
 from sandbox.service import Forbidden
 from sandbox.store import Conflict, NotFound
+from webapp.judging import JudgesBusy, TooComplex
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +58,16 @@ def register_errors(app: Flask) -> None:
     def _policy(e: PolicyError) -> tuple[Response, int]:
         return error_response(409, "not_possible", str(e))
 
+    @app.errorhandler(TooComplex)
+    def _too_complex(e: TooComplex) -> tuple[Response, int]:
+        return error_response(422, "too_complex", str(e))
+
+    @app.errorhandler(JudgesBusy)
+    def _busy(e: JudgesBusy) -> tuple[Response, int]:
+        response, status = error_response(503, "busy", str(e))
+        response.headers["Retry-After"] = "2"
+        return response, status
+
     @app.errorhandler(BashfleetError)
     def _bashfleet(e: BashfleetError) -> tuple[Response, int]:
         return error_response(400, "rejected", str(e))
@@ -80,6 +91,11 @@ def register_errors(app: Flask) -> None:
             "the server cannot write its database right now (is its disk full?); the request "
             "was not completed; retry later",
         )
+
+    @app.errorhandler(OverflowError)
+    def _overflow(e: OverflowError) -> tuple[Response, int]:
+        # an id or number too large for the database (SQLite's integers are 64-bit)
+        return error_response(400, "invalid_input", "a number in the request is out of range")
 
     @app.errorhandler(Exception)
     def _unexpected(e: Exception) -> tuple[Response, int]:

@@ -16,13 +16,26 @@ the client subscribes early, late, or again after a reconnect.
 
 Output is coalesced: events are buffered and flushed every ``FLUSH_S`` (50 ms), at
 most ``MAX_EMIT`` bytes per command and stream per flush, so a flood of tiny lines
-becomes a few messages per second that a browser can keep up with.
+becomes a few messages per second that a browser can keep up with. Output that is not
+valid UTF-8 is sent once as base64 (``data_b64``) instead of ``data``.
+
+Bounds (``LiveLimits``): a socket that has not authenticated within ``auth_s`` is closed;
+a user has at most ``sockets_per_user`` sockets and a socket ``subscriptions`` batches; a
+subscribe replays at most ``BACKLOG_TOTAL`` bytes; a socket whose unsent messages pass
+``queued_bytes`` (a reader that does not read) is cut with a ``cut`` event saying why.
+Credentials are checked on every subscribe, every ``RECHECK_S``, and at once when an
+admin disables a user or a token is revoked.
 """
 
 from __future__ import annotations
 
+import base64
+import contextlib
+import json
 import logging
+import random
 import threading
+import time
 from collections import OrderedDict, defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -30,6 +43,7 @@ from typing import Any
 
 from flask import Flask, request
 from flask_socketio import SocketIO, join_room, leave_room
+from socketio.exceptions import ConnectionRefusedError as Refused
 
 from sandbox.events import BatchFinished, CommandStatusChanged, Event, OutputReceived, PoolResized
 from sandbox.service import Service
@@ -40,10 +54,19 @@ log = logging.getLogger(__name__)
 FLUSH_S = 0.05
 METRICS_S = 1.0
 BACKLOG_BYTES = 256 << 10  # per stream, on subscribe: older output is offered as a download
-BACKLOG_TOTAL = 8 << 20  # per subscribe; past it, streams start at their end
+BACKLOG_TOTAL = 1 << 20  # per subscribe; past it, streams start at their end
+RECHECK_S = 10.0  # every open socket's credentials are checked again this often
 MAX_EMIT = 64 << 10  # per command and stream per flush; a flood skips ahead (see _cut)
 RECENT_BATCHES = 64
 Key = tuple[str, str]  # (command_id, stream)
+
+
+@dataclass(frozen=True)
+class LiveLimits:
+    auth_s: float = 5.0  # a socket must authenticate within this
+    sockets_per_user: int = 8
+    subscriptions: int = 16  # batches one socket may follow at once
+    queued_bytes: int = 4 << 20  # unsent messages of one socket; past it, it is cut
 
 
 @dataclass
@@ -52,6 +75,7 @@ class _Client:
     nonce: str | None  # the browser session it came from; None for tokens
     token: str | None = None  # the API token it came with, re-checked on every subscribe
     batches: dict[str, dict[Key, int]] = field(default_factory=dict)  # cursors
+    eio_sid: str | None = None
 
 
 @dataclass
@@ -70,9 +94,14 @@ class _Chunk:
 
 
 class LiveHub:
-    def __init__(self, socketio: SocketIO, service: Service) -> None:
+    def __init__(
+        self, socketio: SocketIO, service: Service, limits: LiveLimits | None = None
+    ) -> None:
         self.io = socketio
         self.service = service
+        self.limits = limits or LiveLimits()
+        self._unauthenticated: dict[str, float] = {}  # engine.io sid -> when it must be in
+        self.cuts: dict[str, int] = defaultdict(int)  # why sockets were cut -> how many
         self._lock = threading.Lock()
         self._clients: dict[str, _Client] = {}
         self._rooms: dict[str, set[str]] = defaultdict(set)  # batch id -> sids
@@ -92,7 +121,11 @@ class LiveHub:
 
     def start(self) -> None:
         self._unsubscribe = self.service.subscribe(self.on_event)
-        loops = ((self._flush_loop, "flush"), (self._metrics_loop, "metrics"))
+        loops = (
+            (self._flush_loop, "flush"),
+            (self._metrics_loop, "metrics"),
+            (self._guard_loop, "guard"),
+        )
         for target, name in loops:
             t = threading.Thread(target=target, name=f"bashfleet-live-{name}", daemon=True)
             t.start()
@@ -165,11 +198,98 @@ class LiveHub:
 
     # --- clients ------------------------------------------------------------------------------
 
-    def connected(
-        self, sid: str, user: UserRecord, nonce: str | None, token: str | None = None
-    ) -> None:
+    def opened(self, eio_sid: str) -> None:
+        """A transport opened; it must authenticate within ``limits.auth_s`` (up to half as
+        long again, at random: transports opened in a burst are not closed in one, and do
+        not all come back at once)."""
         with self._lock:
-            self._clients[sid] = _Client(user.id, nonce, token)
+            self._unauthenticated[eio_sid] = time.monotonic() + self.limits.auth_s * (
+                1 + random.random() / 2
+            )
+
+    def closed(self, eio_sid: str) -> None:
+        with self._lock:
+            self._unauthenticated.pop(eio_sid, None)
+
+    def connected(
+        self,
+        sid: str,
+        user: UserRecord,
+        nonce: str | None,
+        token: str | None = None,
+        eio_sid: str | None = None,
+    ) -> str | None:
+        """Register an authenticated socket; the refusal's reason if the user has too many."""
+        with self._lock:
+            mine = sum(c.user_id == user.id for c in self._clients.values())
+            if mine >= self.limits.sockets_per_user:
+                return (
+                    f"too many live connections for {user.name} (at most "
+                    f"{self.limits.sockets_per_user}); close a tab"
+                )
+            self._clients[sid] = _Client(user.id, nonce, token, eio_sid=eio_sid)
+            if eio_sid is not None:
+                self._unauthenticated.pop(eio_sid, None)
+        return None
+
+    def stats(self) -> dict[str, Any]:
+        with self._lock:
+            return {
+                "sockets": len(self._clients),
+                "unauthenticated": len(self._unauthenticated),
+                "cut": dict(self.cuts),
+            }
+
+    def cut(self, sid: str, reason: str, *, deaf: bool = False) -> None:
+        """Close a socket and its transport, telling the client why (never under the hub's
+        lock). A ``deaf`` client (it does not read) loses what was queued for it at once."""
+        self.cuts[reason.split(":")[0]] += 1
+        log.info("live socket %s cut: %s", sid, reason)
+        with self._lock:
+            client = self._clients.get(sid)
+        try:
+            if not deaf:
+                self.io.emit("cut", {"reason": reason}, to=sid)
+                self.io.server.disconnect(sid, namespace="/")
+        except Exception:  # already gone
+            log.debug("cutting %s", sid, exc_info=True)
+        self.disconnected(sid)
+        if client is not None and client.eio_sid is not None:
+            self._close_transport(client.eio_sid, drop_queued=deaf)
+
+    def _close_transport(self, eio_sid: str, *, drop_queued: bool = False) -> None:
+        """Close an engine.io transport without waiting for its queue to drain."""
+        eio = self.io.server.eio
+        sock = eio.sockets.get(eio_sid)
+        if sock is None:
+            return
+        if drop_queued:
+            with contextlib.suppress(Exception):
+                while True:
+                    sock.queue.get_nowait()
+                    sock.queue.task_done()
+        try:
+            sock.close(wait=False, abort=drop_queued)
+        except Exception:
+            log.debug("closing %s", eio_sid, exc_info=True)
+        eio.sockets.pop(eio_sid, None)
+
+    def cut_user(self, user_id: int, reason: str) -> int:
+        """An admin disabled the user (or changed their role): cut their sockets now."""
+        with self._lock:
+            sids = [sid for sid, c in self._clients.items() if c.user_id == user_id]
+        for sid in sids:
+            self.cut(sid, reason)
+        return len(sids)
+
+    def recheck(self) -> int:
+        """Check every open socket's credentials now (a token was revoked); cut the rest."""
+        with self._lock:
+            sids = list(self._clients)
+        gone = [sid for sid in sids if not self._allowed(sid)]
+        for sid in gone:
+            self.cut(sid, "unauthorized: the session, token or user is no longer valid")
+        return len(gone)
 
     def disconnected(self, sid: str) -> None:
         with self._lock:
@@ -192,6 +312,12 @@ class LiveHub:
             client = self._clients.get(sid)
             if client is None:
                 return {"error": "unauthorized", "message": "not connected"}
+            if batch_id not in client.batches and len(client.batches) >= self.limits.subscriptions:
+                return {
+                    "error": "too_many",
+                    "message": f"a socket may follow at most {self.limits.subscriptions} "
+                    "batches; unsubscribe from one first",
+                }
             join_room(_room(batch_id), sid=sid, namespace="/")
             self._rooms[batch_id].add(sid)
             cursors: dict[Key, int] = {}
@@ -254,6 +380,15 @@ class LiveHub:
         """Re-checked on every subscribe: a logged-out session, a revoked token or a disabled
         user is cut. (Every signed-in user of the portal may watch every batch: teams share
         it.)"""
+        if self._allowed(sid):
+            return True
+        # cut the socket just after the refusal is answered (the answer goes out on return)
+        cut = threading.Timer(0.2, self.io.server.disconnect, (sid,), {"namespace": "/"})
+        cut.daemon = True
+        cut.start()
+        return False
+
+    def _allowed(self, sid: str) -> bool:
         with self._lock:
             client = self._clients.get(sid)
         if client is None:
@@ -263,18 +398,12 @@ class LiveHub:
             user: UserRecord | None = accounts.get_user(client.user_id)
         except NotFound:
             user = None
-        if (
+        return not (
             user is None
             or user.disabled
             or (client.nonce is not None and accounts.session_ended(client.nonce))
             or (client.token is not None and accounts.user_for_token(client.token) is None)
-        ):
-            # cut the socket just after the refusal is answered (the answer goes out on return)
-            cut = threading.Timer(0.2, self.io.server.disconnect, (sid,), {"namespace": "/"})
-            cut.daemon = True
-            cut.start()
-            return False
-        return True
+        )
 
     def unsubscribe(self, sid: str, batch_id: str) -> None:
         with self._lock:
@@ -311,8 +440,11 @@ class LiveHub:
             finished, self._batch_status = self._batch_status, []
             scaling, self._scaling = self._scaling, []
             sends: list[tuple[str, str, Any]] = []
+            slow = {sid for sid in self._clients if self._backed_up(sid)}
             for batch_id, streams in output.items():
                 for sid in self._rooms.get(batch_id, ()):
+                    if sid in slow:
+                        continue
                     client = self._clients.get(sid)
                     cursors = client.batches.get(batch_id) if client else None
                     if cursors is None:
@@ -325,10 +457,55 @@ class LiveHub:
                     sends.append(("command_status", _room(batch_id), payload))
             for payload in finished:
                 sends.append(("batch_status", _room(payload["batch_id"]), payload))
+        for sid in slow:
+            self.cut(sid, "too_slow: this client does not read its messages", deaf=True)
         for name, to, payload in sends:
             self.io.emit(name, payload, to=to)
         for payload in scaling:
             self.io.emit("scaling", payload)
+
+    def _backed_up(self, sid: str) -> bool:
+        """Whether the socket's unsent messages pass the budget (under the hub's lock)."""
+        client = self._clients.get(sid)
+        eio = getattr(self.io.server, "eio", None)
+        if client is None or client.eio_sid is None or eio is None:
+            return False
+        sock = eio.sockets.get(client.eio_sid)
+        pending = getattr(getattr(sock, "queue", None), "queue", None)
+        if not pending:
+            return False
+        queued = 0
+        for packet in list(pending):
+            data = getattr(packet, "data", None)
+            queued += len(data) if isinstance(data, str | bytes) else 64
+            if queued > self.limits.queued_bytes:
+                return True
+        return False
+
+    # --- the guard: unauthenticated sockets, credentials -------------------------------------
+
+    def _guard_loop(self) -> None:
+        last_check = time.monotonic()
+        while not self._stop.wait(0.25):
+            try:
+                self.sweep()
+                if time.monotonic() - last_check >= RECHECK_S:
+                    last_check = time.monotonic()
+                    self.recheck()
+            except Exception:
+                log.exception("live guard failed")
+
+    def sweep(self) -> int:
+        """Close the transports that did not authenticate in time."""
+        now = time.monotonic()
+        with self._lock:
+            late = [eio_sid for eio_sid, due in self._unauthenticated.items() if now > due]
+            for eio_sid in late:
+                del self._unauthenticated[eio_sid]
+        for eio_sid in late:
+            self.cuts["unauthenticated"] += 1
+            self._close_transport(eio_sid)
+        return len(late)
 
     def _cut(
         self,
@@ -390,17 +567,21 @@ def _room(batch_id: str) -> str:
 def _output_json(
     batch_id: str, command_id: str, index: int, stream: str, offset: int, data: bytes
 ) -> dict[str, Any]:
-    # bytes are sent as text; an invalid UTF-8 sequence becomes U+FFFD. Offsets stay in bytes,
-    # so ``offset + nbytes`` is where the next chunk starts.
-    return {
+    # valid UTF-8 is sent as text, anything else once as base64 (not as U+FFFD escapes,
+    # six bytes each). Offsets stay in bytes: ``offset + nbytes`` is where the next starts.
+    out: dict[str, Any] = {
         "batch_id": batch_id,
         "command_id": command_id,
         "index": index,
         "stream": stream,
-        "data": data.decode("utf-8", "replace"),
         "offset": offset,
         "nbytes": len(data),
     }
+    try:
+        out["data"] = data.decode("utf-8")
+    except UnicodeDecodeError:
+        out["data_b64"] = base64.b64encode(data).decode("ascii")
+    return out
 
 
 def _status_json(e: CommandStatusChanged) -> dict[str, Any]:
@@ -425,36 +606,76 @@ def _status_json(e: CommandStatusChanged) -> dict[str, Any]:
 # --- wiring ------------------------------------------------------------------------------------
 
 
+class _CompactJson:
+    """JSON for Socket.IO packets: UTF-8 as it is (not \\u escapes), no spaces."""
+
+    @staticmethod
+    def dumps(obj: Any, **kwargs: Any) -> str:
+        kwargs.setdefault("separators", (",", ":"))
+        return json.dumps(obj, ensure_ascii=False, **kwargs)
+
+    @staticmethod
+    def loads(text: str | bytes, **kwargs: Any) -> Any:
+        return json.loads(text, **kwargs)
+
+
 def init_live(app: Flask, service: Service) -> SocketIO:
     """Attach Socket.IO to ``app`` (threading mode, simple-websocket, same origin only)."""
-    from webapp.auth import session_user
+    from webapp.auth import auth_failed, session_user
 
     socketio = SocketIO(
         app,
         async_mode="threading",
+        json=_CompactJson,
         cors_allowed_origins=app.config.get("SOCKET_ORIGINS"),  # None: same origin only
         manage_session=False,  # read the cookie session; logout lives in the database
         max_http_buffer_size=64 << 10,
         ping_interval=10,
         ping_timeout=20,
     )
-    hub = LiveHub(socketio, service)
+    limits = LiveLimits(
+        auth_s=float(app.config.get("SOCKET_AUTH_S", LiveLimits.auth_s)),
+        sockets_per_user=int(app.config.get("SOCKETS_PER_USER", LiveLimits.sockets_per_user)),
+        subscriptions=int(app.config.get("SUBSCRIPTIONS_PER_SOCKET", LiveLimits.subscriptions)),
+        queued_bytes=int(app.config.get("SOCKET_QUEUE_KB", LiveLimits.queued_bytes >> 10)) << 10,
+    )
+    hub = LiveHub(socketio, service, limits)
     app.extensions["bashfleet_live"] = hub
     app.extensions["bashfleet_end_session"] = hub.end_session
+    eio = socketio.server.eio
+    on_open, on_close = eio.handlers["connect"], eio.handlers["disconnect"]
+
+    def _opened(eio_sid: str, environ: Any) -> Any:
+        hub.opened(eio_sid)
+        return on_open(eio_sid, environ)
+
+    def _closed(eio_sid: str, reason: Any = None) -> Any:
+        hub.closed(eio_sid)
+        return on_close(eio_sid, reason)
+
+    eio.on("connect", _opened)
+    eio.on("disconnect", _closed)
 
     def _connect(auth: Any = None) -> None:
         user, nonce = None, None
         token = auth.get("token") if isinstance(auth, dict) else None
         if isinstance(token, str) and token:
             user = service.store.accounts.user_for_token(token[:200])
+            if user is None and not auth_failed.allowed(request.remote_addr):
+                raise Refused("rate_limited: too many failed authentications")
+            if user is None:
+                auth_failed.note(request.remote_addr, "socket", "invalid or revoked token")
         else:
             from flask import session
 
             user = session_user()
             nonce = session.get("nonce") if user else None
         if user is None:
-            raise ConnectionRefusedError("unauthorized: log in, or connect with auth.token")
-        hub.connected(_sid(), user, nonce, token if nonce is None else None)
+            raise Refused("unauthorized: log in, or connect with auth.token")
+        eio_sid = socketio.server.manager.eio_sid_from_sid(_sid(), "/")
+        refused = hub.connected(_sid(), user, nonce, token if nonce is None else None, eio_sid)
+        if refused:
+            raise Refused(refused)
 
     def _disconnect(*_args: Any) -> None:
         hub.disconnected(_sid())

@@ -37,6 +37,12 @@ ERRORS = {
     "401": _json(_ref("Error"), "No or bad token"),
     "403": _json(_ref("Error"), "Role does not allow this"),
     "404": _json(_ref("Error"), "Not found"),
+    "429": _json(_ref("Error"), "Too many: submissions, logins or failed authentications"),
+    "503": _json(_ref("Error"), "The store cannot be written, or every judge is busy"),
+}
+JUDGED = {
+    "413": _json(_ref("Error"), "The script is over the size limit"),
+    "422": _json(_ref("Error"), "The script could not be judged within the deadline"),
 }
 
 
@@ -205,7 +211,7 @@ def openapi_document() -> dict[str, Any]:
             "/batches": {
                 "post": _op(
                     "Submit a batch",
-                    {"201": _json(_ref("Batch"), "Created"), "429": _json(_ref("Error"))},
+                    {"201": _json(_ref("Batch"), "Created"), **JUDGED},
                     requestBody={
                         "required": True,
                         "content": {"application/json": {"schema": _ref("Submit")}},
@@ -362,6 +368,65 @@ def openapi_document() -> dict[str, Any]:
                     },
                 ),
             },
+            "/users/{user_id}/password": {
+                "post": _op(
+                    "Reset a user's password (admins); without `password` one is generated and"
+                    " shown once; the user's sessions and live streams end",
+                    {"200": _json({"type": "object"})},
+                    parameters=[
+                        {
+                            "name": "user_id",
+                            "in": "path",
+                            "required": True,
+                            "schema": {"type": "integer"},
+                        }
+                    ],
+                    requestBody={
+                        "required": True,
+                        "content": {
+                            "application/json": {
+                                "schema": {
+                                    "type": "object",
+                                    "properties": {
+                                        "password": {
+                                            "type": "string",
+                                            "minLength": 8,
+                                            "maxLength": 1024,
+                                        }
+                                    },
+                                    "additionalProperties": False,
+                                }
+                            }
+                        },
+                    },
+                )
+            },
+            "/session/password": {
+                "post": _op(
+                    "Change one's own password; the user's other sessions end",
+                    {"200": _json({"type": "object"})},
+                    requestBody={
+                        "required": True,
+                        "content": {
+                            "application/json": {
+                                "schema": {
+                                    "type": "object",
+                                    "required": ["old_password", "new_password"],
+                                    "properties": {
+                                        "old_password": {"type": "string"},
+                                        "new_password": {
+                                            "type": "string",
+                                            "minLength": 8,
+                                            "maxLength": 1024,
+                                        },
+                                    },
+                                    "additionalProperties": False,
+                                }
+                            }
+                        },
+                    },
+                )
+            },
             "/users/{user_id}": {
                 "patch": _op(
                     "Change a user's role or disable them (admins)",
@@ -450,7 +515,7 @@ def openapi_document() -> dict[str, Any]:
                 "get": _op("Schedules", {"200": _json({"type": "object"})}),
                 "post": _op(
                     "Create a schedule: `cron` (five fields, UTC) or `interval_s`",
-                    {"201": _json({"type": "object"})},
+                    {"201": _json({"type": "object"}), "409": _json(_ref("Error")), **JUDGED},
                     requestBody={
                         "required": True,
                         "content": {"application/json": {"schema": SCHEDULE}},
@@ -493,7 +558,7 @@ def openapi_document() -> dict[str, Any]:
             "/classify": {
                 "post": _op(
                     "Classify and plan a script without running it",
-                    {"200": _json({"type": "object"})},
+                    {"200": _json({"type": "object"}), **JUDGED},
                     requestBody={
                         "required": True,
                         "content": {

@@ -8,7 +8,7 @@ Policy (scripts and styles only from this origin, no inline script, no framing).
 
 from __future__ import annotations
 
-from urllib.parse import quote
+from urllib.parse import quote, unquote, urlsplit
 
 from flask import Blueprint, Response, redirect, render_template, request, session
 from werkzeug.wrappers import Response as BaseResponse
@@ -56,11 +56,22 @@ def login() -> BaseResponse | str:
 
 
 def _next_path() -> str:
-    """Where to go after login: a path on this site only (no `//host`, no scheme)."""
+    """Where to go after login: a path on this site only. Browsers drop tabs and newlines
+    and read ``\\`` as ``/``, so ``/%09/evil``, ``/\\evil`` and ``//evil`` all leave the
+    site: anything with a control character, a backslash or a leading ``//`` (as sent
+    or once decoded) goes to ``/``."""
     target = request.args.get("next", "/")
-    if not target.startswith("/") or target.startswith("//") or "\\" in target:
+    decoded = unquote(target)
+    if (
+        len(target) > 500
+        or not target.startswith("/")
+        or any(ord(c) < 0x21 or ord(c) == 0x7F or c == "\\" for c in target + decoded)
+        or target.startswith("//")
+        or decoded.startswith("//")
+        or urlsplit(target).netloc
+    ):
         return "/"
-    return target[:500]
+    return target
 
 
 @pages.get("/")

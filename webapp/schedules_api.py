@@ -4,32 +4,38 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, Response, jsonify
+from flask import Blueprint, Response, current_app, jsonify
 
 from sandbox.schedules import describe as _describe
-from sandbox.store import Role, ScheduleRecord
+from sandbox.store import Role, ScheduleRecord, UserRecord
 from webapp import current_service
 from webapp.auth import audit, current_user, requires
 from webapp.body import json_object
+from webapp.errors import ApiError
 
 schedules_api = Blueprint("schedules_api", __name__)
 
 
-def _names() -> tuple[dict[int, str], dict[int, str]]:
-    """Workspace and user names by id: two queries, however many schedules are shown."""
+Names = tuple[dict[int, str], dict[int, UserRecord]]
+
+
+def _names() -> Names:
+    """Workspace names and users by id: two queries, however many schedules are shown."""
     store = current_service().store
     workspaces = {w.id: w.name for w in store.workspaces.list()}
-    return workspaces, {u.id: u.name for u in store.accounts.list_users()}
+    return workspaces, {u.id: u for u in store.accounts.list_users()}
 
 
-def describe(
-    record: ScheduleRecord, names: tuple[dict[int, str], dict[int, str]] | None = None
-) -> dict[str, Any]:
-    """The schedule with its workspace's and owner's names (for people, not only ids)."""
+def describe(record: ScheduleRecord, names: Names | None = None) -> dict[str, Any]:
+    """The schedule with its workspace's and owner's names (for people, not only ids), and
+    why it is paused when it was not its owner's choice."""
     workspaces, users = names or _names()
     out = _describe(record)
+    owner = users.get(record.user_id)
     out["workspace"] = workspaces.get(record.workspace_id)
-    out["owner"] = users.get(record.user_id)
+    out["owner"] = owner.name if owner else None
+    disabled = record.paused and owner is not None and owner.disabled
+    out["paused_reason"] = f"its owner {owner.name} is disabled" if disabled and owner else None
     return out
 
 
@@ -44,7 +50,11 @@ def list_schedules() -> Response:
 @schedules_api.post("/schedules")
 @requires(Role.OPERATOR)
 def create_schedule() -> tuple[Response, int]:
-    record = current_service().create_schedule(current_user(), **json_object())
+    body, user = json_object(), current_user()
+    cap = current_app.config["SCHEDULES_PER_USER"]
+    if len(current_service().store.schedules.list(user_id=user.id)) >= cap:
+        raise ApiError(409, "too_many", f"a user may have at most {cap} schedules")
+    record = current_service().create_schedule(user, **body)
     audit("schedule_created", target=str(record.id), detail=describe(record))
     return jsonify(describe(record)), 201
 

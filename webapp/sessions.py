@@ -10,6 +10,7 @@ from sandbox.store import Role, UserRecord
 from sandbox.store.records import utcnow
 from webapp import current_service
 from webapp.auth import RateLimiter, audit, check_csrf, current_user, requires, start_session
+from webapp.body import json_body, json_object
 from webapp.errors import ApiError
 
 sessions = Blueprint("sessions", __name__)
@@ -27,7 +28,7 @@ def login() -> tuple[Response, int]:
     if not _logins.allow(f"addr:{address}", current_app.config["LOGIN_RATE"]):
         audit("rate_limited", target="/session")
         raise ApiError(429, "rate_limited", "too many login attempts; wait a minute")
-    body: Any = request.get_json(silent=True, force=True)
+    body: Any = json_body()
     if (
         not isinstance(body, dict)
         or not isinstance(body.get("name"), str)
@@ -50,6 +51,35 @@ def login() -> tuple[Response, int]:
 def whoami() -> Response:
     user = current_user()
     return jsonify(_me(user, session.get("csrf")))
+
+
+@sessions.post("/session/password")
+@requires(Role.VIEWER)
+def change_password() -> Response:
+    """Change one's own password: the old one is needed. Other sessions of the user end;
+    this one goes on with a new cookie (and CSRF token)."""
+    from webapp.admin import check_new_password
+
+    address = request.remote_addr or "?"
+    if not _logins.allow(f"addr:{address}", current_app.config["LOGIN_RATE"]):
+        raise ApiError(429, "rate_limited", "too many attempts; wait a minute")
+    body = json_object({"old_password", "new_password"})
+    old, new = body.get("old_password"), body.get("new_password")
+    if not isinstance(old, str) or not isinstance(new, str):
+        raise ApiError(400, "invalid_input", 'send {"old_password": ..., "new_password": ...}')
+    new = check_new_password(new)
+    user = current_user()
+    accounts = current_service().store.accounts
+    if accounts.authenticate(user.name, old[:1024]) is None:
+        audit("password_change_refused", target=user.name)
+        raise ApiError(403, "forbidden", "the old password is wrong")
+    accounts.set_password(user.id, new)
+    audit("password_changed", target=user.name)
+    csrf = start_session(user) if session.get("user_id") is not None else None
+    hub = current_app.extensions.get("bashfleet_live")
+    if hub is not None:
+        hub.recheck()
+    return jsonify({"status": "changed", "csrf_token": csrf})
 
 
 @sessions.delete("/session")

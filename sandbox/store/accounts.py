@@ -112,6 +112,13 @@ class AccountRepository(Repository):
     def set_password(self, user_id: int, password: str) -> None:
         self._set_user(user_id, password_hash=hash_password(password))
 
+    def password_stamp(self, user_id: int) -> str:
+        """Changes whenever the password does (sessions carry it, so a new password ends
+        the other sessions); empty for an unknown user."""
+        with self._read() as s:
+            stored = s.scalar(select(User.password_hash).where(User.id == user_id))
+        return hashlib.sha256(stored.encode()).hexdigest()[:16] if stored else ""
+
     def set_role(self, user_id: int, role: Role) -> None:
         self._set_user(user_id, role=Role(role))
 

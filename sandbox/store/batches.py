@@ -266,7 +266,12 @@ class BatchRepository(Repository):
             s.execute(
                 update(Command)
                 .where(*where)
-                .values(status=Status.INTERRUPTED, finished_at=now)
+                .values(
+                    status=Status.INTERRUPTED,
+                    finished_at=now,
+                    error="the server stopped (crashed or was killed) before this ended; "
+                    "found at the next start",
+                )
                 .execution_options(synchronize_session=False)
             )
             s.execute(

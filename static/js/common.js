@@ -250,6 +250,12 @@
       if (end <= at) return; // seen already
       if (msg.offset > at && handlers.gap) handlers.gap(msg.command_id, msg.stream, at, msg.offset);
       have[msg.stream] = end;
+      if (msg.data === undefined && msg.data_b64 !== undefined) {
+        // not valid UTF-8: sent as base64 once; shown with U+FFFD where it is not text
+        var raw = atob(msg.data_b64), bytes = new Uint8Array(raw.length);
+        for (var i = 0; i < raw.length; i++) bytes[i] = raw.charCodeAt(i);
+        msg.data = new TextDecoder("utf-8").decode(bytes);
+      }
       if (handlers.output) handlers.output(msg);
     }
     function onStatus(p) {

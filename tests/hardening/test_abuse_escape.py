@@ -57,6 +57,7 @@ def _attack(p: HPortal, token: str, tag: str, pool: str) -> dict[str, Any]:
     }
 
 
+# attack: a command that leaves children behind (setsid, double fork, nohup, zombies) in a container
 @pytest.mark.docker
 def test_nothing_escapes_a_container(docker_portal: HPortal, figures: dict[str, Any]) -> None:
     """In a container: after the command's end, and after a cancel, none of the setsid,
@@ -65,6 +66,7 @@ def test_nothing_escapes_a_container(docker_portal: HPortal, figures: dict[str, 
     figures["escape_container"] = _attack(p, p.token("esc", "operator"), "41.7", "docker")
 
 
+# attack: children left behind (setsid, double fork, nohup, zombies) in the local pool
 def test_nothing_escapes_the_local_pool(local_portal: HPortal, figures: dict[str, Any]) -> None:
     """In the local pool (`--isolation local`, no bubblewrap): the same escapees are all
     gone after the command's end and after a cancel (within 5 s)."""

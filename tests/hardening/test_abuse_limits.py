@@ -64,6 +64,7 @@ def _bomb_run(p: HPortal, token: str, tag: str, figures: dict[str, Any], key: st
     }
 
 
+# attack: a fork bomb in a container starves the host of pids
 @pytest.mark.docker
 @pytest.mark.slow
 def test_fork_bomb_in_a_container(docker_portal: HPortal, figures: dict[str, Any]) -> None:
@@ -76,6 +77,7 @@ def test_fork_bomb_in_a_container(docker_portal: HPortal, figures: dict[str, Any
     assert "process limit" in (figures["fork_bomb_container"]["reason"] or "")
 
 
+# attack: a fork bomb in the local pool starves the host of pids
 @pytest.mark.slow
 def test_fork_bomb_in_the_local_pool(tmp_path: Path, figures: dict[str, Any]) -> None:
     """The same bomb in the local pool (`--isolation local`): ends at its wall limit as
@@ -113,6 +115,7 @@ def test_fork_bomb_in_the_local_pool(tmp_path: Path, figures: dict[str, Any]) ->
         figures["fork_bomb_local"]["tasks_reaped_within_s"] = round(settled, 1)
 
 
+# attack: a command that eats all memory, in a container
 @pytest.mark.docker
 def test_memory_bomb_in_a_container_is_oom_killed(
     docker_portal: HPortal, figures: dict[str, Any]
@@ -137,6 +140,7 @@ def test_memory_bomb_in_a_container_is_oom_killed(
     }
 
 
+# attack: a command that eats all memory, in the local pool
 def test_memory_bomb_in_the_local_pool_is_stopped_by_its_limit(
     local_portal: HPortal, figures: dict[str, Any]
 ) -> None:
@@ -168,6 +172,7 @@ def test_memory_bomb_in_the_local_pool_is_stopped_by_its_limit(
     }
 
 
+# attack: a command that fills the disk (/, /tmp, one file, many files)
 @pytest.mark.docker
 def test_disk_fillers_in_a_container_stop_at_the_caps(
     docker_portal: HPortal, figures: dict[str, Any]

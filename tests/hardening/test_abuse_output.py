@@ -23,6 +23,7 @@ MARKER = truncation_marker(DEFAULT_OUTPUT_CAP)
 ESCAPES = r"printf 'bad:\xff\xfe\xc3\x28 ansi:\e[31mred\e[0m\e[2J osc:\e]0;pwned\a\e]52;c;aGk=\a\n'"
 
 
+# attack: output floods, a 50 MB line, invalid UTF-8 and terminal escapes
 @pytest.mark.docker
 @pytest.mark.slow
 def test_floods_huge_lines_and_escapes_are_capped_while_everything_else_flows(

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import sqlite3
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -44,8 +46,21 @@ def _secret_settings(data: Path) -> dict[str, str]:
 
 
 @pytest.fixture
-def secret_portal(tmp_path: Path, docker_client: Any, sandbox_image: str) -> Iterator[HPortal]:
-    data = tmp_path / "data"
+def outside_tmp() -> Iterator[Path]:
+    """A data folder outside /tmp: every sandbox has a /tmp of its own, so a data folder
+    under /tmp (pytest's tmp_path) would be out of sight even if hiding it failed."""
+    base = Path(__file__).resolve().parents[2] / "artifacts"
+    base.mkdir(exist_ok=True)
+    folder = Path(tempfile.mkdtemp(prefix="secrets-", dir=base))
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture
+def secret_portal(
+    tmp_path: Path, outside_tmp: Path, docker_client: Any, sandbox_image: str
+) -> Iterator[HPortal]:
+    data = outside_tmp / "data"
     data.mkdir()
     env = _secret_settings(data)
     with hportal(tmp_path, isolation="auto", env=env, data=data) as p:
@@ -66,6 +81,7 @@ def _no_secrets(text: str, data: Path, tokens: list[str]) -> None:
     assert settings <= {"BASHFLEET_JOB"}, settings  # the job's own marker, nothing else
 
 
+# attack: a curious command looks for secrets, the Docker socket, the database and capabilities
 @pytest.mark.docker
 def test_commands_in_both_pools_see_no_secrets_socket_data_or_capabilities(
     secret_portal: HPortal, figures: dict[str, Any]
@@ -101,24 +117,33 @@ def test_commands_in_both_pools_see_no_secrets_socket_data_or_capabilities(
     }
 
 
-def test_local_isolation_scrubs_the_environment(tmp_path: Path) -> None:
-    """With `--isolation local` (no container, no bubblewrap for writable commands) the
-    environment is still scrubbed: no settings, no tokens, no database URL. (Files are NOT
-    hidden in that mode: the README says so.)"""
-    data = tmp_path / "data"
+# attack: a local-isolation command reads the server's environment for its secrets
+def test_local_isolation_scrubs_the_environment(tmp_path: Path, outside_tmp: Path) -> None:
+    """Attack: a command run with `--isolation local` (no container, no bubblewrap for
+    writable commands) reads the server's settings from its environment or from the
+    server's /proc/PID/environ: none are there. (Files are NOT hidden in that mode: the
+    README says so.)"""
+    data = outside_tmp / "data"
     data.mkdir()
     env = _secret_settings(data)
     with hportal(tmp_path, isolation="local", env=env, data=data) as p:
         token = p.token("curious", "operator")
+        server = [p.proc.pid if p.proc else 0, p.worker().pid]
+        environs = " ".join(f"/proc/{pid}/environ" for pid in server)
         batch = p.submit(
-            token, "touch x && { env; tr '\\0' '\\n' < /proc/self/environ; }", timeout_s=30
+            token,
+            f"touch x && env\ntouch y && {{ cat {environs} | tr '\\0' '\\n'; }} 2>&1 || true",
+            timeout_s=30,
         )
         done = p.wait_batch(batch["id"], token)
-        out = _seen(p, done, token)[0]
-        assert "PATH=" in out
-        _no_secrets(out, p.data, [token])
+        own, servers = _seen(p, done, token)
+        assert "PATH=" in own and "BASHFLEET_SECRET_KEY=" in servers  # both probes ran
+        _no_secrets(own, p.data, [token])
+        for secret in (SECRET, PASSWORD, f"sqlite:///{data}", token):
+            assert secret not in servers, secret  # blanked where /proc shows it
 
 
+# attack: a container command calls the portal's API from inside
 @pytest.mark.docker
 def test_a_container_cannot_reach_the_portal(
     secret_portal: HPortal, figures: dict[str, Any]
@@ -155,6 +180,7 @@ def test_a_container_cannot_reach_the_portal(
     figures["portal_port_from_containers"] = {"addresses_tried": len(hosts) * 2, "reached": 0}
 
 
+# attack: path tricks in workspace names and ids (../, absolute, NUL, symlinks)
 def test_workspace_names_and_output_paths_never_leave_their_folders(
     local_portal: HPortal, tmp_path: Path, figures: dict[str, Any]
 ) -> None:
@@ -198,6 +224,7 @@ def test_workspace_names_and_output_paths_never_leave_their_folders(
     figures["path_tricks_refused"] = refused
 
 
+# attack: a command plants symlinks for the server to follow (to /etc/passwd, the data folder)
 @pytest.mark.docker
 def test_the_host_never_follows_a_symlink_planted_by_a_command(
     docker_portal: HPortal, tmp_path: Path, figures: dict[str, Any]

@@ -50,6 +50,7 @@ def _healthy_again(p: HPortal, token: str, figures: dict[str, Any], key: str) ->
 # --- kill -9 and SIGTERM ---------------------------------------------------------------------
 
 
+# attack: the server killed with SIGKILL (OOM killer, operator) mid-work
 @pytest.mark.docker
 @pytest.mark.slow
 def test_kill_9_with_ten_commands_running_in_both_pools(
@@ -93,6 +94,46 @@ def test_kill_9_with_ten_commands_running_in_both_pools(
     )
 
 
+# attack: only gunicorn's main process is killed (SIGKILL), its worker orphaned
+@pytest.mark.docker
+@pytest.mark.slow
+def test_kill_9_of_the_main_process_leaves_every_command_interrupted_once(
+    docker_portal: HPortal, docker_client: Any, figures: dict[str, Any]
+) -> None:
+    """Attack: an OOM kill or an impatient operator kills gunicorn's main process only.
+    The orphaned worker must not record its own killing of the commands as `failed`: it
+    records nothing more and stops them; after a restart all are `interrupted`, once."""
+    p = docker_portal
+    token = p.token("orphan", "operator")
+    local = p.submit(token, "\n".join(f"sleep 300.{i}3" for i in range(3)))
+    boxes = [p.submit(token, f"touch a && sleep 300.{i}4", workspace=f"m{i}") for i in range(2)]
+    assert p.wait_running(local["id"], token, 3, timeout=30)
+    for b in boxes:
+        assert p.wait_running(b["id"], token, 1, timeout=60), p.batch(b["id"], token)
+    worker, dead = p.worker(), p.instance_id()
+    assert p.proc is not None
+    os.kill(p.proc.pid, signal.SIGKILL)
+    p.proc.wait(10)
+    worker.wait(30)  # the orphan notices within a second and goes
+    db = p.data / "bashfleet.db"
+    with contextlib.closing(sqlite3.connect(db)) as conn:
+        left = dict(
+            conn.execute("select status, count(*) from commands group by status").fetchall()
+        )
+    assert left == {"running": 5}, left  # nothing recorded as failed or cancelled
+    p.start()
+    for b in (local, *boxes):
+        done = p.wait_batch(b["id"], token, timeout=10)
+        assert done["status"] == "interrupted", done
+        assert {c["status"] for c in done["commands"]} == {"interrupted"}, done["commands"]
+        assert all("server stopped" in c["reason"] for c in done["commands"])
+    assert wait_gone("300.", timeout=5) == []
+    assert containers_of(docker_client, dead) == []
+    _healthy_again(p, token, figures, "kill_9_main_process")
+    figures["kill_9_main_process"].update({"commands_running": 5, "interrupted": 5})
+
+
+# attack: a restart (SIGTERM) in the middle of work
 @pytest.mark.docker
 @pytest.mark.slow
 def test_sigterm_drains_with_a_grace_period(
@@ -246,6 +287,7 @@ def engine_portal(tmp_path: Path, private_engine: PrivateEngine) -> Iterator[HPo
         assert not left, [c.name for c in left]
 
 
+# attack: the Docker engine restarts under running commands
 @pytest.mark.docker
 @pytest.mark.slow
 def test_engine_restarted_mid_batch(
@@ -286,6 +328,7 @@ def test_engine_restarted_mid_batch(
     )
 
 
+# attack: work submitted while the Docker engine is down
 @pytest.mark.docker
 @pytest.mark.slow
 def test_engine_down_at_submission(
@@ -319,6 +362,7 @@ def test_engine_down_at_submission(
     )
 
 
+# attack: the server starts before the Docker engine
 @pytest.mark.docker
 @pytest.mark.slow
 def test_server_started_with_the_engine_down_recovers_when_it_comes_back(
@@ -394,6 +438,7 @@ def _fill_and_submit(
     return answers, ids
 
 
+# attack: a full disk under the data folder
 def test_data_folder_on_a_full_filesystem(tmp_path: Path, figures: dict[str, Any]) -> None:
     """The data folder (database, output, workspaces) on a 20 MB ext4 that fills up: every
     answer is JSON without a traceback (a 5xx is allowed while the disk is full), no process
@@ -424,6 +469,7 @@ def test_data_folder_on_a_full_filesystem(tmp_path: Path, figures: dict[str, Any
         assert integrity(data / "bashfleet.db") == "ok"
 
 
+# attack: a disk that fills while batches are accepted
 def test_batches_accepted_on_a_full_disk_end_in_a_final_status(tmp_path: Path) -> None:
     """Batches accepted while the data folder is full end in a final status once space is
     freed (none stays `pending` or `running` in the store)."""
@@ -454,12 +500,18 @@ def _epoch(value: str) -> float:
     return datetime.fromisoformat(value).replace(tzinfo=UTC).timestamp()
 
 
+# attack: restarts around schedule ticks (lost, doubled or stormed runs)
 @pytest.mark.slow
-def test_schedules_through_three_restarts(local_portal: HPortal, figures: dict[str, Any]) -> None:
+def test_schedules_through_three_restarts(tmp_path: Path, figures: dict[str, Any]) -> None:
     """An interval schedule (2 s) through three restarts, each after ~4.5 s down (two
     missed ticks): each restart gives exactly one catch-up run (missed ticks coalesce), never
-    two runs at once, one schedule and one scheduler job in the store afterwards."""
-    p = local_portal
+    two runs at once, one schedule afterwards and no pickled job anywhere."""
+    env = {"BASHFLEET_SCHEDULE_MIN_INTERVAL_S": "1"}  # 60 s by default
+    with hportal(tmp_path, isolation="local", env=env) as p:
+        _three_restarts(p, figures)
+
+
+def _three_restarts(p: HPortal, figures: dict[str, Any]) -> None:
     token = p.token("cron", "operator")
     status, s = p.request(
         "POST",
@@ -502,8 +554,10 @@ def test_schedules_through_three_restarts(local_portal: HPortal, figures: dict[s
     status, listed = p.request("GET", "/api/v1/schedules", token=token)
     assert len(listed["items"]) == 1
     with sqlite3.connect(p.data / "bashfleet.db") as db:
-        jobs = db.execute("select id from apscheduler_jobs").fetchall()
-    assert jobs == [(f"schedule-{s['id']}",)], jobs
+        tables = {r[0] for r in db.execute("select name from sqlite_master where type='table'")}
+        jobs = db.execute("select id from schedules where next_run_at is not null").fetchall()
+    assert "apscheduler_jobs" not in tables  # jobs are rebuilt from the schedules table
+    assert jobs == [(s["id"],)], jobs
     assert integrity(p.data / "bashfleet.db") == "ok"
     assert processes_with("echo tick") == []
     figures["schedules_three_restarts"] = {

@@ -8,7 +8,7 @@ from flask import Flask, Response, jsonify
 from sqlalchemy.exc import OperationalError
 from werkzeug.exceptions import HTTPException
 
-from sandbox.errors import BashfleetError, InputError, PolicyError
+from sandbox.errors import BashfleetError, InputError, InputTooComplex, PolicyError
 from sandbox.service import Forbidden
 from sandbox.store import Conflict, NotFound
 from webapp.judging import JudgesBusy, TooComplex
@@ -59,7 +59,8 @@ def register_errors(app: Flask) -> None:
         return error_response(409, "not_possible", str(e))
 
     @app.errorhandler(TooComplex)
-    def _too_complex(e: TooComplex) -> tuple[Response, int]:
+    @app.errorhandler(InputTooComplex)  # beyond the judge's limits, wherever it was judged
+    def _too_complex(e: BashfleetError) -> tuple[Response, int]:
         return error_response(422, "too_complex", str(e))
 
     @app.errorhandler(JudgesBusy)

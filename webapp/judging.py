@@ -26,7 +26,7 @@ from collections.abc import Iterable, Mapping
 from multiprocessing.connection import Connection
 from typing import Any
 
-from sandbox.errors import BashfleetError, InputError
+from sandbox.errors import BashfleetError, InputError, InputTooComplex
 from sandbox.pipeline import Judgement
 
 log = logging.getLogger(__name__)
@@ -156,7 +156,7 @@ def _serve(conn: Connection) -> None:
 
 def _portable(e: Exception) -> Exception:
     """The error as the serving process should raise it."""
-    if isinstance(e, MemoryError | RecursionError) or "complex" in type(e).__name__.lower():
+    if isinstance(e, MemoryError | RecursionError | InputTooComplex):
         return TooComplex(str(e) or "the script is too complex to judge")
     if isinstance(e, BashfleetError):
         try:

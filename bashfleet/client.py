@@ -242,6 +242,17 @@ class Client:
             "truncated": bool(raw.get("truncated")),
         }
 
+    def outputs(
+        self, batch_id: str, command_id: str, offset: int = 0, limit: int = 1 << 20
+    ) -> dict[str, Any]:
+        """Both streams at once, as the API answers: ``stdout``, ``stderr``,
+        ``stdout_next_offset``, ``stderr_next_offset``, ``truncated``."""
+        return self._call(
+            "GET",
+            f"/batches/{batch_id}/commands/{command_id}/output",
+            params={"offset": offset, "limit": limit},
+        )
+
     def classify(self, script: str) -> dict[str, Any]:
         """The dry run: statements (class, reasons, reads, writes, needs), edges, levels."""
         return self._call("POST", "/classify", json={"script": script})

@@ -71,7 +71,26 @@ class CliExtension(Protocol):
     def run(self, args: argparse.Namespace, data: Path) -> int: ...
 
 
+EXTENSION_GROUP = "bashfleet.cli"
+
+
+def installed_extensions() -> list[CliExtension]:
+    """Commands other packages register under the ``bashfleet.cli`` entry-point group
+    (`bashfleet mcp`, `bashfleet submit`): the engine names none of them."""
+    from importlib.metadata import entry_points
+
+    found: list[CliExtension] = []
+    for ep in entry_points(group=EXTENSION_GROUP):
+        try:
+            found.append(ep.load()())
+        except Exception as e:  # a broken extension must not take the engine's commands down
+            print(f"bashfleet: the `{ep.name}` command is unavailable ({e})", file=sys.stderr)
+    return found
+
+
 def main(argv: Sequence[str] | None = None, extensions: Sequence[CliExtension] = ()) -> int:
+    names = {ext.name for ext in extensions}
+    extensions = [*extensions, *(e for e in installed_extensions() if e.name not in names)]
     parser = build_parser()
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
     for ext in extensions:

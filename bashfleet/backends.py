@@ -66,7 +66,7 @@ def _cut(data: bytes, cap: int) -> tuple[str, bool]:
 class LocalBackend:
     """Batches run by this process (``bashfleet mcp --workspace DIR``), like `bashfleet run`."""
 
-    def __init__(self, root: Path, isolation: str, data: Path) -> None:
+    def __init__(self, root: Path, isolation: str, data: Path, *, jobs: int | None = None) -> None:
         from sandbox.engine import LocalEngine
         from sandbox.executors.local import warming
         from sandbox.executors.rootfs import trees_dir
@@ -76,7 +76,7 @@ class LocalBackend:
             raise InputError(f"workspace {self.root} is not a directory")
         local = warming(self.root, None if isolation == "local" else trees_dir(data))
         self.engine = LocalEngine(
-            self.root, local, isolation=isolation, warn=lambda t: sys.stderr.write(t)
+            self.root, local, isolation=isolation, jobs=jobs, warn=lambda t: sys.stderr.write(t)
         )
 
     def _workspace(self, name: str | None) -> Path:

@@ -42,17 +42,26 @@ class McpCommand:
             default="auto",
             help="local mode only: where non-safe classes run (as `bashfleet run`)",
         )
+        p.add_argument(
+            "--jobs",
+            "-j",
+            type=int,
+            default=None,
+            help="local mode only: most commands at once (default: by cores, as `bashfleet run`)",
+        )
 
     def run(self, args: argparse.Namespace, data: Path) -> int:
         from bashfleet.backends import Backend, LocalBackend, PortalBackend
         from bashfleet.mcp_server import serve_stdio
 
         backend: Backend
+        if args.jobs is not None and args.jobs < 1:
+            raise BashfleetError("--jobs must be at least 1")
         if args.url:
             backend = PortalBackend(args.url, _token())
             mode = f"on the portal {args.url}"
         else:
-            backend = LocalBackend(args.workspace, args.isolation, data)
+            backend = LocalBackend(args.workspace, args.isolation, data, jobs=args.jobs)
             mode = f"locally in {args.workspace.resolve()} (isolation {args.isolation})"
         serve_stdio(backend, mode=mode)
         return 0

@@ -23,16 +23,6 @@ from bashfleet.backends import OUTPUT_CAP, Backend
 from bashfleet.client import ApiError
 
 log = logging.getLogger(__name__)
-ENDED = (
-    "succeeded",
-    "failed",
-    "timed_out",
-    "cancelled",
-    "skipped",
-    "interrupted",
-    "refused",
-    "oom_killed",
-)
 
 
 class CommandResult(BaseModel):

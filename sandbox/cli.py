@@ -88,9 +88,27 @@ def installed_extensions() -> list[CliExtension]:
     return found
 
 
+ENGINE_COMMANDS = {"classify", "run", "doctor", "user", "token", "image"}
+
+
+def _command_word(argv: Sequence[str]) -> str | None:
+    """The subcommand in ``argv`` (None: none, or only options such as --help)."""
+    words = iter(argv)
+    for word in words:
+        if word in ("--data", "--config"):
+            next(words, None)
+        elif not word.startswith("-"):
+            return word
+    return None
+
+
 def main(argv: Sequence[str] | None = None, extensions: Sequence[CliExtension] = ()) -> int:
     names = {ext.name for ext in extensions}
-    extensions = [*extensions, *(e for e in installed_extensions() if e.name not in names)]
+    word = _command_word(sys.argv[1:] if argv is None else argv)
+    if word not in ENGINE_COMMANDS and word not in names:
+        # entry points are looked up only when needed: the scan costs tens of ms, and
+        # `bashfleet run` starts in about a hundred
+        extensions = [*extensions, *(e for e in installed_extensions() if e.name not in names)]
     parser = build_parser()
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
     for ext in extensions:

@@ -38,9 +38,20 @@ def _batches(portal: Portal, token: str) -> list[dict[str, Any]]:
 def test_mcp_url_runs_as_the_tokens_user_and_is_audited(served: Portal) -> None:
     token = served.token("agent", "operator")
 
+    progress: list[tuple[float, float | None]] = []
+
+    async def on_progress(done: float, total: float | None, _message: str | None) -> None:
+        progress.append((done, total))
+
     async def main() -> dict[str, Any]:
         async with mcp_session("--url", served.url, env={"BASHFLEET_TOKEN": token}) as s:
-            run = ok(await s.call_tool("run_batch", {"commands": ["echo via-mcp", "false"]}))
+            run = ok(
+                await s.call_tool(
+                    "run_batch",
+                    {"commands": ["echo via-mcp", "false"]},
+                    progress_callback=on_progress,
+                )
+            )
             run["listed"] = ok(await s.call_tool("list_batches", {"limit": 5}))
             run["output"] = ok(
                 await s.call_tool(
@@ -54,7 +65,7 @@ def test_mcp_url_runs_as_the_tokens_user_and_is_audited(served: Portal) -> None:
     assert [c["status"] for c in run["commands"]] == ["succeeded", "failed"]
     assert run["commands"][0]["stdout"] == "via-mcp\n" and run["status"] == "failed"
     assert run["commands"][0]["class"] == "safe" and run["commands"][0]["reasons"]
-    assert run["makespan_s"] is not None
+    assert run["makespan_s"] is not None and progress[-1] == (2, 2)
     assert run["output"]["data"] == "mcp\n"
     assert run["listed"]["items"][0]["batch_id"] == run["batch_id"]
     assert [s["class"] for s in run["plan"]["statements"]] == ["safe", "dangerous"]
@@ -64,6 +75,20 @@ def test_mcp_url_runs_as_the_tokens_user_and_is_audited(served: Portal) -> None:
     status, log = served.request("GET", "/api/v1/audit?action=batch_submitted", token=admin)
     assert status == 200
     assert any(e["actor"] == "agent" and e["target"] == run["batch_id"] for e in log["items"])
+
+
+def test_cancelling_the_call_cancels_the_portal_batch(served: Portal) -> None:
+    token = served.token("agent", "operator")
+
+    async def main() -> dict[str, Any]:
+        async with mcp_session("--url", served.url, env={"BASHFLEET_TOKEN": token}) as s:
+            with anyio.move_on_after(2):
+                await s.call_tool("run_batch", {"script": "sleep 30"})
+            return ok(await s.call_tool("list_batches", {"limit": 1}))
+
+    (slow,) = anyio.run(main)["items"]
+    assert slow["summary"] == "sleep 30"
+    assert served.wait_batch(slow["batch_id"], token, timeout=15)["status"] == "cancelled"
 
 
 def test_a_viewer_cannot_run_anything_through_mcp(served: Portal) -> None:

@@ -16,11 +16,14 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from types import TracebackType
-from typing import Any, Literal, TypedDict, cast
+from typing import TYPE_CHECKING, Any, Literal, TypedDict, cast
 
 import httpx
 
 from sandbox.errors import BashfleetError
+
+if TYPE_CHECKING:
+    from bashfleet.live import LiveStream
 
 ACTIVE = ("pending", "queued", "running", "awaiting_approval")
 Stream = Literal["stdout", "stderr"]
@@ -96,6 +99,7 @@ class Client:
         transport: httpx.BaseTransport | None = None,
     ) -> None:
         self.url = url.rstrip("/")
+        self._token = token
         self._http = httpx.Client(
             base_url=self.url + "/api/v1",
             headers={"Authorization": f"Bearer {token}", "User-Agent": "bashfleet-client"},
@@ -252,6 +256,16 @@ class Client:
             f"/batches/{batch_id}/commands/{command_id}/output",
             params={"offset": offset, "limit": limit},
         )
+
+    def stream(
+        self, batch_id: str, offsets: dict[tuple[str, str], int] | None = None
+    ) -> LiveStream:
+        """The batch's live events over Socket.IO, resumed from ``offsets`` ({(command id,
+        stream): bytes already had}); iterate for (name, payload) until the batch ends.
+        ``.offsets`` of the returned stream says how far each stream got."""
+        from bashfleet.live import LiveStream
+
+        return LiveStream(self, self._token, batch_id, offsets)
 
     def classify(self, script: str) -> dict[str, Any]:
         """The dry run: statements (class, reasons, reads, writes, needs), edges, levels."""

@@ -1,4 +1,5 @@
-"""`bashfleet submit`: a batch to a portal, with live tagged output like `bashfleet run`."""
+"""`bashfleet submit`: a batch to a portal, with live tagged output like `bashfleet run`
+(over the portal's Socket.IO; polling the REST API where that cannot be had)."""
 
 from __future__ import annotations
 
@@ -29,9 +30,9 @@ def submit(args: argparse.Namespace, text: str, token: str) -> int:
             return 0
         started = time.monotonic()
         live = sys.stderr.buffer if args.json else sys.stdout.buffer
-        printer = _Tagged(client, batch["id"], live, sys.stderr)
         try:
-            final = client.wait(batch["id"], on_progress=printer)
+            _follow(client, batch["id"], live, sys.stderr)
+            final = client.wait(batch["id"])
         except KeyboardInterrupt:
             sys.stderr.write(f"\ninterrupted: cancelling batch {batch['id']}\n")
             client.cancel(batch["id"])
@@ -57,15 +58,80 @@ def submit(args: argparse.Namespace, text: str, token: str) -> int:
         return 0 if commands and all(c["status"] == "succeeded" for c in commands) else 1
 
 
+def _follow(client: Client, batch_id: str, out: IO[bytes], err: IO[str]) -> None:
+    """Live output over Socket.IO; where no live stream can be had, polling (each
+    command's output then shows when it ends)."""
+    live = _LiveTagged(out, err)
+    try:
+        for name, payload in client.stream(batch_id):
+            live(name, payload)
+    except ApiError as e:
+        if e.code != "unreachable":
+            raise
+        err.write(f"bashfleet: no live stream ({e.message}); polling\n")
+        client.wait(batch_id, on_progress=_Tagged(client, batch_id, out, err, live.seen))
+    finally:
+        live.flush()
+
+
+class _LiveTagged:
+    """Lines tagged `[N] line` (`[N!]` for stderr) as they arrive, like `bashfleet run`."""
+
+    def __init__(self, out: IO[bytes], err: IO[str]) -> None:
+        self.out = out
+        self.err = err
+        self.partial: dict[tuple[int, str], bytes] = {}
+        self.seen: set[str] = set()  # commands whose output started here
+
+    def __call__(self, name: str, p: dict[str, Any]) -> None:
+        if name == "command_output":
+            self.seen.add(p["command_id"])
+            key = (p["index"], p["stream"])
+            lines = (self.partial.pop(key, b"") + p["data"].encode()).split(b"\n")
+            tail = lines.pop()
+            if tail:
+                self.partial[key] = tail
+            tag = _tag(*key)
+            self.out.write(b"".join(tag + line + b"\n" for line in lines))
+            self.out.flush()
+        elif name == "command_status" and p.get("final") and p["status"] != "succeeded":
+            self.flush()
+            self.err.write(_ended(p["index"] + 1, p))
+            self.err.flush()
+
+    def flush(self) -> None:
+        for key, tail in sorted(self.partial.items()):
+            self.out.write(_tag(*key) + tail + b"\n")
+        self.partial.clear()
+        self.out.flush()
+
+
+def _tag(index: int, stream: str) -> bytes:
+    return f"[{index + 1}] ".encode() if stream == "stdout" else f"[{index + 1}!] ".encode()
+
+
+def _ended(n: int, c: Any) -> str:
+    code = f" (exit {c['exit_code']})" if c.get("exit_code") not in (None, 0) else ""
+    why = f": {c['reason']}" if c.get("reason") else ""
+    return f"[{n}] {c['status']}{code}{why}\n"
+
+
 class _Tagged:
     """Prints each command's output, tagged `[N] line` (`[N!]` for stderr), once it ends."""
 
-    def __init__(self, client: Client, batch_id: str, out: IO[bytes], err: IO[str]) -> None:
+    def __init__(
+        self,
+        client: Client,
+        batch_id: str,
+        out: IO[bytes],
+        err: IO[str],
+        printed: set[str] | None = None,
+    ) -> None:
         self.client = client
         self.batch_id = batch_id
         self.out = out
         self.err = err
-        self.printed: set[str] = set()
+        self.printed = set(printed or ())
 
     def __call__(self, batch: Batch) -> None:
         for c in batch.get("commands", []):
@@ -81,9 +147,7 @@ class _Tagged:
                 self.out.write(b"".join(tag.encode() + line + b"\n" for line in lines))
             self.out.flush()
             if c["status"] != "succeeded":
-                code = f" (exit {c['exit_code']})" if c.get("exit_code") not in (None, 0) else ""
-                why = f": {c['reason']}" if c.get("reason") else ""
-                self.err.write(f"[{n}] {c['status']}{code}{why}\n")
+                self.err.write(_ended(n, c))
                 self.err.flush()
 
 

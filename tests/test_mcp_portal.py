@@ -134,6 +134,7 @@ def test_submit_wait_json_prints_the_run_summary(served: Portal, tmp_path: Path)
     assert set(commands[0]) >= {"command", "class", "executor", "exit_code", "duration_s"}
     assert "[1] one" in done.stderr and "[2!] oops" in done.stderr  # live output: stderr
     assert "[3] failed (exit 1)" in done.stderr
+    assert "polling" not in done.stderr  # the output came over the live stream
     ok_run = tmp_path / "ok.sh"
     ok_run.write_text("echo a\necho b\n")
     tagged = _submit(served, token, ok_run, "--wait")
@@ -198,3 +199,39 @@ def test_client_errors_carry_the_apis_code_and_message(served: Portal) -> None:
     with Client(f"http://127.0.0.1:{free_port()}", "t") as gone, pytest.raises(ApiError) as down:
         gone.list_batches()
     assert down.value.code == "unreachable" and down.value.status == 0
+
+
+def _texts(events: list[tuple[str, dict[str, Any]]]) -> dict[tuple[int, str], str]:
+    """Output reassembled by offset; fails on any gap or repeat."""
+    out: dict[tuple[int, str], str] = {}
+    at: dict[tuple[int, str], int] = {}
+    for name, p in events:
+        if name != "command_output":
+            continue
+        key = (p["index"], p["stream"])
+        assert p["offset"] == at.get(key, 0), f"gap or repeat in {key} at {p['offset']}"
+        at[key] = p["offset"] + p["nbytes"]
+        out[key] = out.get(key, "") + p["data"]
+    return out
+
+
+def test_client_stream_is_live_and_resumes_from_offsets(served: Portal) -> None:
+    script = 'for i in $(seq 1 20); do echo "line $i"; sleep 0.05; done\necho err >&2'
+    want = "".join(f"line {i}\n" for i in range(1, 21))
+    with Client(served.url, served.token("agent", "operator")) as c:
+        batch = c.run(script, wait=False)
+        first = c.stream(batch["id"])
+        seen: list[tuple[str, dict[str, Any]]] = []
+        for event in first:
+            seen.append(event)
+            if sum(n == "command_output" for n, _ in seen) == 3:
+                break  # a dropped client: it keeps what it had
+        first.close()
+        assert c.batch(batch["id"])["status"] in ("running", "pending", "queued")
+        resumed = list(c.stream(batch["id"], offsets=first.offsets))
+        texts = _texts(seen + resumed)
+        assert texts[(0, "stdout")] == want and texts[(1, "stderr")] == "err\n"
+        assert resumed[-1] == ("batch_status", {"batch_id": batch["id"], "status": "succeeded"})
+        assert any(n == "command_status" and p["status"] == "running" for n, p in seen + resumed)
+        again = list(c.stream(batch["id"]))  # an ended batch: everything, from the start
+        assert _texts(again)[(0, "stdout")] == want

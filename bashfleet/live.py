@@ -42,6 +42,7 @@ class LiveStream:
         self.reconnects = reconnects
         self._events: queue.Queue[LiveEvent] = queue.Queue()
         self._sio: Any = None
+        self.connections = 0  # how many times it connected (1 + reconnects)
 
     def __iter__(self) -> Iterator[LiveEvent]:
         tries = 0
@@ -112,6 +113,7 @@ class LiveStream:
                 wait_timeout=10,
             )
             self._sio = sio
+            self.connections += 1
             offsets: dict[str, dict[str, int]] = {}
             for (command_id, stream), at in self.offsets.items():
                 offsets.setdefault(command_id, {})[stream] = at

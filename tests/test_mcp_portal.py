@@ -235,3 +235,20 @@ def test_client_stream_is_live_and_resumes_from_offsets(served: Portal) -> None:
         assert any(n == "command_status" and p["status"] == "running" for n, p in seen + resumed)
         again = list(c.stream(batch["id"]))  # an ended batch: everything, from the start
         assert _texts(again)[(0, "stdout")] == want
+
+
+def test_client_stream_reconnects_after_a_dropped_connection(served: Portal) -> None:
+    script = 'for i in $(seq 1 20); do echo "line $i"; sleep 0.05; done'
+    with Client(served.url, served.token("agent", "operator")) as c:
+        batch = c.run(script, wait=False)
+        live = c.stream(batch["id"])
+        events: list[tuple[str, dict[str, Any]]] = []
+        dropped = False
+        for event in live:
+            events.append(event)
+            if not dropped and sum(n == "command_output" for n, _ in events) == 3:
+                live._sio.disconnect()  # the connection goes away under the reader
+                dropped = True
+        assert dropped and live.connections == 2
+        assert _texts(events)[(0, "stdout")] == "".join(f"line {i}\n" for i in range(1, 21))
+        assert events[-1][1]["status"] == "succeeded"

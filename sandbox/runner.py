@@ -159,11 +159,11 @@ def run_script(
             engine.wait(batch_id, 15)
         makespan = engine.makespan_s(batch_id)
         printer.flush_partials()
-        results = engine.result(batch_id)
-        summary = _summary(engine, batch_id, results, makespan) if opts.json else None
     finally:
-        engine.close()
-    if summary is not None:
+        engine.close()  # what has not ended by now is `interrupted`
+    results = engine.result(batch_id)
+    if opts.json:
+        summary = _summary(engine, batch_id, results, makespan)
         out.write((json.dumps(summary) + "\n").encode())
         out.flush()
     else:

@@ -1,9 +1,10 @@
 """An agent's burst through MCP: 16 independent read-only commands in one run_batch.
 
 Each command is `sleep 0.5 && echo N` (safe: the local pool). The SDK's own client
-spawns `bashfleet mcp --workspace TMP` over stdio, makes one warm-up call, then times
-REPEAT calls of run_batch from the request to the structured result. The bound is the
-slowest command (its measured duration_s) + 100 ms; the target is under 1.5x the bound.
+spawns `bashfleet mcp --workspace TMP` (isolation auto) over stdio, makes one warm-up
+call, then times REPEAT calls of run_batch from the request to the structured result.
+The bound is the slowest command (its measured duration_s) + 100 ms; the target is
+under 1.5x the bound.
 
 Run: .venv/bin/python benchmarks/bench_mcp.py [--jobs N]
 
@@ -31,7 +32,7 @@ SCRIPT = "\n".join(f"sleep {SLEEP_S} && echo {i}" for i in range(N))
 
 async def measure(jobs: int | None) -> list[tuple[float, float]]:
     with tempfile.TemporaryDirectory(prefix="bench-mcp-") as ws:
-        args = ["mcp", "--workspace", ws, "--isolation", "local"]
+        args = ["mcp", "--workspace", ws]
         if jobs is not None:
             args += ["--jobs", str(jobs)]
         params = StdioServerParameters(command=BASHFLEET, args=args)

@@ -15,6 +15,7 @@ from typing import Any, Protocol
 
 from bashfleet.client import ACTIVE, ApiError, Client
 from sandbox.errors import BashfleetError, InputError, PolicyError
+from sandbox.pipeline import script_text
 
 OUTPUT_CAP = 64 << 10  # per stream and command in a run_batch result
 ON_FAILURE = ("skip_dependents", "continue", "halt")
@@ -23,7 +24,8 @@ ON_FAILURE = ("skip_dependents", "continue", "halt")
 class Backend(Protocol):
     def submit(
         self,
-        script: str,
+        script: str | None,
+        commands: list[str] | None,
         workspace: str | None,
         timeout_s: float | None,
         on_failure: str | None,
@@ -88,7 +90,12 @@ class LocalBackend:
         return where
 
     def submit(
-        self, script: str, workspace: str | None, timeout_s: float | None, on_failure: str | None
+        self,
+        script: str | None,
+        commands: list[str] | None,
+        workspace: str | None,
+        timeout_s: float | None,
+        on_failure: str | None,
     ) -> str:
         if on_failure not in (None, "skip_dependents"):
             raise ApiError(
@@ -100,9 +107,10 @@ class LocalBackend:
         if timeout_s is not None and not 0 < timeout_s <= 7 * 86400:
             raise ApiError("invalid_input", "timeout_s must be more than 0 and at most 604800")
         try:
-            judgement = self.engine.judge(script)
+            text = script_text(script, commands)
+            judgement = self.engine.judge(text)
             return self.engine.submit(
-                script, judgement, workspace=self._workspace(workspace), timeout_s=timeout_s
+                text, judgement, workspace=self._workspace(workspace), timeout_s=timeout_s
             )
         except BashfleetError as e:
             raise translated(e) from e
@@ -229,10 +237,19 @@ class PortalBackend:
         self.client = Client(url, token)
 
     def submit(
-        self, script: str, workspace: str | None, timeout_s: float | None, on_failure: str | None
+        self,
+        script: str | None,
+        commands: list[str] | None,
+        workspace: str | None,
+        timeout_s: float | None,
+        on_failure: str | None,
     ) -> str:
         batch = self.client.submit(
-            script, workspace=workspace, timeout_s=timeout_s, on_failure=on_failure
+            script,
+            commands=commands,
+            workspace=workspace,
+            timeout_s=timeout_s,
+            on_failure=on_failure,
         )
         return batch["id"]
 

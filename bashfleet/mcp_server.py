@@ -171,11 +171,10 @@ def build_server(backend: Backend, *, mode: str) -> MCPServer:
         class, reasons, executor, status, exit_code, duration_s and output (cut at 64 KiB
         per stream; get_output reads the rest). With wait=false it returns at once with
         the planned commands; poll with get_output / list_batches."""
-        if (script is None) == (commands is None):
-            return _error(ApiError("invalid_input", "give `script` or `commands`, not both"))
-        text = script if script is not None else "\n".join(commands or [])
         try:
-            batch_id = await _call(backend.submit, text, workspace, timeout_s, on_failure)
+            batch_id = await _call(
+                backend.submit, script, commands, workspace, timeout_s, on_failure
+            )
         except ApiError as e:
             return _error(e)
         try:

@@ -31,7 +31,7 @@ from sandbox.image import SANDBOX_UID, default_image
 from sandbox.metrics import Metrics, host_usage
 from sandbox.model import Limits, Status
 from sandbox.persist import StoreWriter
-from sandbox.pipeline import Judgement, batch_spec, check_script, judge
+from sandbox.pipeline import Judgement, batch_spec, check_script, judge, script_text
 from sandbox.routing import instance_alive, make_router, new_instance_id, open_docker
 from sandbox.scheduler import Scheduler, default_limits
 from sandbox.schedules import ScheduleRunner, trigger_for
@@ -334,7 +334,7 @@ class Service:
         """Judge, plan, store and start a batch. A rejected batch stores nothing."""
         if user is not None and not user.role.allows(Role.OPERATOR):
             raise Forbidden("viewers may not submit batches")
-        text = _script_text(script, commands)
+        text = script_text(script, commands)
         check_script(text, max_bytes=self.config.max_script_bytes)
         if not 1 <= priority <= 10:
             raise InputError("priority must be between 1 and 10")
@@ -473,26 +473,6 @@ class Service:
             if callable(close):
                 close()
         self.store.close()
-
-
-def _script_text(script: str | None, commands: list[str] | None) -> str:
-    if (script is None) == (commands is None):
-        raise InputError("give exactly one of `script` (text) or `commands` (a list of strings)")
-    if script is not None:
-        if not isinstance(script, str):
-            raise InputError("`script` must be a string")
-        return script
-    assert commands is not None
-    if not isinstance(commands, list) or not all(isinstance(c, str) for c in commands):
-        raise InputError("`commands` must be a list of strings")
-    if not commands:
-        raise InputError("`commands` is empty: give at least one command")
-    for i, c in enumerate(commands):
-        if not c.strip():
-            raise InputError(f"commands[{i}] is empty")
-        if "\n" in c.strip():
-            raise InputError(f"commands[{i}] spans several lines; use `script` for that")
-    return "\n".join(commands) + "\n"
 
 
 def _own_workspace(path: Path) -> None:

@@ -126,17 +126,19 @@ def test_without_docker_risky_commands_are_refused_and_bad_input_runs_nothing(
             refused = ok(await s.call_tool("run_batch", {"commands": ["ls", "rm -rf victim"]}))
             nul = error(await s.call_tool("run_batch", {"script": "ls\x00"}))
             both = error(await s.call_tool("run_batch", {"script": "ls", "commands": ["ls"]}))
+            lines = error(await s.call_tool("run_batch", {"commands": ["echo a\necho b"]}))
             escape = error(await s.call_tool("run_batch", {"script": "ls", "workspace": "../.."}))
             unknown = error(await s.call_tool("cancel_batch", {"batch_id": "nope"}))
             listed = ok(await s.call_tool("list_batches", {}))
-        return refused, nul, both, escape, unknown, listed
+        return refused, nul, both, lines, escape, unknown, listed
 
-    refused, nul, both, escape, unknown, listed = anyio.run(main)
+    refused, nul, both, lines, escape, unknown, listed = anyio.run(main)
     assert [c["status"] for c in refused["commands"]] == ["succeeded", "refused"]
     assert "--isolation local" in (refused["commands"][1]["reason"] or "")
     assert (tmp_path / "victim").exists()
     assert nul["error"] == "invalid_input" and "NUL" in nul["message"]
     assert both["error"] == "invalid_input"
+    assert lines["error"] == "invalid_input" and "several lines" in lines["message"]
     assert escape["error"] == "invalid_input"
     assert unknown["error"] == "not_found"
     assert listed["total"] == 1  # the refused inputs made no batch

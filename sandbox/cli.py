@@ -81,7 +81,44 @@ class CliExtension(Protocol):
     def run(self, args: argparse.Namespace, data: Path) -> int: ...
 
 
+EXTENSION_GROUP = "bashfleet.cli"
+
+
+def installed_extensions() -> list[CliExtension]:
+    """Commands other packages register under the ``bashfleet.cli`` entry-point group
+    (`bashfleet mcp`, `bashfleet submit`): the engine names none of them."""
+    from importlib.metadata import entry_points
+
+    found: list[CliExtension] = []
+    for ep in entry_points(group=EXTENSION_GROUP):
+        try:
+            found.append(ep.load()())
+        except Exception as e:  # a broken extension must not take the engine's commands down
+            print(f"bashfleet: the `{ep.name}` command is unavailable ({e})", file=sys.stderr)
+    return found
+
+
+ENGINE_COMMANDS = {"classify", "run", "doctor", "user", "token", "image"}
+
+
+def _command_word(argv: Sequence[str]) -> str | None:
+    """The subcommand in ``argv`` (None: none, or only options such as --help)."""
+    words = iter(argv)
+    for word in words:
+        if word in ("--data", "--config"):
+            next(words, None)
+        elif not word.startswith("-"):
+            return word
+    return None
+
+
 def main(argv: Sequence[str] | None = None, extensions: Sequence[CliExtension] = ()) -> int:
+    names = {ext.name for ext in extensions}
+    word = _command_word(sys.argv[1:] if argv is None else argv)
+    if word not in ENGINE_COMMANDS and word not in names:
+        # entry points are looked up only when needed: the scan costs tens of ms, and
+        # `bashfleet run` starts in about a hundred
+        extensions = [*extensions, *(e for e in installed_extensions() if e.name not in names)]
     parser = build_parser()
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
     for ext in extensions:

@@ -37,6 +37,27 @@ class Judgement:
     plan: Plan
 
 
+def script_text(script: str | None, commands: list[str] | None) -> str:
+    """The script of a submission given as ``script`` (text) or ``commands`` (one per item)."""
+    if (script is None) == (commands is None):
+        raise InputError("give exactly one of `script` (text) or `commands` (a list of strings)")
+    if script is not None:
+        if not isinstance(script, str):
+            raise InputError("`script` must be a string")
+        return script
+    assert commands is not None
+    if not isinstance(commands, list) or not all(isinstance(c, str) for c in commands):
+        raise InputError("`commands` must be a list of strings")
+    if not commands:
+        raise InputError("`commands` is empty: give at least one command")
+    for i, c in enumerate(commands):
+        if not c.strip():
+            raise InputError(f"commands[{i}] is empty")
+        if "\n" in c.strip():
+            raise InputError(f"commands[{i}] spans several lines; use `script` for that")
+    return "\n".join(commands) + "\n"
+
+
 def check_script(
     text: str, *, max_bytes: int = MAX_SCRIPT_BYTES, max_statements: int = MAX_STATEMENTS
 ) -> None:
@@ -92,7 +113,7 @@ def batch_spec(
     allow_network: bool = False,
     limits: Limits | None = None,
     command_ids: list[str] | None = None,
-    on_failure: FailurePolicy | None = None,
+    on_failure: FailurePolicy | str | None = None,
     deadline_s: float | None = None,
 ) -> BatchSpec:
     """``on_failure`` None: ``halt`` for a script that starts with ``set -e``, else the default.

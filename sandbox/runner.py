@@ -10,20 +10,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from sandbox.errors import BashfleetError
-from sandbox.events import CommandStatusChanged, Event, EventBus, OutputReceived
-from sandbox.executors.base import Executor
-from sandbox.model import CommandClass, Status
-from sandbox.pipeline import batch_spec, check_script, failure_policy, judge
-from sandbox.priority import DurationModel
-from sandbox.routing import instance_alive, make_router, new_instance_id, open_docker
-from sandbox.scheduler import Scheduler, default_limits
+from sandbox.engine import CLI_MAX_SCRIPT_BYTES, LocalEngine
+from sandbox.events import CommandStatusChanged, Event, OutputReceived
+from sandbox.model import Status
 
 if TYPE_CHECKING:
     from sandbox.executors.local import LocalExecutor
 
 ISOLATIONS = ("auto", "docker", "local")
-CLI_MAX_SCRIPT_BYTES = 64 << 20
+__all__ = ["CLI_MAX_SCRIPT_BYTES", "ISOLATIONS", "RunOptions", "run_script"]
 
 
 @dataclass
@@ -42,15 +37,12 @@ class RunOptions:
 class _Printer:
     """Live output, tagged like `parallel --tag`, plus a progress line on a TTY."""
 
-    def __init__(self, out: IO[bytes], err: IO[str], total: int, keep: bool, cap: int) -> None:
+    def __init__(self, out: IO[bytes], err: IO[str], total: int) -> None:
         self.out = out
         self.err = err
         self.total = total
-        self.keep = keep
-        self.cap = cap
         self.lock = threading.Lock()
         self.partial: dict[tuple[int, str], bytes] = {}
-        self.kept: dict[tuple[int, str], bytearray] = {}
         self.counts: dict[Status, int] = {}
         self.status: dict[int, Status] = {}
         self.tty = err.isatty()
@@ -77,10 +69,6 @@ class _Printer:
     def _output(self, e: OutputReceived) -> None:
         key = (e.index, e.stream)
         with self.lock:
-            if self.keep:
-                buf = self.kept.setdefault(key, bytearray())
-                if len(buf) < self.cap:
-                    buf += e.data[: self.cap - len(buf)]
             data = self.partial.pop(key, b"") + e.data
             lines = data.split(b"\n")
             tail = lines.pop()
@@ -145,90 +133,48 @@ def run_script(
 
         local = warming(opts.workspace)
     try:
-        check_script(text, max_bytes=CLI_MAX_SCRIPT_BYTES)
-        judgement = judge(text, max_statements=None)
-        policy = failure_policy(judgement, opts.on_failure)
-        workspace = opts.workspace.resolve()
-        if not workspace.is_dir():
-            raise BashfleetError(f"workspace {workspace} is not a directory")
+        engine = LocalEngine(
+            opts.workspace,
+            local,
+            isolation=opts.isolation,
+            jobs=opts.jobs,
+            keep_output=opts.json,
+            warn=err.write,
+            durations_file=opts.durations_file,
+        )
     except BaseException:
         local.close()
         raise
-    instance = new_instance_id("cli")
-    executors: dict[str, Executor] = {"local": local}
-    needs_docker = opts.isolation != "local" and any(
-        j.verdict.cls is not CommandClass.SAFE for j in judgement.judged
-    )
-    docker_ready, why = False, ""
-    if needs_docker:
-        docker, why = open_docker(instance)
-        if docker is not None:
-            executors["docker"] = docker
-            docker_ready = True
-            docker.recover_orphans(alive=instance_alive)  # type: ignore[attr-defined]
-            if workspace.stat().st_uid == 0:
-                err.write(
-                    f"bashfleet: warning: {workspace} belongs to root, and containers never run "
-                    "as root: container commands cannot write there. Give the workspace to a "
-                    f"non-root user (chown -R 1000:1000 {workspace}) or pass --isolation local.\n"
-                )
-        elif opts.isolation == "docker":
-            raise BashfleetError(f"--isolation docker, but {why}. See `bashfleet doctor`.")
-    bus = EventBus()
-    spec = batch_spec(
-        judgement,
-        workspace,
-        timeout_s=opts.timeout_s,
-        retries=opts.retries,
-        priority=5,
-        on_failure=policy,
-        deadline_s=opts.deadline_s,
-    )
-    printer = _Printer(
-        out if not opts.json else sys.stderr.buffer,
-        err,
-        len(spec.commands),
-        keep=opts.json,
-        cap=spec.output_cap,
-    )
-    bus.subscribe(printer)
-    limits = default_limits(opts.jobs)
-    durations = DurationModel()
-    if opts.durations_file is not None:
-        durations.load(opts.durations_file)
-    sched = Scheduler(
-        executors,
-        make_router(opts.isolation, docker_ready, why),
-        bus=bus,
-        limits=limits,
-        max_running=opts.jobs,
-        durations=durations,
-    )
-    started = time.monotonic()
     try:
-        batch_id = sched.submit(spec)
-        while not sched.wait(batch_id, 0.5):
-            pass
-    except KeyboardInterrupt:
-        err.write("\ninterrupted: cancelling the batch\n")
-        sched.cancel_batch(batch_id)
-        sched.wait(batch_id, 15)
-    finally:
-        makespan = time.monotonic() - started
-        printer.flush_partials()
-        sched.shutdown(grace_s=0)
-        for ex in executors.values():
-            close = getattr(ex, "close", None)
-            if callable(close):
-                close()
-    if opts.durations_file is not None:
+        judgement = engine.judge(text)
+        printer = _Printer(
+            out if not opts.json else sys.stderr.buffer,
+            err,
+            len(judgement.judged),
+        )
+        engine.bus.subscribe(printer)
+        batch_id = engine.submit(
+            text,
+            judgement,
+            timeout_s=opts.timeout_s,
+            retries=opts.retries,
+            on_failure=opts.on_failure,
+            deadline_s=opts.deadline_s,
+        )
         try:
-            durations.save(opts.durations_file)
-        except OSError as e:
-            err.write(f"bashfleet: warning: cannot keep learned durations: {e}\n")
-    results = sched.result(batch_id)
+            while not engine.wait(batch_id, 0.5):
+                pass
+        except KeyboardInterrupt:
+            err.write("\ninterrupted: cancelling the batch\n")
+            engine.cancel(batch_id)
+            engine.wait(batch_id, 15)
+        makespan = engine.makespan_s(batch_id)
+        printer.flush_partials()
+    finally:
+        engine.close()  # what has not ended by now is `interrupted`
+    results = engine.result(batch_id)
     if opts.json:
-        summary = _summary(results, printer, makespan)
+        summary = _summary(engine, batch_id, results, makespan)
         out.write((json.dumps(summary) + "\n").encode())
         out.flush()
     else:
@@ -236,12 +182,14 @@ def run_script(
     return 0 if all(st is Status.SUCCEEDED for _s, st, *_ in results) else 1
 
 
-def _summary(results: list[Any], printer: _Printer, makespan: float) -> dict[str, Any]:
+def _summary(
+    engine: LocalEngine, batch_id: str, results: list[Any], makespan: float
+) -> dict[str, Any]:
     commands = []
     for spec, status, outcome, executor, reason in results:
 
         def text(stream: str, index: int = spec.index) -> str:
-            return bytes(printer.kept.get((index, stream), b"")).decode("utf-8", "replace")
+            return engine.output(batch_id, index, stream).decode("utf-8", "replace")
 
         commands.append(
             {

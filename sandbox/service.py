@@ -31,7 +31,14 @@ from sandbox.image import SANDBOX_UID, default_image
 from sandbox.metrics import Metrics, host_usage
 from sandbox.model import FailurePolicy, Limits, Status
 from sandbox.persist import StoreWriter
-from sandbox.pipeline import Judgement, batch_spec, check_script, failure_policy, judge
+from sandbox.pipeline import (
+    Judgement,
+    batch_spec,
+    check_script,
+    failure_policy,
+    judge,
+    script_text,
+)
 from sandbox.priority import DurationModel
 from sandbox.routing import instance_alive, make_router, new_instance_id, open_docker
 from sandbox.scheduler import Scheduler, default_limits
@@ -389,7 +396,7 @@ class Service:
         ``skip_dependents``; ``deadline_s``: for the whole batch."""
         if user is not None and not user.role.allows(Role.OPERATOR):
             raise Forbidden("viewers may not submit batches")
-        text = _script_text(script, commands)
+        text = script_text(script, commands)
         check_script(text, max_bytes=self.config.max_script_bytes)
         if not 1 <= priority <= 10:
             raise InputError("priority must be between 1 and 10")
@@ -590,26 +597,6 @@ class Service:
             if callable(close):
                 close()
         self.store.close()
-
-
-def _script_text(script: str | None, commands: list[str] | None) -> str:
-    if (script is None) == (commands is None):
-        raise InputError("give exactly one of `script` (text) or `commands` (a list of strings)")
-    if script is not None:
-        if not isinstance(script, str):
-            raise InputError("`script` must be a string")
-        return script
-    assert commands is not None
-    if not isinstance(commands, list) or not all(isinstance(c, str) for c in commands):
-        raise InputError("`commands` must be a list of strings")
-    if not commands:
-        raise InputError("`commands` is empty: give at least one command")
-    for i, c in enumerate(commands):
-        if not c.strip():
-            raise InputError(f"commands[{i}] is empty")
-        if "\n" in c.strip():
-            raise InputError(f"commands[{i}] spans several lines; use `script` for that")
-    return "\n".join(commands) + "\n"
 
 
 def _own_workspace(path: Path) -> None:

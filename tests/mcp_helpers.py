@@ -1,0 +1,44 @@
+"""Driving `bashfleet mcp` with the MCP SDK's own client over stdio."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import AsyncIterator
+from typing import Any
+
+from mcp import ClientSession, StdioServerParameters, stdio_client
+from mcp.types import CallToolResult
+
+from tests.portal import BASHFLEET
+
+
+@contextlib.asynccontextmanager
+async def mcp_session(
+    *args: str, env: dict[str, str] | None = None
+) -> AsyncIterator[ClientSession]:
+    """A started session with `bashfleet mcp ARGS...` (its stderr goes to the test's)."""
+    params = StdioServerParameters(
+        command=BASHFLEET, args=["mcp", *args], env={**os.environ, **(env or {})}
+    )
+    async with stdio_client(params) as (read, write), ClientSession(read, write) as session:
+        await session.initialize()
+        yield session
+
+
+def structured(result: CallToolResult) -> dict[str, Any]:
+    assert result.structured_content is not None, result.content
+    return dict(result.structured_content)
+
+
+def ok(result: CallToolResult) -> dict[str, Any]:
+    assert not result.is_error, result.content
+    return structured(result)
+
+
+def error(result: CallToolResult) -> dict[str, Any]:
+    assert result.is_error, result.structured_content
+    data = structured(result)
+    text = result.content[0].text  # type: ignore[union-attr]
+    assert text == f"{data['error']}: {data['message']}"
+    return data

@@ -10,7 +10,7 @@ from typing import Any
 import anyio
 import pytest
 
-from tests.mcp_helpers import error, mcp_session, ok
+from tests.mcp_helpers import error, mcp_session, ok, run_async
 
 TEST_UID = 1000  # containers never run as root: a workspace they write belongs to a user
 FOUR = "echo one\nmkdir -p d && echo two > d/f\ncat d/f\nfalse\n"
@@ -48,7 +48,7 @@ def test_tools_are_listed_with_input_and_output_schemas(tmp_path: Path) -> None:
         for tool in tools.values():
             assert tool.description and tool.output_schema is not None, tool.name
 
-    anyio.run(main)
+    run_async(main)
 
 
 @pytest.mark.docker
@@ -73,7 +73,7 @@ def test_run_batch_returns_four_results_in_script_order(tmp_path: Path) -> None:
             plan = ok(await s.call_tool("classify", {"script": FOUR}))
         return run, rest, listed, plan
 
-    run, rest, listed, plan = anyio.run(main)
+    run, rest, listed, plan = run_async(main)
     commands = run["commands"]
     assert [c["index"] for c in commands] == [0, 1, 2, 3]
     assert [c["status"] for c in commands] == ["succeeded", "succeeded", "succeeded", "failed"]
@@ -106,7 +106,7 @@ def test_hostile_script_is_contained_like_through_the_api(tmp_path: Path) -> Non
                 for script in (f"rm -rf {outside}", "rm -rf --no-preserve-root /")
             ]
 
-    runs = anyio.run(main)
+    runs = run_async(main)
     for run in runs:
         (command,) = run["commands"]
         assert command["class"] == "dangerous" and command["executor"] == "docker", command
@@ -132,7 +132,7 @@ def test_without_docker_risky_commands_are_refused_and_bad_input_runs_nothing(
             listed = ok(await s.call_tool("list_batches", {}))
         return refused, nul, both, lines, escape, unknown, listed
 
-    refused, nul, both, lines, escape, unknown, listed = anyio.run(main)
+    refused, nul, both, lines, escape, unknown, listed = run_async(main)
     assert [c["status"] for c in refused["commands"]] == ["succeeded", "refused"]
     assert "--isolation local" in (refused["commands"][1]["reason"] or "")
     assert (tmp_path / "victim").exists()
@@ -157,7 +157,7 @@ def test_cancelling_the_call_cancels_the_batch(tmp_path: Path) -> None:
                 await anyio.sleep(0.1)
             return time.monotonic() - started, listed
 
-    took, listed = anyio.run(main)
+    took, listed = run_async(main)
     assert listed["items"][0]["status"] == "cancelled", listed
     assert took < 10
 
@@ -174,7 +174,7 @@ def test_long_output_is_cut_with_a_note_and_read_on_with_get_output(tmp_path: Pa
             )
         return run, rest
 
-    run, rest = anyio.run(main)
+    run, rest = run_async(main)
     full = "".join(f"{i}\n" for i in range(1, 30001))
     command = run["commands"][0]
     assert command["truncated"] is True and command["stdout"] == full[:65536]

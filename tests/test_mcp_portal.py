@@ -15,7 +15,7 @@ import anyio
 import pytest
 
 from bashfleet.client import ApiError, Client
-from tests.mcp_helpers import error, mcp_session, ok
+from tests.mcp_helpers import error, mcp_session, ok, run_async
 from tests.portal import BASHFLEET, Portal, free_port, running_portal
 
 
@@ -61,7 +61,7 @@ def test_mcp_url_runs_as_the_tokens_user_and_is_audited(served: Portal) -> None:
             run["plan"] = ok(await s.call_tool("classify", {"script": "ls\nrm -rf x"}))
             return run
 
-    run = anyio.run(main)
+    run = run_async(main)
     assert [c["status"] for c in run["commands"]] == ["succeeded", "failed"]
     assert run["commands"][0]["stdout"] == "via-mcp\n" and run["status"] == "failed"
     assert run["commands"][0]["class"] == "safe" and run["commands"][0]["reasons"]
@@ -86,7 +86,7 @@ def test_cancelling_the_call_cancels_the_portal_batch(served: Portal) -> None:
                 await s.call_tool("run_batch", {"script": "sleep 30"})
             return ok(await s.call_tool("list_batches", {"limit": 1}))
 
-    (slow,) = anyio.run(main)["items"]
+    (slow,) = run_async(main)["items"]
     assert slow["summary"] == "sleep 30"
     assert served.wait_batch(slow["batch_id"], token, timeout=15)["status"] == "cancelled"
 
@@ -101,7 +101,7 @@ def test_a_viewer_cannot_run_anything_through_mcp(served: Portal) -> None:
             listed = ok(await s.call_tool("list_batches", {}))
         return refused, listed
 
-    refused, listed = anyio.run(main)
+    refused, listed = run_async(main)
     assert refused["error"] == "forbidden" and "viewer" in refused["message"]
     assert len(_batches(served, viewer)) == before == listed["total"]
 

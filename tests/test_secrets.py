@@ -37,7 +37,7 @@ def test_commands_see_no_secrets_and_no_docker_socket(secret_portal: Portal) -> 
     token = p.token("probe", "operator")
     script = "\n".join(
         [
-            f"{{ {PROBE}; }}",  # safe: the local pool
+            f"{{ {PROBE}; }}",  # reads every environ: never judged safe, a container
             f"touch x && {{ {PROBE}; }}",  # sequential: the batch's container
             f"rm -rf y && {{ {PROBE}; }}",  # dangerous: a fresh container
             "cat " + str(p.data / "bashfleet.db") + " | head -c 100 | wc -c",
@@ -45,7 +45,7 @@ def test_commands_see_no_secrets_and_no_docker_socket(secret_portal: Portal) -> 
     )
     status, batch = p.request("POST", "/api/v1/batches", {"script": script}, token=token)
     assert status == 201, batch
-    assert [c["executor"] for c in batch["commands"]] == ["local", "docker", "docker", "local"]
+    assert [c["executor"] for c in batch["commands"]] == ["docker", "docker", "docker", "local"]
     done = p.wait_batch(batch["id"], token, timeout=90)
     time.sleep(0.3)
     seen = ""
@@ -58,7 +58,7 @@ def test_commands_see_no_secrets_and_no_docker_socket(secret_portal: Portal) -> 
     assert SECRET not in seen and DB_PASSWORD not in seen
     assert "BASHFLEET_SECRET" not in seen and "BASHFLEET_ADMIN" not in seen
     assert "srw" not in seen  # no command saw the Docker socket
-    # the database file is hidden from the sandboxed pool: nothing was read
+    # the database file does not exist in the local pool's sandbox: nothing was read
     last = done["commands"][3]
     _s, out = p.request(
         "GET", f"/api/v1/batches/{batch['id']}/commands/{last['id']}/output", token=token

@@ -15,7 +15,7 @@ from typing import Any, Protocol
 
 from bashfleet.client import ACTIVE, ApiError, Client
 from sandbox.errors import BashfleetError, InputError, PolicyError
-from sandbox.pipeline import script_text
+from sandbox.pipeline import judgement_json, script_text
 
 OUTPUT_CAP = 64 << 10  # per stream and command in a run_batch result
 ON_FAILURE = ("skip_dependents", "continue", "halt")
@@ -156,26 +156,7 @@ class LocalBackend:
             judgement = self.engine.judge(script)
         except BashfleetError as e:
             raise translated(e) from e
-        return {
-            "statements": [
-                {
-                    "index": x.statement.index,
-                    "line": x.statement.line,
-                    "command": x.statement.text,
-                    "class": x.verdict.cls.value,
-                    "reasons": list(x.verdict.reasons),
-                    "reads": sorted(x.effects.reads),
-                    "writes": sorted(x.effects.writes),
-                    "needs": list(node.needs),
-                    "level": node.level,
-                }
-                for x, node in zip(judgement.judged, judgement.plan.nodes, strict=True)
-            ],
-            "edges": [
-                {"before": e.before, "after": e.after, "reason": e.reason}
-                for e in judgement.plan.edges
-            ],
-        }
+        return judgement_json(judgement)
 
     def output(
         self, batch_id: str, index: int, stream: str, offset: int, limit: int

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from sandbox.errors import InputError
 from sandbox.failure import errexit, policy_for
@@ -178,3 +179,28 @@ def _lockable(e: Effects) -> set[str]:
     # Using the network is not a conflict, nor is a statement's own shell state (variables,
     # functions: each command runs in a bash of its own); everything else a command touches is.
     return {r for r in e.resources if r != "network" and r not in LOCAL_RESOURCES}
+
+
+def judgement_json(j: Judgement) -> dict[str, Any]:
+    """The judgement as JSON: the API's `/classify` answer and the MCP `classify` tool's."""
+    return {
+        "statements": [
+            {
+                "index": x.statement.index,
+                "line": x.statement.line,
+                "command": x.statement.text,
+                "class": x.verdict.cls.value,
+                "reasons": list(x.verdict.reasons),
+                "reads": sorted(x.effects.reads),
+                "writes": sorted(x.effects.writes),
+                "needs": list(node.needs),
+                "level": node.level,
+            }
+            for x, node in zip(j.judged, j.plan.nodes, strict=True)
+        ],
+        "edges": [
+            {"before": e.before, "after": e.after, "reason": e.reason, "kind": e.kind.value}
+            for e in j.plan.edges
+        ],
+        "levels": [list(level) for level in j.plan.levels],
+    }

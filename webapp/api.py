@@ -9,13 +9,14 @@ from typing import Any
 from flask import Blueprint, Response, current_app, jsonify, request
 
 from sandbox.model import Status
+from sandbox.pipeline import judgement_json
 from sandbox.store import Role, Source
 from webapp import current_service
 from webapp.auth import RateLimiter, audit, current_user, requires
 from webapp.body import json_object
 from webapp.errors import ApiError
 from webapp.openapi import openapi_document
-from webapp.serialize import batch_json, judgement_json
+from webapp.serialize import batch_json
 
 api = Blueprint("api", __name__)
 submissions = RateLimiter()  # per user; scheduled runs count too

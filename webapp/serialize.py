@@ -5,7 +5,6 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sandbox.pipeline import Judgement
 from sandbox.store import BatchRecord, CommandRecord
 
 
@@ -68,27 +67,3 @@ def batch_json(b: BatchRecord, *, with_commands: bool = True) -> dict[str, Any]:
     if with_commands:
         out["commands"] = [command_json(c) for c in b.commands]
     return out
-
-
-def judgement_json(j: Judgement) -> dict[str, Any]:
-    return {
-        "statements": [
-            {
-                "index": x.statement.index,
-                "line": x.statement.line,
-                "command": x.statement.text,
-                "class": x.verdict.cls.value,
-                "reasons": list(x.verdict.reasons),
-                "reads": sorted(x.effects.reads),
-                "writes": sorted(x.effects.writes),
-                "needs": list(node.needs),
-                "level": node.level,
-            }
-            for x, node in zip(j.judged, j.plan.nodes, strict=True)
-        ],
-        "edges": [
-            {"before": e.before, "after": e.after, "reason": e.reason, "kind": e.kind.value}
-            for e in j.plan.edges
-        ],
-        "levels": [list(level) for level in j.plan.levels],
-    }

@@ -50,8 +50,8 @@ def _op(summary: str, responses: dict[str, Any], **extra: Any) -> dict[str, Any]
     return {"summary": summary, "responses": {**responses, **ERRORS}, **extra}
 
 
-def _path_param(name: str) -> dict[str, Any]:
-    return {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+def _path_param(name: str, kind: str = "string") -> dict[str, Any]:
+    return {"name": name, "in": "path", "required": True, "schema": {"type": kind}}
 
 
 def _query(name: str, schema: dict[str, Any]) -> dict[str, Any]:
@@ -177,7 +177,7 @@ RERUN: dict[str, Any] = {
     },
 }
 
-SCHEDULE_ID = {"name": "schedule_id", "in": "path", "required": True, "schema": {"type": "integer"}}
+SCHEDULE_ID = _path_param("schedule_id", "integer")
 SCHEDULE: dict[str, Any] = {
     "type": "object",
     "additionalProperties": False,
@@ -373,14 +373,7 @@ def openapi_document() -> dict[str, Any]:
                     "Reset a user's password (admins); without `password` one is generated and"
                     " shown once; the user's sessions and live streams end",
                     {"200": _json({"type": "object"})},
-                    parameters=[
-                        {
-                            "name": "user_id",
-                            "in": "path",
-                            "required": True,
-                            "schema": {"type": "integer"},
-                        }
-                    ],
+                    parameters=[_path_param("user_id", "integer")],
                     requestBody={
                         "required": True,
                         "content": {
@@ -431,14 +424,7 @@ def openapi_document() -> dict[str, Any]:
                 "patch": _op(
                     "Change a user's role or disable them (admins)",
                     {"200": _json({"type": "object"}), "409": _json(_ref("Error"))},
-                    parameters=[
-                        {
-                            "name": "user_id",
-                            "in": "path",
-                            "required": True,
-                            "schema": {"type": "integer"},
-                        }
-                    ],
+                    parameters=[_path_param("user_id", "integer")],
                     requestBody={
                         "required": True,
                         "content": {
@@ -490,14 +476,7 @@ def openapi_document() -> dict[str, Any]:
                 "delete": _op(
                     "Revoke a token",
                     {"200": _json({"type": "object"})},
-                    parameters=[
-                        {
-                            "name": "token_id",
-                            "in": "path",
-                            "required": True,
-                            "schema": {"type": "integer"},
-                        }
-                    ],
+                    parameters=[_path_param("token_id", "integer")],
                 ),
             },
             "/audit": {

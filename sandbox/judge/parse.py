@@ -176,18 +176,7 @@ def parse_unit(text: str) -> Statement:
             acc.problem(p)
     if len(statements) > 1:
         acc.constructs.add("list")
-    line = statements[0].line if statements else 1
-    return Statement(
-        index=0,
-        text=text,
-        line=line,
-        commands=tuple(acc.commands),
-        redirects=tuple(acc.redirects),
-        constructs=frozenset(acc.constructs),
-        problems=tuple(acc.problems),
-        assignments=tuple(acc.assignments),
-        inner_assignments=tuple(acc.inner_assignments),
-    )
+    return _statement(0, text, statements[0].line if statements else 1, acc)
 
 
 def _statement(index: int, text: str, line: int, acc: Acc) -> Statement:

@@ -128,10 +128,6 @@ class BwrapView:
             return ["/usr/bin/python3", "-I", "-S", "-c", _DROP, str(who.uid), str(who.gid)]
         raise FileNotFoundError("the image has neither setpriv nor python3 to leave root with")
 
-    def inside(self, workspace: Path, tree: Path | None) -> str:
-        """The workspace's path as the job sees it."""
-        return str(workspace) if tree is None else WORKSPACE
-
     def _image_view(
         self, tree: Path, workspace: Path, read_only: bool, size: list[str]
     ) -> list[str]:

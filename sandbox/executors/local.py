@@ -199,11 +199,6 @@ class LocalExecutor:
     # -- what is in force ------------------------------------------------------
 
     @property
-    def image_view(self) -> bool:
-        """True: read-only jobs see the image, never the host."""
-        return self._trees is not None
-
-    @property
     def usable(self) -> bool:
         """False when read-only jobs are known not to be runnable here now (no bubblewrap,
         a failed self-test, no image tree): the router then sends them to a container.

@@ -63,7 +63,6 @@ class ImageTrees:
         self._unpacking: dict[str, threading.Lock] = {}
         self._ids: dict[str, tuple[str, float]] = {}  # image -> (id, when looked up)
         self._containers: set[str] = set()  # created to unpack, not removed yet
-        self.last_unpack_s: float | None = None
 
     def tree(self, image: str) -> Path:
         """The image's unpacked root filesystem, made now if needed (seconds, once)."""
@@ -162,8 +161,8 @@ class ImageTrees:
         finally:
             self._remove(container)
         self._remember(image, image_id)
-        self.last_unpack_s = time.monotonic() - started
-        log.info("unpacked %s (%s) in %.1f s", image, image_id[:19], self.last_unpack_s)
+        took = time.monotonic() - started
+        log.info("unpacked %s (%s) in %.1f s", image, image_id[:19], took)
 
     def _check_space(self, image_id: str) -> None:
         """Never fill the data folder's disk with a tree: refuse when it would not fit."""

@@ -58,7 +58,8 @@ from sandbox.store import (
     migrate,
 )
 from sandbox.store.ids import new_id
-from sandbox.store.records import ExecutorKind, utcnow
+from sandbox.store.records import ExecutorKind, WorkspaceRecord, utcnow
+from sandbox.workspace_settings import Maxima, SecretBox, class_timeouts, environment_for
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +87,10 @@ class ServiceConfig:
 
 class Forbidden(BashfleetError):
     """The user's role does not allow this."""
+
+
+class QuotaExceeded(PolicyError):
+    """A team's quota would be passed (the web answers 429)."""
 
 
 class Service:
@@ -138,6 +143,7 @@ class Service:
             self.autoscaler = Autoscaler(self.scheduler)
             self.autoscaler.start()
         self._lock = threading.Lock()
+        self._secret_box: SecretBox | None = None
         self._closed = threading.Event()
         # unpack the image and self-test the sandbox now, not on the first command
         threading.Thread(target=self._prepare_local, name="bashfleet-prepare", daemon=True).start()
@@ -202,7 +208,7 @@ class Service:
         if not user.role.allows(Role.OPERATOR):
             raise Forbidden("viewers may not create schedules")
         runner = self._runner()
-        values = self._schedule_values(fields, creating=True)
+        values = self._schedule_values(fields, creating=True, owner=user)
         if self.store.schedules.find(user.id, values["name"]) is not None:
             raise InputError(f"you have a schedule named {values['name']!r} already")
         record = self.store.schedules.create(user_id=user.id, **values)
@@ -212,7 +218,7 @@ class Service:
         runner = self._runner()
         current = self.store.schedules.get(schedule_id)
         self._may_manage(user, current.user_id)
-        values = self._schedule_values(fields, creating=False, current=current)
+        values = self._schedule_values(fields, creating=False, current=current, owner=user)
         record = self.store.schedules.update(schedule_id, **values)
         trigger_changed = "cron" in values or "interval_s" in values
         return runner.changed(record, trigger_changed)
@@ -230,7 +236,12 @@ class Service:
             raise Forbidden("operators manage only their own schedules")
 
     def _schedule_values(
-        self, fields: dict[str, Any], *, creating: bool, current: ScheduleRecord | None = None
+        self,
+        fields: dict[str, Any],
+        *,
+        creating: bool,
+        current: ScheduleRecord | None = None,
+        owner: UserRecord | None = None,
     ) -> dict[str, Any]:
         allowed = {
             "name",
@@ -262,7 +273,10 @@ class Service:
             ws = fields.get("workspace", "default")
             if not isinstance(ws, str):
                 raise InputError("`workspace` is a name")
-            values["workspace_id"] = self.store.workspaces.get_or_create(ws).id
+            made_by = owner.id if owner is not None else None
+            values["workspace_id"] = self.store.workspaces.get_or_create(
+                ws, owner_user_id=made_by
+            ).id
         if creating or "cron" in fields or "interval_s" in fields:
             cron = fields.get(
                 "cron", None if creating or "interval_s" in fields else current and current.cron
@@ -408,7 +422,22 @@ class Service:
             raise InputError("deadline_s must be more than 0 and at most 604800 (a week)")
         judgement = self.judge(text, needs=needs, max_statements=self.config.max_statements)
         policy = failure_policy(judgement, on_failure)
-        ws = self.store.workspaces.get_or_create(workspace)
+        # a workspace made by this submission belongs to its submitter
+        ws = self.store.workspaces.get_or_create(
+            workspace, owner_user_id=user.id if user is not None else None
+        )
+        self._check_team_quota(ws, len(judgement.judged))
+        maxima = Maxima.from_env()
+        environment = environment_for(
+            self.store,
+            ws,
+            self.secret_box,
+            base=Limits(disk_bytes=self.config.disk_bytes),
+            maxima=maxima,
+        )
+        if timeout_s is None:
+            classes = {j.verdict.cls.value for j in judgement.judged}
+            timeout_s = _class_timeout(ws, maxima, classes, self.config.default_timeout_s)
         _own_workspace(ws.path)
         self._workspace_ids[str(ws.path)] = ws.id
         batch_id = new_id()
@@ -452,7 +481,8 @@ class Service:
             priority=priority,
             timeout_s=timeout_s or self.config.default_timeout_s,
             retries=retries,
-            allow_network=ws.allow_network,
+            allow_network=environment.allow_network,
+            # merge: pass environment=environment to batch_spec
             limits=Limits(disk_bytes=self.config.disk_bytes),
             command_ids=command_ids,
             on_failure=policy,
@@ -460,6 +490,30 @@ class Service:
         )
         self.scheduler.submit(spec)
         return record
+
+    @property
+    def secret_box(self) -> SecretBox:
+        """Seals and opens workspace secrets with DATA/workspace-secrets.key."""
+        with self._lock:
+            if self._secret_box is None:
+                self._secret_box = SecretBox.for_data(self.config.data_dir)
+            return self._secret_box
+
+    def _check_team_quota(self, ws: WorkspaceRecord, adding: int) -> None:
+        """A team's ``max_commands``: its workspaces' unfinished commands, this batch's
+        included, stay within it."""
+        if ws.owner_team_id is None:
+            return
+        team = self.store.teams.get(ws.owner_team_id)
+        if team.max_commands is None:
+            return
+        busy = self.store.batches.count_unfinished(self.store.workspaces.of_team(team.id))
+        if busy + adding > team.max_commands:
+            raise QuotaExceeded(
+                f"team {team.name} may have {team.max_commands} commands waiting or running "
+                f"at once; it has {busy} and this batch adds {adding}: wait, or ask an admin "
+                "to raise the quota"
+            )
 
     def rerun(
         self,
@@ -597,6 +651,19 @@ class Service:
             if callable(close):
                 close()
         self.store.close()
+
+
+def _class_timeout(
+    ws: WorkspaceRecord, maxima: Maxima, classes: set[str], default: float | None
+) -> float | None:
+    """A batch without a timeout of its own: the longest timeout of its classes (one timeout
+    holds per batch), each the workspace's for that class or else ``default``; None (the
+    server's default) when the workspace sets none of them."""
+    timeouts = class_timeouts(ws, maxima)
+    if not any(c in timeouts for c in classes):
+        return None
+    chosen = [timeouts.get(c, default) for c in classes]
+    return None if None in chosen else max(c for c in chosen if c is not None)
 
 
 def _own_workspace(path: Path) -> None:

@@ -12,6 +12,7 @@ from sandbox.model import Status
 from sandbox.pipeline import judgement_json
 from sandbox.store import Role, Source
 from webapp import current_service
+from webapp.access import batch_or_404, submission_workspace, visible_ids
 from webapp.auth import RateLimiter, audit, current_user, requires
 from webapp.body import json_object
 from webapp.errors import ApiError
@@ -72,11 +73,13 @@ def submit() -> tuple[Response, int]:
     if not submissions.allow(f"user:{user.id}", current_app.config["SUBMIT_RATE"]):
         audit("rate_limited", target="/batches")
         raise ApiError(429, "rate_limited", "too many submissions; wait a minute and retry")
+    workspace = _typed(body, "workspace", str, "default")
+    submission_workspace(workspace)
     record = current_service().submit(
         user,
         script=_typed(body, "script", str, None),
         commands=_typed(body, "commands", list, None),
-        workspace=_typed(body, "workspace", str, "default"),
+        workspace=workspace,
         priority=_typed(body, "priority", int, 5),
         timeout_s=_typed(body, "timeout_s", (int, float), None),
         retries=_typed(body, "retries", int, 0),
@@ -107,6 +110,7 @@ def _source() -> Source:
 @requires(Role.OPERATOR)
 def rerun(batch_id: str) -> tuple[Response, int]:
     user = current_user()
+    batch_or_404(batch_id, write=True)
     body = json_object({"only"}) if request.get_data() else {}  # no body: all of it
     if not submissions.allow(f"user:{user.id}", current_app.config["SUBMIT_RATE"]):
         audit("rate_limited", target=f"/batches/{batch_id}/rerun")
@@ -138,6 +142,9 @@ def list_batches() -> Response:
         filters["schedule_id"] = _int_arg("schedule_id", 0, 1, 1 << 62)
     limit = _int_arg("limit", 50, 1, 200)
     offset = _int_arg("offset", 0, 0, 10_000_000)
+    seen = visible_ids(current_service().store, current_user())
+    if seen is not None:
+        filters["workspace_ids"] = seen
     page = current_service().list_batches(
         limit=limit, offset=offset, cursor=args.get("cursor"), **filters
     )
@@ -162,12 +169,13 @@ def _int_arg(name: str, default: int, lo: int, hi: int) -> int:
 @api.get("/batches/<batch_id>")
 @requires(Role.VIEWER)
 def get_batch(batch_id: str) -> Response:
-    return jsonify(batch_json(current_service().get_batch(batch_id)))
+    return jsonify(batch_json(batch_or_404(batch_id)))
 
 
 @api.post("/batches/<batch_id>/cancel")
 @requires(Role.OPERATOR)
 def cancel_batch(batch_id: str) -> Response:
+    batch_or_404(batch_id, write=True)
     record = current_service().cancel_batch(current_user(), batch_id)
     audit("batch_cancelled", target=batch_id)
     return jsonify(batch_json(record))
@@ -176,6 +184,7 @@ def cancel_batch(batch_id: str) -> Response:
 @api.post("/batches/<batch_id>/commands/<command_id>/cancel")
 @requires(Role.OPERATOR)
 def cancel_command(batch_id: str, command_id: str) -> Response:
+    batch_or_404(batch_id, write=True)
     current_service().cancel_command(current_user(), batch_id, command_id)
     audit("command_cancelled", target=f"{batch_id}/{command_id}")
     return jsonify({"status": "cancelling"})
@@ -187,6 +196,7 @@ def output(batch_id: str, command_id: str) -> Response:
     offset = _int_arg("offset", 0, 0, 1 << 40)
     # at most OUTPUT_PAGE per stream and response, whatever is asked: read on by offset
     limit = min(_int_arg("limit", OUTPUT_PAGE, 1, 8 << 20), OUTPUT_PAGE)
+    batch_or_404(batch_id)
     svc = current_service()
     result: dict[str, Any] = {}
     truncated = False
@@ -205,6 +215,7 @@ def output(batch_id: str, command_id: str) -> Response:
 def log_file(batch_id: str, command_id: str) -> Response:
     """One stream's whole output as a plain-text download (the page shows a window)."""
     stream = request.args.get("stream", "stdout")
+    batch_or_404(batch_id)
     svc = current_service()
     svc.read_output(batch_id, command_id, stream, 0, 0)  # checks ids and stream name
     command = svc.store.batches.get_command(command_id)

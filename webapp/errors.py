@@ -9,7 +9,7 @@ from sqlalchemy.exc import OperationalError
 from werkzeug.exceptions import HTTPException
 
 from sandbox.errors import BashfleetError, InputError, InputTooComplex, PolicyError
-from sandbox.service import Forbidden
+from sandbox.service import Forbidden, QuotaExceeded
 from sandbox.store import Conflict, NotFound
 from webapp.judging import JudgesBusy, TooComplex
 
@@ -53,6 +53,12 @@ def register_errors(app: Flask) -> None:
     @app.errorhandler(Conflict)
     def _conflict(e: Conflict) -> tuple[Response, int]:
         return error_response(409, "conflict", str(e))
+
+    @app.errorhandler(QuotaExceeded)
+    def _quota(e: QuotaExceeded) -> tuple[Response, int]:
+        response, status = error_response(429, "quota_exceeded", str(e))
+        response.headers["Retry-After"] = "10"
+        return response, status
 
     @app.errorhandler(PolicyError)
     def _policy(e: PolicyError) -> tuple[Response, int]:

@@ -376,10 +376,32 @@ class LiveHub:
             out.append(_output_json(batch_id, command_id, index, stream, cursor - len(data), data))
         return cursor
 
+    def may_follow(self, sid: str, batch_id: str) -> bool:
+        """Only batches of workspaces the user may see (webapp/access.py); a refusal
+        answers as for a missing batch and is audited. NotFound for a missing batch."""
+        from webapp.access import may_see_batch
+
+        with self._lock:
+            client = self._clients.get(sid)
+        if client is None:
+            return False
+        store = self.service.store
+        user = store.accounts.get_user(client.user_id)
+        if may_see_batch(store, user, store.batches.get(batch_id)):
+            return True
+        store.audit.append(
+            "batch_refused",
+            actor=user.name,
+            user_id=user.id,
+            address=None,
+            target=batch_id,
+            detail={"via": "socket.io subscribe"},
+        )
+        return False
+
     def still_allowed(self, sid: str) -> bool:
         """Re-checked on every subscribe: a logged-out session, a revoked token or a disabled
-        user is cut. (Every signed-in user of the portal may watch every batch: teams share
-        it.)"""
+        user is cut. (Which batches a user may follow: ``may_follow``.)"""
         if self._allowed(sid):
             return True
         # cut the socket just after the refusal is answered (the answer goes out on return)
@@ -687,6 +709,8 @@ def init_live(app: Flask, service: Service) -> SocketIO:
         if not hub.still_allowed(_sid()):
             return {"error": "unauthorized", "message": "the session has ended; log in again"}
         try:
+            if not hub.may_follow(_sid(), batch_id):
+                raise NotFound(batch_id)
             return hub.subscribe(_sid(), batch_id, _offsets(message.get("offsets")))
         except NotFound:
             return {"error": "not_found", "message": f"no batch {batch_id}"}

@@ -9,6 +9,7 @@ from flask import Blueprint, Response, current_app, jsonify
 from sandbox.schedules import describe as _describe
 from sandbox.store import Role, ScheduleRecord, UserRecord
 from webapp import current_service
+from webapp.access import submission_workspace, visible_ids
 from webapp.auth import audit, current_user, requires
 from webapp.body import json_object
 from webapp.errors import ApiError
@@ -43,8 +44,30 @@ def describe(record: ScheduleRecord, names: Names | None = None) -> dict[str, An
 @requires(Role.VIEWER)
 def list_schedules() -> Response:
     names = _names()
-    items = [describe(s, names) for s in current_service().store.schedules.list()]
+    seen = visible_ids(current_service().store, current_user())
+    items = [
+        describe(s, names)
+        for s in current_service().store.schedules.list()
+        if seen is None or s.workspace_id in seen
+    ]
     return jsonify({"items": items})
+
+
+def _schedule_or_404(schedule_id: int) -> ScheduleRecord:
+    """A schedule in a workspace the user may not see answers as one that does not exist."""
+    store = current_service().store
+    record = store.schedules.get(schedule_id)
+    seen = visible_ids(store, current_user())
+    if seen is not None and record.workspace_id not in seen:
+        audit("schedule_refused", target=str(schedule_id))
+        raise ApiError(404, "not_found", f"no schedule {schedule_id}")
+    return record
+
+
+def _workspace_field(body: dict[str, Any]) -> None:
+    ws = body.get("workspace", "default")
+    if isinstance(ws, str):
+        submission_workspace(ws)
 
 
 @schedules_api.post("/schedules")
@@ -54,6 +77,7 @@ def create_schedule() -> tuple[Response, int]:
     cap = current_app.config["SCHEDULES_PER_USER"]
     if len(current_service().store.schedules.list(user_id=user.id)) >= cap:
         raise ApiError(409, "too_many", f"a user may have at most {cap} schedules")
+    _workspace_field(body)
     record = current_service().create_schedule(user, **body)
     audit("schedule_created", target=str(record.id), detail=describe(record))
     return jsonify(describe(record)), 201
@@ -62,13 +86,16 @@ def create_schedule() -> tuple[Response, int]:
 @schedules_api.get("/schedules/<int:schedule_id>")
 @requires(Role.VIEWER)
 def get_schedule(schedule_id: int) -> Response:
-    return jsonify(describe(current_service().store.schedules.get(schedule_id)))
+    return jsonify(describe(_schedule_or_404(schedule_id)))
 
 
 @schedules_api.patch("/schedules/<int:schedule_id>")
 @requires(Role.OPERATOR)
 def change_schedule(schedule_id: int) -> Response:
     body = json_object()
+    _schedule_or_404(schedule_id)
+    if "workspace" in body:
+        _workspace_field(body)
     record = current_service().update_schedule(current_user(), schedule_id, **body)
     audit("schedule_changed", target=str(schedule_id), detail=body)
     return jsonify(describe(record))
@@ -77,6 +104,7 @@ def change_schedule(schedule_id: int) -> Response:
 @schedules_api.post("/schedules/<int:schedule_id>/pause")
 @requires(Role.OPERATOR)
 def pause(schedule_id: int) -> Response:
+    _schedule_or_404(schedule_id)
     record = current_service().update_schedule(current_user(), schedule_id, paused=True)
     audit("schedule_paused", target=str(schedule_id))
     return jsonify(describe(record))
@@ -85,6 +113,7 @@ def pause(schedule_id: int) -> Response:
 @schedules_api.post("/schedules/<int:schedule_id>/resume")
 @requires(Role.OPERATOR)
 def resume(schedule_id: int) -> Response:
+    _schedule_or_404(schedule_id)
     record = current_service().update_schedule(current_user(), schedule_id, paused=False)
     audit("schedule_resumed", target=str(schedule_id))
     return jsonify(describe(record))
@@ -93,6 +122,7 @@ def resume(schedule_id: int) -> Response:
 @schedules_api.delete("/schedules/<int:schedule_id>")
 @requires(Role.OPERATOR)
 def delete_schedule(schedule_id: int) -> Response:
+    _schedule_or_404(schedule_id)
     current_service().delete_schedule(current_user(), schedule_id)
     audit("schedule_deleted", target=str(schedule_id))
     return jsonify({"status": "deleted"})

@@ -5,6 +5,7 @@
     records.py     frozen values the repositories return
     repository.py  BatchRepository, AccountRepository, WorkspaceRepository,
                    ScheduleRepository, AuditLog
+    teams.py       TeamRepository (teams, members, quotas), ImageRepository (allowed)
     output.py      OutputStore: DATA/output/<batch>/<command>.<stream>
 
 Nothing here opens a connection at import time. Typical wiring::
@@ -26,6 +27,7 @@ from sandbox.store.db import default_url, make_engine, migrate, session_factory
 from sandbox.store.durations import DurationRepository
 from sandbox.store.output import OutputStore
 from sandbox.store.records import (
+    AllowedImageRecord,
     AttemptRecord,
     AuditEvent,
     BatchRecord,
@@ -38,6 +40,7 @@ from sandbox.store.records import (
     Role,
     ScheduleRecord,
     Source,
+    TeamRecord,
     TokenRecord,
     UserRecord,
     WorkspaceRecord,
@@ -52,6 +55,7 @@ from sandbox.store.repository import (
     StoreError,
     WorkspaceRepository,
 )
+from sandbox.store.teams import ImageRepository, TeamRepository
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +70,8 @@ class Store:
     audit: AuditLog
     output: OutputStore
     durations: DurationRepository
+    teams: TeamRepository
+    images: ImageRepository
 
     @classmethod
     def open(cls, engine: Engine, data_dir: str | os.PathLike[str]) -> Store:
@@ -79,6 +85,8 @@ class Store:
             audit=AuditLog(sessions),
             output=OutputStore(Path(data_dir)),
             durations=DurationRepository(sessions),
+            teams=TeamRepository(sessions),
+            images=ImageRepository(sessions),
         )
 
     def close(self) -> None:
@@ -88,6 +96,7 @@ class Store:
 
 __all__ = [
     "AccountRepository",
+    "AllowedImageRecord",
     "AttemptRecord",
     "AuditEvent",
     "AuditLog",
@@ -97,6 +106,7 @@ __all__ = [
     "Conflict",
     "DurationRepository",
     "ExecutorKind",
+    "ImageRepository",
     "InterruptedCommand",
     "NewCommand",
     "NewToken",
@@ -109,6 +119,8 @@ __all__ = [
     "Source",
     "Store",
     "StoreError",
+    "TeamRecord",
+    "TeamRepository",
     "TokenRecord",
     "UserRecord",
     "WorkspaceRecord",

@@ -127,6 +127,23 @@ class BatchRepository(Repository):
                 raise NotFound(f"no command {command_id!r}")
             return _command_record(command)
 
+    def count_unfinished(self, workspace_ids: Iterable[int]) -> int:
+        """Commands not yet final (waiting, queued or running) in these workspaces."""
+        waiting = [s for s in Status if not s.final]
+        with self._read() as s:
+            return int(
+                s.scalar(
+                    select(func.count())
+                    .select_from(Command)
+                    .join(Batch, Batch.id == Command.batch_id)
+                    .where(
+                        Batch.workspace_id.in_(builtins.list(workspace_ids)),
+                        Command.status.in_(waiting),
+                    )
+                )
+                or 0
+            )
+
     def list(
         self,
         *,
@@ -134,6 +151,7 @@ class BatchRepository(Repository):
         source: Source | None = None,
         user_id: int | None = None,
         workspace_id: int | None = None,
+        workspace_ids: Iterable[int] | None = None,
         schedule_id: int | None = None,
         text: str | None = None,
         created_after: datetime | None = None,
@@ -153,6 +171,8 @@ class BatchRepository(Repository):
             query = query.where(Batch.user_id == user_id)
         if workspace_id is not None:
             query = query.where(Batch.workspace_id == workspace_id)
+        if workspace_ids is not None:  # only these (those a user may see)
+            query = query.where(Batch.workspace_id.in_(builtins.list(workspace_ids)))
         if schedule_id is not None:
             query = query.where(Batch.schedule_id == schedule_id)
         if text:

@@ -129,15 +129,75 @@ class EndedSession(Base):
     expires_at: Mapped[datetime] = mapped_column(index=True)
 
 
+class Team(Base):
+    """A group of users that can own workspaces; its quotas bound what its workspaces use."""
+
+    __tablename__ = "teams"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    max_commands: Mapped[int | None] = mapped_column(Integer)  # unfinished commands at once
+    max_bytes: Mapped[int | None] = mapped_column(BigInteger)  # stored bytes (ws-files measures)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class TeamMember(Base):
+    __tablename__ = "team_members"
+
+    team_id: Mapped[int] = mapped_column(
+        ForeignKey("teams.id", ondelete="CASCADE"), primary_key=True
+    )
+    user_id: Mapped[int] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), primary_key=True, index=True
+    )
+
+
 class Workspace(Base):
     __tablename__ = "workspaces"
+    __table_args__ = (
+        CheckConstraint("network IN ('none', 'egress')", name="network"),
+        CheckConstraint("owner_user_id IS NULL OR owner_team_id IS NULL", name="one_owner"),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(64), unique=True)
     path: Mapped[str] = mapped_column(String(255))  # relative to the data folder
-    allow_network: Mapped[bool] = mapped_column(Boolean, default=False)
-    image: Mapped[str | None] = mapped_column(String(255))
+    image: Mapped[str | None] = mapped_column(String(255))  # None: the default image
+    network: Mapped[str] = mapped_column(String(16), default="none", server_default="none")
+    env: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)  # plain variables
+    # class value -> {"cpus", "memory_bytes", "pids", "disk_bytes", "timeout_s"}
+    limits: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    # no owner at all: shared by everyone (what every workspace was before owners existed)
+    owner_user_id: Mapped[int | None] = mapped_column(
+        ForeignKey("users.id", ondelete="SET NULL"), index=True
+    )
+    owner_team_id: Mapped[int | None] = mapped_column(
+        ForeignKey("teams.id", ondelete="SET NULL"), index=True
+    )
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class WorkspaceSecret(Base):
+    """A secret variable of a workspace; ``value`` is a Fernet token (DATA/secret.key)."""
+
+    __tablename__ = "workspace_secrets"
+
+    workspace_id: Mapped[int] = mapped_column(
+        ForeignKey("workspaces.id", ondelete="CASCADE"), primary_key=True
+    )
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class AllowedImage(Base):
+    """Images an admin allowed for workspaces (besides the default and built ones)."""
+
+    __tablename__ = "allowed_images"
+
+    name: Mapped[str] = mapped_column(String(255), primary_key=True)
+    added_by: Mapped[str] = mapped_column(String(100))
+    added_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 class Duration(Base):

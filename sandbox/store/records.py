@@ -183,9 +183,38 @@ class WorkspaceRecord:
     id: int
     name: str
     path: Path  # absolute, under DATA/workspaces
-    allow_network: bool
-    image: str | None
+    image: str | None  # None: the default image
+    network: str  # "none" | "egress"
+    env: Mapping[str, str]
+    limits: Mapping[str, Mapping[str, float]]  # class value -> limit name -> value
+    owner_user_id: int | None
+    owner_team_id: int | None  # neither: shared by every user
     created_at: datetime
+
+    @property
+    def allow_network(self) -> bool:
+        return self.network == "egress"
+
+    @property
+    def owned(self) -> bool:
+        return self.owner_user_id is not None or self.owner_team_id is not None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TeamRecord:
+    id: int
+    name: str
+    max_commands: int | None
+    max_bytes: int | None
+    members: tuple[str, ...]  # user names
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AllowedImageRecord:
+    name: str
+    added_by: str
+    added_at: datetime
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -7,16 +7,18 @@ import contextlib
 import os
 import re
 import stat
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import delete, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from sandbox.errors import InputError
 from sandbox.store.base import NotFound, Repository, rowcount, to_record
-from sandbox.store.models import Workspace
-from sandbox.store.records import WorkspaceRecord
+from sandbox.store.models import TeamMember, Workspace, WorkspaceSecret
+from sandbox.store.records import WorkspaceRecord, utcnow
 
 # Letters, digits, ".", "_", "-"; starting with a letter, digit or "_" (no hidden
 # folders, nothing that reads as an option); never "..".
@@ -43,11 +45,16 @@ class WorkspaceRepository(Repository):
         return self._data / WORKSPACES
 
     def get_or_create(
-        self, name: str, *, allow_network: bool = False, image: str | None = None
+        self,
+        name: str,
+        *,
+        allow_network: bool = False,
+        image: str | None = None,
+        owner_user_id: int | None = None,
     ) -> WorkspaceRecord:
         """The workspace called ``name``, made (folder and row) if missing. The settings
-        apply only when it is made. The folder must be a real directory: a symlink or a
-        file planted under that name is refused."""
+        and the owner apply only when it is made. The folder must be a real directory: a
+        symlink or a file planted under that name is refused."""
         self._ensure_dir(check_workspace_name(name))
         found = self.find(name)
         if found is not None:
@@ -58,8 +65,11 @@ class WorkspaceRepository(Repository):
                     row = Workspace(
                         name=name,
                         path=f"{WORKSPACES}/{name}",
-                        allow_network=allow_network,
+                        network="egress" if allow_network else "none",
                         image=image,
+                        env={},
+                        limits={},
+                        owner_user_id=owner_user_id,
                     )
                     s.add(row)
             except IntegrityError:  # made by someone else meanwhile
@@ -82,15 +92,98 @@ class WorkspaceRepository(Repository):
         with self._read() as s:
             return [self._record(w) for w in s.scalars(select(Workspace).order_by(Workspace.name))]
 
-    def configure(self, workspace_id: int, *, allow_network: bool, image: str | None) -> None:
-        with self._write() as s:
-            result = s.execute(
-                update(Workspace)
-                .where(Workspace.id == workspace_id)
-                .values(allow_network=allow_network, image=image)
+    def visible_to(self, user_id: int) -> builtins.list[WorkspaceRecord]:
+        """Workspaces owned by nobody, by the user, or by one of the user's teams."""
+        teams = select(TeamMember.team_id).where(TeamMember.user_id == user_id)
+        with self._read() as s:
+            rows = s.scalars(
+                select(Workspace)
+                .where(
+                    or_(
+                        (Workspace.owner_user_id.is_(None) & Workspace.owner_team_id.is_(None)),
+                        Workspace.owner_user_id == user_id,
+                        Workspace.owner_team_id.in_(teams),
+                    )
+                )
+                .order_by(Workspace.name)
             )
-            if not rowcount(result):
+            return [self._record(w) for w in rows]
+
+    def of_team(self, team_id: int) -> builtins.list[int]:
+        with self._read() as s:
+            return builtins.list(
+                s.scalars(select(Workspace.id).where(Workspace.owner_team_id == team_id))
+            )
+
+    def configure(self, workspace_id: int, *, allow_network: bool, image: str | None) -> None:
+        self.change(workspace_id, network="egress" if allow_network else "none", image=image)
+
+    def change(
+        self,
+        workspace_id: int,
+        *,
+        secrets: Mapping[str, str | None] | None = None,
+        **values: Any,
+    ) -> WorkspaceRecord:
+        """Set columns (``image``, ``network``, ``env``, ``limits``, ``owner_user_id``,
+        ``owner_team_id``) and secrets (name -> sealed value, None deletes) in one
+        transaction: all of it or nothing."""
+        unknown = set(values) - {
+            "image",
+            "network",
+            "env",
+            "limits",
+            "owner_user_id",
+            "owner_team_id",
+        }
+        if unknown:
+            raise ValueError(f"not a workspace setting: {sorted(unknown)}")
+        with self._write() as s:
+            if values:
+                result = s.execute(
+                    update(Workspace).where(Workspace.id == workspace_id).values(**values)
+                )
+                if not rowcount(result):
+                    raise NotFound(f"no workspace {workspace_id}")
+            elif s.get(Workspace, workspace_id) is None:
                 raise NotFound(f"no workspace {workspace_id}")
+            for name, sealed in (secrets or {}).items():
+                s.execute(
+                    delete(WorkspaceSecret).where(
+                        WorkspaceSecret.workspace_id == workspace_id,
+                        WorkspaceSecret.name == name,
+                    )
+                )
+                if sealed is not None:
+                    s.add(
+                        WorkspaceSecret(
+                            workspace_id=workspace_id, name=name, value=sealed, updated_at=utcnow()
+                        )
+                    )
+            row = s.get(Workspace, workspace_id)
+            assert row is not None
+            s.flush()
+            return self._record(row)
+
+    def secret_names(self, workspace_id: int) -> builtins.list[str]:
+        with self._read() as s:
+            return builtins.list(
+                s.scalars(
+                    select(WorkspaceSecret.name)
+                    .where(WorkspaceSecret.workspace_id == workspace_id)
+                    .order_by(WorkspaceSecret.name)
+                )
+            )
+
+    def sealed_secrets(self, workspace_id: int) -> dict[str, str]:
+        """Secret name -> its sealed (encrypted) value; see sandbox/workspace_settings.py."""
+        with self._read() as s:
+            rows = s.execute(
+                select(WorkspaceSecret.name, WorkspaceSecret.value).where(
+                    WorkspaceSecret.workspace_id == workspace_id
+                )
+            )
+            return {name: value for name, value in rows}
 
     def _ensure_dir(self, name: str) -> Path:
         self.root.mkdir(parents=True, exist_ok=True)
@@ -106,4 +199,10 @@ class WorkspaceRepository(Repository):
         return self.root / name
 
     def _record(self, w: Workspace) -> WorkspaceRecord:
-        return to_record(WorkspaceRecord, w, path=self._data / w.path)
+        return to_record(
+            WorkspaceRecord,
+            w,
+            path=self._data / w.path,
+            env=dict(w.env or {}),
+            limits={k: dict(v) for k, v in (w.limits or {}).items()},
+        )

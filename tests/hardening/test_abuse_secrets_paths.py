@@ -173,7 +173,7 @@ def test_a_container_cannot_reach_the_portal(
     )
     p.submit(token, "ls", workspace="open")  # make the workspace, then let it use the network
     with sqlite3.connect(p.data / "bashfleet.db") as db:
-        db.execute("update workspaces set allow_network = 1 where name = 'open'")
+        db.execute("update workspaces set network = 'egress' where name = 'open'")
     closed = p.submit(token, f"touch k && {{ {knock} }}", timeout_s=30)
     opened = p.submit(token, f"touch k && {{ {knock} }}", workspace="open", timeout_s=30)
     seen = ""

@@ -1,0 +1,316 @@
+"""/api/v1/workspaces (settings), /api/v1/teams and /api/v1/images.
+
+A PUT of settings is checked whole before anything is stored, and stored in one
+transaction: a rejected change changes nothing. Secret values go in and never come out
+(a GET shows their names); the audit log records which secrets changed, not their values.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, Response, jsonify
+
+from sandbox.allowed_images import allowed_images, is_allowed, local_image
+from sandbox.errors import InputError
+from sandbox.store import Role, TeamRecord, WorkspaceRecord
+from sandbox.store.workspaces import check_workspace_name
+from sandbox.workspace_settings import (
+    MAX_VARIABLES,
+    Maxima,
+    check_env,
+    check_image_name,
+    check_limits,
+    check_network,
+    check_secrets,
+)
+from webapp import current_service
+from webapp.access import may_configure, visible, workspace_or_404
+from webapp.auth import audit, current_user, requires
+from webapp.body import json_object
+from webapp.errors import ApiError
+
+workspaces_api = Blueprint("workspaces_api", __name__)
+
+SETTINGS = {"image", "network", "env", "secrets", "limits", "owner"}
+
+
+def workspace_json(ws: WorkspaceRecord) -> dict[str, Any]:
+    store = current_service().store
+    owner: dict[str, str] | None = None
+    if ws.owner_user_id is not None:
+        owner = {"user": store.accounts.get_user(ws.owner_user_id).name}
+    elif ws.owner_team_id is not None:
+        owner = {"team": store.teams.get(ws.owner_team_id).name}
+    return {
+        "name": ws.name,
+        "image": ws.image,
+        "network": ws.network,
+        "env": dict(ws.env),
+        "secrets": store.workspaces.secret_names(ws.id),
+        "limits": {k: dict(v) for k, v in ws.limits.items()},
+        "owner": owner,
+        "may_change": may_configure(store, current_user(), ws),
+        "limits_max": Maxima.from_env().json(),
+        "created_at": ws.created_at.isoformat(),
+    }
+
+
+@workspaces_api.get("/workspaces")
+@requires(Role.VIEWER)
+def list_workspaces() -> Response:
+    items = [workspace_json(w) for w in visible(current_service().store, current_user())]
+    return jsonify({"items": items})
+
+
+@workspaces_api.get("/workspaces/<name>")
+@requires(Role.VIEWER)
+def get_workspace(name: str) -> Response:
+    return jsonify(workspace_json(workspace_or_404(name, write=False)))
+
+
+@workspaces_api.put("/workspaces/<name>")
+@requires(Role.OPERATOR)
+def put_workspace(name: str) -> Response:
+    """Change settings; a name that does not exist yet is made, owned by whoever asks."""
+    svc, user = current_service(), current_user()
+    body = json_object(SETTINGS)
+    store = svc.store
+    ws = store.workspaces.find(name)
+    if ws is None:
+        check_workspace_name(name)
+    else:
+        ws = workspace_or_404(name, write=True)
+        if not may_configure(store, user, ws):
+            audit("forbidden", target=f"workspace {name}", detail={"why": "settings"})
+            raise ApiError(
+                403,
+                "forbidden",
+                "only admins, and operators in workspaces they own (alone or with a team), "
+                "change settings; a workspace without an owner is the admins'",
+            )
+    values, secrets = _settings(body, ws)
+    if ws is None:
+        ws = store.workspaces.get_or_create(name, owner_user_id=user.id)
+    sealed = {
+        k: (svc.secret_box.seal(ws.id, k, v) if v is not None else None) for k, v in secrets.items()
+    }
+    changed = store.workspaces.change(ws.id, secrets=sealed, **values)
+    detail: dict[str, Any] = {k: v for k, v in values.items() if k not in ("env",)}
+    if "env" in values:
+        detail["env"] = sorted(values["env"])  # names: a value may still be sensitive
+    detail["secrets_set"] = sorted(k for k, v in secrets.items() if v is not None)
+    detail["secrets_deleted"] = sorted(k for k, v in secrets.items() if v is None)
+    audit("workspace_changed", target=name, detail=detail)
+    return jsonify(workspace_json(changed))
+
+
+def _settings(
+    body: dict[str, Any], ws: WorkspaceRecord | None
+) -> tuple[dict[str, Any], dict[str, str | None]]:
+    """The checked columns to set and secrets to change; InputError names the field."""
+    store, user = current_service().store, current_user()
+    values: dict[str, Any] = {}
+    if "image" in body:
+        image = body["image"]
+        if image == "":
+            values["image"] = None  # the default image
+        else:
+            check_image_name(image)
+            if not is_allowed(store, image):
+                raise InputError(
+                    f"`image`: {image} is not allowed; see GET /api/v1/images (an admin allows "
+                    "one with POST /api/v1/images or `bashfleet image allow`)"
+                )
+            values["image"] = image
+    if "network" in body:
+        values["network"] = check_network(body["network"])
+    if "env" in body:
+        values["env"] = check_env(body["env"])
+    if "limits" in body:
+        values["limits"] = check_limits(body["limits"], Maxima.from_env())
+    if "owner" in body:
+        values.update(_owner(body["owner"]))
+    secrets = check_secrets(body["secrets"]) if "secrets" in body else {}
+    existing = set(store.workspaces.secret_names(ws.id)) if ws else set()
+    after = (existing | {k for k, v in secrets.items() if v is not None}) - {
+        k for k, v in secrets.items() if v is None
+    }
+    if len(after) > MAX_VARIABLES:
+        raise InputError(f"`secrets`: a workspace holds at most {MAX_VARIABLES}")
+    env_names = set(values.get("env", ws.env if ws else {}))
+    both = sorted(env_names & after)
+    if both:
+        raise InputError(f"`secrets.{both[0]}`: {both[0]} is in `env` too; keep it in one")
+    if user.role is not Role.ADMIN and "owner" in body:
+        mine = store.teams.team_ids_of(user.id)
+        if values["owner_user_id"] not in (None, user.id) or (
+            values["owner_team_id"] is not None and values["owner_team_id"] not in mine
+        ):
+            raise ApiError(
+                403,
+                "forbidden",
+                "`owner`: operators give a workspace to themselves or a team they are in",
+            )
+        if values["owner_user_id"] is None and values["owner_team_id"] is None:
+            raise ApiError(403, "forbidden", "`owner`: only admins share a workspace with all")
+    return values, secrets
+
+
+def _owner(value: Any) -> dict[str, int | None]:
+    store = current_service().store
+    if value == {}:
+        return {"owner_user_id": None, "owner_team_id": None}  # shared by everyone
+    if not isinstance(value, dict) or len(value) != 1 or not set(value) <= {"user", "team"}:
+        raise InputError('`owner` is {"user": NAME}, {"team": NAME}, or {} (shared by all)')
+    kind, name = next(iter(value.items()))
+    if not isinstance(name, str):
+        raise InputError(f"`owner.{kind}` is a name")
+    if kind == "user":
+        found = store.accounts.find_user(name)
+        if found is None:
+            raise InputError(f"`owner.user`: no user {name[:64]!r}")
+        return {"owner_user_id": found.id, "owner_team_id": None}
+    team = store.teams.find(name)
+    if team is None:
+        raise InputError(f"`owner.team`: no team {name[:64]!r}")
+    return {"owner_user_id": None, "owner_team_id": team.id}
+
+
+# --- teams ------------------------------------------------------------------------------
+
+
+def team_json(t: TeamRecord) -> dict[str, Any]:
+    return {
+        "name": t.name,
+        "members": list(t.members),
+        "max_commands": t.max_commands,
+        "max_bytes": t.max_bytes,
+        "created_at": t.created_at.isoformat(),
+    }
+
+
+def _team_or_404(name: str) -> TeamRecord:
+    found = current_service().store.teams.find(name)
+    if found is None:
+        raise ApiError(404, "not_found", f"no team {name[:64]!r}")
+    return found
+
+
+def _quotas(body: dict[str, Any]) -> dict[str, int | None]:
+    """``max_commands`` / ``max_bytes``: a whole number, 0 for no quota."""
+    out: dict[str, int | None] = {}
+    for key, high in (("max_commands", 1_000_000), ("max_bytes", 1 << 50)):
+        if key in body:
+            v = body[key]
+            if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= high:
+                raise InputError(f"`{key}` is a whole number from 0 (no quota) to {high}")
+            out[key] = v or None
+    return out
+
+
+@workspaces_api.get("/teams")
+@requires(Role.VIEWER)
+def list_teams() -> Response:
+    user = current_user()
+    teams = current_service().store.teams.list()
+    if user.role is not Role.ADMIN:
+        teams = [t for t in teams if user.name in t.members]
+    return jsonify({"items": [team_json(t) for t in teams]})
+
+
+@workspaces_api.post("/teams")
+@requires(Role.ADMIN)
+def create_team() -> tuple[Response, int]:
+    body = json_object({"name", "max_commands", "max_bytes"})
+    name = body.get("name")
+    if not isinstance(name, str):
+        raise InputError("`name` (text) is required")
+    try:
+        check_workspace_name(name)  # the same rule: safe in paths and URLs
+    except InputError:
+        raise InputError(
+            "`name`: 1 to 64 letters, digits, '.', '_' or '-', starting with a letter, digit or '_'"
+        ) from None
+    store = current_service().store
+    if store.teams.find(name) is not None:
+        raise ApiError(409, "conflict", f"team {name!r} exists already")
+    team = store.teams.create(name, **_quotas(body))
+    audit("team_created", target=name, detail=_quotas(body))
+    return jsonify(team_json(team)), 201
+
+
+@workspaces_api.put("/teams/<name>")
+@requires(Role.ADMIN)
+def change_team(name: str) -> Response:
+    body = json_object({"max_commands", "max_bytes"})
+    team = _team_or_404(name)
+    quotas = _quotas(body)
+    merged = {"max_commands": team.max_commands, "max_bytes": team.max_bytes, **quotas}
+    store = current_service().store
+    store.teams.set_quotas(team.id, **merged)
+    audit("team_changed", target=name, detail=quotas)
+    return jsonify(team_json(store.teams.get(team.id)))
+
+
+@workspaces_api.delete("/teams/<name>")
+@requires(Role.ADMIN)
+def delete_team(name: str) -> Response:
+    team = _team_or_404(name)
+    current_service().store.teams.delete(team.id)  # its workspaces become unowned: admins'
+    audit("team_deleted", target=name)
+    return jsonify({"status": "deleted"})
+
+
+def _member(name: str, user: str) -> tuple[TeamRecord, int]:
+    team = _team_or_404(name)
+    found = current_service().store.accounts.find_user(user)
+    if found is None:
+        raise ApiError(404, "not_found", f"no user {user[:64]!r}")
+    return team, found.id
+
+
+@workspaces_api.put("/teams/<name>/members/<user>")
+@requires(Role.ADMIN)
+def add_member(name: str, user: str) -> Response:
+    team, user_id = _member(name, user)
+    store = current_service().store
+    if store.teams.add_member(team.id, user_id):
+        audit("team_member_added", target=name, detail={"user": user})
+    return jsonify(team_json(store.teams.get(team.id)))
+
+
+@workspaces_api.delete("/teams/<name>/members/<user>")
+@requires(Role.ADMIN)
+def remove_member(name: str, user: str) -> Response:
+    team, user_id = _member(name, user)
+    store = current_service().store
+    if not store.teams.remove_member(team.id, user_id):
+        raise ApiError(404, "not_found", f"{user[:64]} is not in team {name}")
+    audit("team_member_removed", target=name, detail={"user": user})
+    return jsonify(team_json(store.teams.get(team.id)))
+
+
+# --- images -----------------------------------------------------------------------------
+
+
+@workspaces_api.get("/images")
+@requires(Role.VIEWER)
+def list_images() -> Response:
+    return jsonify({"items": allowed_images(current_service().store)})
+
+
+@workspaces_api.post("/images")
+@requires(Role.ADMIN)
+def allow_image() -> tuple[Response, int]:
+    body = json_object({"image"})
+    image = check_image_name(body.get("image"))
+    if local_image(image) is None:
+        raise InputError(
+            f"`image`: {image} is not in the local Docker engine; build or load it first "
+            "(`bashfleet image build`, `docker load`)"
+        )
+    added = current_service().store.images.add(image, current_user().name)
+    if added:
+        audit("image_allowed", target=image)
+    return jsonify({"image": image, "added": added}), 201 if added else 200

@@ -62,12 +62,17 @@ def build_parser() -> argparse.ArgumentParser:
     from sandbox.accounts_cli import add_parsers
 
     add_parsers(sub)
+    from sandbox.workspace_cli import add_image_parsers
+    from sandbox.workspace_cli import add_parsers as add_workspace_parsers
+
+    add_workspace_parsers(sub)
 
     img = sub.add_parser("image", help="the sandbox image")
     img_sub = img.add_subparsers(dest="image_cmd", metavar="ACTION")
     b = img_sub.add_parser("build", help="build the default sandbox image locally (no registry)")
     b.add_argument("--tag", default="bashfleet-sandbox:latest")
     b.add_argument("--force", action="store_true", help="rebuild even if the tag exists")
+    add_image_parsers(img_sub)
     return p
 
 
@@ -98,7 +103,7 @@ def installed_extensions() -> list[CliExtension]:
     return found
 
 
-ENGINE_COMMANDS = {"classify", "run", "doctor", "user", "token", "image"}
+ENGINE_COMMANDS = {"classify", "run", "doctor", "user", "token", "image", "workspace", "team"}
 
 
 def _command_word(argv: Sequence[str]) -> str | None:
@@ -141,6 +146,16 @@ def main(argv: Sequence[str] | None = None, extensions: Sequence[CliExtension] =
 
             runner = run_user if args.cmd == "user" else run_token
             return runner(args, data_dir(args.data))
+        if args.cmd in ("workspace", "team"):
+            from sandbox.workspace_cli import run_team, run_workspace
+
+            return (run_workspace if args.cmd == "workspace" else run_team)(
+                args, data_dir(args.data)
+            )
+        if args.cmd == "image" and args.image_cmd in ("allow", "list"):
+            from sandbox.workspace_cli import run_image
+
+            return run_image(args, data_dir(args.data))
         if args.cmd == "classify":
             return cmd_classify(args, sys.stdout)
         if args.cmd == "run":

@@ -18,6 +18,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from sandbox.allowed_images import is_allowed
 from sandbox.errors import BashfleetError, InputError
 from sandbox.model import CommandClass, Limits
 from sandbox.store import Store, WorkspaceRecord
@@ -251,6 +252,79 @@ def check_limits(value: Any, maxima: Maxima) -> dict[str, dict[str, float]]:
                 )
             out[cls][name] = v
     return out
+
+
+# --- a change as a whole (the API's PUT and `bashfleet workspace set`) ------------------
+
+SETTINGS = frozenset({"image", "network", "env", "secrets", "limits", "owner"})
+
+
+def check_settings(
+    store: Store, ws: WorkspaceRecord | None, body: Mapping[str, Any]
+) -> tuple[dict[str, Any], dict[str, str | None]]:
+    """The checked columns to set and secrets to change; InputError names the field."""
+    values: dict[str, Any] = {}
+    if "image" in body:
+        image = body["image"]
+        if image == "":
+            values["image"] = None  # the default image
+        else:
+            check_image_name(image)
+            if not is_allowed(store, image):
+                raise InputError(
+                    f"`image`: {image} is not allowed; see GET /api/v1/images (an admin allows "
+                    "one with POST /api/v1/images or `bashfleet image allow`)"
+                )
+            values["image"] = image
+    if "network" in body:
+        values["network"] = check_network(body["network"])
+    if "env" in body:
+        values["env"] = check_env(body["env"])
+    if "limits" in body:
+        values["limits"] = check_limits(body["limits"], Maxima.from_env())
+    if "owner" in body:
+        values.update(_owner(store, body["owner"]))
+    secrets = check_secrets(body["secrets"]) if "secrets" in body else {}
+    existing = set(store.workspaces.secret_names(ws.id)) if ws else set()
+    after = (existing | {k for k, v in secrets.items() if v is not None}) - {
+        k for k, v in secrets.items() if v is None
+    }
+    if len(after) > MAX_VARIABLES:
+        raise InputError(f"`secrets`: a workspace holds at most {MAX_VARIABLES}")
+    env_names = set(values.get("env", ws.env if ws else {}))
+    both = sorted(env_names & after)
+    if both:
+        raise InputError(f"`secrets.{both[0]}`: {both[0]} is in `env` too; keep it in one")
+    return values, secrets
+
+
+def _owner(store: Store, value: Any) -> dict[str, int | None]:
+    if value == {}:
+        return {"owner_user_id": None, "owner_team_id": None}  # shared by everyone
+    if not isinstance(value, dict) or len(value) != 1 or not set(value) <= {"user", "team"}:
+        raise InputError('`owner` is {"user": NAME}, {"team": NAME}, or {} (shared by all)')
+    kind, name = next(iter(value.items()))
+    if not isinstance(name, str):
+        raise InputError(f"`owner.{kind}` is a name")
+    if kind == "user":
+        found = store.accounts.find_user(name)
+        if found is None:
+            raise InputError(f"`owner.user`: no user {name[:64]!r}")
+        return {"owner_user_id": found.id, "owner_team_id": None}
+    team = store.teams.find(name)
+    if team is None:
+        raise InputError(f"`owner.team`: no team {name[:64]!r}")
+    return {"owner_user_id": None, "owner_team_id": team.id}
+
+
+def audit_detail(values: Mapping[str, Any], secrets: Mapping[str, str | None]) -> dict[str, Any]:
+    """What the audit log keeps of a change: variable names, never values."""
+    detail: dict[str, Any] = {k: v for k, v in values.items() if k != "env"}
+    if "env" in values:
+        detail["env"] = sorted(values["env"])  # names: a value may still be sensitive
+    detail["secrets_set"] = sorted(k for k, v in secrets.items() if v is not None)
+    detail["secrets_deleted"] = sorted(k for k, v in secrets.items() if v is None)
+    return detail
 
 
 # --- resolution -------------------------------------------------------------------------

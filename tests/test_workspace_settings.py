@@ -139,9 +139,7 @@ def test_images_allowed_listed_and_chosen(portal: Portal) -> None:
     assert default["profile"] == "base"
     status, body = p.request("POST", "/api/v1/images", {"image": "busybox:1"}, token=op)
     assert status == 403
-    status, body = p.request(
-        "POST", "/api/v1/images", {"image": "not-here-at-all:1"}, token=admin
-    )
+    status, body = p.request("POST", "/api/v1/images", {"image": "not-here-at-all:1"}, token=admin)
     assert status == 400 and "not in the local Docker engine" in body["message"]
     status, body = p.request(
         "POST", "/api/v1/images", {"image": "bashfleet-sandbox:latest"}, token=admin

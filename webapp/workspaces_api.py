@@ -11,19 +11,12 @@ from typing import Any
 
 from flask import Blueprint, Response, jsonify
 
-from sandbox.allowed_images import allowed_images, is_allowed, local_image
+from sandbox.allowed_images import allowed_images, local_image
 from sandbox.errors import InputError
 from sandbox.store import Role, TeamRecord, WorkspaceRecord
 from sandbox.store.workspaces import check_workspace_name
-from sandbox.workspace_settings import (
-    MAX_VARIABLES,
-    Maxima,
-    check_env,
-    check_image_name,
-    check_limits,
-    check_network,
-    check_secrets,
-)
+from sandbox.workspace_settings import SETTINGS as SETTINGS_FIELDS
+from sandbox.workspace_settings import Maxima, audit_detail, check_image_name, check_settings
 from webapp import current_service
 from webapp.access import may_configure, visible, workspace_or_404
 from webapp.auth import audit, current_user, requires
@@ -32,7 +25,7 @@ from webapp.errors import ApiError
 
 workspaces_api = Blueprint("workspaces_api", __name__)
 
-SETTINGS = {"image", "network", "env", "secrets", "limits", "owner"}
+SETTINGS = set(SETTINGS_FIELDS)
 
 
 def workspace_json(ws: WorkspaceRecord) -> dict[str, Any]:
@@ -96,52 +89,17 @@ def put_workspace(name: str) -> Response:
         k: (svc.secret_box.seal(ws.id, k, v) if v is not None else None) for k, v in secrets.items()
     }
     changed = store.workspaces.change(ws.id, secrets=sealed, **values)
-    detail: dict[str, Any] = {k: v for k, v in values.items() if k not in ("env",)}
-    if "env" in values:
-        detail["env"] = sorted(values["env"])  # names: a value may still be sensitive
-    detail["secrets_set"] = sorted(k for k, v in secrets.items() if v is not None)
-    detail["secrets_deleted"] = sorted(k for k, v in secrets.items() if v is None)
-    audit("workspace_changed", target=name, detail=detail)
+    audit("workspace_changed", target=name, detail=audit_detail(values, secrets))
     return jsonify(workspace_json(changed))
 
 
 def _settings(
     body: dict[str, Any], ws: WorkspaceRecord | None
 ) -> tuple[dict[str, Any], dict[str, str | None]]:
-    """The checked columns to set and secrets to change; InputError names the field."""
+    """The checked changes; an operator gives a workspace only to themselves or a team
+    they are in, and only admins make one shared by everyone."""
     store, user = current_service().store, current_user()
-    values: dict[str, Any] = {}
-    if "image" in body:
-        image = body["image"]
-        if image == "":
-            values["image"] = None  # the default image
-        else:
-            check_image_name(image)
-            if not is_allowed(store, image):
-                raise InputError(
-                    f"`image`: {image} is not allowed; see GET /api/v1/images (an admin allows "
-                    "one with POST /api/v1/images or `bashfleet image allow`)"
-                )
-            values["image"] = image
-    if "network" in body:
-        values["network"] = check_network(body["network"])
-    if "env" in body:
-        values["env"] = check_env(body["env"])
-    if "limits" in body:
-        values["limits"] = check_limits(body["limits"], Maxima.from_env())
-    if "owner" in body:
-        values.update(_owner(body["owner"]))
-    secrets = check_secrets(body["secrets"]) if "secrets" in body else {}
-    existing = set(store.workspaces.secret_names(ws.id)) if ws else set()
-    after = (existing | {k for k, v in secrets.items() if v is not None}) - {
-        k for k, v in secrets.items() if v is None
-    }
-    if len(after) > MAX_VARIABLES:
-        raise InputError(f"`secrets`: a workspace holds at most {MAX_VARIABLES}")
-    env_names = set(values.get("env", ws.env if ws else {}))
-    both = sorted(env_names & after)
-    if both:
-        raise InputError(f"`secrets.{both[0]}`: {both[0]} is in `env` too; keep it in one")
+    values, secrets = check_settings(store, ws, body)
     if user.role is not Role.ADMIN and "owner" in body:
         mine = store.teams.team_ids_of(user.id)
         if values["owner_user_id"] not in (None, user.id) or (
@@ -155,26 +113,6 @@ def _settings(
         if values["owner_user_id"] is None and values["owner_team_id"] is None:
             raise ApiError(403, "forbidden", "`owner`: only admins share a workspace with all")
     return values, secrets
-
-
-def _owner(value: Any) -> dict[str, int | None]:
-    store = current_service().store
-    if value == {}:
-        return {"owner_user_id": None, "owner_team_id": None}  # shared by everyone
-    if not isinstance(value, dict) or len(value) != 1 or not set(value) <= {"user", "team"}:
-        raise InputError('`owner` is {"user": NAME}, {"team": NAME}, or {} (shared by all)')
-    kind, name = next(iter(value.items()))
-    if not isinstance(name, str):
-        raise InputError(f"`owner.{kind}` is a name")
-    if kind == "user":
-        found = store.accounts.find_user(name)
-        if found is None:
-            raise InputError(f"`owner.user`: no user {name[:64]!r}")
-        return {"owner_user_id": found.id, "owner_team_id": None}
-    team = store.teams.find(name)
-    if team is None:
-        raise InputError(f"`owner.team`: no team {name[:64]!r}")
-    return {"owner_user_id": None, "owner_team_id": team.id}
 
 
 # --- teams ------------------------------------------------------------------------------

@@ -24,6 +24,7 @@ from sandbox.store.records import WorkspaceRecord, utcnow
 # folders, nothing that reads as an option); never "..".
 WORKSPACE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,63}")
 WORKSPACES = "workspaces"
+SHARED = "default"  # never owned when it is made: everyone's, as before owners existed
 
 
 def check_workspace_name(name: str) -> str:
@@ -69,7 +70,7 @@ class WorkspaceRepository(Repository):
                         image=image,
                         env={},
                         limits={},
-                        owner_user_id=owner_user_id,
+                        owner_user_id=None if name == SHARED else owner_user_id,
                     )
                     s.add(row)
             except IntegrityError:  # made by someone else meanwhile

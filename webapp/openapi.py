@@ -196,6 +196,173 @@ SCHEDULE: dict[str, Any] = {
 }
 
 
+NAME_PATTERN = "^[A-Za-z0-9_][A-Za-z0-9._-]{0,63}$"
+WORKSPACE_NAME = {**_path_param("name"), "schema": {"type": "string", "pattern": NAME_PATTERN}}
+VARIABLES = {"type": "object", "additionalProperties": {"type": "string"}}
+LIMITS = {
+    "type": "object",
+    "description": "by class: cpus, memory_bytes, pids, disk_bytes, timeout_s (within the "
+    "admin's maxima, `limits_max`)",
+    "additionalProperties": {
+        "type": "object",
+        "properties": {
+            f: {"type": "number", "exclusiveMinimum": 0}
+            for f in ("cpus", "memory_bytes", "pids", "disk_bytes", "timeout_s")
+        },
+    },
+}
+OWNER = {
+    "type": "object",
+    "description": '{"user": NAME}, {"team": NAME}, or {} (shared by everyone; admins)',
+    "properties": {"user": {"type": "string"}, "team": {"type": "string"}},
+    "maxProperties": 1,
+}
+WORKSPACE: dict[str, Any] = {
+    "type": "object",
+    "required": ["name", "image", "network", "env", "secrets", "limits", "owner"],
+    "properties": {
+        "name": {"type": "string"},
+        "image": {"type": ["string", "null"], "description": "null: the default image"},
+        "network": {"type": "string", "enum": ["none", "egress"]},
+        "env": VARIABLES,
+        "secrets": {
+            "type": "array",
+            "items": {"type": "string"},
+            "description": "names only: values are never returned",
+        },
+        "limits": LIMITS,
+        "owner": {"oneOf": [OWNER, {"type": "null"}]},
+        "may_change": {"type": "boolean"},
+        "limits_max": {"type": "object"},
+    },
+}
+WORKSPACE_CHANGE: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {
+        "image": {"type": "string", "description": "an allowed image; '' for the default"},
+        "network": {"type": "string", "enum": ["none", "egress"]},
+        "env": {**VARIABLES, "description": "replaces every plain variable"},
+        "secrets": {
+            "type": "object",
+            "additionalProperties": {"type": ["string", "null"]},
+            "description": "NAME: value sets one, NAME: null deletes one; others stay",
+        },
+        "limits": {**LIMITS, "description": "replaces the limits"},
+        "owner": OWNER,
+    },
+}
+TEAM_NAME = {**_path_param("name"), "schema": {"type": "string", "pattern": NAME_PATTERN}}
+TEAM_QUOTAS = {
+    "max_commands": {"type": "integer", "minimum": 0, "description": "0: no quota"},
+    "max_bytes": {"type": "integer", "minimum": 0, "description": "0: no quota"},
+}
+
+
+def _workspace_paths() -> dict[str, Any]:
+    member = [TEAM_NAME, _path_param("user")]
+    return {
+        "/workspaces": {
+            "get": _op("The workspaces you may see", {"200": _json({"type": "object"})}),
+        },
+        "/workspaces/{name}": {
+            "get": _op(
+                "A workspace's settings (secret names, never values)",
+                {"200": _json(WORKSPACE)},
+                parameters=[WORKSPACE_NAME],
+            ),
+            "put": _op(
+                "Change settings (admins; operators in workspaces they own); all or nothing",
+                {"200": _json(WORKSPACE)},
+                parameters=[WORKSPACE_NAME],
+                requestBody={
+                    "required": True,
+                    "content": {"application/json": {"schema": WORKSPACE_CHANGE}},
+                },
+            ),
+        },
+        "/teams": {
+            "get": _op(
+                "Teams (admins: all; others: their own)", {"200": _json({"type": "object"})}
+            ),
+            "post": _op(
+                "Create a team (admins)",
+                {"201": _json({"type": "object"}), "409": _json(_ref("Error"))},
+                requestBody={
+                    "required": True,
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "additionalProperties": False,
+                                "required": ["name"],
+                                "properties": {
+                                    "name": {"type": "string", "pattern": NAME_PATTERN},
+                                    **TEAM_QUOTAS,
+                                },
+                            }
+                        }
+                    },
+                },
+            ),
+        },
+        "/teams/{name}": {
+            "put": _op(
+                "Change a team's quotas (admins)",
+                {"200": _json({"type": "object"})},
+                parameters=[TEAM_NAME],
+                requestBody={
+                    "required": True,
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "additionalProperties": False,
+                                "properties": TEAM_QUOTAS,
+                            }
+                        }
+                    },
+                },
+            ),
+            "delete": _op(
+                "Delete a team (admins); its workspaces become the admins'",
+                {"200": _json({"type": "object"})},
+                parameters=[TEAM_NAME],
+            ),
+        },
+        "/teams/{name}/members/{user}": {
+            "put": _op(
+                "Add a member (admins)", {"200": _json({"type": "object"})}, parameters=member
+            ),
+            "delete": _op(
+                "Remove a member (admins)", {"200": _json({"type": "object"})}, parameters=member
+            ),
+        },
+        "/images": {
+            "get": _op(
+                "Allowed images: present locally, size, profile", {"200": _json({"type": "object"})}
+            ),
+            "post": _op(
+                "Allow an image of the local engine (admins)",
+                {"200": _json({"type": "object"}), "201": _json({"type": "object"})},
+                requestBody={
+                    "required": True,
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "additionalProperties": False,
+                                "required": ["image"],
+                                "properties": {"image": {"type": "string"}},
+                            }
+                        }
+                    },
+                },
+            ),
+        },
+    }
+
+
 def openapi_document() -> dict[str, Any]:
     batch_id, command_id = _path_param("batch_id"), _path_param("command_id")
     return {
@@ -528,6 +695,7 @@ def openapi_document() -> dict[str, Any]:
             "/schedules/{schedule_id}/resume": {
                 "post": _op("Resume", {"200": _json({"type": "object"})}, parameters=[SCHEDULE_ID]),
             },
+            **_workspace_paths(),
             "/metrics": {
                 "get": _op(
                     "Metrics as JSON, with p50/p90/p95/p99 of durations and queue waits",

@@ -99,6 +99,11 @@ def schedules() -> BaseResponse | str:
     return _page("schedules.html", active="schedules")
 
 
+@pages.get("/workspaces")
+def workspaces() -> BaseResponse | str:
+    return _page("workspaces.html", active="workspaces")
+
+
 @pages.get("/admin")
 def admin() -> BaseResponse | str:
     return _page("admin.html", role=Role.ADMIN, active="admin")

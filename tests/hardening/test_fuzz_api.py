@@ -96,6 +96,13 @@ SHAPES = [
     ["echo a", "echo b"],
 ]
 FIELDS = [
+    "image",
+    "network",
+    "env",
+    "secrets",
+    "limits",
+    "owner",
+    "max_commands",
     "script",
     "commands",
     "workspace",
@@ -146,6 +153,10 @@ WRITES = [
     ("POST", "/api/v1/session/password"),
     ("POST", "/api/v1/batches/{id}/cancel"),
     ("POST", "/api/v1/batches/{id}/commands/{id}/cancel"),
+    ("PUT", "/api/v1/workspaces/{q}"),
+    ("POST", "/api/v1/teams"),
+    ("PUT", "/api/v1/teams/{q}/members/{q}"),
+    ("POST", "/api/v1/images"),
 ]
 READS = [
     "/healthz",
@@ -159,6 +170,10 @@ READS = [
     "/api/v1/batches/{id}/commands/{id}/log?stream={q}",
     "/api/v1/schedules",
     "/api/v1/schedules/{int}",
+    "/api/v1/workspaces",
+    "/api/v1/workspaces/{q}",
+    "/api/v1/teams",
+    "/api/v1/images",
     "/api/v1/users",
     "/api/v1/tokens?all={q}",
     "/api/v1/audit?limit={n}&action={q}&cursor={q}",

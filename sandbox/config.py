@@ -43,6 +43,12 @@ KEYS = {
     "schedule_min_interval_s": "BASHFLEET_SCHEDULE_MIN_INTERVAL_S",
     "secure_cookies": "BASHFLEET_SECURE_COOKIES",
     "proxy_hops": "BASHFLEET_PROXY_HOPS",
+    # the most a workspace may ask for, per command (README, "Workspaces")
+    "max_cpus": "BASHFLEET_MAX_CPUS",
+    "max_memory_mb": "BASHFLEET_MAX_MEMORY_MB",
+    "max_pids": "BASHFLEET_MAX_PIDS",
+    "max_disk_mb": "BASHFLEET_MAX_DISK_MB",
+    "max_timeout_s": "BASHFLEET_MAX_TIMEOUT_S",
 }
 
 

@@ -108,3 +108,41 @@ def test_limits_within_maxima_and_maxima_from_the_environment() -> None:
         check_limits({"safe": {"memory_bytes": (1 << 30) + 1}}, maxima)
     with pytest.raises(BashfleetError, match="BASHFLEET_MAX_PIDS"):
         Maxima.from_env({"BASHFLEET_MAX_PIDS": "lots"})
+
+
+def test_submit_resolves_the_environment_and_the_class_timeout(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Service.submit reads the workspace's settings: its network reaches the batch, and a
+    batch without a timeout of its own gets its classes' longest; a new workspace belongs
+    to its submitter, except `default`."""
+    from sandbox.service import Service, ServiceConfig
+    from sandbox.store import Role
+
+    svc = Service.open(
+        ServiceConfig(data_dir=tmp_path, isolation="local", autoscale=False, schedules=False)
+    )
+    try:
+        seen = []
+        monkeypatch.setattr(svc.scheduler, "submit", seen.append)
+        user = svc.store.accounts.create_user("ann", "password123", Role.OPERATOR)
+        svc.submit(user, script="ls", workspace="net")
+        ws = svc.store.workspaces.find("net")
+        assert ws is not None and ws.owner_user_id == user.id
+        assert seen[-1].allow_network is False and seen[-1].timeout_s == 3600.0
+        svc.store.workspaces.change(
+            ws.id,
+            network="egress",
+            limits={"safe": {"timeout_s": 7}, "dangerous": {"timeout_s": 9}},
+        )
+        svc.submit(user, script="ls", workspace="net")
+        assert seen[-1].allow_network is True and seen[-1].timeout_s == 7
+        svc.submit(user, script="ls", workspace="net", timeout_s=30)
+        assert seen[-1].timeout_s == 30  # the batch's own wins
+        svc.submit(user, script="ls\nmake", workspace="net")  # safe 7, conditional: default
+        assert seen[-1].timeout_s == 3600.0
+        svc.submit(user, script="ls", workspace="default")
+        shared = svc.store.workspaces.find("default")
+        assert shared is not None and not shared.owned
+    finally:
+        svc.close()

@@ -383,7 +383,7 @@ def test_admin_users_tokens_and_audit(
     shot(page, "ops-admin")
 
 
-@pytest.mark.parametrize("path", ["/", "/history", "/schedules", "/admin"])
+@pytest.mark.parametrize("path", ["/", "/history", "/schedules", "/workspaces", "/admin"])
 def test_ops_pages_load_cleanly_on_a_phone(logged_in_page: Page, path: str) -> None:
     page = logged_in_page
     page.set_viewport_size({"width": 390, "height": 800})

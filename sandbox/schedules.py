@@ -40,6 +40,7 @@ from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
 from sandbox.errors import InputError
+from sandbox.owners import may_run
 from sandbox.store import NotFound, ScheduleRecord, Source
 
 if TYPE_CHECKING:
@@ -233,6 +234,9 @@ class ScheduleRunner:
                 self._noted(s, "schedule_rate_limited", "over its owner's submission rate")
                 return None
             workspace = self.store.workspaces.get(s.workspace_id)
+            if not may_run(self.store, owner, workspace):
+                self._pause(s, f"its owner {owner.name} may no longer run in {workspace.name}")
+                return None
             batch = self.service.submit(
                 owner,
                 script=s.script,

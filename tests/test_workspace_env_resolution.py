@@ -146,3 +146,29 @@ def test_submit_resolves_the_environment_and_the_class_timeout(
         assert shared is not None and not shared.owned
     finally:
         svc.close()
+
+
+def test_a_schedule_whose_owner_lost_the_workspace_pauses(tmp_path: Path) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from sandbox.service import Service, ServiceConfig
+    from sandbox.store import Role
+
+    svc = Service.open(ServiceConfig(data_dir=tmp_path, isolation="local", autoscale=False))
+    try:
+        ann = svc.store.accounts.create_user("ann", "password123", Role.OPERATOR)
+        team = svc.store.teams.create("core")
+        svc.store.teams.add_member(team.id, ann.id)
+        ws = svc.store.workspaces.get_or_create("team-ws")
+        svc.store.workspaces.change(ws.id, owner_team_id=team.id)
+        s = svc.create_schedule(
+            ann, name="hourly", script="echo tick", interval_s=3600, workspace="team-ws"
+        )
+        svc.store.teams.remove_member(team.id, ann.id)
+        svc.store.schedules.update(s.id, next_run_at=datetime.now(UTC) - timedelta(seconds=5))
+        assert svc.schedules is not None
+        assert svc.schedules.run(s.id) is None
+        assert svc.store.schedules.get(s.id).paused
+        assert svc.store.batches.list().total == 0
+    finally:
+        svc.close()

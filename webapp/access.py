@@ -10,30 +10,16 @@ themselves or through a team (an unowned, shared workspace: admins only).
 A workspace or batch the user may not see answers 404, exactly like one that does not
 exist, so that names do not leak; every refusal is audited (``workspace_refused``,
 ``batch_refused``).
+The rules themselves are in sandbox/owners.py.
 """
 
 from __future__ import annotations
 
+from sandbox.owners import may_configure, may_run, may_see
 from sandbox.store import BatchRecord, NotFound, Role, Store, UserRecord, WorkspaceRecord
 from webapp import current_service
 from webapp.auth import audit, current_user
 from webapp.errors import ApiError
-
-
-def may_see(store: Store, user: UserRecord, ws: WorkspaceRecord) -> bool:
-    if user.role is Role.ADMIN or not ws.owned or ws.owner_user_id == user.id:
-        return True
-    return ws.owner_team_id is not None and ws.owner_team_id in store.teams.team_ids_of(user.id)
-
-
-def may_run(store: Store, user: UserRecord, ws: WorkspaceRecord) -> bool:
-    return user.role.allows(Role.OPERATOR) and may_see(store, user, ws)
-
-
-def may_configure(store: Store, user: UserRecord, ws: WorkspaceRecord) -> bool:
-    if user.role is Role.ADMIN:
-        return True
-    return user.role.allows(Role.OPERATOR) and ws.owned and may_see(store, user, ws)
 
 
 def visible_ids(store: Store, user: UserRecord) -> list[int] | None:
@@ -89,3 +75,16 @@ def submission_workspace(name: str) -> None:
     otherwise); a new name is fine (the submitter will own it)."""
     if current_service().store.workspaces.find(name) is not None:
         workspace_or_404(name, write=True)
+
+
+__all__ = [
+    "batch_or_404",
+    "may_configure",
+    "may_run",
+    "may_see",
+    "may_see_batch",
+    "submission_workspace",
+    "visible",
+    "visible_ids",
+    "workspace_or_404",
+]

@@ -59,6 +59,7 @@ from sandbox.store import (
 )
 from sandbox.store.ids import new_id
 from sandbox.store.records import ExecutorKind, utcnow
+from sandbox.workspace_env import Network, WorkspaceEnvironment
 
 log = logging.getLogger(__name__)
 
@@ -150,7 +151,13 @@ class Service:
     def _prepare_local(self) -> None:
         problem = self.local.prepare()
         if not os.environ.get(ROOTFS_ENV):  # a shared folder of trees is the operator's to prune
-            self.local.prune_trees()
+            # the trees of images a workspace names stay (unpacking one again takes seconds)
+            try:
+                named = {w.image for w in self.store.workspaces.list() if w.image}
+            except Exception:  # the store is not ready: keep only the default image's
+                log.exception("could not list the workspaces' images")
+                named = set()
+            self.local.prune_trees(named)
         if problem is None:
             log.info("local pool: %s", self.local.isolation)
         elif "docker" in self.executors:
@@ -452,11 +459,15 @@ class Service:
             priority=priority,
             timeout_s=timeout_s or self.config.default_timeout_s,
             retries=retries,
-            allow_network=ws.allow_network,
             limits=Limits(disk_bytes=self.config.disk_bytes),
             command_ids=command_ids,
             on_failure=policy,
             deadline_s=deadline_s,
+            # (ws-settings builds this from the workspace's settings: image, network,
+            # variables, secrets, limits)
+            environment=WorkspaceEnvironment(
+                image=ws.image, network=Network.EGRESS if ws.allow_network else Network.NONE
+            ),
         )
         self.scheduler.submit(spec)
         return record

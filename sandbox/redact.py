@@ -10,7 +10,8 @@ of the redacted text and a secret never reaches the store.
 
 Forms of a secret ``s`` (UTF-8): ``s``; ``quote(s)``, ``quote(s, safe="")`` and
 ``quote_plus(s)``; and base64 of ``s`` at each of the three alignments it can have inside a
-longer encoded text (the characters that depend on ``s`` alone), standard and url-safe.
+longer encoded text (the characters that depend on ``s`` alone), and of ``s`` encoded on its
+own (with and without padding), standard and url-safe.
 
 A value split across chunks: a stream keeps back the shortest tail that could still begin a
 form (at most the longest form's length minus one byte) until the next chunk or the end,
@@ -42,6 +43,10 @@ def forms(secret: str | bytes) -> set[bytes]:
     found = {raw}
     for encoded in (quote(raw), quote(raw, safe=""), quote_plus(raw)):
         found.add(encoded.encode())
+    whole = base64.b64encode(raw)  # the value encoded on its own: its last characters too
+    for text in (whole, whole.rstrip(b"=")):
+        found.add(text)
+        found.add(text.translate(_URLSAFE))
     for k in range(3):
         # k unknown bytes before the secret: its first (4k+2)//3 characters and the last
         # partial one depend on those, or on what follows

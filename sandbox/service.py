@@ -396,8 +396,13 @@ class Service:
         on_failure: FailurePolicy | str | None = None,
         deadline_s: float | None = None,
         rerun_of: str | None = None,
+        environment: WorkspaceEnvironment | None = None,
     ) -> BatchRecord:
         """Judge, plan, store and start a batch. A rejected batch stores nothing.
+
+        ``environment``: the workspace's image, network, variables and secrets for this
+        batch (``workspace_env``); None: from the workspace's ``image`` and
+        ``allow_network`` columns.
 
         ``on_failure`` None: ``halt`` when the script starts with ``set -e``, else
         ``skip_dependents``; ``deadline_s``: for the whole batch."""
@@ -465,7 +470,8 @@ class Service:
             deadline_s=deadline_s,
             # (ws-settings builds this from the workspace's settings: image, network,
             # variables, secrets, limits)
-            environment=WorkspaceEnvironment(
+            environment=environment
+            or WorkspaceEnvironment(
                 image=ws.image, network=Network.EGRESS if ws.allow_network else Network.NONE
             ),
         )

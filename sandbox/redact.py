@@ -27,7 +27,6 @@ alignment) are skipped the same way.
 from __future__ import annotations
 
 import base64
-import re
 from collections.abc import Iterable
 from urllib.parse import quote, quote_plus
 
@@ -72,7 +71,6 @@ class Redactor:
         # longest first: at one position the longest form wins, whatever the chunking
         self.patterns = tuple(sorted(patterns, key=lambda p: (-len(p), p)))
         self.longest = len(self.patterns[0]) if self.patterns else 0
-        self._regex = re.compile(b"|".join(re.escape(p) for p in self.patterns))
         # proper prefixes of the forms: a stream's tail that is one of these is kept back
         self._prefixes = {p[:i] for p in self.patterns for i in range(1, len(p))}
 
@@ -80,7 +78,7 @@ class Redactor:
         return bool(self.patterns)
 
     def redact(self, data: bytes) -> bytes:
-        return self._regex.sub(MASK, data) if self.patterns else data
+        return self._split(data, final=True)[0] if self.patterns else data
 
     def stream(self) -> StreamRedactor:
         return StreamRedactor(self)
@@ -93,14 +91,25 @@ class Redactor:
                 if buf[i:] in self._prefixes:
                     hold = i
                     break
+        # every occurrence of every form (bytes.find: C speed, where a regex alternation of
+        # ~50 literals crawls at ~15 MB/s), then leftmost first, the longest at a position
+        found = []
+        for p in self.patterns:
+            i = buf.find(p)
+            while i != -1:
+                found.append((i, -len(p)))
+                i = buf.find(p, i + 1)
+        found.sort()
         out: list[bytes] = []
         pos = 0
-        for m in self._regex.finditer(buf):
-            if m.start() >= hold:
+        for start, neg in found:
+            if start >= hold:
                 break
-            out.append(buf[pos : m.start()])
+            if start < pos:
+                continue  # overlaps the one taken
+            out.append(buf[pos:start])
             out.append(MASK)
-            pos = m.end()
+            pos = start - neg
         cut = max(pos, hold)
         out.append(buf[pos:cut])
         return b"".join(out), buf[cut:]

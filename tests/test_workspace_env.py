@@ -25,7 +25,7 @@ from sandbox.model import Status
 from sandbox.service import Service, ServiceConfig
 from sandbox.store import BatchRecord
 from sandbox.workspace_env import Network, WorkspaceEnvironment
-from tests.workspace_project import dev_environment, reference_binary, write_project
+from tests.workspace_project import DEV_SCRIPT, dev_environment, reference_binary, write_project
 
 pytest_plugins = ("docker_fixtures",)  # docker_client, sandbox_image
 
@@ -100,12 +100,7 @@ def test_dev_workspace_builds_tests_commits_and_never_shows_its_secret(
     secret = "tok-" + secrets.token_hex(12)
     ws = service.store.workspaces.get_or_create("proj")
     write_project(ws.path)
-    script = (
-        "set -e\nmake\npython3 -m unittest -v\n"
-        "git init -q && git add Makefile hello.c calc.py test_calc.py && "
-        "git commit -q -m first && git log --format=%an\n"
-        "./hello\n"
-        'echo "secret=$SECRET"\n'  # safe: the local pool, on the dev image's tree
+    script = DEV_SCRIPT + (  # (its echo is safe: the local pool, on the dev image's tree)
         'python3 -c \'import os, base64; s = os.environ["SECRET"].encode(); '
         'print(os.environ["PLAIN"], s.decode(), base64.b64encode(s).decode())\'\n'
         'echo "plain=$PLAIN"; test -x /usr/bin/gcc && grep ^VERSION_CODENAME /etc/os-release\n'
@@ -236,8 +231,10 @@ def outside_host(tmp_path: Path) -> Iterator[tuple[str, int, str]]:
         ip("-n", ns, "link", "set", ns_if, "up")
         ip("-n", ns, "link", "set", "lo", "up")
         server = subprocess.Popen(
-            ["ip", "netns", "exec", ns, "python3", "-m", "http.server", "8080"]
-            + ["--bind", ns_ip, "--directory", str(tmp_path / "site")],
+            [
+                *("ip", "netns", "exec", ns, "python3", "-m", "http.server", "8080"),
+                *("--bind", ns_ip, "--directory", str(tmp_path / "site")),
+            ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )

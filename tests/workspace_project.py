@@ -34,13 +34,13 @@ FILES = {
 }
 
 # set -e: in script order, one after the other, as bash would
-DEV_SCRIPT = """set -e
-make
-python3 -m unittest -v
-git init -q && git add Makefile hello.c calc.py test_calc.py && git commit -q -m 'first' && git log --oneline
-./hello
-echo "secret=$SECRET"
-"""
+DEV_SCRIPT = (
+    "set -e\nmake\npython3 -m unittest -v\n"
+    "git init -q && git add Makefile hello.c calc.py test_calc.py && "
+    "git commit -q -m first && git log --format=%an\n"
+    "./hello\n"
+    'echo "secret=$SECRET"\n'
+)
 
 GIT_ENV = {
     "GIT_AUTHOR_NAME": "Bash Fleet",

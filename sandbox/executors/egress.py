@@ -139,3 +139,25 @@ def remove(client: Any) -> None:
         net.reload()
         if not net.attrs.get("Containers"):
             net.remove()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m sandbox.executors.egress remove|status``: for operators."""
+    import sys
+
+    args = sys.argv[1:] if argv is None else argv
+    if args == ["remove"]:
+        print(f"removed {remove_rules()} rules")
+        docker = shutil.which("docker")
+        if docker is not None:  # refused by the engine while a container uses it
+            subprocess.run([docker, "network", "rm", NETWORK], capture_output=True, check=False)
+        return 0
+    if args == ["status"]:
+        print("rules present" if rules_present() else "rules absent")
+        return 0
+    print("usage: python -m sandbox.executors.egress remove|status", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

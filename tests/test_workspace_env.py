@@ -13,15 +13,17 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from sandbox.executors import docker_profiles as prof
 from sandbox.executors import egress
 from sandbox.executors.rootfs import ROOTFS_ENV
 from sandbox.image import DEV_IMAGE, build_profile
-from sandbox.model import Status
+from sandbox.model import CommandClass, Job, Status
 from sandbox.service import Service, ServiceConfig
 from sandbox.store import BatchRecord
 from sandbox.workspace_env import Network, WorkspaceEnvironment
@@ -143,13 +145,31 @@ def test_dev_workspace_builds_tests_commits_and_never_shows_its_secret(
     assert (ws.path / "hello").read_bytes() == reference_binary(docker_client, DEV_IMAGE)
 
 
+def test_container_specs_follow_the_environment(tmp_path: Path) -> None:
+    job = Job(id="j", command="true", cls=CommandClass.CONDITIONAL, workspace=tmp_path)
+    base = prof.spec_for(job, "default:img", prof.BATCH)
+    assert base.image == "default:img" and not base.network
+    assert prof.create_kwargs(base, "i", "b")["network_mode"] == "none"
+    dev = prof.spec_for(replace(job, image=DEV_IMAGE, network=True), "default:img", prof.BATCH)
+    assert dev.image == DEV_IMAGE and dev != base
+    assert prof.create_kwargs(dev, "i", "b")["network_mode"] == egress.NETWORK
+    # a dangerous command never gets a network, whatever the workspace allows
+    single = prof.spec_for(replace(job, network=True), "default:img", prof.DANGEROUS)
+    assert prof.create_kwargs(single, "i", "b")["network_mode"] == "none"
+    # variables travel in the exec's environment, never in its argv
+    env_job = replace(job, env=(("SECRET", "s3cret-value"),))
+    assert prof.exec_environment(env_job)["SECRET"] == "s3cret-value"
+    assert "s3cret-value" not in " ".join(prof.exec_command(env_job))
+
+
 def test_a_safe_command_sees_its_workspaces_image(service: Service) -> None:
     script = "ls /usr/bin/gcc /usr/bin/node\ncat /etc/os-release\n"
     dev, dev_out = run_batch(service, script, "devws", WorkspaceEnvironment(image=DEV_IMAGE))
     assert dev.status is Status.SUCCEEDED, dev_out
     assert {c.executor.value for c in dev.commands} == {"local"}
     assert "/usr/bin/gcc" in dev_out[0][0]
-    base, base_out = run_batch(service, script, "basews", WorkspaceEnvironment())
+    # the same workspace on the base image: another warm sandbox (its key has the image)
+    base, base_out = run_batch(service, script, "devws", WorkspaceEnvironment())
     assert base.commands[0].status is Status.FAILED  # the base image has no compiler
     assert "No such file" in base_out[0][1]
     assert base.commands[1].executor.value == "local"

@@ -191,6 +191,13 @@ def test_an_image_without_bash_fails_its_batch_clearly(
         assert all(c.status is Status.FAILED for c in batch.commands), out
         for c in batch.commands:
             assert c.error and "has no bash" in c.error, c.error
+        missing = _env(f"bashfleet-test-missing-{uuid.uuid4().hex[:8]}:latest")
+        started = time.monotonic()
+        gone, gone_out = run_batch(service, "cat /etc/hostname\ntouch x\n", "missing", missing)
+        assert all(c.status is Status.FAILED for c in gone.commands), gone_out
+        for c in gone.commands:
+            assert c.error and missing.image in c.error and "image build" in c.error, c.error
+        assert time.monotonic() - started < 20  # refused at once, not retried for a minute
         again, _ = run_batch(service, "ls\n", "other", WorkspaceEnvironment())
         assert again.status is Status.SUCCEEDED  # the service goes on
     finally:

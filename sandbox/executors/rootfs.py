@@ -138,6 +138,8 @@ class ImageTrees:
             raise ExecutorError(
                 f"cannot find image {image} ({why}); build it with `bashfleet image build`",
                 executor="local",
+                # no such image: waiting will not make one (an engine that does not answer may)
+                retryable="no such image" not in why.lower(),
             )
         return image_id
 

@@ -69,8 +69,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     img = sub.add_parser("image", help="the sandbox image")
     img_sub = img.add_subparsers(dest="image_cmd", metavar="ACTION")
-    b = img_sub.add_parser("build", help="build the default sandbox image locally (no registry)")
-    b.add_argument("--tag", default="bashfleet-sandbox:latest")
+    b = img_sub.add_parser("build", help="build a sandbox image locally (no registry)")
+    b.add_argument(
+        "--profile",
+        choices=("base", "dev"),
+        default="base",
+        help="base: bashfleet-sandbox:latest (bash, coreutils, python3); dev: "
+        "bashfleet-dev:latest (base plus git, make, gcc, python3 venv/pip, nodejs, npm, "
+        "curl, unzip, jq)",
+    )
+    b.add_argument("--tag", default=None, help="the tag (default: the profile's)")
     b.add_argument("--force", action="store_true", help="rebuild even if the tag exists")
     add_image_parsers(img_sub)
     return p
@@ -272,9 +280,9 @@ def cmd_image(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     if args.image_cmd != "build":
         parser.parse_args(["image", "--help"])
         return 2
-    from sandbox.image import build_image
+    from sandbox.image import build_profile
 
-    tag = build_image(args.tag, force=args.force)
+    tag = build_profile(args.profile, tag=args.tag, force=args.force)
     print(tag)
     return 0
 

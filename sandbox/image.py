@@ -1,6 +1,7 @@
 """Build the default sandbox image locally, with no container registry.
 
     build_image(tag, method="auto")   -> the tag; skipped when the tag exists (unless force)
+    build_profile(profile)            -> the tag of a named recipe (``base`` or ``dev``)
     image_present(tag)                -> bool, for `bashfleet doctor`
     default_image(setting=None)       -> BASHFLEET_IMAGE, a per-workspace setting, or the default
 
@@ -13,6 +14,12 @@ Methods:
   a few seconds, for machines where debootstrap cannot run.
 ``auto`` picks debootstrap when it is present or can be installed, else busybox.
 
+Profiles (``bashfleet image build --profile NAME``): ``base`` is the default image above;
+``dev`` (``bashfleet-dev:latest``) is a toolchain image from the same Debian suite: git,
+make, gcc, python3 with venv and pip, nodejs and npm, curl, unzip, jq, ca-certificates.
+Its recipe (suite, sorted package list, version) is hashed into a label; a build is
+skipped when an image with the same recipe exists.
+
 Both add an unprivileged ``sandbox`` user (uid/gid ``SANDBOX_UID``). This module talks
 to the engine through the ``docker`` command line, never the ``docker`` package
 (sandbox/executors/docker.py is the only importer of that).
@@ -20,6 +27,8 @@ to the engine through the ``docker`` command line, never the ``docker`` package
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import logging
 import os
 import re
@@ -42,6 +51,30 @@ EXTRA_PACKAGES = ("procps", "python3")
 IMAGE_VERSION = "2"
 VERSION_LABEL = "bashfleet.image"
 PATH_ENV = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+PROFILE_LABEL = "bashfleet.profile"
+RECIPE_LABEL = "bashfleet.recipe"
+DEV_IMAGE = "bashfleet-dev:latest"
+# build-essential without g++ and dpkg-dev: a C toolchain is gcc, the libc headers and make
+DEV_PACKAGES = tuple(
+    sorted(
+        {
+            *EXTRA_PACKAGES,
+            "ca-certificates",
+            "curl",
+            "gcc",
+            "git",
+            "jq",
+            "libc6-dev",
+            "make",
+            "nodejs",
+            "npm",
+            "python3-pip",
+            "python3-venv",
+            "unzip",
+        }
+    )
+)
+PROFILES = {"base": (DEFAULT_IMAGE, EXTRA_PACKAGES), "dev": (DEV_IMAGE, DEV_PACKAGES)}
 
 
 def default_image(setting: str | None = None) -> str:
@@ -59,6 +92,41 @@ def image_present(tag: str = DEFAULT_IMAGE) -> bool:
         check=False,
     )
     return done.returncode == 0
+
+
+def build_profile(profile: str, *, tag: str | None = None, force: bool = False) -> str:
+    """Build a named recipe (``PROFILES``); ``base`` is ``build_image`` unchanged."""
+    if profile not in PROFILES:
+        raise ValueError(f"unknown image profile {profile!r}: one of {', '.join(PROFILES)}")
+    default_tag, packages = PROFILES[profile]
+    tag = tag or default_tag
+    if profile == "base":
+        return build_image(tag, force=force)
+    if shutil.which("docker") is None:
+        raise ExecutorError(
+            "the docker command is missing; run scripts/docker-up", executor="docker"
+        )
+    _mirror, suite = apt_mirror()
+    recipe = recipe_id(suite, packages)
+    if not force and _label(tag, RECIPE_LABEL) == recipe:
+        return tag
+    if not _ensure_tool("debootstrap", "debootstrap"):
+        raise ExecutorError("debootstrap is missing and cannot be installed", executor="docker")
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="bashfleet-rootfs-") as tmp:
+        root = Path(tmp) / "root"
+        _debootstrap(root, EXTRA_PACKAGES)  # (debootstrap's own resolver cannot take npm)
+        _apt_install(root, tuple(p for p in packages if p not in EXTRA_PACKAGES))
+        _add_sandbox_user(root)
+        _import(root, tag, {PROFILE_LABEL: profile, RECIPE_LABEL: recipe})
+    log.info("built %s (profile %s) in %.1fs", tag, profile, time.monotonic() - started)
+    return tag
+
+
+def recipe_id(suite: str, packages: tuple[str, ...]) -> str:
+    """What a profile image is built from, as a short hash: same recipe, same id."""
+    text = "\n".join([IMAGE_VERSION, suite, *sorted(packages)])
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def build_image(tag: str = DEFAULT_IMAGE, *, method: str = "auto", force: bool = False) -> str:
@@ -182,6 +250,29 @@ def _debootstrap(root: Path, packages: tuple[str, ...] = EXTRA_PACKAGES) -> None
         shutil.rmtree(root / junk, ignore_errors=True)
 
 
+def _apt_install(root: Path, packages: tuple[str, ...]) -> None:
+    """``apt-get install --no-install-recommends`` in the new root (chroot, as root), from
+    the suite debootstrap configured there; then the same clean-up as ``_debootstrap``."""
+    resolv = root / "etc" / "resolv.conf"
+    with contextlib.suppress(OSError):
+        resolv.unlink()
+    shutil.copyfile("/etc/resolv.conf", resolv)
+    proc = root / "proc"
+    proc.mkdir(exist_ok=True)
+    _run(["mount", "-t", "proc", "proc", str(proc)], "mount /proc")
+    env = {"DEBIAN_FRONTEND": "noninteractive", "PATH": PATH_ENV, "LANG": "C.UTF-8"}
+    try:
+        _run(["chroot", str(root), "apt-get", "update", "-qq"], "apt-get update", env)
+        install = ["apt-get", "install", "-y", "-qq", "--no-install-recommends", *packages]
+        _run(["chroot", str(root), *install], "apt-get install", env)
+        _run(["chroot", str(root), "apt-get", "clean"], "apt-get clean", env)
+    finally:
+        subprocess.run(["umount", "-l", str(proc)], capture_output=True, check=False)
+    resolv.write_text("")  # Docker provides its own
+    for junk in ("var/cache/apt/archives", "var/lib/apt/lists", "usr/share/doc", "usr/share/man"):
+        shutil.rmtree(root / junk, ignore_errors=True)
+
+
 # -- busybox + host bash ----------------------------------------------------------------------
 
 
@@ -236,13 +327,14 @@ def _add_sandbox_user(root: Path) -> None:
     (root / "workspace").mkdir(exist_ok=True)
 
 
-def _import(root: Path, tag: str) -> None:
+def _import(root: Path, tag: str, labels: dict[str, str] | None = None) -> None:
     tar = subprocess.Popen(
         ["tar", "-C", str(root), "--numeric-owner", "--exclude=./dev/*", "-c", "."],
         stdout=subprocess.PIPE,
     )
     changes = ['CMD ["/bin/bash"]', f"ENV PATH={PATH_ENV}", "WORKDIR /workspace"]
     changes.append(f"LABEL {VERSION_LABEL}={IMAGE_VERSION}")
+    changes.extend(f"LABEL {key}={value}" for key, value in sorted((labels or {}).items()))
     cmd = ["docker", "import", *(a for c in changes for a in ("--change", c)), "-", tag]
     try:
         done = subprocess.run(cmd, stdin=tar.stdout, capture_output=True, text=True, check=False)
@@ -258,14 +350,20 @@ def _outdated(tag: str) -> bool:
     """The default image, built by an older bashfleet (other tags are the user's own)."""
     if tag != DEFAULT_IMAGE:
         return False
-    label = f'{{{{index .Config.Labels "{VERSION_LABEL}"}}}}'
+    value = _label(tag, VERSION_LABEL)
+    return value is not None and value != IMAGE_VERSION
+
+
+def _label(tag: str, key: str) -> str | None:
+    """A label of a local image ("" when it has none); None when there is no such image."""
+    label = f'{{{{index .Config.Labels "{key}"}}}}'
     done = subprocess.run(
         ["docker", "image", "inspect", "--format", label, "--", tag],
         capture_output=True,
         text=True,
         check=False,
     )
-    return done.returncode == 0 and done.stdout.strip() != IMAGE_VERSION
+    return done.stdout.strip().replace("<no value>", "") if done.returncode == 0 else None
 
 
 def _ensure_tool(command: str, package: str) -> bool:
@@ -283,8 +381,8 @@ def _ensure_tool(command: str, package: str) -> bool:
     return shutil.which(command) is not None
 
 
-def _run(cmd: list[str], what: str) -> None:
-    done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+def _run(cmd: list[str], what: str, env: dict[str, str] | None = None) -> None:
+    done = subprocess.run(cmd, capture_output=True, text=True, check=False, env=env)
     if done.returncode != 0:
         tail = "\n".join((done.stdout + done.stderr).strip().splitlines()[-10:])
         raise ExecutorError(f"{what} failed (exit {done.returncode}):\n{tail}", executor="docker")

@@ -116,6 +116,7 @@ class Job:
     read_only: bool = False  # the workspace is mounted read-only (safe commands)
     network: bool = False  # may use the network (docker: only when the workspace allows it)
     output_cap: int = DEFAULT_OUTPUT_CAP
+    image: str = ""  # the workspace's image; "" for the executor's default
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,6 +19,7 @@ from sandbox.judge.parse import Statement, parse
 from sandbox.judge.plan import Plan, build_plan
 from sandbox.model import EdgeKind, FailurePolicy, Limits
 from sandbox.scheduler import BatchSpec, CommandSpec
+from sandbox.workspace_env import WorkspaceEnvironment
 
 MAX_SCRIPT_BYTES = 1 << 20  # the portal's default; the CLI allows more
 MAX_STATEMENTS = 5000
@@ -116,8 +117,12 @@ def batch_spec(
     command_ids: list[str] | None = None,
     on_failure: FailurePolicy | str | None = None,
     deadline_s: float | None = None,
+    environment: WorkspaceEnvironment | None = None,
 ) -> BatchSpec:
-    """``on_failure`` None: ``halt`` for a script that starts with ``set -e``, else the default.
+    """``environment``: the workspace's image, network, variables, secrets and per-class
+    limits (``workspace_env``); when given, its network replaces ``allow_network``.
+
+    ``on_failure`` None: ``halt`` for a script that starts with ``set -e``, else the default.
 
     A script that starts with ``set -e`` and runs under ``halt`` also runs in script order,
     one command after the other: that is what ``set -e`` means in bash (``false`` stops the
@@ -162,10 +167,11 @@ def batch_spec(
         priority=priority,
         timeout_s=timeout_s,
         retries=retries,
-        allow_network=allow_network,
+        allow_network=environment.allow_network if environment else allow_network,
         limits=limits or Limits(),
         on_failure=policy,
         deadline_s=deadline_s,
+        environment=environment,
     )
 
 

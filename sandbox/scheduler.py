@@ -36,6 +36,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import psutil
 
@@ -63,6 +64,8 @@ from sandbox.model import (
     Status,
 )
 from sandbox.priority import AGING_PER_S, DurationModel, fingerprint, score
+from sandbox.redact import Redactor, StreamRedactor
+from sandbox.workspace_env import WorkspaceEnvironment
 
 log = logging.getLogger(__name__)
 
@@ -136,6 +139,8 @@ class BatchSpec:
     env: tuple[tuple[str, str], ...] = ()
     on_failure: FailurePolicy = FailurePolicy.SKIP_DEPENDENTS
     deadline_s: float | None = None  # for the whole batch, from its submission
+    # the workspace's image, variables, secrets (redacted from output) and per-class limits
+    environment: WorkspaceEnvironment | None = None
 
 
 # route(cls) -> (executor name, None) or (None, why it is refused)
@@ -167,6 +172,7 @@ class _Cmd:
     misjudged: bool = False  # judged safe, tried to write: runs again as conditional
     links: dict[int, tuple[EdgeKind, str]] = field(default_factory=dict)  # need -> (kind, path)
     root: tuple[int, Status] | None = None  # skipped: the failure upstream (index, status)
+    redactors: dict[str, StreamRedactor] = field(default_factory=dict)  # per stream, one attempt
 
 
 @dataclass(eq=False)
@@ -182,6 +188,7 @@ class _Batch:
     executors: set[str] = field(default_factory=set)
     halted_at: int | None = None  # on_failure=halt: the first failed index
     expired: str = ""  # why its deadline stopped it
+    redactor: Redactor | None = None  # its secrets' forms, when it has secrets
 
 
 class Scheduler:
@@ -241,6 +248,9 @@ class Scheduler:
     def submit(self, spec: BatchSpec) -> str:
         _validate(spec)
         batch = _Batch(spec=spec, id=spec.id or uuid.uuid4().hex)
+        if spec.environment is not None and spec.environment.secrets:
+            redactor = Redactor(spec.environment.secrets.values())
+            batch.redactor = redactor if redactor else None
         with self._lock:
             if self._closed:
                 raise InputError("the scheduler is shutting down; no new work is accepted")
@@ -398,7 +408,7 @@ class Scheduler:
             ex = self.executors.get(name)
             if isinstance(ex, BatchAware):
                 try:
-                    ex.open_batch(batch.id, str(batch.spec.workspace), classes)
+                    ex.open_batch(batch.id, str(batch.spec.workspace), classes, **_where(batch))
                 except ExecutorError as e:
                     log.warning("could not prepare %s for batch %s: %s", name, batch.id, e)
 
@@ -544,6 +554,14 @@ class Scheduler:
 
     def _job(self, cmd: _Cmd) -> Job:
         b = cmd.batch.spec
+        env, limits, image = b.env, b.limits, ""
+        if b.environment is not None:
+            # the workspace's variables, then its secrets: both plain environment variables
+            # of the command (never on a command line: see executors/environment.py)
+            extra = {**b.environment.env, **b.environment.secrets}
+            env = (*b.env, *extra.items())
+            limits = b.environment.limits.get(cmd.spec.cls, b.limits)
+            image = b.environment.image or ""
         return Job(
             id=cmd.id,
             command=cmd.spec.command,
@@ -552,29 +570,49 @@ class Scheduler:
             batch_id=cmd.batch.id,
             index=cmd.spec.index,
             timeout_s=b.timeout_s,
-            limits=b.limits,
-            env=b.env,
+            limits=limits,
+            env=env,
             read_only=cmd.spec.cls is CommandClass.SAFE,
             network=b.allow_network and cmd.spec.cls is CommandClass.CONDITIONAL,
             output_cap=b.output_cap,
+            image=image,
         )
 
     def _sink(self, cmd: _Cmd) -> OutputSink:
+        redactor = cmd.batch.redactor
+        if redactor is None:
+            return partial(self._publish_output, cmd)
+        # one StreamRedactor per stream and attempt; _done flushes what they keep back
+        cmd.redactors = {"stdout": redactor.stream(), "stderr": redactor.stream()}
+        redactors = cmd.redactors
+
         def sink(stream: str, data: bytes) -> None:
-            offset = cmd.offsets.get(stream, 0)
-            cmd.offsets[stream] = offset + len(data)
-            self.bus.publish(
-                OutputReceived(
-                    batch_id=cmd.batch.id,
-                    command_id=cmd.id,
-                    index=cmd.spec.index,
-                    stream=stream,
-                    data=data,
-                    offset=offset,
-                )
-            )
+            r = redactors.get(stream)
+            self._publish_output(cmd, stream, r.feed(data) if r is not None else data)
 
         return sink
+
+    def _flush_output(self, cmd: _Cmd) -> None:
+        """The tails the redactors kept back (an attempt's output ended)."""
+        redactors, cmd.redactors = cmd.redactors, {}
+        for stream, r in redactors.items():
+            self._publish_output(cmd, stream, r.flush())
+
+    def _publish_output(self, cmd: _Cmd, stream: str, data: bytes) -> None:
+        if not data:
+            return
+        offset = cmd.offsets.get(stream, 0)
+        cmd.offsets[stream] = offset + len(data)
+        self.bus.publish(
+            OutputReceived(
+                batch_id=cmd.batch.id,
+                command_id=cmd.id,
+                index=cmd.spec.index,
+                stream=stream,
+                data=data,
+                offset=offset,
+            )
+        )
 
     def _run(self, cmd: _Cmd, job: Job) -> None:
         """Worker thread: run one attempt, then hand the result back."""
@@ -591,6 +629,8 @@ class Scheduler:
 
     def _done(self, cmd: _Cmd, result: Outcome | ExecutorError, *, launch: bool) -> None:
         """One attempt ended (on a worker thread or an executor's own): settle it, start more."""
+        if cmd.redactors:  # (no output comes after the end: an executor's contract)
+            self._flush_output(cmd)
         with self._lock:
             self._running[cmd.spec.cls] -= 1
             self._running_total -= 1
@@ -697,7 +737,8 @@ class Scheduler:
             if isinstance(ex, BatchAware):
                 try:
                     ws = str(cmd.batch.spec.workspace)
-                    ex.open_batch(cmd.batch.id, ws, {CommandClass.CONDITIONAL.value})
+                    conditional = {CommandClass.CONDITIONAL.value}
+                    ex.open_batch(cmd.batch.id, ws, conditional, **_where(cmd.batch))
                 except ExecutorError as e:
                     log.warning("could not prepare %s for batch %s: %s", name, cmd.batch.id, e)
         for later in cmd.batch.commands:
@@ -942,6 +983,12 @@ def _close_batch(ex: BatchAware, batch_id: str) -> None:
 def _scope(cmd: _Cmd) -> str:
     """Durations are learned per workspace: the same command can take longer in another."""
     return str(cmd.batch.spec.workspace)
+
+
+def _where(batch: _Batch) -> dict[str, Any]:
+    """``open_batch``'s image and network: what the batch's conditional jobs will ask for."""
+    env = batch.spec.environment
+    return {"image": (env.image if env else None) or "", "network": batch.spec.allow_network}
 
 
 def _links(spec: CommandSpec) -> dict[int, tuple[EdgeKind, str]]:

@@ -59,6 +59,7 @@ from sandbox.store import (
 )
 from sandbox.store.ids import new_id
 from sandbox.store.records import ExecutorKind, WorkspaceRecord, utcnow
+from sandbox.workspace_env import WorkspaceEnvironment
 from sandbox.workspace_settings import Maxima, SecretBox, class_timeouts, environment_for
 
 log = logging.getLogger(__name__)
@@ -156,7 +157,13 @@ class Service:
     def _prepare_local(self) -> None:
         problem = self.local.prepare()
         if not os.environ.get(ROOTFS_ENV):  # a shared folder of trees is the operator's to prune
-            self.local.prune_trees()
+            # the trees of images a workspace names stay (unpacking one again takes seconds)
+            try:
+                named = {w.image for w in self.store.workspaces.list() if w.image}
+            except Exception:  # the store is not ready: keep only the default image's
+                log.exception("could not list the workspaces' images")
+                named = set()
+            self.local.prune_trees(named)
         if problem is None:
             log.info("local pool: %s", self.local.isolation)
         elif "docker" in self.executors:
@@ -403,8 +410,12 @@ class Service:
         on_failure: FailurePolicy | str | None = None,
         deadline_s: float | None = None,
         rerun_of: str | None = None,
+        environment: WorkspaceEnvironment | None = None,
     ) -> BatchRecord:
         """Judge, plan, store and start a batch. A rejected batch stores nothing.
+
+        ``environment``: the workspace's image, network, variables and secrets for this
+        batch (``workspace_env``); None: resolved from the workspace's settings.
 
         ``on_failure`` None: ``halt`` when the script starts with ``set -e``, else
         ``skip_dependents``; ``deadline_s``: for the whole batch."""
@@ -428,13 +439,14 @@ class Service:
         )
         self._check_team_quota(ws, len(judgement.judged))
         maxima = Maxima.from_env()
-        environment = environment_for(
-            self.store,
-            ws,
-            self.secret_box,
-            base=Limits(disk_bytes=self.config.disk_bytes),
-            maxima=maxima,
-        )
+        if environment is None:  # tests may pass one; the portal resolves the settings
+            environment = environment_for(
+                self.store,
+                ws,
+                self.secret_box,
+                base=Limits(disk_bytes=self.config.disk_bytes),
+                maxima=maxima,
+            )
         if timeout_s is None:
             classes = {j.verdict.cls.value for j in judgement.judged}
             timeout_s = _class_timeout(ws, maxima, classes, self.config.default_timeout_s)
@@ -481,12 +493,11 @@ class Service:
             priority=priority,
             timeout_s=timeout_s or self.config.default_timeout_s,
             retries=retries,
-            allow_network=environment.allow_network,
-            # merge: pass environment=environment to batch_spec
             limits=Limits(disk_bytes=self.config.disk_bytes),
             command_ids=command_ids,
             on_failure=policy,
             deadline_s=deadline_s,
+            environment=environment,
         )
         self.scheduler.submit(spec)
         return record

@@ -56,6 +56,14 @@ class Startable(Protocol):
 class BatchAware(Protocol):
     """Executors that prepare per-batch resources (the Docker executor's batch containers)."""
 
-    def open_batch(self, batch_id: str, workspace: str, classes: set[str]) -> None: ...
+    def open_batch(
+        self,
+        batch_id: str,
+        workspace: str,
+        classes: set[str],
+        *,
+        image: str = "",
+        network: bool = False,
+    ) -> None: ...
 
     def close_batch(self, batch_id: str) -> None: ...

@@ -50,6 +50,7 @@ import docker
 from sandbox.breaker import CircuitBreaker
 from sandbox.errors import ExecutorError
 from sandbox.executors import docker_profiles as prof
+from sandbox.executors import egress
 from sandbox.executors.base import OutputSink
 from sandbox.executors.docker_engine import EngineGuard
 from sandbox.executors.docker_output import OutputSplitter
@@ -111,6 +112,7 @@ class DockerExecutor:
         self._running: dict[str, _Running] = {}
         self._cancelled: set[str] = set()  # cancelled before run() started
         self._background = ThreadPoolExecutor(2, thread_name_prefix="bashfleet-docker")
+        self._usable_images: set[str] = set()  # images known to have bash
 
     # -- Executor -------------------------------------------------------------------------
 
@@ -138,14 +140,31 @@ class DockerExecutor:
 
     # -- BatchAware -----------------------------------------------------------------------
 
-    def open_batch(self, batch_id: str, workspace: str, classes: set[str]) -> None:
-        """Start the batch's warm container (and a dangerous-pool entry) in the background."""
+    def open_batch(
+        self,
+        batch_id: str,
+        workspace: str,
+        classes: set[str],
+        *,
+        image: str = "",
+        network: bool = False,
+    ) -> None:
+        """Start the batch's warm container (and a dangerous-pool entry) in the background,
+        of the workspace's ``image`` and ``network`` (as its conditional jobs will ask)."""
         with self._lock:
             self._batches[batch_id] = str(Path(workspace).resolve())
             if any(CommandClass(c) is CommandClass.DANGEROUS for c in classes):
                 self._pooled.add(batch_id)
         for cls in sorted({CommandClass(c) for c in classes} - {CommandClass.SAFE}):
-            job = Job(id="", command="", cls=cls, workspace=Path(workspace), batch_id=batch_id)
+            job = Job(
+                id="",
+                command="",
+                cls=cls,
+                workspace=Path(workspace),
+                batch_id=batch_id,
+                image=image,
+                network=network and cls is CommandClass.CONDITIONAL,
+            )
             spec = prof.spec_for(job, self.image, self._profiles[cls])
             if spec.role == "batch":
                 with self._lock:
@@ -410,7 +429,10 @@ class DockerExecutor:
             batch = spec.batch_id or next(
                 (b for b, ws in self._batches.items() if ws == spec.workspace), ""
             )
-        with self._guard("create container"):
+        if spec.network:
+            with self._guard("egress network"):
+                egress.ensure(client)
+        with self._guard("create container", image=spec.image):
             container = client.containers.create(
                 **prof.create_kwargs(spec, self.instance_id, batch)
             )
@@ -418,11 +440,31 @@ class DockerExecutor:
         try:
             with self._guard("start container"):
                 container.start()
+            self._check_image(container_id, spec)
         except ExecutorError:
             with contextlib.suppress(ExecutorError):
                 self._remove(container_id)
             raise
         return _Box(container_id, spec)
+
+    def _check_image(self, container_id: str, spec: prof.ContainerSpec) -> None:
+        """Once per image: it must have bash (every command runs under bash)."""
+        if spec.image in self._usable_images:
+            return
+        try:
+            code, _ = self._exec_quick(container_id, ["bash", "-c", "exit 0"], spec.user)
+        except ExecutorError as e:
+            code, why = -1, str(e)
+        else:
+            why = f"exit {code}"
+        if code != 0:
+            raise ExecutorError(
+                f"image {spec.image} cannot run commands: it has no bash ({why}); "
+                "bashfleet runs every command with bash",
+                executor=self.name,
+                retryable=False,
+            )
+        self._usable_images.add(spec.image)
 
     def _discard(self, box: _Box) -> None:
         box.broken = True

@@ -40,14 +40,16 @@ class EngineGuard:
         )
 
     @contextlib.contextmanager
-    def __call__(self, what: str, *, missing_ok: bool = False) -> Iterator[None]:
+    def __call__(
+        self, what: str, *, missing_ok: bool = False, image: str | None = None
+    ) -> Iterator[None]:
         """Translate docker-py failures into bashfleet errors and feed the breaker."""
         try:
             yield
         except docker.errors.ImageNotFound as e:
             self.breaker.record_success()
             raise ExecutorError(
-                f"sandbox image {self.image} is missing: run `bashfleet image build`",
+                f"sandbox image {image or self.image} is missing: run `bashfleet image build`",
                 executor=self.executor,
                 retryable=False,
             ) from e

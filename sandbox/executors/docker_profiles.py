@@ -13,6 +13,7 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
+from sandbox.executors import egress
 from sandbox.executors.environment import BASE_ENV, HOSTNAME, command_environment
 from sandbox.image import SANDBOX_UID
 from sandbox.model import CommandClass, Job
@@ -92,7 +93,8 @@ def workspace_user(workspace: str) -> str:
 
 
 def spec_for(job: Job, image: str, profile: Profile) -> ContainerSpec:
-    """The container a job runs in. Single-use containers honour the job's tighter limits."""
+    """The container a job runs in (``image``: the executor's default when the job names
+    none). Single-use containers honour the job's tighter limits."""
     single = profile.single_use
     limits = job.limits
     memory, pids, tmpfs = profile.memory_bytes, profile.pids, profile.tmpfs_bytes
@@ -103,7 +105,7 @@ def spec_for(job: Job, image: str, profile: Profile) -> ContainerSpec:
         tmpfs = min(tmpfs, limits.tmpfs_bytes or tmpfs)
         cpus = min(cpus, limits.cpus or cpus)
     return ContainerSpec(
-        image=image,
+        image=job.image or image,
         role="single" if single else "batch",
         batch_id="" if single else job.batch_id,
         workspace=os.path.realpath(job.workspace),
@@ -129,7 +131,8 @@ def create_kwargs(spec: ContainerSpec, instance_id: str, batch_id: str) -> dict[
         "working_dir": "/workspace",
         "environment": dict(BASE_ENV),
         "hostname": HOSTNAME,
-        "network_mode": "bridge" if spec.network else "none",
+        # egress: the one bridge network that reaches out but never the host (egress.py)
+        "network_mode": egress.NETWORK if spec.network else "none",
         "read_only": True,
         "tmpfs": {"/tmp": f"rw,nosuid,nodev,size={spec.tmpfs_bytes},mode=1777"},
         "volumes": {

@@ -133,8 +133,10 @@ class LocalExecutor:
     one when its ``Limits.pids`` is None (otherwise that, as for a container).
     ``trees`` and ``image``: read-only jobs see ``image``'s unpacked root filesystem
     (``rootfs``), the workspace at ``/workspace``, as the workspace's owner (the image
-    view: what the server always uses). Without ``trees``: a read-only view of the host
-    (``bashfleet run`` on the user's own machine with no Docker engine).
+    view: what the server always uses); a job that names its workspace's image
+    (``Job.image``) sees that image's tree instead, unpacked on its first use. Without
+    ``trees``: a read-only view of the host (``bashfleet run`` on the user's own machine
+    with no Docker engine).
     """
 
     name = "local"
@@ -166,6 +168,8 @@ class LocalExecutor:
         self._trees = trees
         self._host_fallback = host_fallback  # the CLI: no image tree -> the host view
         self._image = image
+        self._images: set[str] = {image} if image else set()  # trees used: kept by prune
+        self._has_bash: set[Path] = set()
         self._fallback_uid = fallback_uid
         self._cgroups = cgroups.shared()
         self._pids = pids
@@ -265,7 +269,7 @@ class LocalExecutor:
 
     # -- the protocol ----------------------------------------------------------
 
-    def warm_up(self, workspace: Path, network: bool = False) -> None:
+    def warm_up(self, workspace: Path, network: bool = False, image: str = "") -> None:
         """Make the read-only path ready before the first job needs it: start the
         workspace's warm sandbox and run the self-tests (blocking; for a spare thread,
         while the batch is being read and planned). Errors are left for ``run``."""
@@ -273,14 +277,15 @@ class LocalExecutor:
             return
         ws = self._resolved(workspace)
         if self._spawners is not None:
-            self._spawners.prestart(ws, network)
+            self._spawners.prestart(ws, network, image)
         if self._sandbox_ready():
             self._bash_env_works(sandboxed=True)
 
-    def prune_trees(self) -> None:
-        """Remove image trees this pool no longer uses (older ids of its image, others)."""
+    def prune_trees(self, keep: set[str] | None = None) -> None:
+        """Remove image trees this pool no longer uses (older ids of its images, others):
+        it keeps its default image's, those of the images its jobs used, and ``keep``'s."""
         if self._trees is not None:
-            for path in self._trees.prune({self._image}):
+            for path in self._trees.prune(self._images | (keep or set())):
                 log.info("removed the unused image tree %s", path)
 
     def close(self) -> None:
@@ -305,7 +310,8 @@ class LocalExecutor:
     def run(self, job: Job, on_output: OutputSink) -> Outcome:
         workspace = self._workspace(job)
         if job.read_only and self._spawners is not None and not self._probed:
-            self._spawners.prestart(workspace, job.network)  # starts while the self-tests run
+            # starts while the self-tests run
+            self._spawners.prestart(workspace, job.network, job.image)
         # the image view (the server): every job, writable or not, runs in its sandbox
         image_view = self._trees is not None and not self._host_fallback
         must = job.read_only or image_view
@@ -345,6 +351,8 @@ class LocalExecutor:
         limits, script = self._limits(job.limits)
         if limits and self._bash_env_ok.get(True) is not True:
             return False
+        if job.image and self._trees is not None and not self._trees.ready(job.image):
+            return False  # its tree is not unpacked yet: run() does that, on a worker thread
         workspace = self._resolved(job.workspace)  # (the sandbox's key checks it is a directory)
         try:
             marker = self._marker(job)
@@ -355,7 +363,7 @@ class LocalExecutor:
         running = self._register(job, self._loop.wake_fd, own_fd=False)
         try:
             spawned = self._spawners.spawn(
-                workspace, job.network, argv, env, script, marker, wait=False
+                workspace, job.network, argv, env, script, marker, wait=False, image=job.image
             )
         except (spawner.Unavailable, OSError):
             self._unregister(job, running)
@@ -448,13 +456,15 @@ class LocalExecutor:
             )
         return workspace
 
-    def _tree(self) -> Path | None:
-        """The image's root filesystem for the image view (None: the host view)."""
+    def _tree(self, image: str = "") -> Path | None:
+        """The root filesystem of ``image`` (default: the pool's) for the image view
+        (None: the host view). ExecutorError, not retryable, for an image without bash."""
         trees = self._trees
         if trees is None:
             return None
+        image = image or self._image
         try:
-            return trees.tree(self._image)
+            tree = trees.tree(image)
         except (OSError, ExecutorError) as e:
             if self._host_fallback:
                 log.info("no image tree (%s): a read-only view of the host", e)
@@ -462,7 +472,18 @@ class LocalExecutor:
                 return None
             if isinstance(e, ExecutorError):
                 raise
-            raise ExecutorError(f"cannot unpack {self._image}: {e}", executor=self.name) from e
+            raise ExecutorError(f"cannot unpack {image}: {e}", executor=self.name) from e
+        if tree not in self._has_bash:
+            if not any(os.path.lexists(tree / d / "bash") for d in ("bin", "usr/bin")):
+                raise ExecutorError(
+                    f"image {image} cannot run commands: it has no bash "
+                    "(bashfleet runs every command with bash)",
+                    executor=self.name,
+                    retryable=False,
+                )
+            self._has_bash.add(tree)
+            self._images.add(image)
+        return tree
 
     def _shell(self) -> str:
         """bash: the image's in the image view, else the host's."""
@@ -483,10 +504,11 @@ class LocalExecutor:
         *,
         drop: bool = True,
         tmp_bytes: int | None = WARM_TMP_BYTES,
+        image: str = "",
     ) -> list[str]:
         """bwrap's argv up to ``--``, then (``drop``) what makes the job its user."""
         assert self._bwrap is not None
-        tree = self._tree()
+        tree = self._tree(image)
         who = self._identity(workspace) if tree is not None else None
         try:
             argv = self._bwrap.argv(
@@ -502,12 +524,12 @@ class LocalExecutor:
         except (ValueError, OSError) as e:
             raise ExecutorError(f"cannot build the sandbox: {e}", executor=self.name) from e
 
-    def _warm_view(self, workspace: Path, network: bool) -> spawner.View:
-        """What a warm sandbox for ``workspace`` runs: its bwrap argv, the python3 its
-        server runs on, and what must stay the same for a server to be reused."""
+    def _warm_view(self, workspace: Path, network: bool, image: str = "") -> spawner.View:
+        """What a warm sandbox for ``workspace`` (and ``image``) runs: its bwrap argv, the
+        python3 its server runs on, and what must stay the same for a server to be reused."""
         try:
-            tree = self._tree()
-            argv = self._view(workspace, read_only=True, network=network, drop=False)
+            tree = self._tree(image)
+            argv = self._view(workspace, read_only=True, network=network, drop=False, image=image)
         except ExecutorError as e:
             raise spawner.Unavailable(str(e)) from e
         if tree is None:
@@ -516,7 +538,7 @@ class LocalExecutor:
             python = spawner.host_python(hidden)
             return spawner.View(argv, python, tuple(str(os.path.isdir(h)) for h in hidden))
         if not (tree / "usr" / "bin" / "python3").exists():
-            raise spawner.Unavailable(f"{self._image} has no /usr/bin/python3")
+            raise spawner.Unavailable(f"{image or self._image} has no /usr/bin/python3")
         who = self._identity(workspace)
         ids = (str(who.uid), str(who.gid))
         leave_root = os.geteuid() == 0 and who.uid != 0
@@ -650,6 +672,7 @@ class LocalExecutor:
                     job.network,
                     status_fd=status_w,
                     tmp_bytes=job.limits.tmpfs_bytes,
+                    image=job.image,
                 )
                 argv = [*view, *argv]
             keep = (status_w,) if sandboxed else ()
@@ -686,7 +709,9 @@ class LocalExecutor:
             return None  # a warm sandbox sets limits the BASH_ENV way only
         script = self._limits(job.limits)[1]
         try:
-            spawned = self._spawners.spawn(workspace, job.network, argv, env, script, marker)
+            spawned = self._spawners.spawn(
+                workspace, job.network, argv, env, script, marker, image=job.image
+            )
         except spawner.Unavailable as e:
             log.debug("job %s: a bwrap of its own (%s)", job.id, e)
             return None

@@ -77,6 +77,11 @@ class ImageTrees:
                 self._unpack(image, image_id, path)
         return path
 
+    def ready(self, image: str) -> bool:
+        """True when ``image``'s tree is unpacked and its id known (no engine call)."""
+        known = self._ids.get(image)
+        return known is not None and (self.root / _dir_name(known[0])).is_dir()
+
     def image_id(self, image: str) -> str:
         """The image's id (looked up at most every ``ID_TTL_S``); the last known one when
         the engine does not answer; ExecutorError when there is none."""
@@ -133,6 +138,8 @@ class ImageTrees:
             raise ExecutorError(
                 f"cannot find image {image} ({why}); build it with `bashfleet image build`",
                 executor="local",
+                # no such image: waiting will not make one (an engine that does not answer may)
+                retryable="no such image" not in why.lower(),
             )
         return image_id
 

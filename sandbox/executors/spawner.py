@@ -325,7 +325,8 @@ main()
 """.replace("RECV_SIZE", str(_RECV_SIZE))
 
 
-_Key = tuple[str, bool, int, int, tuple[str, ...]]  # workspace, network, dev, inode, view
+# workspace, network, image, dev, inode, view
+_Key = tuple[str, bool, str, int, int, tuple[str, ...]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -644,14 +645,15 @@ class _Server:
 
 
 class SpawnerPool:
-    """Warm sandboxes by (workspace real path, network), started on first use."""
+    """Warm sandboxes by (workspace real path, network, image), started on first use: a
+    sandbox serves one workspace only, never two (its path, device and inode are its key)."""
 
     def __init__(
         self,
-        view: Callable[[Path, bool], View],
+        view: Callable[[Path, bool, str], View],
         groups: Callable[[], cgroups.Group | None] | None = None,
     ) -> None:
-        self._view = view  # (workspace, network) -> View; raises Unavailable
+        self._view = view  # (workspace, network, image) -> View; raises Unavailable
         self._groups = groups  # a new pids cgroup for each sandbox (None: no limit)
         self._lock = threading.Lock()
         self._servers: dict[_Key, _Server] = {}
@@ -668,12 +670,13 @@ class SpawnerPool:
         limits_script: bytes | None,
         marker: str,
         wait: bool = True,
+        image: str = "",
     ) -> SpawnedProcess:
         """Start ``argv`` in the warm sandbox for ``workspace``; Unavailable: use bwrap per job.
 
         ``wait=False``: raise NotReady instead of waiting for a sandbox that is starting."""
-        view = self._view(workspace, network)
-        key = self._key(workspace, network, view)
+        view = self._view(workspace, network, image)
+        key = self._key(workspace, network, image, view)
         with self._lock:
             if self._closed:
                 raise Unavailable("closed")
@@ -714,20 +717,20 @@ class SpawnerPool:
         handle.stdout, handle.stderr = out_r, err_r
         return handle
 
-    def prestart(self, workspace: Path, network: bool) -> None:
+    def prestart(self, workspace: Path, network: bool, image: str = "") -> None:
         """Start the sandbox for ``workspace`` now (its ~40 ms overlap the caller's self-tests)."""
         with contextlib.suppress(Unavailable, OSError):
-            view = self._view(workspace, network)
-            self._server(self._key(workspace, network, view), view)
+            view = self._view(workspace, network, image)
+            self._server(self._key(workspace, network, image, view), view)
 
-    def _key(self, workspace: Path, network: bool, view: View) -> _Key:
+    def _key(self, workspace: Path, network: bool, image: str, view: View) -> _Key:
         # A new server if the workspace was replaced or the view changed (a new image
         # tree, another owner, a hidden folder that appeared).
         path = str(workspace)
         st = os.stat(path)
         if not stat.S_ISDIR(st.st_mode):
             raise Unavailable(f"{path} is not a directory")
-        return (path, network, st.st_dev, st.st_ino, view.key)
+        return (path, network, image, st.st_dev, st.st_ino, view.key)
 
     def _server(self, key: _Key, view: View) -> _Server:
         with self._lock:

@@ -22,10 +22,12 @@ from pathlib import Path
 
 from sqlalchemy import Engine
 
+from sandbox.store.artifacts import ArtifactRepository
 from sandbox.store.db import default_url, make_engine, migrate, session_factory
 from sandbox.store.durations import DurationRepository
 from sandbox.store.output import OutputStore
 from sandbox.store.records import (
+    ArtifactRecord,
     AttemptRecord,
     AuditEvent,
     BatchRecord,
@@ -66,6 +68,7 @@ class Store:
     audit: AuditLog
     output: OutputStore
     durations: DurationRepository
+    artifacts: ArtifactRepository
 
     @classmethod
     def open(cls, engine: Engine, data_dir: str | os.PathLike[str]) -> Store:
@@ -79,6 +82,7 @@ class Store:
             audit=AuditLog(sessions),
             output=OutputStore(Path(data_dir)),
             durations=DurationRepository(sessions),
+            artifacts=ArtifactRepository(sessions),
         )
 
     def close(self) -> None:
@@ -88,6 +92,8 @@ class Store:
 
 __all__ = [
     "AccountRepository",
+    "ArtifactRecord",
+    "ArtifactRepository",
     "AttemptRecord",
     "AuditEvent",
     "AuditLog",

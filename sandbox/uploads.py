@@ -200,6 +200,8 @@ def _zip_members(path: Path, limits: UploadLimits) -> list[Entry]:
             raise _refuse(zi.filename, "a symlink")
         if mode and stat.S_IFMT(mode) not in (0, stat.S_IFREG, stat.S_IFDIR):
             raise _refuse(zi.filename, "a device, fifo or other special file")
+        if "\x00" in zi.orig_filename:  # zipfile cuts the name at a NUL; refuse it
+            raise _refuse(zi.orig_filename, "a NUL in the name")
         parts = _member_parts(zi.filename)
         kind = "dir" if zi.is_dir() else "file"
         total += zi.file_size if kind == "file" else 0

@@ -172,11 +172,13 @@ def hostile_corpus(tmp: Path, sentinel: Path) -> dict[str, tuple[bytes, int, str
     corpus["zip backslash slip"] = (zip_bytes([("..\\..\\x", b"x")]), 400, "unsafe_archive")
     # a zip bomb: 200 MB of zeros in ~200 KB, over the 32 MB cap by what it declares
     bomb = io.BytesIO()
-    with zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED, compresslevel=9) as zf:
-        with zf.open("zeros", "w", force_zip64=True) as f:
-            block = b"\0" * (1 << 20)
-            for _ in range(200):
-                f.write(block)
+    with (
+        zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED, compresslevel=9) as zf,
+        zf.open("zeros", "w", force_zip64=True) as f,
+    ):
+        block = b"\0" * (1 << 20)
+        for _ in range(200):
+            f.write(block)
     corpus["zip bomb"] = (bomb.getvalue(), 413, "too_large")
     corpus["zip bomb that lies about its size"] = (lying_bomb(), 400, "bad_archive")
     corpus["tar.gz that is not a tar"] = (gzip.compress(b"just text\n"), 400, "bad_archive")
@@ -277,7 +279,7 @@ def test_round_trips_keep_exact_bytes_and_owner(
         "src/deep/er/bin.dat": bytes(range(256)) * 1000,
         "run.sh": b"#!/bin/sh\necho hi\n",
         "empty": b"",
-        "caf\u00e9 \u540d.txt": "unicode name".encode(),
+        "caf\u00e9 \u540d.txt": b"unicode name",
     }
     members = []
     for name, data in blobs.items():

@@ -427,6 +427,25 @@ def test_audit_log_is_append_only(store: Store) -> None:
     assert audit.list().total == 4
 
 
+def test_audit_prune_deletes_only_rows_older_than_its_date(store: Store) -> None:
+    audit = store.audit
+    audit.append("login", actor="old1")
+    audit.append("login", actor="old2")
+    cut = datetime.now(UTC)
+    time.sleep(0.01)
+    audit.append("login", actor="new")
+    with pytest.raises(InputError):
+        audit.prune(datetime.now(UTC) + timedelta(days=1), actor="admin")
+    assert audit.prune(cut, actor="admin") == 2
+    assert [e.actor for e in audit.list().items] == ["new"]
+    assert audit.prune(cut, actor="admin") == 0
+    # a row newer than the newest prune date stays undeletable, and nothing is updatable
+    for sql in ("DELETE FROM audit_events", "UPDATE audit_events SET actor = 'x'"):
+        with pytest.raises(DBAPIError, match="append-only"), store.engine.begin() as conn:
+            conn.execute(text(sql))
+    assert [e.actor for e in audit.list().items] == ["new"]
+
+
 # workspaces
 
 

@@ -12,7 +12,7 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, request
 
-from sandbox.store import Role, TokenRecord, UserRecord
+from sandbox.store import AuditLog, Role, TokenRecord, UserRecord
 from webapp import current_service
 from webapp.auth import audit, current_user, requires
 from webapp.body import json_object
@@ -204,7 +204,7 @@ def audit_log() -> Response:
     if fmt == "csv":
         audit("audit_exported", target="audit", detail={"action": request.args.get("action")})
         return Response(
-            _audit_csv(request.args.get("action") or None),
+            _audit_csv(current_service().store.audit, request.args.get("action") or None),
             mimetype="text/csv",
             headers={
                 "Content-Disposition": 'attachment; filename="audit.csv"',
@@ -248,9 +248,9 @@ def _cell(value: Any) -> str:
     return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
 
 
-def _audit_csv(action: str | None) -> Iterator[str]:
-    """The whole log, newest first, a page at a time (no more than a page in memory)."""
-    log = current_service().store.audit
+def _audit_csv(log: AuditLog, action: str | None) -> Iterator[str]:
+    """The whole log, newest first, a page at a time (no more than a page in memory).
+    Runs after the view has returned: no app context here."""
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     writer.writerow(CSV_COLUMNS)

@@ -147,7 +147,7 @@ def _batch_workspace(batch_id: str) -> str:
 @requires(Role.VIEWER)
 def list_artifacts(batch_id: str) -> Response:
     svc = current_service()
-    _batch_workspace(batch_id)
+    workspace = _batch_workspace(batch_id)
     batch = svc.get_batch(batch_id)
     collecting = False
     if batch.status.final and batch.artifact_patterns:
@@ -156,6 +156,7 @@ def list_artifacts(batch_id: str) -> Response:
     return jsonify(
         {
             "batch_id": batch_id,
+            "workspace": workspace,
             "patterns": list(batch.artifact_patterns),
             "collecting": collecting or not batch.status.final,
             "items": [

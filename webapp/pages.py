@@ -99,6 +99,16 @@ def schedules() -> BaseResponse | str:
     return _page("schedules.html", active="schedules")
 
 
+@pages.get("/workspaces/<name>/files")
+def workspace_files(name: str) -> BaseResponse | str:
+    return _page("files.html", active="files", workspace=name[:64])
+
+
+@pages.get("/files")
+def files() -> BaseResponse:
+    return redirect("/workspaces/default/files")
+
+
 @pages.get("/admin")
 def admin() -> BaseResponse | str:
     return _page("admin.html", role=Role.ADMIN, active="admin")

@@ -18,7 +18,7 @@ import re
 import shutil
 import stat
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -193,12 +193,10 @@ class ArtifactCollector:
         store: Store,
         data_dir: Path,
         limits: ArtifactLimits,
-        flush: Callable[[float], bool] = lambda _t: True,
     ) -> None:
         self.store = store
         self.root = artifact_root(data_dir)
         self.limits = limits
-        self.flush = flush  # the store writer's: the batch row is final before we read it
         self._queue: queue.Queue[str | None] = queue.Queue()
         self._pending: set[str] = set()
         self._cond = threading.Condition()
@@ -222,8 +220,7 @@ class ArtifactCollector:
     def _loop(self) -> None:
         while (batch_id := self._queue.get()) is not None:
             try:
-                self.flush(10.0)
-                self.collect(batch_id)
+                self.collect(batch_id)  # the globs were stored with the batch
             except Exception:
                 log.exception("artifacts of %s: not collected", batch_id)
             finally:

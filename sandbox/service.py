@@ -106,9 +106,7 @@ class Service:
         self.writer = StoreWriter(store)
         self._unrecord = self.bus.subscribe(self.writer)
         # after the writer: a finished batch's files are copied on the collector's thread
-        self.artifacts = ArtifactCollector(
-            store, config.data_dir, config.artifacts, flush=self.writer.flush
-        )
+        self.artifacts = ArtifactCollector(store, config.data_dir, config.artifacts)
         self._unartifacts = self.bus.subscribe(self.artifacts)
         self.files = WorkspaceIO(store, config.data_dir, config.uploads, config.downloads)
         # how scripts are judged; the portal replaces it with a process pool with a deadline

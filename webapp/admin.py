@@ -198,6 +198,9 @@ def revoke_token(token_id: int) -> Response:
 @admin.get("/audit")
 @requires(Role.ADMIN)
 def audit_log() -> Response:
+    limit = request.args.get("limit", "100")  # checked for CSV too, though all of it goes
+    if not (limit.isascii() and limit.isdigit()) or not 1 <= int(limit) <= 500:
+        raise ApiError(400, "invalid_input", "limit is 1 to 500")
     fmt = request.args.get("format", "json")
     if fmt not in ("json", "csv"):
         raise ApiError(400, "invalid_input", "format is json or csv")
@@ -211,9 +214,6 @@ def audit_log() -> Response:
                 "X-Content-Type-Options": "nosniff",
             },
         )
-    limit = request.args.get("limit", "100")
-    if not (limit.isascii() and limit.isdigit()) or not 1 <= int(limit) <= 500:
-        raise ApiError(400, "invalid_input", "limit is 1 to 500")
     page = current_service().store.audit.list(
         action=request.args.get("action") or None,
         limit=int(limit),

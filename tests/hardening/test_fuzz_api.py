@@ -115,6 +115,7 @@ FIELDS = [
     "new_password",
     "offsets",
     "only",
+    "artifacts",
 ]
 IDS = [
     "x",
@@ -146,6 +147,10 @@ WRITES = [
     ("POST", "/api/v1/session/password"),
     ("POST", "/api/v1/batches/{id}/cancel"),
     ("POST", "/api/v1/batches/{id}/commands/{id}/cancel"),
+    ("PUT", "/api/v1/workspaces/{q}/files?path={q}&name={q}&format={q}"),
+    ("PUT", "/api/v1/workspaces/default/files?path={q}&name={q}"),
+    ("DELETE", "/api/v1/audit?before={q}"),
+    ("POST", "/api/v1/retention"),
 ]
 READS = [
     "/healthz",
@@ -163,6 +168,14 @@ READS = [
     "/api/v1/tokens?all={q}",
     "/api/v1/audit?limit={n}&action={q}&cursor={q}",
     "/api/v1/session",
+    "/api/v1/workspaces/{q}/tree?path={q}",
+    "/api/v1/workspaces/default/tree?path={q}",
+    "/api/v1/workspaces/default/files?path={q}",
+    "/api/v1/workspaces/{q}/usage",
+    "/api/v1/batches/{id}/artifacts",
+    "/api/v1/batches/{id}/artifacts/{q}",
+    "/api/v1/audit?format={q}&action={q}",
+    "/workspaces/{q}/files",
     "/login?next={q}",
     "/batches/{id}",
     "/history",

@@ -49,6 +49,15 @@ KEYS = {
     "max_pids": "BASHFLEET_MAX_PIDS",
     "max_disk_mb": "BASHFLEET_MAX_DISK_MB",
     "max_timeout_s": "BASHFLEET_MAX_TIMEOUT_S",
+    # files, artifacts, retention (README, "Files in and out", "Retention")
+    "upload_max_bytes": "BASHFLEET_UPLOAD_MAX_BYTES",
+    "upload_extracted_bytes": "BASHFLEET_UPLOAD_EXTRACTED_BYTES",
+    "upload_entries": "BASHFLEET_UPLOAD_ENTRIES",
+    "download_max_bytes": "BASHFLEET_DOWNLOAD_MAX_BYTES",
+    "artifact_max_bytes": "BASHFLEET_ARTIFACT_MAX_BYTES",
+    "retention_days": "BASHFLEET_RETENTION_DAYS",
+    "workspace_budget_bytes": "BASHFLEET_WORKSPACE_BUDGET_BYTES",
+    "retention_every_s": "BASHFLEET_RETENTION_EVERY_S",
 }
 
 

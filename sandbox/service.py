@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sandbox.artifacts import ArtifactCollector, ArtifactLimits, check_patterns
 from sandbox.autoscale import Autoscaler
 from sandbox.errors import BashfleetError, InputError, PolicyError
 from sandbox.events import Event, EventBus
@@ -40,6 +41,7 @@ from sandbox.pipeline import (
     script_text,
 )
 from sandbox.priority import DurationModel
+from sandbox.retention import Retention
 from sandbox.routing import instance_alive, make_router, new_instance_id, open_docker
 from sandbox.scheduler import Scheduler, default_limits
 from sandbox.schedules import ScheduleRunner, trigger_for
@@ -59,7 +61,9 @@ from sandbox.store import (
 )
 from sandbox.store.ids import new_id
 from sandbox.store.records import ExecutorKind, WorkspaceRecord, utcnow
+from sandbox.uploads import UploadLimits
 from sandbox.workspace_env import WorkspaceEnvironment
+from sandbox.workspace_io import DownloadLimits, WorkspaceIO
 from sandbox.workspace_settings import Maxima, SecretBox, class_timeouts, environment_for
 
 log = logging.getLogger(__name__)
@@ -84,6 +88,12 @@ class ServiceConfig:
     disk_bytes: int | None = 10 << 30  # what one container command may take of the disk
     docker_probe_s: float = 5.0  # how often to look for an engine that did not answer at start
     image: str | None = None  # the workspaces' image (default: BASHFLEET_IMAGE or the sandbox)
+    uploads: UploadLimits = field(default_factory=UploadLimits)
+    downloads: DownloadLimits = field(default_factory=DownloadLimits)
+    artifacts: ArtifactLimits = field(default_factory=ArtifactLimits)
+    retention_days: float = 30.0  # finished batches older than this are deleted; 0: never
+    workspace_budget_bytes: int = 10 << 30  # stored output + artifacts per workspace; 0: none
+    retention_every_s: float = 3600.0  # how often retention runs; 0: only when called
 
 
 class Forbidden(BashfleetError):
@@ -101,6 +111,10 @@ class Service:
         self.bus = EventBus()
         self.writer = StoreWriter(store)
         self._unrecord = self.bus.subscribe(self.writer)
+        # after the writer: a finished batch's files are copied on the collector's thread
+        self.artifacts = ArtifactCollector(store, config.data_dir, config.artifacts)
+        self._unartifacts = self.bus.subscribe(self.artifacts)
+        self.files = WorkspaceIO(store, config.data_dir, config.uploads, config.downloads)
         # how scripts are judged; the portal replaces it with a process pool with a deadline
         self.judge: Callable[..., Judgement] = judge
         # One workspace, one environment: every local job runs on the image's unpacked tree
@@ -146,6 +160,13 @@ class Service:
         self._lock = threading.Lock()
         self._secret_box: SecretBox | None = None
         self._closed = threading.Event()
+        self.retention = Retention(
+            store,
+            max_age_days=config.retention_days,
+            budget_bytes=config.workspace_budget_bytes,
+            live=self._live,
+            remove_files=self.remove_batch_files,
+        )
         # unpack the image and self-test the sandbox now, not on the first command
         threading.Thread(target=self._prepare_local, name="bashfleet-prepare", daemon=True).start()
         if config.isolation != "local" and "docker" not in self.executors:
@@ -202,7 +223,38 @@ class Service:
         if config.schedules:
             service.schedules = ScheduleRunner(service)
             service.schedules.start()
+        if config.retention_every_s > 0:
+            threading.Thread(
+                target=service._retention_loop, name="bashfleet-retention", daemon=True
+            ).start()
         return service
+
+    # --- retention ------------------------------------------------------------------------
+
+    def _live(self, batch_id: str) -> bool:
+        try:
+            return not self.scheduler.batch_status(batch_id).final
+        except KeyError:
+            return False
+
+    def remove_batch_files(self, batch_id: str) -> None:
+        """A batch's output files and artifacts (its rows are the caller's)."""
+        self.scheduler.forget(batch_id)
+        self.store.output.remove_batch(batch_id)
+        self.artifacts.remove(batch_id)
+
+    def run_retention(self) -> dict[str, int]:
+        done = self.retention.run()
+        if done["deleted"]:
+            self.store.audit.append("retention_ran", actor="retention", detail=done)
+        return done
+
+    def _retention_loop(self) -> None:
+        while not self._closed.wait(self.config.retention_every_s):
+            try:
+                self.run_retention()
+            except Exception:  # a store that went away: next time
+                log.exception("retention failed")
 
     # --- schedules ------------------------------------------------------------------------
 
@@ -411,6 +463,7 @@ class Service:
         deadline_s: float | None = None,
         rerun_of: str | None = None,
         environment: WorkspaceEnvironment | None = None,
+        artifacts: list[str] | tuple[str, ...] | None = None,
     ) -> BatchRecord:
         """Judge, plan, store and start a batch. A rejected batch stores nothing.
 
@@ -418,7 +471,8 @@ class Service:
         batch (``workspace_env``); None: resolved from the workspace's settings.
 
         ``on_failure`` None: ``halt`` when the script starts with ``set -e``, else
-        ``skip_dependents``; ``deadline_s``: for the whole batch."""
+        ``skip_dependents``; ``deadline_s``: for the whole batch; ``artifacts``: globs of
+        files copied out of the workspace when the batch ends (sandbox/artifacts.py)."""
         if user is not None and not user.role.allows(Role.OPERATOR):
             raise Forbidden("viewers may not submit batches")
         text = script_text(script, commands)
@@ -431,6 +485,7 @@ class Service:
             raise InputError("timeout_s must be more than 0 and at most 604800 (a week)")
         if deadline_s is not None and not 0 < deadline_s <= 7 * 86400:
             raise InputError("deadline_s must be more than 0 and at most 604800 (a week)")
+        patterns = check_patterns(artifacts)
         judgement = self.judge(text, needs=needs, max_statements=self.config.max_statements)
         policy = failure_policy(judgement, on_failure)
         # a workspace made by this submission belongs to its submitter
@@ -485,6 +540,7 @@ class Service:
             on_failure=policy,
             deadline_s=deadline_s,
             rerun_of=rerun_of,
+            artifact_patterns=patterns,
         )
         spec = batch_spec(
             judgement,
@@ -562,6 +618,7 @@ class Service:
             on_failure=original.on_failure,
             deadline_s=original.deadline_s,
             rerun_of=original.id,
+            artifacts=original.artifact_patterns,
         )
 
     def cancel_batch(self, user: UserRecord | None, batch_id: str) -> BatchRecord:
@@ -626,6 +683,8 @@ class Service:
         except KeyError:
             return self.store.batches.get(batch_id).status.final
         self.writer.flush(10)
+        if done:
+            self.artifacts.wait(batch_id, 30)
         return done
 
     def subscribe(self, fn: Callable[[Event], None]) -> Callable[[], None]:
@@ -656,6 +715,7 @@ class Service:
             self.autoscaler.stop()
         self.scheduler.shutdown(grace_s)
         self.writer.close()
+        self.artifacts.close()
         self.save_durations()
         for ex in self.executors.values():
             close = getattr(ex, "close", None)

@@ -89,7 +89,7 @@ def test_migration_matches_the_models_and_is_idempotent(engine: Engine) -> None:
     from alembic.migration import MigrationContext
 
     migrate(engine)  # a second run is a no-op
-    assert current_revision(engine) == "0005"
+    assert current_revision(engine) == "0007"
     with engine.connect() as conn:
         context = MigrationContext.configure(conn, opts={"compare_type": True})
         assert compare_metadata(context, Base.metadata) == []
@@ -427,6 +427,25 @@ def test_audit_log_is_append_only(store: Store) -> None:
     assert audit.list().total == 4
 
 
+def test_audit_prune_deletes_only_rows_older_than_its_date(store: Store) -> None:
+    audit = store.audit
+    audit.append("login", actor="old1")
+    audit.append("login", actor="old2")
+    cut = datetime.now(UTC)
+    time.sleep(0.01)
+    audit.append("login", actor="new")
+    with pytest.raises(InputError):
+        audit.prune(datetime.now(UTC) + timedelta(days=1), actor="admin")
+    assert audit.prune(cut, actor="admin") == 2
+    assert [e.actor for e in audit.list().items] == ["new"]
+    assert audit.prune(cut, actor="admin") == 0
+    # a row newer than the newest prune date stays undeletable, and nothing is updatable
+    for sql in ("DELETE FROM audit_events", "UPDATE audit_events SET actor = 'x'"):
+        with pytest.raises(DBAPIError, match="append-only"), store.engine.begin() as conn:
+            conn.execute(text(sql))
+    assert [e.actor for e in audit.list().items] == ["new"]
+
+
 # workspaces
 
 
@@ -661,7 +680,7 @@ def test_concurrent_migrations_serialize(database_url: str) -> None:
     for t in threads:
         t.join(timeout=60)
     assert errors == []
-    assert {current_revision(e) for e in engines} == {"0005"}
+    assert {current_revision(e) for e in engines} == {"0007"}
     for e in engines:
         e.dispose()
 

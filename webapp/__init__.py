@@ -6,7 +6,10 @@ import time. Config keys (all optional): ``DATA_DIR``, ``DATABASE_URL``,
 ``SUBMIT_RATE`` (submissions per minute per user), ``JUDGE_DEADLINE_S`` (judging runs in
 other processes and is stopped past it; 0: judge in the serving thread), ``SECRET_KEY``,
 ``DISK_CAP_MB`` (what one container command may take of the workspace's disk; 0: no
-cap), ``SESSION_COOKIE_SECURE``, ``PROXY_HOPS`` (trusted proxies in front), ``SERVICE``
+cap), ``UPLOAD_MAX_BYTES``, ``UPLOAD_EXTRACTED_BYTES``, ``UPLOAD_ENTRIES``,
+``DOWNLOAD_MAX_BYTES``, ``ARTIFACT_MAX_BYTES``, ``RETENTION_DAYS`` (0: keep for ever),
+``WORKSPACE_BUDGET_BYTES`` (0: no budget), ``RETENTION_EVERY_S``,
+``SESSION_COOKIE_SECURE``, ``PROXY_HOPS`` (trusted proxies in front), ``SERVICE``
 (an already opened Service, for tests).
 """
 
@@ -26,7 +29,10 @@ if TYPE_CHECKING:  # imported lazily: `bashfleet classify` must not pay for Flas
 def create_app(config: dict[str, Any] | None = None) -> Flask:
     from flask import Flask
 
+    from sandbox.artifacts import ArtifactLimits
     from sandbox.service import Service, ServiceConfig
+    from sandbox.uploads import UploadLimits
+    from sandbox.workspace_io import DownloadLimits
     from webapp.errors import register_errors
 
     app = Flask(__name__, template_folder="../templates", static_folder="../static")
@@ -57,6 +63,16 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         SESSION_COOKIE_NAME="bashfleet_session",
         PERMANENT_SESSION_LIFETIME=12 * 3600,
     )
+    app.config.update(
+        UPLOAD_MAX_BYTES=_int_env("BASHFLEET_UPLOAD_MAX_BYTES", 512 << 20),
+        UPLOAD_EXTRACTED_BYTES=_int_env("BASHFLEET_UPLOAD_EXTRACTED_BYTES", 2 << 30),
+        UPLOAD_ENTRIES=_int_env("BASHFLEET_UPLOAD_ENTRIES", 20_000),
+        DOWNLOAD_MAX_BYTES=_int_env("BASHFLEET_DOWNLOAD_MAX_BYTES", 1 << 30),
+        ARTIFACT_MAX_BYTES=_int_env("BASHFLEET_ARTIFACT_MAX_BYTES", 1 << 30),
+        RETENTION_DAYS=_int_env("BASHFLEET_RETENTION_DAYS", 30),
+        WORKSPACE_BUDGET_BYTES=_int_env("BASHFLEET_WORKSPACE_BUDGET_BYTES", 10 << 30),
+        RETENTION_EVERY_S=_int_env("BASHFLEET_RETENTION_EVERY_S", 3600),
+    )
     app.config.update(config or {})
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.json.ensure_ascii = False  # type: ignore[attr-defined]  # UTF-8, not 6-byte escapes
@@ -75,6 +91,16 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
                 max_script_bytes=app.config["MAX_SCRIPT_BYTES"],
                 max_statements=app.config["MAX_STATEMENTS"],
                 disk_bytes=app.config["DISK_CAP_MB"] << 20 if app.config["DISK_CAP_MB"] else None,
+                uploads=UploadLimits(
+                    max_bytes=app.config["UPLOAD_MAX_BYTES"],
+                    extracted_bytes=app.config["UPLOAD_EXTRACTED_BYTES"],
+                    entries=app.config["UPLOAD_ENTRIES"],
+                ),
+                downloads=DownloadLimits(max_bytes=app.config["DOWNLOAD_MAX_BYTES"]),
+                artifacts=ArtifactLimits(max_bytes=app.config["ARTIFACT_MAX_BYTES"]),
+                retention_days=app.config["RETENTION_DAYS"],
+                workspace_budget_bytes=app.config["WORKSPACE_BUDGET_BYTES"],
+                retention_every_s=app.config["RETENTION_EVERY_S"],
             )
         )
     app.extensions["bashfleet"] = service
@@ -91,6 +117,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
 
     from webapp.admin import admin
     from webapp.api import api
+    from webapp.files_api import files_api
     from webapp.health import health
     from webapp.schedules_api import schedules_api
     from webapp.sessions import sessions
@@ -104,6 +131,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     app.register_blueprint(admin, url_prefix="/api/v1")
     app.register_blueprint(schedules_api, url_prefix="/api/v1")
     app.register_blueprint(workspaces_api, url_prefix="/api/v1")
+    app.register_blueprint(files_api, url_prefix="/api/v1")
     from webapp.live import init_live
     from webapp.pages import pages, secure_headers
 

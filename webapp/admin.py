@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import csv
+import io
+import json
 import secrets
+from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, request
 
-from sandbox.store import Role, TokenRecord, UserRecord
+from sandbox.store import AuditLog, Role, TokenRecord, UserRecord
 from webapp import current_service
 from webapp.auth import audit, current_user, requires
 from webapp.body import json_object
@@ -193,9 +198,22 @@ def revoke_token(token_id: int) -> Response:
 @admin.get("/audit")
 @requires(Role.ADMIN)
 def audit_log() -> Response:
-    limit = request.args.get("limit", "100")
+    limit = request.args.get("limit", "100")  # checked for CSV too, though all of it goes
     if not (limit.isascii() and limit.isdigit()) or not 1 <= int(limit) <= 500:
         raise ApiError(400, "invalid_input", "limit is 1 to 500")
+    fmt = request.args.get("format", "json")
+    if fmt not in ("json", "csv"):
+        raise ApiError(400, "invalid_input", "format is json or csv")
+    if fmt == "csv":
+        audit("audit_exported", target="audit", detail={"action": request.args.get("action")})
+        return Response(
+            _audit_csv(current_service().store.audit, request.args.get("action") or None),
+            mimetype="text/csv",
+            headers={
+                "Content-Disposition": 'attachment; filename="audit.csv"',
+                "X-Content-Type-Options": "nosniff",
+            },
+        )
     page = current_service().store.audit.list(
         action=request.args.get("action") or None,
         limit=int(limit),
@@ -219,3 +237,66 @@ def audit_log() -> Response:
             "next_cursor": page.next_cursor,
         }
     )
+
+
+CSV_COLUMNS = ["id", "at", "actor", "user_id", "address", "action", "target", "detail"]
+
+
+def _cell(value: Any) -> str:
+    """A spreadsheet must not read a value as a formula (=, +, -, @ first)."""
+    text = "" if value is None else str(value)
+    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
+
+
+def _audit_csv(log: AuditLog, action: str | None) -> Iterator[str]:
+    """The whole log, newest first, a page at a time (no more than a page in memory).
+    Runs after the view has returned: no app context here."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(CSV_COLUMNS)
+    cursor = None
+    while True:
+        page = log.list(action=action, limit=500, cursor=cursor)
+        for e in page.items:
+            writer.writerow(
+                [
+                    _cell(v)
+                    for v in (
+                        e.id,
+                        e.at.isoformat(),
+                        e.actor,
+                        e.user_id,
+                        e.address,
+                        e.action,
+                        e.target,
+                        json.dumps(dict(e.detail), ensure_ascii=False, sort_keys=True),
+                    )
+                ]
+            )
+        yield buffer.getvalue()
+        buffer.seek(0)
+        buffer.truncate()
+        if not page.next_cursor:
+            return
+        cursor = page.next_cursor
+
+
+@admin.delete("/audit")
+@requires(Role.ADMIN)
+def prune_audit() -> Response:
+    """Delete audit rows older than ``before`` (an ISO date or time, UTC if no zone)."""
+    raw = request.args.get("before", "")
+    try:
+        before = datetime.fromisoformat(raw)
+    except ValueError:
+        raise ApiError(
+            400, "invalid_input", "`before` is an ISO date or time, e.g. 2026-01-31"
+        ) from None
+    if before.tzinfo is None:
+        before = before.replace(tzinfo=UTC)
+    if before > datetime.now(UTC):
+        raise ApiError(400, "invalid_input", "`before` must be in the past")
+    user = current_user()
+    deleted = current_service().store.audit.prune(before, actor=user.name)
+    audit("audit_pruned", target="audit", detail={"before": before.isoformat(), "deleted": deleted})
+    return jsonify({"deleted": deleted, "before": before.isoformat()})

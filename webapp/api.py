@@ -33,6 +33,7 @@ SUBMIT_FIELDS = {
     "needs",
     "on_failure",
     "deadline_s",
+    "artifacts",
 }
 
 
@@ -87,6 +88,7 @@ def submit() -> tuple[Response, int]:
         source=_source(),
         on_failure=_typed(body, "on_failure", str, None),
         deadline_s=_typed(body, "deadline_s", (int, float), None),
+        artifacts=_typed(body, "artifacts", list, None),
     )
     audit(
         "batch_submitted",

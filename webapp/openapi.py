@@ -159,6 +159,13 @@ SCHEMAS: dict[str, Any] = {
                 "type": "object",
                 "additionalProperties": {"type": "array", "items": {"type": "integer"}},
             },
+            "artifacts": {
+                "type": "array",
+                "maxItems": 20,
+                "items": {"type": "string", "minLength": 1, "maxLength": 255},
+                "description": "globs relative to the workspace (`*` within a folder, `**` "
+                "across); matching regular files are kept when the batch ends",
+            },
         },
     },
 }
@@ -358,6 +365,86 @@ def _workspace_paths() -> dict[str, Any]:
                         }
                     },
                 },
+            ),
+        },
+    }
+
+
+FILE_ERRORS = {
+    "409": _json(_ref("Error"), "A symlink or special file in the way, or a batch is running"),
+    "413": _json(_ref("Error"), "Over a size or entry limit"),
+}
+
+
+def _files_paths() -> dict[str, Any]:
+    path = _query("path", {"type": "string", "maxLength": 1024})
+    binary = {"schema": {"type": "string", "format": "binary"}}
+    return {
+        "/workspaces/{name}/files": {
+            "put": _op(
+                "Upload a .tar(.gz), .zip or one file into folder `path` (operators); checked "
+                "whole before anything is written",
+                {"201": _json({"type": "object"}, "Written"), **FILE_ERRORS},
+                parameters=[
+                    WORKSPACE_NAME,
+                    path,
+                    _query("format", {"type": "string", "enum": ["tar", "tgz", "zip", "file"]}),
+                    _query("name", {"type": "string", "maxLength": 255}),
+                ],
+                requestBody={
+                    "required": True,
+                    "content": {"application/octet-stream": binary},
+                },
+            ),
+            "get": _op(
+                "Download a file as it is, or a folder as .tar.gz",
+                {
+                    "200": {
+                        "description": "the bytes",
+                        "content": {"application/octet-stream": binary, "application/gzip": binary},
+                    },
+                    **FILE_ERRORS,
+                },
+                parameters=[WORKSPACE_NAME, path],
+            ),
+        },
+        "/workspaces/{name}/tree": {
+            "get": _op(
+                "One folder's entries: name, type (dir, file, link, other), size, mtime",
+                {"200": _json({"type": "object"}), "409": _json(_ref("Error"))},
+                parameters=[WORKSPACE_NAME, path],
+            ),
+        },
+        "/workspaces/{name}/usage": {
+            "get": _op(
+                "Bytes used: the workspace folder, its batches' stored output and artifacts",
+                {"200": _json({"type": "object"})},
+                parameters=[WORKSPACE_NAME],
+            ),
+        },
+        "/batches/{batch_id}/artifacts": {
+            "get": _op(
+                "The files kept when the batch ended (path, size, sha256)",
+                {"200": _json({"type": "object"})},
+                parameters=[_path_param("batch_id")],
+            ),
+        },
+        "/batches/{batch_id}/artifacts/{path}": {
+            "get": _op(
+                "Download one artifact",
+                {
+                    "200": {
+                        "description": "the bytes",
+                        "content": {"application/octet-stream": binary},
+                    }
+                },
+                parameters=[_path_param("batch_id"), _path_param("path")],
+            ),
+        },
+        "/retention": {
+            "post": _op(
+                "Run retention now (admins): delete old batches and those over the budget",
+                {"200": _json({"type": "object"})},
             ),
         },
     }
@@ -648,12 +735,33 @@ def openapi_document() -> dict[str, Any]:
             },
             "/audit": {
                 "get": _op(
-                    "The audit log, newest first (admins)",
-                    {"200": _json({"type": "object"})},
+                    "The audit log, newest first (admins); format=csv: all of it as CSV",
+                    {
+                        "200": {
+                            "description": "OK",
+                            "content": {
+                                "application/json": {"schema": {"type": "object"}},
+                                "text/csv": {"schema": {"type": "string"}},
+                            },
+                        }
+                    },
                     parameters=[
                         _query("action", {"type": "string"}),
                         _query("limit", {"type": "integer", "minimum": 1, "maximum": 500}),
                         _query("cursor", {"type": "string"}),
+                        _query("format", {"type": "string", "enum": ["json", "csv"]}),
+                    ],
+                ),
+                "delete": _op(
+                    "Delete audit rows older than `before` (admins; audited itself)",
+                    {"200": _json({"type": "object"})},
+                    parameters=[
+                        {
+                            "name": "before",
+                            "in": "query",
+                            "required": True,
+                            "schema": {"type": "string", "format": "date-time"},
+                        }
                     ],
                 ),
             },
@@ -696,6 +804,7 @@ def openapi_document() -> dict[str, Any]:
                 "post": _op("Resume", {"200": _json({"type": "object"})}, parameters=[SCHEDULE_ID]),
             },
             **_workspace_paths(),
+            **_files_paths(),
             "/metrics": {
                 "get": _op(
                     "Metrics as JSON, with p50/p90/p95/p99 of durations and queue waits",

@@ -104,6 +104,16 @@ def workspaces() -> BaseResponse | str:
     return _page("workspaces.html", active="workspaces")
 
 
+@pages.get("/workspaces/<name>/files")
+def workspace_files(name: str) -> BaseResponse | str:
+    return _page("files.html", active="files", workspace=name[:64])
+
+
+@pages.get("/files")
+def files() -> BaseResponse:
+    return redirect("/workspaces/default/files")
+
+
 @pages.get("/admin")
 def admin() -> BaseResponse | str:
     return _page("admin.html", role=Role.ADMIN, active="admin")

@@ -63,6 +63,7 @@ def batch_json(b: BatchRecord, *, with_commands: bool = True) -> dict[str, Any]:
         "command_count": b.command_count,
         "counts": dict(b.counts),
         "summary": _summary(b.script),
+        "artifacts": list(b.artifact_patterns),
     }
     if with_commands:
         out["commands"] = [command_json(c) for c in b.commands]

@@ -14,6 +14,11 @@ the waiting:
 - a thread's reads and writes on a connection time out after ``io_timeout_s``, so a
   client that stops reading its answer frees the thread too.
 
+One exception: an upload into a workspace (``PUT /api/v1/workspaces/NAME/files``) goes to
+a thread as soon as its headers are in, and the thread streams its body to disk (up to
+``max_upload``, ``BASHFLEET_UPLOAD_MAX_BYTES``; reads still time out after
+``io_timeout_s``); the endpoint authenticates before reading a byte of it.
+
 Requests beyond the limits get a short HTTP error written from the loop (431 headers too
 large, 413 body too large, 408 too slow, 503 too many connections) and are closed.
 """
@@ -38,6 +43,7 @@ from gunicorn.workers.gthread import TConn, ThreadWorker
 _CONTENT_LENGTH = re.compile(rb"\r\ncontent-length[ \t]*:[ \t]*([^\r\n]*)", re.IGNORECASE)
 _CHUNKED = re.compile(rb"\r\ntransfer-encoding[ \t]*:", re.IGNORECASE)
 _HEADERS_END = b"\r\n\r\n"
+_UPLOAD = re.compile(rb"PUT /api/v1/workspaces/[A-Za-z0-9_][A-Za-z0-9._-]{0,63}/files[? ]")
 
 
 @dataclass(frozen=True)
@@ -50,6 +56,7 @@ class ServerLimits:
     per_address: int = 128
     max_header_bytes: int = 64 << 10
     max_body: int = (2 << 20) + (64 << 10)
+    max_upload: int = 512 << 20
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> ServerLimits:
@@ -59,7 +66,17 @@ class ServerLimits:
             body_timeout_s=_number(env, "BASHFLEET_BODY_TIMEOUT_S", cls.body_timeout_s),
             io_timeout_s=_number(env, "BASHFLEET_IO_TIMEOUT_S", cls.io_timeout_s),
             per_address=int(_number(env, "BASHFLEET_CONNECTIONS_PER_ADDRESS", cls.per_address)),
+            max_upload=_bytes(env, "BASHFLEET_UPLOAD_MAX_BYTES", cls.max_upload),
         )
+
+
+def _bytes(env: dict[str, str], name: str, default: int) -> int:
+    raw = env.get(name, "")
+    if not raw:
+        return default
+    if not (raw.isascii() and raw.isdigit()) or int(raw) < 1:
+        raise SystemExit(f"{name} must be a whole number of bytes, not {raw!r}")
+    return int(raw)
 
 
 def _number(env: dict[str, str], name: str, default: float) -> float:
@@ -111,6 +128,7 @@ class GuardedConn(TConn):  # type: ignore[misc]
         self.closed = False
         self.registered = False  # in the poller, reading
         self.need: int | None = None  # bytes of the whole request, once its headers are in
+        self.streamed = False  # an upload: its body is read by the thread
 
     def close(self, graceful: bool = False) -> None:
         if not self.closed:
@@ -197,11 +215,17 @@ class GuardedWorker(ThreadWorker):  # type: ignore[misc]
                     return self._refuse(conn, 431, "the request headers are too large")
                 return False
             conn.need = _needed(bytes(buf[: end + 2]), end + 4)
+            conn.streamed = _UPLOAD.match(buf) is not None
             # the headers are in: the body gets its own deadline
             conn.deadline = time.monotonic() + LIMITS.body_timeout_s
-        if conn.need > LIMITS.max_header_bytes + LIMITS.max_body:
+        if conn.streamed:
+            if conn.need > LIMITS.max_header_bytes + LIMITS.max_upload:
+                return self._refuse(conn, 413, "the upload is too large")
+        elif conn.need > LIMITS.max_header_bytes + LIMITS.max_body:
             return self._refuse(conn, 413, "the request body is too large")
-        if conn.need == CHUNKED:
+        if conn.streamed:
+            pass  # the thread reads the body
+        elif conn.need == CHUNKED:
             if not buf.endswith(b"0\r\n\r\n"):
                 if len(buf) > LIMITS.max_header_bytes + LIMITS.max_body:
                     return self._refuse(conn, 413, "the request body is too large")
@@ -211,6 +235,7 @@ class GuardedWorker(ThreadWorker):  # type: ignore[misc]
         self._unregister(conn)
         self.reading.pop(conn, None)
         conn.need = None
+        conn.streamed = False
         conn.ready = True
         self.enqueue_req(conn)
         return True

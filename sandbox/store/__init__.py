@@ -23,11 +23,13 @@ from pathlib import Path
 
 from sqlalchemy import Engine
 
+from sandbox.store.artifacts import ArtifactRepository
 from sandbox.store.db import default_url, make_engine, migrate, session_factory
 from sandbox.store.durations import DurationRepository
 from sandbox.store.output import OutputStore
 from sandbox.store.records import (
     AllowedImageRecord,
+    ArtifactRecord,
     AttemptRecord,
     AuditEvent,
     BatchRecord,
@@ -72,6 +74,7 @@ class Store:
     durations: DurationRepository
     teams: TeamRepository
     images: ImageRepository
+    artifacts: ArtifactRepository
 
     @classmethod
     def open(cls, engine: Engine, data_dir: str | os.PathLike[str]) -> Store:
@@ -87,6 +90,7 @@ class Store:
             durations=DurationRepository(sessions),
             teams=TeamRepository(sessions),
             images=ImageRepository(sessions),
+            artifacts=ArtifactRepository(sessions),
         )
 
     def close(self) -> None:
@@ -97,6 +101,8 @@ class Store:
 __all__ = [
     "AccountRepository",
     "AllowedImageRecord",
+    "ArtifactRecord",
+    "ArtifactRepository",
     "AttemptRecord",
     "AuditEvent",
     "AuditLog",

@@ -1,9 +1,11 @@
 """The audit log: who did what, when, from where. Append-only.
 
 ``AuditLog`` has no update or delete, and the database refuses them too (triggers
-made by the initial migration). Actions are short snake_case verbs in the past
-tense: login, login_failed, batch_submitted, batch_cancelled, user_created,
-token_created, token_revoked, schedule_created, ...
+made by the initial migration). The one exception is ``prune``: an admin may delete the
+rows older than a date; the pruning is itself recorded (``audit_prunes``, which the
+trigger reads), and the trigger still refuses any other delete. Actions are short
+snake_case verbs in the past tense: login, login_failed, batch_submitted,
+batch_cancelled, user_created, token_created, token_revoked, schedule_created, ...
 """
 
 from __future__ import annotations
@@ -13,11 +15,11 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 
 from sandbox.errors import InputError
 from sandbox.store.base import Repository, aware, clamp_limit, to_record
-from sandbox.store.models import AuditRow
+from sandbox.store.models import AuditPrune, AuditRow
 from sandbox.store.records import AuditEvent, Page, utcnow
 
 ACTION = re.compile(r"[a-z][a-z0-9_.]{0,63}")
@@ -49,6 +51,17 @@ class AuditLog(Repository):
             s.add(row)
             s.flush()
             return _event(row)
+
+    def prune(self, before: datetime, *, actor: str) -> int:
+        """Delete the rows older than ``before`` (an aware time, not in the future);
+        returns how many went."""
+        if aware(before, "before") is None or before > utcnow():
+            raise InputError("`before` must be a time in the past")
+        with self._write() as s:
+            s.add(AuditPrune(at=utcnow(), before=before, actor=actor[:100]))
+            s.flush()
+            result = s.execute(delete(AuditRow).where(AuditRow.at < before))
+            return int(getattr(result, "rowcount", 0) or 0)
 
     def list(
         self,

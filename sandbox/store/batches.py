@@ -77,6 +77,7 @@ class BatchRepository(Repository):
         on_failure: FailurePolicy = FailurePolicy.SKIP_DEPENDENTS,
         deadline_s: float | None = None,
         rerun_of: str | None = None,
+        artifact_patterns: Sequence[str] = (),
     ) -> BatchRecord:
         """Store a batch and all its commands in one transaction: all or nothing."""
         batch_id = check_id(batch_id, "batch id") if batch_id else new_id()
@@ -99,6 +100,7 @@ class BatchRepository(Repository):
                     on_failure=FailurePolicy(on_failure),
                     deadline_s=deadline_s,
                     rerun_of=rerun_of,
+                    artifact_patterns=list(artifact_patterns) or None,
                     created_at=now,
                 )
             )
@@ -415,6 +417,7 @@ def _batch_record(
         user_name=user_name,
         counts=counts,
         commands=commands,
+        artifact_patterns=tuple(batch.artifact_patterns or ()),
     )
 
 

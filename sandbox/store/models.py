@@ -267,6 +267,8 @@ class Batch(Base):
     )
     deadline_s: Mapped[float | None] = mapped_column(Double)
     rerun_of: Mapped[str | None] = mapped_column(ForeignKey("batches.id", ondelete="SET NULL"))
+    # globs of files copied out of the workspace when the batch ends (see Artifact)
+    artifact_patterns: Mapped[list[str] | None] = mapped_column(JSONType)
     created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
@@ -340,3 +342,30 @@ class AuditRow(Base):
     action: Mapped[str] = mapped_column(String(64))
     target: Mapped[str | None] = mapped_column(String(255))
     detail: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+
+
+class Artifact(Base):
+    """A file a batch named (``artifact_patterns``), copied to DATA/artifacts/<batch>/ when
+    it ended; kept however the workspace changes later, deleted with the batch."""
+
+    __tablename__ = "artifacts"
+
+    batch_id: Mapped[str] = mapped_column(
+        ForeignKey("batches.id", ondelete="CASCADE"), primary_key=True
+    )
+    path: Mapped[str] = mapped_column(String(1024), primary_key=True)
+    size: Mapped[int] = mapped_column(BigInteger)
+    sha256: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class AuditPrune(Base):
+    """Each pruning of the audit log: rows older than the newest ``before`` may be
+    deleted (the database's trigger checks it); nothing else may ever be."""
+
+    __tablename__ = "audit_prunes"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    at: Mapped[datetime] = mapped_column(default=utcnow)
+    before: Mapped[datetime]
+    actor: Mapped[str] = mapped_column(String(100))

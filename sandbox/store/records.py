@@ -121,6 +121,7 @@ class BatchRecord:
     on_failure: FailurePolicy = FailurePolicy.SKIP_DEPENDENTS
     deadline_s: float | None = None
     rerun_of: str | None = None  # the batch this one re-runs
+    artifact_patterns: tuple[str, ...] = ()  # globs of files kept when it ends
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -255,3 +256,12 @@ class Page(Generic[T]):
     items: tuple[T, ...]
     total: int
     next_cursor: str | None = None  # pass back as ``cursor`` for the next page
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ArtifactRecord:
+    batch_id: str
+    path: str  # relative to the workspace (and to DATA/artifacts/<batch_id>/)
+    size: int
+    sha256: str
+    created_at: datetime

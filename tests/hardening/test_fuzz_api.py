@@ -122,6 +122,7 @@ FIELDS = [
     "new_password",
     "offsets",
     "only",
+    "artifacts",
 ]
 IDS = [
     "x",
@@ -157,6 +158,10 @@ WRITES = [
     ("POST", "/api/v1/teams"),
     ("PUT", "/api/v1/teams/{q}/members/{q}"),
     ("POST", "/api/v1/images"),
+    ("PUT", "/api/v1/workspaces/{q}/files?path={q}&name={q}&format={q}"),
+    ("PUT", "/api/v1/workspaces/default/files?path={q}&name={q}"),
+    ("DELETE", "/api/v1/audit?before={q}"),
+    ("POST", "/api/v1/retention"),
 ]
 READS = [
     "/healthz",
@@ -178,6 +183,14 @@ READS = [
     "/api/v1/tokens?all={q}",
     "/api/v1/audit?limit={n}&action={q}&cursor={q}",
     "/api/v1/session",
+    "/api/v1/workspaces/{q}/tree?path={q}",
+    "/api/v1/workspaces/default/tree?path={q}",
+    "/api/v1/workspaces/default/files?path={q}",
+    "/api/v1/workspaces/{q}/usage",
+    "/api/v1/batches/{id}/artifacts",
+    "/api/v1/batches/{id}/artifacts/{q}",
+    "/api/v1/audit?format={q}&action={q}",
+    "/workspaces/{q}/files",
     "/login?next={q}",
     "/batches/{id}",
     "/history",

@@ -1,0 +1,163 @@
+"""Files in and out of workspaces, and what they use on disk: the part of the service
+the files API calls (``Service.files``). Access checks are the caller's.
+
+    io.upload(ws, body, path="src", fmt=None, name=None)  # -> {"files", "folders", "bytes"}
+    io.tree(ws, "src"); io.open_file(ws, "a.txt"); io.folder(ws, "src")
+    io.usage(ws)  # -> {"workspace_bytes", "output_bytes", "artifact_bytes", ...}
+
+An upload while a batch of that workspace is pending, queued or running is refused
+(409): the batch would see half an upload, and a command could swap a folder for a
+link between the check and the move. Two uploads into one workspace do not overlap
+either (409).
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+from sandbox.store import Store, WorkspaceRecord
+from sandbox.store.batches import UNFINISHED
+from sandbox.uploads import UploadLimits, detect, install, plan, receive
+from sandbox.workspace_files import (
+    FilesError,
+    folder_bytes,
+    folder_tar_gz,
+    kind_of,
+    lstat_at,
+    open_file,
+    open_root,
+    rel_parts,
+    tree,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class DownloadLimits:
+    max_bytes: int = 1 << 30  # a folder's files, before compression
+    max_entries: int = 100_000
+    tree_entries: int = 1000
+
+
+class WorkspaceIO:
+    def __init__(
+        self,
+        store: Store,
+        data_dir: Path,
+        uploads: UploadLimits,
+        downloads: DownloadLimits,
+        *,
+        busy: Callable[[WorkspaceRecord], bool] | None = None,
+    ) -> None:
+        self.store = store
+        self.tmp = data_dir.resolve() / "tmp" / "uploads"
+        self.uploads = uploads
+        self.downloads = downloads
+        self.busy = busy or self._has_unfinished
+        self._uploading: set[int] = set()
+        self._lock = threading.Lock()
+
+    def _has_unfinished(self, ws: WorkspaceRecord) -> bool:
+        page = self.store.batches.list(workspace_id=ws.id, status=list(UNFINISHED), limit=1)
+        return page.total > 0
+
+    def upload(
+        self,
+        ws: WorkspaceRecord,
+        body: IO[bytes],
+        *,
+        path: str = "",
+        fmt: str | None = None,
+        name: str | None = None,
+    ) -> dict[str, Any]:
+        target = rel_parts(path)
+        if fmt is not None and fmt.lower() not in ("tar", "tgz", "tar.gz", "gz", "zip", "file"):
+            raise FilesError("`format` is tar, tgz, tar.gz, zip or file")
+        with self._lock:
+            if ws.id in self._uploading:
+                raise FilesError(
+                    f"another upload into {ws.name!r} is under way; retry when it is done",
+                    status=409,
+                    code="busy",
+                )
+            self._uploading.add(ws.id)
+        try:
+            if self.busy(ws):
+                raise FilesError(
+                    f"a batch is pending or running in {ws.name!r}; upload when it has ended",
+                    status=409,
+                    code="busy",
+                )
+            self.tmp.mkdir(parents=True, exist_ok=True, mode=0o700)
+            token = secrets.token_hex(8)
+            body_path = self.tmp / f"{token}.upload"
+            try:
+                received = receive(body, body_path, self.uploads.max_bytes)
+                kind = detect(body_path, fmt)
+                entries = plan(body_path, kind, self.uploads, name)
+                done = install(
+                    body_path,
+                    kind,
+                    entries,
+                    workspace=ws.path,
+                    target=target,
+                    staging=self.tmp / f"{token}.d",
+                    limits=self.uploads,
+                )
+            finally:
+                body_path.unlink(missing_ok=True)
+        finally:
+            with self._lock:
+                self._uploading.discard(ws.id)
+        return {"path": "/".join(target) or ".", "format": kind, "received": received, **done}
+
+    def tree(self, ws: WorkspaceRecord, path: str) -> dict[str, Any]:
+        return tree(ws.path, rel_parts(path), limit=self.downloads.tree_entries)
+
+    def kind(self, ws: WorkspaceRecord, path: str) -> str:
+        """What ``path`` is: file, dir, link or other (404 if missing)."""
+        fd = open_root(ws.path)
+        try:
+            return kind_of(lstat_at(fd, rel_parts(path)).st_mode)
+        finally:
+            os.close(fd)
+
+    def open_file(self, ws: WorkspaceRecord, path: str) -> tuple[int, int]:
+        fd, size = open_file(ws.path, rel_parts(path))
+        if size > self.downloads.max_bytes:
+            os.close(fd)
+            raise FilesError(
+                f"the file is over {self.downloads.max_bytes} bytes (BASHFLEET_DOWNLOAD_MAX_BYTES)",
+                status=413,
+                code="too_large",
+            )
+        return fd, size
+
+    def folder(self, ws: WorkspaceRecord, path: str) -> tuple[Iterator[bytes], int]:
+        return folder_tar_gz(
+            ws.path,
+            rel_parts(path),
+            max_bytes=self.downloads.max_bytes,
+            max_entries=self.downloads.max_entries,
+        )
+
+    def usage(self, ws: WorkspaceRecord) -> dict[str, Any]:
+        """Bytes on disk: the workspace folder (regular files, links not followed), and what
+        the store keeps for its batches (output, artifacts)."""
+        folder, partial = folder_bytes(ws.path)
+        stored = self.store.artifacts.stored_bytes(ws.id)
+        artifacts = self.store.artifacts.artifact_bytes(ws.id)
+        total_stored = sum(stored.values())
+        return {
+            "workspace": ws.name,
+            "workspace_bytes": folder,
+            "workspace_bytes_partial": partial,
+            "output_bytes": total_stored - artifacts,
+            "artifact_bytes": artifacts,
+            "batches": len(stored),
+        }

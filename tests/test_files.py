@@ -41,7 +41,16 @@ def setup(tmp_path: Path) -> tuple[WorkspaceIO, WorkspaceRecord, Path]:
         cast(Any, None), data, LIMITS, DownloadLimits(max_bytes=4 << 20), busy=lambda _w: False
     )
     ws = WorkspaceRecord(
-        id=1, name="w", path=ws_path, allow_network=False, image=None, created_at=datetime.now(UTC)
+        id=1,
+        name="w",
+        path=ws_path,
+        image=None,
+        network="none",
+        env={},
+        limits={},
+        owner_user_id=None,
+        owner_team_id=None,
+        created_at=datetime.now(UTC),
     )
     return io_, ws, sentinel
 

@@ -1,0 +1,173 @@
+"""The portal's own MCP endpoint, ``/mcp`` (streamable HTTP), driven by the SDK's client."""
+
+from __future__ import annotations
+
+import contextlib
+import urllib.error
+import urllib.request
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import anyio
+import httpx2
+import pytest
+from mcp import ClientSession
+from mcp.client.streamable_http import streamable_http_client
+
+from tests.mcp_helpers import error, ok, run_async
+from tests.portal import Portal, running_portal
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Portal]:
+    with running_portal(
+        tmp_path_factory.mktemp("portal"),
+        env={"BASHFLEET_SUBMIT_RATE": "1000", "BASHFLEET_MCP_CALLS_PER_USER": "3"},
+        extra=["--isolation", "local"],
+    ) as p:
+        yield p
+
+
+@contextlib.asynccontextmanager
+async def http_session(portal: Portal, token: str) -> AsyncIterator[ClientSession]:
+    client = httpx2.AsyncClient(
+        headers={"Authorization": f"Bearer {token}"}, timeout=httpx2.Timeout(30, read=300)
+    )
+    async with (
+        client,
+        streamable_http_client(f"{portal.url}/mcp", http_client=client) as (read, write),
+        ClientSession(read, write) as session,
+    ):
+        await session.initialize()
+        yield session
+
+
+def _post(portal: Portal, headers: dict[str, str], method: str = "POST") -> tuple[int, str, str]:
+    body = b'{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{}}'
+    req = urllib.request.Request(
+        f"{portal.url}/mcp", data=body if method == "POST" else None, method=method
+    )
+    for k, v in {"Content-Type": "application/json", **headers}.items():
+        req.add_header(k, v)
+    try:
+        with urllib.request.urlopen(req, timeout=30) as r:
+            return r.status, r.headers.get("WWW-Authenticate", ""), r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.headers.get("WWW-Authenticate", ""), e.read().decode()
+
+
+def test_mcp_over_http_runs_as_the_tokens_user_and_is_audited(served: Portal) -> None:
+    token = served.token("agent", "operator")
+    progress: list[tuple[float, float | None]] = []
+
+    async def on_progress(done: float, total: float | None, _message: str | None) -> None:
+        progress.append((done, total))
+
+    async def main() -> dict[str, Any]:
+        async with http_session(served, token) as s:
+            tools = await s.list_tools()
+            run = ok(
+                await s.call_tool(
+                    "run_batch",
+                    {
+                        "commands": [
+                            "echo one",
+                            "mkdir -p d && echo two > d/f",
+                            "cat d/f",
+                            "false",
+                        ]
+                    },
+                    progress_callback=on_progress,
+                )
+            )
+            run["tools"] = {t.name: t for t in tools.tools}
+            run["plan"] = ok(await s.call_tool("classify", {"script": "ls\nrm -rf x"}))
+            run["listed"] = ok(await s.call_tool("list_batches", {"limit": 3}))
+            return run
+
+    run = run_async(main)
+    tools = run["tools"]
+    assert set(tools) == {"run_batch", "classify", "get_output", "cancel_batch", "list_batches"}
+    assert "script" in tools["run_batch"].input_schema["properties"]
+    assert tools["run_batch"].output_schema is not None
+    commands = run["commands"]
+    assert [c["status"] for c in commands] == ["succeeded", "succeeded", "succeeded", "failed"]
+    assert commands[0]["stdout"] == "one\n" and commands[2]["stdout"] == "two\n"
+    assert commands[0]["class"] == "safe" and all(c["reasons"] for c in commands)
+    assert progress and progress[-1] == (4, 4)  # streamed on the POST's SSE answer
+    assert [s["class"] for s in run["plan"]["statements"]] == ["safe", "dangerous"]
+    assert run["listed"]["items"][0]["batch_id"] == run["batch_id"]
+    _s, mine = served.request("GET", f"/api/v1/batches/{run['batch_id']}", token=token)
+    assert mine["user"] == "agent" and mine["source"] == "api"
+    admin = served.token("boss", "admin")
+    status, log = served.request("GET", "/api/v1/audit?action=batch_submitted", token=admin)
+    assert status == 200
+    (row,) = [e for e in log["items"] if e["target"] == run["batch_id"]]
+    assert row["actor"] == "agent" and row["address"] == "127.0.0.1"
+
+
+def test_a_viewers_token_lists_and_classifies_but_runs_nothing(served: Portal) -> None:
+    viewer = served.token("watcher", "viewer")
+    admin = served.token("boss", "admin")
+    _s, before = served.request("GET", "/api/v1/batches?limit=200", token=admin)
+
+    async def main() -> list[dict[str, Any]]:
+        async with http_session(served, viewer) as s:
+            return [
+                error(await s.call_tool("run_batch", {"script": "touch pwned"})),
+                error(await s.call_tool("cancel_batch", {"batch_id": "x" * 8})),
+                ok(await s.call_tool("classify", {"script": "touch pwned"})),
+                ok(await s.call_tool("list_batches", {})),
+            ]
+
+    refused, cancel, plan, _listed = run_async(main)
+    assert refused["error"] == "forbidden" and "viewer" in refused["message"]
+    assert cancel["error"] in ("forbidden", "not_found")
+    assert plan["statements"][0]["class"] != "safe"
+    _s, after = served.request("GET", "/api/v1/batches?limit=200", token=admin)
+    assert after["total"] == before["total"]
+    _s, log = served.request("GET", "/api/v1/audit?action=forbidden", token=admin)
+    assert any(e["actor"] == "watcher" for e in log["items"])
+
+
+def test_no_or_bad_token_is_401_and_only_post_is_served(served: Portal) -> None:
+    status, challenge, body = _post(served, {"Accept": "application/json, text/event-stream"})
+    assert status == 401 and challenge.startswith("Bearer") and '"unauthorized"' in body
+    status, challenge, _ = _post(served, {"Authorization": "Bearer not-a-token"})
+    assert status == 401 and challenge.startswith("Bearer")
+    token = served.token("agent", "operator")
+    status, _, body = _post(served, {"Authorization": f"Bearer {token}"}, method="GET")
+    assert status == 405 and "POST" in body
+
+
+def test_a_dropped_call_cancels_its_batch_and_calls_are_capped_per_user(served: Portal) -> None:
+    token = served.token("racer", "operator")
+
+    async def main() -> dict[str, Any]:
+        async with http_session(served, token) as s:
+            with anyio.move_on_after(2):
+                await s.call_tool("run_batch", {"script": "sleep 30"})
+            return ok(await s.call_tool("list_batches", {"limit": 1}))
+
+    (slow,) = run_async(main)["items"]
+    assert slow["summary"] == "sleep 30"
+    assert served.wait_batch(slow["batch_id"], token, timeout=15)["status"] == "cancelled"
+
+    async def crowd() -> list[str]:
+        results: list[str] = []
+
+        async def one() -> None:
+            try:
+                async with http_session(served, token) as s:
+                    r = await s.call_tool("run_batch", {"script": "sleep 3"})
+                    results.append("ok" if not r.is_error else "error")
+            except Exception as e:  # the SDK raises on an HTTP 429
+                results.append("429" if "429" in repr(e) else repr(e))
+
+        async with anyio.create_task_group() as tg:
+            for _ in range(5):
+                tg.start_soon(one)
+        return results
+
+    results = run_async(crowd)
+    assert results.count("ok") == 3, results  # BASHFLEET_MCP_CALLS_PER_USER=3

@@ -97,9 +97,9 @@ def pip_audit(lock: Path) -> tuple[list[str], str]:
     if exe is None:
         return [], "pip-audit: not installed (scripts/setup --dev installs it)"
     try:
+        command = [exe, "--no-deps", "--disable-pip", "-r", str(lock), "-f", "json"]
         done = subprocess.run(
-            [exe, "--no-deps", "--disable-pip", "-r", str(lock), "-f", "json"]
-            + ["--progress-spinner", "off"],
+            [*command, "--progress-spinner", "off"],
             capture_output=True,
             text=True,
             timeout=300,
@@ -111,7 +111,7 @@ def pip_audit(lock: Path) -> tuple[list[str], str]:
     deps = report.get("dependencies", [])
     skipped = [d for d in deps if d.get("skip_reason")]
     findings = [
-        f"{d['name']} {d.get('version')}: {v['id']} (fixed in {', '.join(v.get('fix_versions', []))})"
+        f"{d['name']} {d.get('version')}: {v['id']} (fixed in {v.get('fix_versions')})"
         for d in deps
         for v in d.get("vulns", [])
     ]

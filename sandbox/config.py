@@ -43,6 +43,8 @@ KEYS = {
     "schedule_min_interval_s": "BASHFLEET_SCHEDULE_MIN_INTERVAL_S",
     "secure_cookies": "BASHFLEET_SECURE_COOKIES",
     "proxy_hops": "BASHFLEET_PROXY_HOPS",
+    "mcp_wait_s": "BASHFLEET_MCP_WAIT_S",
+    "mcp_calls_per_user": "BASHFLEET_MCP_CALLS_PER_USER",
 }
 
 

@@ -22,7 +22,11 @@ from tests.portal import Portal, running_portal
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Portal]:
     with running_portal(
         tmp_path_factory.mktemp("portal"),
-        env={"BASHFLEET_SUBMIT_RATE": "1000", "BASHFLEET_MCP_CALLS_PER_USER": "3"},
+        env={
+            "BASHFLEET_SUBMIT_RATE": "1000",
+            "BASHFLEET_MCP_CALLS_PER_USER": "3",
+            "BASHFLEET_MCP_WAIT_S": "4",
+        },
         extra=["--isolation", "local"],
     ) as p:
         yield p
@@ -171,3 +175,23 @@ def test_a_dropped_call_cancels_its_batch_and_calls_are_capped_per_user(served: 
 
     results = run_async(crowd)
     assert results.count("ok") == 3, results  # BASHFLEET_MCP_CALLS_PER_USER=3
+
+
+def test_run_batch_answers_after_the_longest_wait_with_the_batch_still_running(
+    served: Portal,
+) -> None:
+    token = served.token("patient", "operator")
+
+    async def main() -> tuple[float, dict[str, Any], dict[str, Any]]:
+        async with http_session(served, token) as s:
+            started = anyio.current_time()
+            run = ok(await s.call_tool("run_batch", {"script": "sleep 20"}))
+            took = anyio.current_time() - started
+            cancelled = ok(await s.call_tool("cancel_batch", {"batch_id": run["batch_id"]}))
+            return took, run, cancelled
+
+    took, run, cancelled = run_async(main)
+    assert 4 <= took < 10, took  # BASHFLEET_MCP_WAIT_S=4
+    assert run["status"] == "running" and "still runs after 4 s" in run["note"]
+    assert cancelled["status"] in ("cancelled", "running")
+    assert served.wait_batch(run["batch_id"], token, timeout=15)["status"] == "cancelled"

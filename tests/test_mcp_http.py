@@ -195,3 +195,63 @@ def test_run_batch_answers_after_the_longest_wait_with_the_batch_still_running(
     assert run["status"] == "running" and "still runs after 4 s" in run["note"]
     assert cancelled["status"] in ("cancelled", "running")
     assert served.wait_batch(run["batch_id"], token, timeout=15)["status"] == "cancelled"
+
+
+def test_hostile_json_rpc_never_gives_a_5xx_and_runs_nothing(served: Portal) -> None:
+    # attack: malformed, oversized and wrongly typed JSON-RPC at /mcp (the SDK parses it,
+    # behind the token check): no 5xx, no traceback, and no batch from a rejected call
+    token = served.token("fuzzy", "operator")
+    call = '{"jsonrpc":"2.0","id":%s,"method":"tools/call","params":{"name":"run_batch",'
+    call += '"arguments":%s}}'
+    bodies = [
+        b"",
+        b"{",
+        b"\xff\xfe\x00",
+        b"[]",
+        b"[" * 5000 + b"]" * 5000,
+        b'{"jsonrpc":"2.0","id":1,"method":"' + b"x" * 100_000 + b'"}',
+        b'{"jsonrpc":"2.0","id":99999999999999999999999999,"method":"tools/list"}',
+        b'{"jsonrpc":"2.0","id":{"a":1},"method":"tools/list"}',
+        b'{"jsonrpc":"1.0","id":1,"method":"tools/list"}',
+        b'{"jsonrpc":"2.0","id":1,"method":"no/such"}',
+        b'[{"jsonrpc":"2.0","id":1,"method":"tools/list"},{"jsonrpc":"2.0","id":2}]',
+        b'{"jsonrpc":"2.0","id":1,"method":"tools/call","params":[]}',
+        b'{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"nope"}}',
+    ] + [
+        (call % ("1", args)).encode("utf-8", "surrogatepass")
+        for args in (
+            '{"script": 5}',
+            '{"script": "touch x", "timeout_s": NaN}',
+            '{"script": "touch x", "timeout_s": 1e999}',
+            '{"script": "touch x", "timeout_s": -1}',
+            '{"script": "touch x", "timeout_s": "ten"}',
+            '{"script": "touch x", "on_failure": "explode"}',
+            '{"commands": "touch x"}',
+            '{"commands": [1, 2]}',
+            '{"script": "touch x", "wait": "maybe"}',
+            '{"script": "\\ud800touch x"}',
+            '{"script": "touch x", "workspace": "../../etc"}',
+            '{"script": ""}',
+            "[]",
+            '"run"',
+        )
+    ]
+    admin = served.token("boss", "admin")
+    before = served.request("GET", "/api/v1/batches?limit=1", token=admin)[1]["total"]
+    statuses = []
+    for body in bodies:
+        req = urllib.request.Request(f"{served.url}/mcp", data=body, method="POST")
+        req.add_header("Authorization", f"Bearer {token}")
+        req.add_header("Content-Type", "application/json")
+        req.add_header("Accept", "application/json, text/event-stream")
+        try:
+            with urllib.request.urlopen(req, timeout=30) as r:
+                status, text = r.status, r.read()
+        except urllib.error.HTTPError as e:
+            status, text = e.code, e.read()
+        assert status < 500 and b"Traceback" not in text, (body[:100], status, text[:300])
+        statuses.append(status)
+    after = served.request("GET", "/api/v1/batches?limit=1", token=admin)[1]["total"]
+    assert after == before, "a rejected call ran something"
+    assert "Traceback" not in served.log()
+    assert 200 in statuses and any(400 <= s < 500 for s in statuses), statuses

@@ -26,6 +26,8 @@ import asyncio
 import contextlib
 import logging
 import queue
+import select
+import socket
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -77,8 +79,12 @@ class AsgiBridge:
             self._loop = None
 
     def serve(
-        self, scope: dict[str, Any], body: bytes, timeout_s: float = 30.0
+        self, scope: dict[str, Any], body: bytes, peer: Any = None, timeout_s: float = 30.0
     ) -> tuple[int, list[tuple[str, str]], Iterator[bytes]]:
+        """The answer's status, headers and body. ``peer``, the client's socket if the
+        server gives it (gunicorn does), is watched while the answer is awaited: WSGI
+        tells nothing of a client that leaves until a write fails, and a long call may
+        write nothing for minutes."""
         loop = self._ensure()
         out: queue.SimpleQueue[Any] = queue.SimpleQueue()
         given = False
@@ -114,7 +120,12 @@ class AsgiBridge:
         def chunks() -> Iterator[bytes]:
             try:
                 while True:
-                    message = out.get()
+                    try:
+                        message = out.get(timeout=0.5)
+                    except queue.Empty:
+                        if peer is not None and _peer_closed(peer):
+                            return  # the client left: cancel the call (below)
+                        continue
                     if message is _DONE:
                         return
                     if message.get("type") != "http.response.body":
@@ -129,6 +140,17 @@ class AsgiBridge:
                 task.cancel()
 
         return int(start["status"]), headers, chunks()
+
+
+def _peer_closed(sock: socket.socket) -> bool:
+    """The client closed its end (readable, and nothing to read)."""
+    try:
+        readable, _, _ = select.select([sock], [], [], 0)
+        return bool(readable) and sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+    except (BlockingIOError, InterruptedError, ValueError):  # ValueError: TLS socket
+        return False
+    except OSError:
+        return True
 
 
 class CallSlots:
@@ -242,7 +264,9 @@ def endpoint() -> Response:
             429, "rate_limited", f"at most {slots.limit} MCP requests at a time per user"
         )
     try:
-        status, headers, body = _bridge(current_app).serve(_scope(), request.get_data())
+        status, headers, body = _bridge(current_app).serve(
+            _scope(), request.get_data(), request.environ.get("gunicorn.socket")
+        )
     except BaseException:
         slots.give(user.id)
         raise

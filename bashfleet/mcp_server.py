@@ -9,6 +9,7 @@ and a cancelled call cancels its batch.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import logging
@@ -286,8 +287,8 @@ async def _wait(
             if give_up is not None and time.monotonic() >= give_up:
                 return False
             rest = delay - (time.monotonic() - asked)
-            if rest > 0.001:
-                await anyio.sleep(rest)
+            if rest > 0.001 and await _nap(backend, batch_id, rest):
+                delay = 0.02  # something changed: look again soon (the store may lag it)
     except anyio.get_cancelled_exc_class():
         with anyio.CancelScope(shield=True):
             try:
@@ -295,6 +296,25 @@ async def _wait(
             except ApiError as e:
                 log.warning("could not cancel batch %s: %s", batch_id, e)
         raise
+
+
+async def _nap(backend: Backend, batch_id: str, seconds: float) -> bool:
+    """Sleep up to ``seconds``; True if the backend said the batch changed meanwhile. A
+    backend may offer ``watch(batch_id, wake) -> unwatch`` (the portal's own, in process:
+    its event bus), so that the end of a batch is seen at once, not at the next poll."""
+    watch = getattr(backend, "watch", None)
+    if watch is None:
+        await anyio.sleep(seconds)
+        return False
+    loop = asyncio.get_running_loop()
+    changed = asyncio.Event()
+    unwatch = watch(batch_id, lambda: loop.call_soon_threadsafe(changed.set))
+    try:
+        with anyio.move_on_after(seconds):
+            await changed.wait()
+    finally:
+        unwatch()
+    return changed.is_set()
 
 
 def serve_stdio(backend: Backend, *, mode: str) -> None:

@@ -29,7 +29,7 @@ import queue
 import select
 import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
@@ -197,6 +197,22 @@ def _build(app: Flask) -> AsgiBridge:
 
     from bashfleet.backends import Backend, PortalBackend
     from bashfleet.mcp_server import build_server
+    from sandbox.events import BatchFinished, CommandStatusChanged, Event
+    from sandbox.service import Service
+
+    class InProcessBackend(PortalBackend):
+        """The REST API in process, and the end of a batch seen on the service's bus."""
+
+        def watch(self, batch_id: str, wake: Callable[[], None]) -> Callable[[], None]:
+            def on(event: Event) -> None:
+                if (
+                    isinstance(event, CommandStatusChanged | BatchFinished)
+                    and event.batch_id == batch_id
+                ):
+                    wake()
+
+            service: Service = app.extensions["bashfleet"]
+            return service.subscribe(on)
 
     @contextlib.contextmanager
     def as_caller(ctx: Context) -> Iterator[Backend]:
@@ -206,7 +222,7 @@ def _build(app: Flask) -> AsgiBridge:
         scope_client = getattr(ctx.request_context.request, "client", None)
         address = scope_client.host if scope_client else "127.0.0.1"
         transport = httpx.WSGITransport(app=app, remote_addr=address)
-        backend = PortalBackend("http://bashfleet.mcp", token, transport=transport)
+        backend = InProcessBackend("http://bashfleet.mcp", token, transport=transport)
         try:
             yield backend
         finally:

@@ -9,11 +9,14 @@ FROM ${BASE_IMAGE} AS build
 # pip trusts the system's certificate store (which a TLS-inspecting proxy's CA may be added to)
 ENV PIP_CERT=/etc/ssl/certs/ca-certificates.crt
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md requirements.lock ./
 COPY sandbox ./sandbox
 COPY webapp ./webapp
+COPY bashfleet ./bashfleet
+# the versions the tests ran with (requirements.lock, as pip constraints)
 RUN python3 -m venv /opt/bashfleet \
- && /opt/bashfleet/bin/pip install --no-cache-dir --disable-pip-version-check . \
+ && /opt/bashfleet/bin/pip install --no-cache-dir --disable-pip-version-check \
+      -c requirements.lock . \
  && find /opt/bashfleet -name __pycache__ -prune -exec rm -rf {} +
 
 FROM ${BASE_IMAGE}

@@ -8,7 +8,6 @@ Every method blocks: the MCP server calls them on worker threads.
 from __future__ import annotations
 
 import sys
-import time
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
@@ -32,7 +31,8 @@ class Backend(Protocol):
     ) -> str: ...
 
     def poll(self, batch_id: str, wait_s: float) -> tuple[bool, int, int]:
-        """(ended, commands ended, commands in all); may block up to ``wait_s``."""
+        """(ended, commands ended, commands in all); may block up to ``wait_s`` (and return
+        at once when the batch ends)."""
         ...
 
     def summary(self, batch_id: str, cap: int = OUTPUT_CAP) -> dict[str, Any]: ...
@@ -211,8 +211,8 @@ class LocalBackend:
 class PortalBackend:
     """Every call through the REST API as the token's user (roles, limits, audit apply)."""
 
-    def __init__(self, url: str, token: str) -> None:
-        self.client = Client(url, token)
+    def __init__(self, url: str, token: str, *, transport: Any = None) -> None:
+        self.client = Client(url, token, transport=transport)
 
     def submit(
         self,
@@ -235,10 +235,8 @@ class PortalBackend:
         batch = self.client.batch(batch_id)
         commands = batch.get("commands", [])
         done = sum(1 for c in commands if c.get("status") not in ACTIVE)
-        ended = batch["status"] not in ACTIVE
-        if not ended:
-            time.sleep(wait_s)
-        return ended, done, len(commands)
+        # no sleep here: the caller waits (asleep, holding no thread) between polls
+        return batch["status"] not in ACTIVE, done, len(commands)
 
     def summary(self, batch_id: str, cap: int = OUTPUT_CAP) -> dict[str, Any]:
         batch = self.client.batch(batch_id)

@@ -9,8 +9,13 @@ and a cancelled call cancels its batch.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import logging
+import time
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from typing import Annotated, Any, Literal
 
 import anyio
@@ -133,7 +138,15 @@ async def _call(fn: Any, *args: Any) -> Any:
     return await to_thread.run_sync(fn, *args, abandon_on_cancel=True)
 
 
-def build_server(backend: Backend, *, mode: str) -> MCPServer:
+OpenBackend = Callable[[Context], AbstractContextManager[Backend]]
+
+
+def build_server(
+    open_backend: OpenBackend, *, mode: str, wait_limit_s: float | None = None
+) -> MCPServer:
+    """The tools, each calling the backend that ``open_backend`` gives for its call (one
+    for a stdio session; the caller's own for the portal's ``/mcp``). ``wait_limit_s``
+    bounds how long run_batch waits: past it, the batch as it stands, still running."""
     server: MCPServer = MCPServer(
         name="bashfleet",
         instructions=(
@@ -171,34 +184,37 @@ def build_server(backend: Backend, *, mode: str) -> MCPServer:
         class, reasons, executor, status, exit_code, duration_s and output (cut at 64 KiB
         per stream; get_output reads the rest). With wait=false it returns at once with
         the planned commands; poll with get_output / list_batches."""
-        try:
-            batch_id = await _call(
-                backend.submit, script, commands, workspace, timeout_s, on_failure
-            )
-        except ApiError as e:
-            return _error(e)
-        try:
-            if wait:
-                await _wait(backend, batch_id, ctx)
-            result = await _call(backend.summary, batch_id)
-        except ApiError as e:
-            return _error(e)
-        result["note"] = _note(result)
+        with open_backend(ctx) as backend:
+            try:
+                batch_id = await _call(
+                    backend.submit, script, commands, workspace, timeout_s, on_failure
+                )
+            except ApiError as e:
+                return _error(e)
+            try:
+                ended = not wait or await _wait(backend, batch_id, ctx, wait_limit_s)
+                result = await _call(backend.summary, batch_id)
+            except ApiError as e:
+                return _error(e)
+        result["note"] = _note(result) if ended else _still_running(result, wait_limit_s)
         return _ok(result)
 
     @server.tool(annotations=ToolAnnotations(read_only_hint=True), structured_output=True)
     async def classify(
+        ctx: Context,
         script: Annotated[str, Field(description="the script to judge; nothing runs")],
     ) -> Annotated[CallToolResult, Classification]:
         """The dry run: each top-level statement's class, reasons, reads and writes, and the
         plan's edges (which command waits for which, and why)."""
-        try:
-            return _ok(await _call(backend.classify, script))
-        except ApiError as e:
-            return _error(e)
+        with open_backend(ctx) as backend:
+            try:
+                return _ok(await _call(backend.classify, script))
+            except ApiError as e:
+                return _error(e)
 
     @server.tool(annotations=ToolAnnotations(read_only_hint=True), structured_output=True)
     async def get_output(
+        ctx: Context,
         batch_id: str,
         index: Annotated[int, Field(description="the command's 0-based index", ge=0)],
         stream: Literal["stdout", "stderr"] = "stdout",
@@ -206,41 +222,59 @@ def build_server(backend: Backend, *, mode: str) -> MCPServer:
         limit: Annotated[int, Field(ge=1, le=1 << 20)] = OUTPUT_CAP,
     ) -> Annotated[CallToolResult, Output]:
         """Read one command's output from a byte offset (run_batch gives the first 64 KiB)."""
-        try:
-            return _ok(await _call(backend.output, batch_id, index, stream, offset, limit))
-        except ApiError as e:
-            return _error(e)
+        with open_backend(ctx) as backend:
+            try:
+                return _ok(await _call(backend.output, batch_id, index, stream, offset, limit))
+            except ApiError as e:
+                return _error(e)
 
     @server.tool(annotations=ToolAnnotations(destructive_hint=False), structured_output=True)
-    async def cancel_batch(batch_id: str) -> Annotated[CallToolResult, Cancelled]:
+    async def cancel_batch(ctx: Context, batch_id: str) -> Annotated[CallToolResult, Cancelled]:
         """Cancel a batch: running commands are killed, waiting ones never start."""
-        try:
-            return _ok(await _call(backend.cancel, batch_id))
-        except ApiError as e:
-            return _error(e)
+        with open_backend(ctx) as backend:
+            try:
+                return _ok(await _call(backend.cancel, batch_id))
+            except ApiError as e:
+                return _error(e)
 
     @server.tool(annotations=ToolAnnotations(read_only_hint=True), structured_output=True)
     async def list_batches(
+        ctx: Context,
         status: Annotated[
             str | None, Field(description="comma-separated statuses, e.g. running,failed")
         ] = None,
         limit: Annotated[int, Field(ge=1, le=200)] = 20,
     ) -> Annotated[CallToolResult, BatchList]:
         """Recent batches, newest first."""
-        try:
-            return _ok(await _call(backend.list_batches, status, limit))
-        except ApiError as e:
-            return _error(e)
+        with open_backend(ctx) as backend:
+            try:
+                return _ok(await _call(backend.list_batches, status, limit))
+            except ApiError as e:
+                return _error(e)
 
     return server
 
 
-async def _wait(backend: Backend, batch_id: str, ctx: Context) -> None:
-    """Until the batch ends, reporting (ended, total) when it changes. A cancelled call
-    (the client's notifications/cancelled) cancels the batch before it lets go."""
+def _still_running(result: dict[str, Any], waited_s: float | None) -> str:
+    return (
+        f"the batch still runs after {waited_s:g} s (this server's longest wait); call "
+        f'list_batches, get_output(batch_id="{result["batch_id"]}", ...) or '
+        "cancel_batch to follow it"
+    )
+
+
+async def _wait(
+    backend: Backend, batch_id: str, ctx: Context, limit_s: float | None = None
+) -> bool:
+    """Until the batch ends (True) or ``limit_s`` passes (False), reporting (ended, total)
+    when it changes. A cancelled call (the client's notifications/cancelled) cancels the
+    batch before it lets go. A backend whose poll returns at once (REST) is waited for
+    here, asleep, so that a waiting call holds no thread."""
     delay, reported = 0.02, -1
+    give_up = None if limit_s is None else time.monotonic() + limit_s
     try:
         while True:
+            asked = time.monotonic()
             ended, done, total = await _call(backend.poll, batch_id, delay)
             if done != reported:
                 reported = done
@@ -249,7 +283,12 @@ async def _wait(backend: Backend, batch_id: str, ctx: Context) -> None:
             else:
                 delay = min(1.0, delay * 1.5)
             if ended:
-                return
+                return True
+            if give_up is not None and time.monotonic() >= give_up:
+                return False
+            rest = delay - (time.monotonic() - asked)
+            if rest > 0.001 and await _nap(backend, batch_id, rest):
+                delay = 0.02  # something changed: look again soon (the store may lag it)
     except anyio.get_cancelled_exc_class():
         with anyio.CancelScope(shield=True):
             try:
@@ -259,8 +298,31 @@ async def _wait(backend: Backend, batch_id: str, ctx: Context) -> None:
         raise
 
 
+async def _nap(backend: Backend, batch_id: str, seconds: float) -> bool:
+    """Sleep up to ``seconds``; True if the backend said the batch changed meanwhile. A
+    backend may offer ``watch(batch_id, wake) -> unwatch`` (the portal's own, in process:
+    its event bus), so that the end of a batch is seen at once, not at the next poll."""
+    watch = getattr(backend, "watch", None)
+    if watch is None:
+        await anyio.sleep(seconds)
+        return False
+    loop = asyncio.get_running_loop()
+    changed = asyncio.Event()
+    unwatch = watch(batch_id, lambda: loop.call_soon_threadsafe(changed.set))
+    try:
+        with anyio.move_on_after(seconds):
+            await changed.wait()
+    finally:
+        unwatch()
+    return changed.is_set()
+
+
 def serve_stdio(backend: Backend, *, mode: str) -> None:
-    server = build_server(backend, mode=mode)
+    @contextlib.contextmanager
+    def the_one(_ctx: Context) -> Iterator[Backend]:
+        yield backend
+
+    server = build_server(the_one, mode=mode)
     try:
         server.run("stdio")
     finally:

@@ -58,6 +58,8 @@ KEYS = {
     "retention_days": "BASHFLEET_RETENTION_DAYS",
     "workspace_budget_bytes": "BASHFLEET_WORKSPACE_BUDGET_BYTES",
     "retention_every_s": "BASHFLEET_RETENTION_EVERY_S",
+    "mcp_wait_s": "BASHFLEET_MCP_WAIT_S",
+    "mcp_calls_per_user": "BASHFLEET_MCP_CALLS_PER_USER",
 }
 
 

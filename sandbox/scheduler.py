@@ -87,6 +87,10 @@ AGING_STEP_S = 5.0  # sequential commands of different workspaces may overlap
 def default_limits(jobs: int | None = None) -> dict[CommandClass, int]:
     """Per-class slots: DESIGN.md maxima capped by cores and available memory.
 
+    Safe commands get 8 slots per core (16 from 2 cores on): they are read-only and
+    mostly wait on the disk, a pipe or the clock, and an agent fires its 8-16 reads at
+    once; a CPU-bound burst time-slices and takes as long as two waves would. Load is
+    the autoscaler's to answer (the portal's safe pool shrinks above 85% CPU).
     An explicit ``jobs`` (``--jobs N``) is the user's word for how much runs at
     once; it caps every class instead of the core count.
     """
@@ -95,7 +99,7 @@ def default_limits(jobs: int | None = None) -> dict[CommandClass, int]:
     if jobs is not None:
         safe = conditional = max(1, jobs)
     else:
-        safe = max(2, 4 * cores)
+        safe = max(2, 8 * cores)
         conditional = max(1, cores)
     conditional = min(conditional, max(1, int(avail_gb / 0.5)))
     return {

@@ -377,3 +377,45 @@ def test_output_that_is_not_utf8_is_sent_once_as_base64(
     raw = b"".join(_raw(m) for m in w.output if m["command_id"] == cid)
     assert raw == b"ok \xff\xfe\x01 end"
     assert all("data" not in m for m in w.output)  # one base64 copy, no U+FFFD escapes
+
+
+def test_a_password_change_cuts_the_other_sessions_sockets_but_not_this_ones(
+    portal: Portal, watchers: list[Watcher]
+) -> None:
+    # attack: a stolen session keeps watching after its victim changed the password
+    admin = portal.token("boss", "admin")
+    token = portal.token("pam", "viewer")
+    users = portal.request("GET", "/api/v1/users", token=admin)[1]["items"]
+    pam = next(u for u in users if u["name"] == "pam")
+    set_to = {"password": "pams-first-pass"}
+    assert portal.request("POST", f"/api/v1/users/{pam['id']}/password", set_to, token=admin)[0]
+    mine, csrf = _login(portal, "pam", "pams-first-pass")
+    stolen, _ = _login(portal, "pam", "pams-first-pass")
+    here, thief, program = (_watcher(portal, watchers) for _ in range(3))
+    here.connect(headers={"Cookie": mine})
+    thief.connect(headers={"Cookie": stolen})
+    program.connect(token=token)
+    batch = _submit(portal, portal.token("olga", "operator"), LINES)
+    for w in (here, thief, program):
+        assert w.subscribe(batch["id"])["ok"]
+    change = urllib.request.Request(
+        portal.url + "/api/v1/session/password",
+        data=json.dumps(
+            {"old_password": "pams-first-pass", "new_password": "pams-new-pass"}
+        ).encode(),
+        method="POST",
+        headers={"Content-Type": "application/json", "Cookie": mine, "X-CSRF-Token": csrf},
+    )
+    with urllib.request.urlopen(change, timeout=10) as r:
+        renewed = r.headers["Set-Cookie"].split(";")[0]
+        new_csrf = json.loads(r.read())["csrf_token"]
+    assert thief.disconnected.wait(3), "the other session's socket outlived the change"
+    seen = len(here.output)
+    assert _wait(lambda: len(here.output) > seen + 3, timeout=5)  # this session streams on
+    assert here.sio.connected and program.sio.connected  # tokens do not hang on the password
+    # the kept socket belongs to the renewed session now: its logout cuts it
+    assert _session_request(portal, "DELETE", "/api/v1/session", renewed, new_csrf) == 200
+    assert here.disconnected.wait(3)
+    # an admin's reset cuts every socket of the user, token ones included
+    assert portal.request("POST", f"/api/v1/users/{pam['id']}/password", {}, token=admin)[0] == 200
+    assert program.disconnected.wait(3)

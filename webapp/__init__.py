@@ -56,6 +56,8 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         SOCKET_QUEUE_KB=_int_env("BASHFLEET_SOCKET_QUEUE_KB", 4096),
         AUTH_FAIL_RATE=_int_env("BASHFLEET_AUTH_FAIL_RATE", 30),
         SCHEDULES_PER_USER=_int_env("BASHFLEET_SCHEDULES_PER_USER", 20),
+        MCP_WAIT_S=_int_env("BASHFLEET_MCP_WAIT_S", 240),
+        MCP_CALLS_PER_USER=_int_env("BASHFLEET_MCP_CALLS_PER_USER", 8),
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SECURE=_int_env("BASHFLEET_SECURE_COOKIES", 0) > 0,
         PROXY_HOPS=_int_env("BASHFLEET_PROXY_HOPS", 0),
@@ -136,6 +138,9 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     from webapp.pages import pages, secure_headers
 
     app.register_blueprint(pages)
+    from webapp.mcp_http import init_mcp_http
+
+    init_mcp_http(app)
     app.after_request(secure_headers)
     register_errors(app)
     app.extensions["socketio"] = init_live(app, service)

@@ -96,9 +96,13 @@ def check_csrf() -> None:
 
 
 def _epoch(user: UserRecord) -> str:
-    """Changes when the user's role or password changes, which ends their sessions."""
-    stamp = current_service().store.accounts.password_stamp(user.id)
-    return f"{user.id}:{user.role.value}:{stamp}"
+    return session_epoch(current_service().store.accounts, user)
+
+
+def session_epoch(accounts: Any, user: UserRecord) -> str:
+    """Changes when the user's role or password changes, which ends their sessions (and
+    the live sockets they opened: webapp/live.py keeps each one's epoch)."""
+    return f"{user.id}:{user.role.value}:{accounts.password_stamp(user.id)}"
 
 
 def start_session(user: UserRecord) -> str:

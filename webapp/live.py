@@ -74,6 +74,7 @@ class _Client:
     user_id: int
     nonce: str | None  # the browser session it came from; None for tokens
     token: str | None = None  # the API token it came with, re-checked on every subscribe
+    epoch: str | None = None  # its browser session's (auth.session_epoch); None for tokens
     batches: dict[str, dict[Key, int]] = field(default_factory=dict)  # cursors
     eio_sid: str | None = None
 
@@ -218,6 +219,7 @@ class LiveHub:
         nonce: str | None,
         token: str | None = None,
         eio_sid: str | None = None,
+        epoch: str | None = None,
     ) -> str | None:
         """Register an authenticated socket; the refusal's reason if the user has too many."""
         with self._lock:
@@ -227,7 +229,7 @@ class LiveHub:
                     f"too many live connections for {user.name} (at most "
                     f"{self.limits.sockets_per_user}); close a tab"
                 )
-            self._clients[sid] = _Client(user.id, nonce, token, eio_sid=eio_sid)
+            self._clients[sid] = _Client(user.id, nonce, token, eio_sid=eio_sid, epoch=epoch)
             if eio_sid is not None:
                 self._unauthenticated.pop(eio_sid, None)
         return None
@@ -289,6 +291,20 @@ class LiveHub:
         gone = [sid for sid in sids if not self._allowed(sid)]
         for sid in gone:
             self.cut(sid, "unauthorized: the session, token or user is no longer valid")
+        return len(gone)
+
+    def password_changed(self, user_id: int, keep: str | None, nonce: str, epoch: str) -> int:
+        """The user changed their password from the browser session ``keep`` (now renamed
+        ``nonce``, at ``epoch``): that session's sockets go on, every other browser
+        session's are cut now. (API tokens stay valid: revoke them to cut theirs.)"""
+        with self._lock:
+            mine = [(sid, c) for sid, c in self._clients.items() if c.user_id == user_id]
+            for _sid, c in mine:
+                if keep is not None and c.nonce == keep:
+                    c.nonce, c.epoch = nonce, epoch
+        gone = [sid for sid, _c in mine if not self._allowed(sid)]
+        for sid in gone:
+            self.cut(sid, "unauthorized: the password was changed in another session")
         return len(gone)
 
     def disconnected(self, sid: str) -> None:
@@ -411,6 +427,8 @@ class LiveHub:
         return False
 
     def _allowed(self, sid: str) -> bool:
+        from webapp.auth import session_epoch
+
         with self._lock:
             client = self._clients.get(sid)
         if client is None:
@@ -423,6 +441,7 @@ class LiveHub:
         return not (
             user is None
             or user.disabled
+            or (client.epoch is not None and client.epoch != session_epoch(accounts, user))
             or (client.nonce is not None and accounts.session_ended(client.nonce))
             or (client.token is not None and accounts.user_for_token(client.token) is None)
         )
@@ -679,7 +698,7 @@ def init_live(app: Flask, service: Service) -> SocketIO:
     eio.on("disconnect", _closed)
 
     def _connect(auth: Any = None) -> None:
-        user, nonce = None, None
+        user, nonce, epoch = None, None, None
         token = auth.get("token") if isinstance(auth, dict) else None
         if isinstance(token, str) and token:
             user = service.store.accounts.user_for_token(token[:200])
@@ -692,10 +711,13 @@ def init_live(app: Flask, service: Service) -> SocketIO:
 
             user = session_user()
             nonce = session.get("nonce") if user else None
+            epoch = session.get("epoch") if user else None
         if user is None:
             raise Refused("unauthorized: log in, or connect with auth.token")
         eio_sid = socketio.server.manager.eio_sid_from_sid(_sid(), "/")
-        refused = hub.connected(_sid(), user, nonce, token if nonce is None else None, eio_sid)
+        refused = hub.connected(
+            _sid(), user, nonce, token if nonce is None else None, eio_sid, epoch
+        )
         if refused:
             raise Refused(refused)
 

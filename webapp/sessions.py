@@ -75,10 +75,12 @@ def change_password() -> Response:
         raise ApiError(403, "forbidden", "the old password is wrong")
     accounts.set_password(user.id, new)
     audit("password_changed", target=user.name)
-    csrf = start_session(user) if session.get("user_id") is not None else None
+    kept = session.get("nonce") if session.get("user_id") is not None else None
+    csrf = start_session(user) if kept is not None else None
     hub = current_app.extensions.get("bashfleet_live")
     if hub is not None:
-        hub.recheck()
+        # this session's live sockets follow it to its new cookie; the others are cut now
+        hub.password_changed(user.id, kept, session.get("nonce"), session.get("epoch"))
     return jsonify({"status": "changed", "csrf_token": csrf})
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from sandbox.image import VERSION_LABEL, default_image
 from sandbox.store import Store
@@ -50,17 +50,43 @@ def _docker(*args: str) -> subprocess.CompletedProcess[str] | None:
 
 def local_image(name: str) -> LocalImage | None:
     """The image ``name`` in the local engine; None if absent or the engine does not answer."""
-    form = "{{json .Config.Labels}}\t{{.Size}}\t{{len .RootFS.Layers}}"
-    done = _docker("image", "inspect", "--format", form, "--", name)
-    if done is None or done.returncode != 0:
-        return None
-    labels, size, layers = done.stdout.strip().rsplit("\t", 2)
-    return LocalImage(
-        name=name,
-        size_bytes=int(size or 0),
-        labels=json.loads(labels or "null") or {},
-        layers=int(layers or 0),
-    )
+    return local_images([name]).get(name)
+
+
+def local_images(names: list[str]) -> dict[str, LocalImage]:
+    """Those of ``names`` the local engine has, asked in one call."""
+    if not names:
+        return {}
+    form = "{{json .RepoTags}}\t{{json .Config.Labels}}\t{{.Size}}\t{{len .RootFS.Layers}}"
+    done = _docker("image", "inspect", "--format", form, "--", *names)
+    if done is None:
+        return {}
+    found: dict[str, LocalImage] = {}
+    for line in done.stdout.splitlines():
+        try:
+            tags, labels, size, layers = line.split("\t")
+            image = LocalImage(
+                name="",
+                size_bytes=int(size),
+                labels=json.loads(labels) or {},
+                layers=int(layers),
+            )
+            for tag in json.loads(tags) or []:
+                found[tag] = image
+        except ValueError:
+            continue
+    out = {}
+    for name in names:
+        tagged = name if ":" in name.rsplit("/", 1)[-1] else f"{name}:latest"
+        if tagged in found:
+            out[name] = replace(found[tagged], name=name)
+    if len(names) == 1 and not out and done.returncode == 0 and done.stdout.strip():
+        # asked by id or digest: the one answer is it
+        tags, labels, size, layers = done.stdout.strip().split("\t")
+        out[names[0]] = LocalImage(
+            name=names[0], size_bytes=int(size), labels=json.loads(labels) or {}, layers=int(layers)
+        )
+    return out
 
 
 def built_images() -> list[str]:
@@ -71,7 +97,8 @@ def built_images() -> list[str]:
     if done is None or done.returncode != 0:
         return []
     tags = sorted({t for t in done.stdout.split() if "<none>" not in t})
-    return [t for t in tags if (found := local_image(t)) is not None and found.built_here]
+    found = local_images(tags)
+    return [t for t in tags if t in found and found[t].built_here]
 
 
 def is_allowed(store: Store, image: str) -> bool:
@@ -93,9 +120,10 @@ def allowed_images(store: Store) -> list[dict[str, object]]:
             record.name,
             {"allowed_by": record.added_by, "added_at": record.added_at.isoformat()},
         )
+    present = local_images(sorted(rows))
     out = []
     for name in sorted(rows):
-        found = local_image(name)
+        found = present.get(name)
         out.append(
             {
                 "image": name,

@@ -8,7 +8,6 @@ prompt without echo on a terminal) and `--secret-file NAME=PATH` from a file."""
 from __future__ import annotations
 
 import argparse
-import getpass
 import json
 import sys
 from pathlib import Path
@@ -198,6 +197,8 @@ def _set(store: Store, args: argparse.Namespace) -> int:
 
 def _read_secret(name: str) -> str:
     if sys.stdin.isatty():
+        import getpass
+
         return getpass.getpass(f"value of {name}: ")
     line = sys.stdin.readline()
     if not line:

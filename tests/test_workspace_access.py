@@ -145,6 +145,12 @@ def test_teams_share_workspaces_and_viewers_see_only_theirs(portal: Portal) -> N
     status, _ = p.request("DELETE", "/api/v1/teams/core/members/carol", token=admin)
     assert status == 200
     assert p.request("GET", "/api/v1/workspaces/shared-ws", token=carol)[0] == 404
+    # a team that owns workspaces stays until they have another owner (never "everyone's")
+    status, answer = p.request("DELETE", "/api/v1/teams/core", token=admin)
+    assert status == 409 and "owns 1 workspace" in answer["message"]
+    p.request("PUT", "/api/v1/workspaces/shared-ws", {"owner": {"user": "alice"}}, token=admin)
+    assert p.request("DELETE", "/api/v1/teams/core", token=admin)[0] == 200
+    assert p.request("GET", "/api/v1/workspaces/shared-ws", token=bob)[0] == 404
 
 
 def test_team_quota_of_concurrent_commands(portal: Portal) -> None:

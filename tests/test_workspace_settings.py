@@ -153,3 +153,31 @@ def test_images_allowed_listed_and_chosen(portal: Portal) -> None:
     assert ws["owner"] == {"user": "olga"}  # made by this PUT: its maker owns it
     status, ws = p.request("PUT", "/api/v1/workspaces/mine", {"image": ""}, token=op)
     assert status == 200 and ws["image"] is None
+
+
+def test_secret_values_are_on_no_command_line(portal: Portal) -> None:
+    """While a batch of a workspace with a secret runs, no process on the machine (the
+    server, its sandboxes, the commands) carries the value in its arguments."""
+    import time
+
+    import psutil
+
+    p = portal
+    op = p.token("olga", "operator")
+    value = "argv-canary-7c1e55"
+    status, _ = p.request("PUT", "/api/v1/workspaces/argv", {"secrets": {"TOKEN": value}}, token=op)
+    assert status == 200
+    status, batch = p.request(
+        "POST", "/api/v1/batches", {"script": "sleep 2", "workspace": "argv"}, token=op
+    )
+    assert status == 201, batch
+    assert p.wait_running(batch["id"], op, 1, timeout=30)
+    seen = 0
+    deadline = time.monotonic() + 1.5
+    while time.monotonic() < deadline:
+        for proc in psutil.process_iter(["cmdline"]):
+            seen += 1
+            assert value not in " ".join(proc.info["cmdline"] or []), proc
+        time.sleep(0.2)
+    assert seen > 0
+    p.wait_batch(batch["id"], op)

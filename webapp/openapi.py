@@ -332,8 +332,8 @@ def _workspace_paths() -> dict[str, Any]:
                 },
             ),
             "delete": _op(
-                "Delete a team (admins); its workspaces become the admins'",
-                {"200": _json({"type": "object"})},
+                "Delete a team (admins); 409 while it owns workspaces",
+                {"200": _json({"type": "object"}), "409": _json(_ref("Error"))},
                 parameters=[TEAM_NAME],
             ),
         },

@@ -195,7 +195,16 @@ def change_team(name: str) -> Response:
 @requires(Role.ADMIN)
 def delete_team(name: str) -> Response:
     team = _team_or_404(name)
-    current_service().store.teams.delete(team.id)  # its workspaces become unowned: admins'
+    store = current_service().store
+    owned = store.workspaces.of_team(team.id)
+    if owned:
+        # without an owner they would be shared by everyone: their owner must be chosen
+        raise ApiError(
+            409,
+            "conflict",
+            f"team {name} owns {len(owned)} workspace(s); give them another owner first",
+        )
+    store.teams.delete(team.id)
     audit("team_deleted", target=name)
     return jsonify({"status": "deleted"})
 

@@ -28,9 +28,9 @@
           el("tr", { dataset: { name: w.name } },
             el("td", { class: "mono" }, w.name),
             el("td", null, ownerText(w.owner)),
-            el("td", { class: "mono" }, w.image || "(default)"),
+            el("td", { class: "mono ops-hide-sm" }, w.image || "(default)"),
             el("td", null, w.network),
-            el("td", null, String(w.secrets.length)),
+            el("td", { class: "ops-hide-sm" }, String(w.secrets.length)),
             el("td", null, edit))
         );
       });

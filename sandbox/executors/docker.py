@@ -9,6 +9,12 @@ Containers (sandbox/executors/docker_profiles.py has their exact settings):
 - ``dangerous``: a fresh container per command, taken from a small pool of pre-started idle
   containers keyed by (workspace, limits) and removed (force) when the command ends.
 
+Each container is of the job's image (``Job.image``: its workspace's; else the executor's
+default), checked once per image for bash; a conditional job of an ``egress`` workspace runs
+on the ``bashfleet-egress`` network (``egress.py``: outbound only, never the host), every
+other container has no network. A job's variables and secrets go in the exec's environment
+(the API request), never on a command line.
+
 Every command runs under a wrapper: its own session (so its tree is one process group,
 recorded in /tmp/.bashfleet-<job id>.pgid), rlimits, and ``timeout -s KILL`` inside the
 container, so a command dies on time even if bashfleet dies. On timeout or cancel, a second

@@ -77,6 +77,7 @@ MAX_LIMITS = {
     CommandClass.DANGEROUS: 1,  # and exclusive in its workspace
 }
 NOT_IDEMPOTENT = (CommandClass.SEQUENTIAL, CommandClass.DANGEROUS)
+NETWORKED = (CommandClass.CONDITIONAL, CommandClass.SEQUENTIAL)  # in a workspace with network
 RETRYABLE = (Status.FAILED, Status.TIMED_OUT)
 EXCLUSIVE = "\x00exclusive"
 SEQUENTIAL_TOKEN = "\x00sequential"
@@ -573,7 +574,10 @@ class Scheduler:
             limits=limits,
             env=env,
             read_only=cmd.spec.cls is CommandClass.SAFE,
-            network=b.allow_network and cmd.spec.cls is CommandClass.CONDITIONAL,
+            # conditional and sequential commands share the batch's container, so both get
+            # the workspace's network (`curl -O`, `wget` are sequential); dangerous and safe
+            # commands never do
+            network=b.allow_network and cmd.spec.cls in NETWORKED,
             output_cap=b.output_cap,
             image=image,
         )
@@ -986,7 +990,7 @@ def _scope(cmd: _Cmd) -> str:
 
 
 def _where(batch: _Batch) -> dict[str, Any]:
-    """``open_batch``'s image and network: what the batch's conditional jobs will ask for."""
+    """``open_batch``'s image and network: what the batch's container jobs will ask for."""
     env = batch.spec.environment
     return {"image": (env.image if env else None) or "", "network": batch.spec.allow_network}
 

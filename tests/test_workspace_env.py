@@ -321,15 +321,20 @@ def test_egress_reaches_out_but_never_the_host(
     portal, portal_port = _serve(tmp_path / "portal")  # a stand-in for the portal's port
     try:
         egress_env = WorkspaceEnvironment(image=DEV_IMAGE, network=Network.EGRESS)
-        fetch = f"curl -s -m 5 http://{ns_ip}:{port}/token.txt\n"
+        url = f"http://{ns_ip}:{port}/token.txt"
+        # conditional, then sequential (it writes a file): both on the egress network
+        fetch = f"curl -s -m 5 {url}\ncurl -s -m 5 -o got.txt {url} && cat got.txt\n"
         out_batch, out = run_batch(service, fetch, "egressws", egress_env)
         assert out_batch.status is Status.SUCCEEDED, out
-        assert out[0][0] == token
+        assert [c.cls.value for c in out_batch.commands] == ["conditional", "sequential"]
+        assert out[0][0] == token and out[1][0] == token
         assert egress.rules_present()
 
         none_env = WorkspaceEnvironment(image=DEV_IMAGE, network=Network.NONE)
         no_batch, no_out = run_batch(service, fetch, "nonews", none_env)
-        assert no_batch.status is Status.FAILED and token not in no_out[0][0]
+        assert no_batch.status is Status.FAILED
+        assert all(c.status is Status.FAILED for c in no_batch.commands)
+        assert token not in no_out[0][0] + no_out[1][0]
 
         hosts = [*_host_addresses(docker_client), f"{ns_ip[:-1]}1"]  # and the veth's host end
         probes = "".join(

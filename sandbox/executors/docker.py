@@ -10,10 +10,10 @@ Containers (sandbox/executors/docker_profiles.py has their exact settings):
   containers keyed by (workspace, limits) and removed (force) when the command ends.
 
 Each container is of the job's image (``Job.image``: its workspace's; else the executor's
-default), checked once per image for bash; a conditional job of an ``egress`` workspace runs
-on the ``bashfleet-egress`` network (``egress.py``: outbound only, never the host), every
-other container has no network. A job's variables and secrets go in the exec's environment
-(the API request), never on a command line.
+default), checked once per image for bash. A conditional or sequential job of an ``egress``
+workspace runs on the ``bashfleet-egress`` network (``egress.py``: outbound only, never the
+host); every other container has no network. A job's variables and secrets go in the
+exec's environment (the API request), never on a command line.
 
 Every command runs under a wrapper: its own session (so its tree is one process group,
 recorded in /tmp/.bashfleet-<job id>.pgid), rlimits, and ``timeout -s KILL`` inside the
@@ -169,7 +169,7 @@ class DockerExecutor:
                 workspace=Path(workspace),
                 batch_id=batch_id,
                 image=image,
-                network=network and cls is CommandClass.CONDITIONAL,
+                network=network and cls in (CommandClass.CONDITIONAL, CommandClass.SEQUENTIAL),
             )
             spec = prof.spec_for(job, self.image, self._profiles[cls])
             if spec.role == "batch":

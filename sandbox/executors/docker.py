@@ -460,13 +460,17 @@ class DockerExecutor:
         try:
             code, _ = self._exec_quick(container_id, ["bash", "-c", "exit 0"], spec.user)
         except ExecutorError as e:
+            text = str(e).lower()
+            # no bash, or no `sleep` (the idle process: the new container exited at once)
+            if not any(w in text for w in ("not found", "no such file", "not running")):
+                raise  # the engine's trouble, not the image's
             code, why = -1, str(e)
         else:
             why = f"exit {code}"
         if code != 0:
             raise ExecutorError(
-                f"image {spec.image} cannot run commands: it has no bash ({why}); "
-                "bashfleet runs every command with bash",
+                f"image {spec.image} cannot run commands: it has no bash or no sleep ({why}); "
+                "bashfleet runs every command with bash in a container kept up by sleep",
                 executor=self.name,
                 retryable=False,
             )

@@ -555,12 +555,13 @@ class Scheduler:
 
     def _job(self, cmd: _Cmd) -> Job:
         b = cmd.batch.spec
-        env, limits, image = b.env, b.limits, ""
+        env, limits, image, sized = b.env, b.limits, "", False
         if b.environment is not None:
             # the workspace's variables, then its secrets: both plain environment variables
             # of the command (never on a command line: see executors/environment.py)
             extra = {**b.environment.env, **b.environment.secrets}
             env = (*b.env, *extra.items())
+            sized = cmd.spec.cls in b.environment.limits
             limits = b.environment.limits.get(cmd.spec.cls, b.limits)
             image = b.environment.image or ""
         return Job(
@@ -580,6 +581,7 @@ class Scheduler:
             network=b.allow_network and cmd.spec.cls in NETWORKED,
             output_cap=b.output_cap,
             image=image,
+            sized=sized,
         )
 
     def _sink(self, cmd: _Cmd) -> OutputSink:

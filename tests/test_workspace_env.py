@@ -23,7 +23,7 @@ from sandbox.executors import docker_profiles as prof
 from sandbox.executors import egress
 from sandbox.executors.rootfs import ROOTFS_ENV
 from sandbox.image import DEV_IMAGE, build_profile
-from sandbox.model import CommandClass, Job, Status
+from sandbox.model import CommandClass, Job, Limits, Status
 from sandbox.service import Service, ServiceConfig
 from sandbox.store import BatchRecord
 from sandbox.workspace_env import Network, WorkspaceEnvironment
@@ -156,6 +156,11 @@ def test_container_specs_follow_the_environment(tmp_path: Path) -> None:
     # a dangerous command never gets a network, whatever the workspace allows
     single = prof.spec_for(replace(job, network=True), "default:img", prof.DANGEROUS)
     assert prof.create_kwargs(single, "i", "b")["network_mode"] == "none"
+    # a workspace's own limits size its batch container too; the server's defaults do not
+    small = Limits(memory_bytes=256 << 20, pids=64, cpus=0.5)
+    assert prof.spec_for(replace(job, limits=small), "i", prof.BATCH).memory_bytes == 4 << 30
+    sized = prof.spec_for(replace(job, limits=small, sized=True), "i", prof.BATCH)
+    assert (sized.memory_bytes, sized.pids, sized.cpus) == (256 << 20, 64, 0.5)
     # variables travel in the exec's environment, never in its argv
     env_job = replace(job, env=(("SECRET", "s3cret-value"),))
     assert prof.exec_environment(env_job)["SECRET"] == "s3cret-value"

@@ -117,6 +117,9 @@ class Job:
     network: bool = False  # may use the network (docker: only when the workspace allows it)
     output_cap: int = DEFAULT_OUTPUT_CAP
     image: str = ""  # the workspace's image; "" for the executor's default
+    # the limits are the workspace's own (WorkspaceEnvironment.limits): a batch container
+    # is sized by them too (memory, pids, cpus, /tmp), not only a dangerous command's
+    sized: bool = False
 
 
 @dataclass(frozen=True, slots=True)

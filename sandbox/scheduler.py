@@ -77,6 +77,7 @@ MAX_LIMITS = {
     CommandClass.DANGEROUS: 1,  # and exclusive in its workspace
 }
 NOT_IDEMPOTENT = (CommandClass.SEQUENTIAL, CommandClass.DANGEROUS)
+NETWORKED = (CommandClass.CONDITIONAL, CommandClass.SEQUENTIAL)  # in a workspace with network
 RETRYABLE = (Status.FAILED, Status.TIMED_OUT)
 EXCLUSIVE = "\x00exclusive"
 SEQUENTIAL_TOKEN = "\x00sequential"
@@ -558,12 +559,13 @@ class Scheduler:
 
     def _job(self, cmd: _Cmd) -> Job:
         b = cmd.batch.spec
-        env, limits, image = b.env, b.limits, ""
+        env, limits, image, sized = b.env, b.limits, "", False
         if b.environment is not None:
             # the workspace's variables, then its secrets: both plain environment variables
             # of the command (never on a command line: see executors/environment.py)
             extra = {**b.environment.env, **b.environment.secrets}
             env = (*b.env, *extra.items())
+            sized = cmd.spec.cls in b.environment.limits
             limits = b.environment.limits.get(cmd.spec.cls, b.limits)
             image = b.environment.image or ""
         return Job(
@@ -577,9 +579,13 @@ class Scheduler:
             limits=limits,
             env=env,
             read_only=cmd.spec.cls is CommandClass.SAFE,
-            network=b.allow_network and cmd.spec.cls is CommandClass.CONDITIONAL,
+            # conditional and sequential commands share the batch's container, so both get
+            # the workspace's network (`curl -O`, `wget` are sequential); dangerous and safe
+            # commands never do
+            network=b.allow_network and cmd.spec.cls in NETWORKED,
             output_cap=b.output_cap,
             image=image,
+            sized=sized,
         )
 
     def _sink(self, cmd: _Cmd) -> OutputSink:
@@ -990,7 +996,7 @@ def _scope(cmd: _Cmd) -> str:
 
 
 def _where(batch: _Batch) -> dict[str, Any]:
-    """``open_batch``'s image and network: what the batch's conditional jobs will ask for."""
+    """``open_batch``'s image and network: what the batch's container jobs will ask for."""
     env = batch.spec.environment
     return {"image": (env.image if env else None) or "", "network": batch.spec.allow_network}
 

@@ -85,6 +85,29 @@ def test_default_image_has_bash_coreutils_and_the_sandbox_user(sandbox_image: st
     assert "util-linux" in done.stdout and "procps" in done.stdout
 
 
+def test_profile_recipes_are_sorted_and_hashed_stably() -> None:
+    assert list(image.DEV_PACKAGES) == sorted(image.DEV_PACKAGES)
+    assert set(image.EXTRA_PACKAGES) <= set(image.DEV_PACKAGES)
+    for needed in ("git", "make", "gcc", "python3-venv", "python3-pip", "nodejs", "npm"):
+        assert needed in image.DEV_PACKAGES
+    one = image.recipe_id("bookworm", image.DEV_PACKAGES)
+    assert one == image.recipe_id("bookworm", tuple(reversed(image.DEV_PACKAGES)))
+    assert one != image.recipe_id("trixie", image.DEV_PACKAGES)
+    assert image.PROFILES["base"] == (image.DEFAULT_IMAGE, image.EXTRA_PACKAGES)
+    with pytest.raises(ValueError, match="unknown image profile"):
+        image.build_profile("huge")
+
+
+@pytest.mark.docker
+def test_a_built_dev_profile_is_not_rebuilt(docker_client: Any) -> None:
+    tag = image.build_profile("dev")  # (scripts/test builds it first: a no-op then)
+    before = _image_id(tag)
+    assert image.build_profile("dev") == tag == image.DEV_IMAGE
+    assert _image_id(tag) == before
+    assert image._label(tag, image.PROFILE_LABEL) == "dev"
+    assert image._label(tag, image.VERSION_LABEL) == image.IMAGE_VERSION
+
+
 @pytest.mark.docker
 def test_existing_tag_is_not_rebuilt(sandbox_image: str) -> None:
     before = _image_id(sandbox_image)

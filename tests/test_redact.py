@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from sandbox.events import CommandStatusChanged, Event, OutputReceived
 from sandbox.executors.base import OutputSink
-from sandbox.model import CommandClass, Job, Outcome, Status
+from sandbox.model import CommandClass, Job, Limits, Outcome, Status
 from sandbox.redact import MASK, MIN_SECRET_BYTES, Redactor, forms
 from sandbox.scheduler import BatchSpec, CommandSpec, Scheduler
 from sandbox.workspace_env import WorkspaceEnvironment
@@ -156,3 +156,43 @@ def test_scheduler_redacts_with_consecutive_offsets_before_the_status() -> None:
     assert status_at is not None and last_output < status_at
     assert out["stdout"] == b"value=***\n"
     assert b"s3cr3t" not in out["stderr"] and b"***" in out["stderr"]
+
+
+class _Recording:
+    name = "local"
+
+    def __init__(self) -> None:
+        self.jobs: list[Job] = []
+
+    def run(self, job: Job, on_output: OutputSink) -> Outcome:
+        self.jobs.append(job)
+        return Outcome(Status.SUCCEEDED, exit_code=0)
+
+    def cancel(self, job_id: str) -> None:
+        pass
+
+
+def test_the_environment_reaches_every_job() -> None:
+    rec = _Recording()
+    sched = Scheduler({"local": rec}, lambda cls: ("local", None))
+    small = Limits(memory_bytes=64 << 20)
+    env = WorkspaceEnvironment(
+        image="img:1",
+        env={"A": "1", "SAME": "plain"},
+        secrets={"SAME": "secret-wins", "S": "s-value"},
+        limits={CommandClass.SAFE: small},
+    )
+    commands = (
+        CommandSpec(index=0, command="echo", cls=CommandClass.SAFE),
+        CommandSpec(index=1, command="make", cls=CommandClass.CONDITIONAL),
+    )
+    bid = sched.submit(BatchSpec(commands=commands, workspace=Path("/tmp"), environment=env))
+    assert sched.wait(bid, 10)
+    sched.shutdown()
+    by_cls = {j.cls: j for j in rec.jobs}
+    for j in rec.jobs:
+        assert j.image == "img:1"
+        assert dict(j.env) == {"A": "1", "SAME": "secret-wins", "S": "s-value"}
+    assert by_cls[CommandClass.SAFE].limits == small and by_cls[CommandClass.SAFE].sized
+    assert by_cls[CommandClass.CONDITIONAL].limits == Limits()
+    assert not by_cls[CommandClass.CONDITIONAL].sized

@@ -23,7 +23,7 @@ from sandbox.executors import docker_profiles as prof
 from sandbox.executors import egress
 from sandbox.executors.rootfs import ROOTFS_ENV
 from sandbox.image import DEV_IMAGE, build_profile
-from sandbox.model import CommandClass, Job, Status
+from sandbox.model import CommandClass, Job, Limits, Status
 from sandbox.service import Service, ServiceConfig
 from sandbox.store import BatchRecord
 from sandbox.workspace_env import Network, WorkspaceEnvironment
@@ -156,6 +156,11 @@ def test_container_specs_follow_the_environment(tmp_path: Path) -> None:
     # a dangerous command never gets a network, whatever the workspace allows
     single = prof.spec_for(replace(job, network=True), "default:img", prof.DANGEROUS)
     assert prof.create_kwargs(single, "i", "b")["network_mode"] == "none"
+    # a workspace's own limits size its batch container too; the server's defaults do not
+    small = Limits(memory_bytes=256 << 20, pids=64, cpus=0.5)
+    assert prof.spec_for(replace(job, limits=small), "i", prof.BATCH).memory_bytes == 4 << 30
+    sized = prof.spec_for(replace(job, limits=small, sized=True), "i", prof.BATCH)
+    assert (sized.memory_bytes, sized.pids, sized.cpus) == (256 << 20, 64, 0.5)
     # variables travel in the exec's environment, never in its argv
     env_job = replace(job, env=(("SECRET", "s3cret-value"),))
     assert prof.exec_environment(env_job)["SECRET"] == "s3cret-value"
@@ -321,15 +326,20 @@ def test_egress_reaches_out_but_never_the_host(
     portal, portal_port = _serve(tmp_path / "portal")  # a stand-in for the portal's port
     try:
         egress_env = WorkspaceEnvironment(image=DEV_IMAGE, network=Network.EGRESS)
-        fetch = f"curl -s -m 5 http://{ns_ip}:{port}/token.txt\n"
+        url = f"http://{ns_ip}:{port}/token.txt"
+        # conditional, then sequential (it writes a file): both on the egress network
+        fetch = f"curl -s -m 5 {url}\ncurl -s -m 5 -o got.txt {url} && cat got.txt\n"
         out_batch, out = run_batch(service, fetch, "egressws", egress_env)
         assert out_batch.status is Status.SUCCEEDED, out
-        assert out[0][0] == token
+        assert [c.cls.value for c in out_batch.commands] == ["conditional", "sequential"]
+        assert out[0][0] == token and out[1][0] == token
         assert egress.rules_present()
 
         none_env = WorkspaceEnvironment(image=DEV_IMAGE, network=Network.NONE)
         no_batch, no_out = run_batch(service, fetch, "nonews", none_env)
-        assert no_batch.status is Status.FAILED and token not in no_out[0][0]
+        assert no_batch.status is Status.FAILED
+        assert all(c.status is Status.FAILED for c in no_batch.commands)
+        assert token not in no_out[0][0] + no_out[1][0]
 
         hosts = [*_host_addresses(docker_client), f"{ns_ip[:-1]}1"]  # and the veth's host end
         probes = "".join(

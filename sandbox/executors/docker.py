@@ -9,6 +9,12 @@ Containers (sandbox/executors/docker_profiles.py has their exact settings):
 - ``dangerous``: a fresh container per command, taken from a small pool of pre-started idle
   containers keyed by (workspace, limits) and removed (force) when the command ends.
 
+Each container is of the job's image (``Job.image``: its workspace's; else the executor's
+default), checked once per image for bash. A conditional or sequential job of an ``egress``
+workspace runs on the ``bashfleet-egress`` network (``egress.py``: outbound only, never the
+host); every other container has no network. A job's variables and secrets go in the
+exec's environment (the API request), never on a command line.
+
 Every command runs under a wrapper: its own session (so its tree is one process group,
 recorded in /tmp/.bashfleet-<job id>.pgid), rlimits, and ``timeout -s KILL`` inside the
 container, so a command dies on time even if bashfleet dies. On timeout or cancel, a second
@@ -163,7 +169,7 @@ class DockerExecutor:
                 workspace=Path(workspace),
                 batch_id=batch_id,
                 image=image,
-                network=network and cls is CommandClass.CONDITIONAL,
+                network=network and cls in (CommandClass.CONDITIONAL, CommandClass.SEQUENTIAL),
             )
             spec = prof.spec_for(job, self.image, self._profiles[cls])
             if spec.role == "batch":
@@ -454,13 +460,17 @@ class DockerExecutor:
         try:
             code, _ = self._exec_quick(container_id, ["bash", "-c", "exit 0"], spec.user)
         except ExecutorError as e:
+            text = str(e).lower()
+            # no bash, or no `sleep` (the idle process: the new container exited at once)
+            if not any(w in text for w in ("not found", "no such file", "not running")):
+                raise  # the engine's trouble, not the image's
             code, why = -1, str(e)
         else:
             why = f"exit {code}"
         if code != 0:
             raise ExecutorError(
-                f"image {spec.image} cannot run commands: it has no bash ({why}); "
-                "bashfleet runs every command with bash",
+                f"image {spec.image} cannot run commands: it has no bash or no sleep ({why}); "
+                "bashfleet runs every command with bash in a container kept up by sleep",
                 executor=self.name,
                 retryable=False,
             )

@@ -94,12 +94,13 @@ def workspace_user(workspace: str) -> str:
 
 def spec_for(job: Job, image: str, profile: Profile) -> ContainerSpec:
     """The container a job runs in (``image``: the executor's default when the job names
-    none). Single-use containers honour the job's tighter limits."""
+    none). Single-use containers honour the job's tighter limits, and so does a batch
+    container for a job whose limits are its workspace's (``Job.sized``)."""
     single = profile.single_use
     limits = job.limits
     memory, pids, tmpfs = profile.memory_bytes, profile.pids, profile.tmpfs_bytes
     cpus = profile.cpus
-    if single:
+    if single or job.sized:
         memory = min(memory, limits.memory_bytes or memory)
         pids = min(pids, limits.pids or pids)
         tmpfs = min(tmpfs, limits.tmpfs_bytes or tmpfs)

@@ -464,6 +464,8 @@ class Service:
         judgement = self.judge(text, needs=needs, max_statements=self.config.max_statements)
         policy = failure_policy(judgement, on_failure)
         ws = self.store.workspaces.get_or_create(workspace)
+        if self.files.uploading(ws.id):
+            raise PolicyError(f"an upload into {ws.name!r} is under way; submit when it is done")
         _own_workspace(ws.path)
         self._workspace_ids[str(ws.path)] = ws.id
         batch_id = new_id()

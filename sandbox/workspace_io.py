@@ -8,7 +8,8 @@ the files API calls (``Service.files``). Access checks are the caller's.
 An upload while a batch of that workspace is pending, queued or running is refused
 (409): the batch would see half an upload, and a command could swap a folder for a
 link between the check and the move. Two uploads into one workspace do not overlap
-either (409).
+either (409), and a batch submitted into a workspace while an upload is under way is
+refused (``Service.submit``, 409).
 """
 
 from __future__ import annotations
@@ -61,6 +62,10 @@ class WorkspaceIO:
         self.busy = busy or self._has_unfinished
         self._uploading: set[int] = set()
         self._lock = threading.Lock()
+
+    def uploading(self, workspace_id: int) -> bool:
+        with self._lock:
+            return workspace_id in self._uploading
 
     def _has_unfinished(self, ws: WorkspaceRecord) -> bool:
         page = self.store.batches.list(workspace_id=ws.id, status=list(UNFINISHED), limit=1)

@@ -260,6 +260,12 @@ def test_planted_symlinks_refuse_the_upload_and_are_never_followed(
 def test_special_files_are_not_read(setup: tuple[WorkspaceIO, WorkspaceRecord, Path]) -> None:
     files, ws, _ = setup
     os.mkfifo(ws.path / "pipe")
+    odd = os.fsencode(ws.path) + b"/odd\xff.txt"  # a name that is not UTF-8
+    with open(odd, "wb") as f:
+        f.write(b"odd")
+    names = {e["name"] for e in files.tree(ws, "")["entries"]}
+    assert "odd\ufffd.txt" in names and "pipe" in names
+    os.unlink(odd)
     with pytest.raises(FilesError) as fifo:
         files.open_file(ws, "pipe")  # O_NONBLOCK: refused at once, never hangs
     assert fifo.value.status == 409

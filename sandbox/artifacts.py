@@ -33,6 +33,7 @@ from sandbox.workspace_files import (
     FilesError,
     open_dir,
     rel_parts,
+    text,
     walk,
 )
 
@@ -115,8 +116,8 @@ def collect(
         try:
             for m in _files(ws_fd, limits.max_walk):
                 rel = "/".join(m)
-                if not any(r.fullmatch(rel) for r in regexes):
-                    continue
+                if not any(r.fullmatch(rel) for r in regexes) or text(rel) != rel:
+                    continue  # (a name that is not UTF-8 cannot be stored or asked for)
                 if len(found) >= limits.max_files:
                     log.warning("artifacts: more than %d files; the rest left", limits.max_files)
                     break

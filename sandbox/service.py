@@ -492,6 +492,8 @@ class Service:
         ws = self.store.workspaces.get_or_create(
             workspace, owner_user_id=user.id if user is not None else None
         )
+        if self.files.uploading(ws.id):
+            raise PolicyError(f"an upload into {ws.name!r} is under way; submit when it is done")
         self._check_team_quota(ws, len(judgement.judged))
         maxima = Maxima.from_env()
         if environment is None:  # tests may pass one; the portal resolves the settings

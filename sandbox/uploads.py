@@ -267,15 +267,15 @@ def _check_places(root_fd: int, target: tuple[str, ...], entries: list[Entry]) -
     wanted = [(e.parts[:i], "dir") for e in entries for i in range(1, len(e.parts))]
     wanted += [(e.parts, e.kind) for e in entries]
     for i in range(1, len(target) + 1):
-        _expect(root_fd, target[:i], "dir", target[:i])
+        _expect(root_fd, target[:i], "dir")
     for parts, kind in wanted:
         if (parts, kind) in seen:
             continue
         seen.add((parts, kind))
-        _expect(root_fd, (*target, *parts), kind, parts)
+        _expect(root_fd, (*target, *parts), kind)
 
 
-def _expect(root_fd: int, full: tuple[str, ...], kind: str, shown_parts: tuple[str, ...]) -> None:
+def _expect(root_fd: int, full: tuple[str, ...], kind: str) -> None:
     try:
         parent = open_dir(root_fd, full[:-1])
     except FilesError as e:

@@ -162,6 +162,12 @@ def kind_of(mode: int) -> str:
     return "other"
 
 
+def text(name: str) -> str:
+    """A file name as shown in JSON: bytes that are not UTF-8 (kept by os as surrogates)
+    become U+FFFD."""
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
 def _iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).isoformat()
 
@@ -195,14 +201,14 @@ def tree(root: Path, parts: tuple[str, ...], *, limit: int = 1000) -> dict[str, 
                 except OSError:
                     continue
                 item: dict[str, Any] = {
-                    "name": entry.name,
+                    "name": text(entry.name),
                     "type": kind_of(est.st_mode),
                     "size": est.st_size if stat.S_ISREG(est.st_mode) else 0,
                     "mtime": _iso(est.st_mtime),
                 }
                 if stat.S_ISLNK(est.st_mode):
                     with contextlib.suppress(OSError):
-                        item["target"] = os.readlink(entry.name, dir_fd=fd)
+                        item["target"] = text(os.readlink(entry.name, dir_fd=fd))
                 entries.append(item)
     finally:
         os.close(fd)

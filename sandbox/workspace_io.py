@@ -8,11 +8,13 @@ the files API calls (``Service.files``). Access checks are the caller's.
 An upload while a batch of that workspace is pending, queued or running is refused
 (409): the batch would see half an upload, and a command could swap a folder for a
 link between the check and the move. Two uploads into one workspace do not overlap
-either (409).
+either (409), and a batch submitted into a workspace while an upload is under way is
+refused (``Service.submit``, 409).
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import secrets
 import threading
@@ -62,6 +64,10 @@ class WorkspaceIO:
         self._uploading: set[int] = set()
         self._lock = threading.Lock()
 
+    def uploading(self, workspace_id: int) -> bool:
+        with self._lock:
+            return workspace_id in self._uploading
+
     def _has_unfinished(self, ws: WorkspaceRecord) -> bool:
         page = self.store.batches.list(workspace_id=ws.id, status=list(UNFINISHED), limit=1)
         return page.total > 0
@@ -98,23 +104,43 @@ class WorkspaceIO:
             body_path = self.tmp / f"{token}.upload"
             try:
                 received = receive(body, body_path, self.uploads.max_bytes)
-                kind = detect(body_path, fmt)
-                entries = plan(body_path, kind, self.uploads, name)
-                done = install(
-                    body_path,
-                    kind,
-                    entries,
-                    workspace=ws.path,
-                    target=target,
-                    staging=self.tmp / f"{token}.d",
-                    limits=self.uploads,
-                )
+                kind, done = self._unpack(ws, body_path, target, fmt, name, token)
+            except OSError as e:
+                if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+                    raise
+                raise FilesError(
+                    "the server's disk is full; the upload was not written",
+                    status=507,
+                    code="storage_full",
+                ) from None
             finally:
                 body_path.unlink(missing_ok=True)
         finally:
             with self._lock:
                 self._uploading.discard(ws.id)
         return {"path": "/".join(target) or ".", "format": kind, "received": received, **done}
+
+    def _unpack(
+        self,
+        ws: WorkspaceRecord,
+        body_path: Path,
+        target: tuple[str, ...],
+        fmt: str | None,
+        name: str | None,
+        token: str,
+    ) -> tuple[str, dict[str, int]]:
+        kind = detect(body_path, fmt)
+        entries = plan(body_path, kind, self.uploads, name)
+        done = install(
+            body_path,
+            kind,
+            entries,
+            workspace=ws.path,
+            target=target,
+            staging=self.tmp / f"{token}.d",
+            limits=self.uploads,
+        )
+        return kind, done
 
     def tree(self, ws: WorkspaceRecord, path: str) -> dict[str, Any]:
         return tree(ws.path, rel_parts(path), limit=self.downloads.tree_entries)

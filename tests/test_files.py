@@ -269,6 +269,12 @@ def test_planted_symlinks_refuse_the_upload_and_are_never_followed(
 def test_special_files_are_not_read(setup: tuple[WorkspaceIO, WorkspaceRecord, Path]) -> None:
     files, ws, _ = setup
     os.mkfifo(ws.path / "pipe")
+    odd = os.fsencode(ws.path) + b"/odd\xff.txt"  # a name that is not UTF-8
+    with open(odd, "wb") as f:
+        f.write(b"odd")
+    names = {e["name"] for e in files.tree(ws, "")["entries"]}
+    assert "odd\ufffd.txt" in names and "pipe" in names
+    os.unlink(odd)
     with pytest.raises(FilesError) as fifo:
         files.open_file(ws, "pipe")  # O_NONBLOCK: refused at once, never hangs
     assert fifo.value.status == 409
@@ -364,3 +370,60 @@ def test_paths_that_are_fine() -> None:
     assert rel_parts("") == () and rel_parts("/") == () and rel_parts("./a//b/") == ("a", "b")
     with pytest.raises(FilesError):
         rel_parts("/abs", absolute_ok=False)
+
+
+class SlowBody(io.RawIOBase):
+    """A request body that stops after its first chunk until released."""
+
+    def __init__(self, started: Any, release: Any) -> None:
+        self.started, self.release, self.sent = started, release, False
+
+    def read(self, size: int = -1) -> bytes:
+        if self.sent:
+            return b""
+        self.started.set()
+        assert self.release.wait(30)
+        self.sent = True
+        return b"payload"
+
+
+def test_an_upload_and_a_batch_exclude_each_other(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import threading
+
+    from sandbox.errors import PolicyError
+    from sandbox.executors.rootfs import ROOTFS_ENV
+    from sandbox.service import Service, ServiceConfig
+    from tests.portal import SHARED_ROOTFS
+
+    monkeypatch.setenv(ROOTFS_ENV, str(SHARED_ROOTFS))
+    svc = Service.open(
+        ServiceConfig(data_dir=tmp_path / "d", isolation="local", autoscale=False, schedules=False)
+    )
+    try:
+        ws = svc.store.workspaces.get_or_create("busy")
+        started, release = threading.Event(), threading.Event()
+        result: dict[str, Any] = {}
+        t = threading.Thread(
+            target=lambda: result.update(
+                svc.files.upload(ws, SlowBody(started, release), name="f.txt")  # type: ignore[arg-type]
+            )
+        )
+        t.start()
+        assert started.wait(10)
+        with pytest.raises(PolicyError, match="upload"):
+            svc.submit(None, script="ls", workspace="busy")
+        with pytest.raises(FilesError) as second:
+            svc.files.upload(ws, io.BytesIO(b"x"), name="g")
+        assert second.value.status == 409
+        release.set()
+        t.join(10)
+        assert result["files"] == 1 and (ws.path / "f.txt").read_bytes() == b"payload"
+        batch = svc.submit(None, script="sleep 5", workspace="busy")
+        with pytest.raises(FilesError) as running:
+            svc.files.upload(ws, io.BytesIO(b"x"), name="h")
+        assert running.value.status == 409 and running.value.code == "busy"
+        svc.cancel_batch(None, batch.id)
+    finally:
+        svc.close()

@@ -392,6 +392,27 @@ def test_tokens_are_shown_once_and_stored_hashed(store: Store) -> None:
     assert store.accounts.user_for_token(secret) is None
 
 
+def test_artifacts_are_recorded_counted_and_go_with_their_batch(store: Store, ws: int) -> None:
+    kept = store.batches.create(
+        script="make",
+        commands=commands(1),
+        workspace_id=ws,
+        artifact_patterns=("dist/*.whl", "report.html"),
+    )
+    assert store.batches.get(kept.id).artifact_patterns == ("dist/*.whl", "report.html")
+    assert store.batches.get(submit(store, ws)).artifact_patterns == ()
+    store.artifacts.add(kept.id, [("dist/a.whl", 10, "a" * 64), ("report.html", 5, "b" * 64)])
+    assert [a.path for a in store.artifacts.list(kept.id)] == ["dist/a.whl", "report.html"]
+    assert store.artifacts.get(kept.id, "report.html").size == 5  # type: ignore[union-attr]
+    assert store.artifacts.get(kept.id, "nope") is None
+    cid = store.batches.get(kept.id).commands[0].id
+    store.batches.update_command(cid, stdout_bytes=100, stderr_bytes=7)
+    assert store.artifacts.stored_bytes(ws)[kept.id] == 122
+    assert store.artifacts.artifact_bytes(ws) == 15
+    assert store.batches.delete(kept.id)
+    assert store.artifacts.list(kept.id) == [] and kept.id not in store.artifacts.stored_bytes()
+
+
 # audit
 
 

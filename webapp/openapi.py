@@ -384,7 +384,11 @@ def _files_paths() -> dict[str, Any]:
             "put": _op(
                 "Upload a .tar(.gz), .zip or one file into folder `path` (operators); checked "
                 "whole before anything is written",
-                {"201": _json({"type": "object"}, "Written"), **FILE_ERRORS},
+                {
+                    "201": _json({"type": "object"}, "Written"),
+                    **FILE_ERRORS,
+                    "507": _json(_ref("Error"), "The server's disk is full"),
+                },
                 parameters=[
                     WORKSPACE_NAME,
                     path,

@@ -102,6 +102,12 @@ def test_teams_share_workspaces_and_viewers_see_only_theirs(portal: Portal) -> N
     admin = p.token("root", "admin")
     alice, carol, bob = (p.token(n, "operator") for n in ("alice", "carol", "bob"))
     vic, vera = p.token("vic", "viewer"), p.token("vera", "viewer")
+    # `default` is everyone's: an operator cannot take it or change it, even by making it
+    for body in ({"network": "egress"}, {"owner": {"user": "alice"}}):
+        status, answer = p.request("PUT", "/api/v1/workspaces/default", body, token=alice)
+        assert status == 403, answer
+    status, shared = p.request("GET", "/api/v1/workspaces/default", token=alice)
+    assert shared["owner"] is None and shared["network"] == "none"
     status, team = p.request("POST", "/api/v1/teams", {"name": "core"}, token=admin)
     assert status == 201 and team["members"] == []
     assert p.request("POST", "/api/v1/teams", {"name": "x"}, token=alice)[0] == 403

@@ -73,24 +73,38 @@ def put_workspace(name: str) -> Response:
     if ws is None:
         check_workspace_name(name)
     else:
-        ws = workspace_or_404(name, write=True)
-        if not may_configure(store, user, ws):
-            audit("forbidden", target=f"workspace {name}", detail={"why": "settings"})
-            raise ApiError(
-                403,
-                "forbidden",
-                "only admins, and operators in workspaces they own (alone or with a team), "
-                "change settings; a workspace without an owner is the admins'",
-            )
+        ws = _configurable(name)
     values, secrets = _settings(body, ws)
     if ws is None:
-        ws = store.workspaces.get_or_create(name, owner_user_id=user.id)
+        made = store.workspaces.get_or_create(name, owner_user_id=user.id)
+        if made.owner_user_id != user.id:
+            # made by someone else meanwhile, or `default` (shared: the admins' to change):
+            # check again against the workspace as it is
+            ws = _configurable(name)
+            values, secrets = _settings(body, ws)
+        ws = made
     sealed = {
         k: (svc.secret_box.seal(ws.id, k, v) if v is not None else None) for k, v in secrets.items()
     }
     changed = store.workspaces.change(ws.id, secrets=sealed, **values)
     audit("workspace_changed", target=name, detail=audit_detail(values, secrets))
     return jsonify(workspace_json(changed))
+
+
+def _configurable(name: str) -> WorkspaceRecord:
+    """The workspace if the current user may change its settings: 404 if they may not
+    see it, 403 if they see it but may not change it."""
+    store, user = current_service().store, current_user()
+    ws = workspace_or_404(name, write=True)
+    if not may_configure(store, user, ws):
+        audit("forbidden", target=f"workspace {name}", detail={"why": "settings"})
+        raise ApiError(
+            403,
+            "forbidden",
+            "only admins, and operators in workspaces they own (alone or with a team), "
+            "change settings; a workspace without an owner is the admins'",
+        )
+    return ws
 
 
 def _settings(

@@ -32,10 +32,12 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from sandbox.approvals import ApprovalPolicy
 from sandbox.model import CommandClass, FailurePolicy, Status
 from sandbox.store.records import ExecutorKind, Role, Source, utcnow
 
@@ -50,6 +52,7 @@ NAMING = {
 ID_LENGTH = 32  # room for a 26-character ULID and then some
 FINGERPRINT_CHARS = 255
 TAIL_CHARS = 4096
+STATUS_CHARS = 24  # "awaiting_approval"
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -77,14 +80,14 @@ class UTCDateTime(TypeDecorator[datetime]):
 JSONType = JSON().with_variant(JSONB(), "postgresql")
 
 
-def _enum(cls: type[PyEnum], name: str) -> Enum:
+def _enum(cls: type[PyEnum], name: str, length: int = 16) -> Enum:
     """A VARCHAR + CHECK column holding the enum's *values* ("succeeded", not "SUCCEEDED")."""
     return Enum(
         cls,
         name=name,
         native_enum=False,
         create_constraint=True,
-        length=16,
+        length=length,
         validate_strings=True,
         values_callable=lambda e: [m.value for m in e],
     )
@@ -138,6 +141,13 @@ class Workspace(Base):
     allow_network: Mapped[bool] = mapped_column(Boolean, default=False)
     image: Mapped[str | None] = mapped_column(String(255))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # which classes wait for a person's approval (sandbox/approvals.py)
+    approve: Mapped[ApprovalPolicy] = mapped_column(
+        _enum(ApprovalPolicy, "approve", 24),
+        default=ApprovalPolicy.NONE,
+        server_default=ApprovalPolicy.NONE.value,
+    )
+    two_person: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
 
 class Duration(Base):
@@ -188,7 +198,7 @@ class Batch(Base):
     )
 
     id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True)
-    status: Mapped[Status] = mapped_column(_enum(Status, "status"))
+    status: Mapped[Status] = mapped_column(_enum(Status, "status", STATUS_CHARS))
     source: Mapped[Source] = mapped_column(_enum(Source, "source"))
     schedule_id: Mapped[int | None] = mapped_column(
         ForeignKey("schedules.id", ondelete="SET NULL"), index=True
@@ -226,7 +236,7 @@ class Command(Base):
     needs: Mapped[list[int]] = mapped_column(JSONType, default=list)
     reads: Mapped[list[str]] = mapped_column(JSONType, default=list)
     writes: Mapped[list[str]] = mapped_column(JSONType, default=list)
-    status: Mapped[Status] = mapped_column(_enum(Status, "status"))
+    status: Mapped[Status] = mapped_column(_enum(Status, "status", STATUS_CHARS))
     exit_code: Mapped[int | None] = mapped_column(Integer)
     signal: Mapped[int | None] = mapped_column(Integer)
     error: Mapped[str | None] = mapped_column(Text)
@@ -243,6 +253,10 @@ class Command(Base):
     host_pid: Mapped[int | None] = mapped_column(Integer)
     pid_start_time: Mapped[float | None] = mapped_column(Double)
     container_id: Mapped[str | None] = mapped_column(String(80))
+    # required | approved | rejected | expired (None: it never needed an approval)
+    approval: Mapped[str | None] = mapped_column(String(16))
+    approval_by: Mapped[str | None] = mapped_column(String(64))
+    approval_at: Mapped[datetime | None]
 
 
 class Attempt(Base):
@@ -254,7 +268,7 @@ class Attempt(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     command_id: Mapped[str] = mapped_column(ForeignKey("commands.id", ondelete="CASCADE"))
     number: Mapped[int] = mapped_column(Integer)
-    status: Mapped[Status] = mapped_column(_enum(Status, "status"))
+    status: Mapped[Status] = mapped_column(_enum(Status, "status", STATUS_CHARS))
     exit_code: Mapped[int | None] = mapped_column(Integer)
     signal: Mapped[int | None] = mapped_column(Integer)
     started_at: Mapped[datetime | None]
@@ -280,3 +294,37 @@ class AuditRow(Base):
     action: Mapped[str] = mapped_column(String(64))
     target: Mapped[str | None] = mapped_column(String(255))
     detail: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+
+
+class Webhook(Base):
+    """A URL told about events (webhooks.py) of its user's batches, or of a workspace's."""
+
+    __tablename__ = "webhooks"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    # None: the user's own batches in every workspace; else every batch of that workspace
+    workspace_id: Mapped[int | None] = mapped_column(
+        ForeignKey("workspaces.id", ondelete="CASCADE"), index=True
+    )
+    url: Mapped[str] = mapped_column(String(2048))
+    events: Mapped[list[str]] = mapped_column(JSONType, default=list)
+    secret: Mapped[str] = mapped_column(String(128))
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class WebhookDelivery(Base):
+    """One attempt to deliver one event to one webhook."""
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (Index("ix_webhook_deliveries_webhook_id_at", "webhook_id", "at"),)
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    webhook_id: Mapped[int] = mapped_column(ForeignKey("webhooks.id", ondelete="CASCADE"))
+    event: Mapped[str] = mapped_column(String(32))
+    delivery: Mapped[str] = mapped_column(String(32))  # one id for every attempt of it
+    attempt: Mapped[int] = mapped_column(Integer)
+    status_code: Mapped[int | None] = mapped_column(Integer)
+    error: Mapped[str | None] = mapped_column(Text)
+    at: Mapped[datetime] = mapped_column(default=utcnow)

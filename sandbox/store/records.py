@@ -13,6 +13,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
+from sandbox.approvals import ApprovalPolicy
 from sandbox.model import CommandClass, FailurePolicy, Status
 
 T = TypeVar("T")
@@ -65,6 +66,7 @@ class NewCommand:
     writes: tuple[str, ...] = ()
     status: Status = Status.PENDING
     id: str | None = None  # generated when None
+    approval: str | None = None  # "required": it waits for a person's approval
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -96,6 +98,9 @@ class CommandRecord:
     host_pid: int | None
     pid_start_time: float | None
     container_id: str | None
+    approval: str | None = None  # required | approved | rejected | expired
+    approval_by: str | None = None
+    approval_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -186,6 +191,8 @@ class WorkspaceRecord:
     allow_network: bool
     image: str | None
     created_at: datetime
+    approve: ApprovalPolicy = ApprovalPolicy.NONE  # which classes wait for an approval
+    two_person: bool = False  # the submitter may not approve their own command
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -13,6 +13,7 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
+from sandbox.approvals import ApprovalPolicy
 from sandbox.errors import InputError
 from sandbox.store.base import NotFound, Repository, rowcount, to_record
 from sandbox.store.models import Workspace
@@ -91,6 +92,28 @@ class WorkspaceRepository(Repository):
             )
             if not rowcount(result):
                 raise NotFound(f"no workspace {workspace_id}")
+
+    def set_approval(
+        self,
+        workspace_id: int,
+        *,
+        approve: ApprovalPolicy | str | None = None,
+        two_person: bool | None = None,
+    ) -> WorkspaceRecord:
+        """Change the approval settings (None leaves a setting alone)."""
+        values: dict[str, object] = {}
+        if approve is not None:
+            values["approve"] = ApprovalPolicy(approve)
+        if two_person is not None:
+            values["two_person"] = bool(two_person)
+        if values:
+            with self._write() as s:
+                result = s.execute(
+                    update(Workspace).where(Workspace.id == workspace_id).values(**values)
+                )
+                if not rowcount(result):
+                    raise NotFound(f"no workspace {workspace_id}")
+        return self.get(workspace_id)
 
     def _ensure_dir(self, name: str) -> Path:
         self.root.mkdir(parents=True, exist_ok=True)

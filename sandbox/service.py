@@ -62,7 +62,6 @@ from sandbox.store import (
 )
 from sandbox.store.ids import new_id
 from sandbox.store.records import ExecutorKind, utcnow
-from sandbox.store.workspaces import check_workspace_name
 
 log = logging.getLogger(__name__)
 
@@ -482,9 +481,7 @@ class Service:
         if user is not None and user.role is not Role.ADMIN:
             raise Forbidden("only admins change a workspace's approval settings")
         values = check_approval_settings(settings)
-        ws = self.store.workspaces.find(check_workspace_name(workspace))
-        if ws is None:
-            raise NotFound(f"no workspace {workspace!r}")
+        ws = self.store.workspaces.get_or_create(workspace)  # settings may come first
         return self.store.workspaces.set_approval(ws.id, **values)
 
     def _recover_containers(self, docker: Executor) -> None:

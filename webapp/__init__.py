@@ -91,6 +91,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
 
     from webapp.admin import admin
     from webapp.api import api
+    from webapp.approvals_api import approvals_api
     from webapp.health import health
     from webapp.schedules_api import schedules_api
     from webapp.sessions import sessions
@@ -102,6 +103,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     app.register_blueprint(sessions, url_prefix="/api/v1")
     app.register_blueprint(admin, url_prefix="/api/v1")
     app.register_blueprint(schedules_api, url_prefix="/api/v1")
+    app.register_blueprint(approvals_api, url_prefix="/api/v1")
     from webapp.live import init_live
     from webapp.pages import pages, secure_headers
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from sandbox import __version__
+from webapp.openapi_notify import notify_paths
 
 STATUSES = [
     "pending",
@@ -18,6 +19,8 @@ STATUSES = [
     "interrupted",
     "refused",
     "oom_killed",
+    "awaiting_approval",
+    "rejected",
 ]
 CLASSES = ["safe", "conditional", "sequential", "dangerous"]
 POLICIES = ["skip_dependents", "continue", "halt"]
@@ -94,6 +97,12 @@ SCHEMAS: dict[str, Any] = {
             "duration_s": {"type": ["number", "null"]},
             "reason": {"type": ["string", "null"]},
             "truncated": {"type": "boolean"},
+            "approval": {
+                "type": ["string", "null"],
+                "enum": ["required", "approved", "rejected", "expired", None],
+            },
+            "approval_by": {"type": ["string", "null"]},
+            "approval_at": {"type": ["string", "null"]},
         },
     },
     "Batch": {
@@ -534,6 +543,7 @@ def openapi_document() -> dict[str, Any]:
                     {"200": _json({"type": "object"})},
                 ),
             },
+            **notify_paths(batch_id, command_id),
             "/classify": {
                 "post": _op(
                     "Classify and plan a script without running it",

@@ -34,6 +34,10 @@ def command_json(c: CommandRecord) -> dict[str, Any]:
         "queued_at": _time(c.queued_at),
         "started_at": _time(c.started_at),
         "finished_at": _time(c.finished_at),
+        # None: it never needed an approval; else required | approved | rejected | expired
+        "approval": c.approval,
+        "approval_by": c.approval_by,
+        "approval_at": _time(c.approval_at),
     }
 
 

@@ -142,7 +142,7 @@ def test_an_approval_expires(tmp_path: Path) -> None:
     with running_portal(tmp_path, env=env, extra=["--isolation", "local"]) as portal:
         admin, alice = portal.token("root", "admin"), portal.token("alice", "operator")
         gate(portal, admin, "default", approve="dangerous")
-        status, batch = portal.request(
+        _status, batch = portal.request(
             "POST", "/api/v1/batches", {"script": "rm -rf out"}, token=alice
         )
         done = portal.wait_batch(batch["id"], alice, timeout=15)

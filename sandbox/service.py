@@ -62,6 +62,7 @@ from sandbox.store import (
 )
 from sandbox.store.ids import new_id
 from sandbox.store.records import ExecutorKind, utcnow
+from sandbox.webhooks import WebhookNotifier
 
 log = logging.getLogger(__name__)
 
@@ -135,6 +136,9 @@ class Service:
             retain_finished=200,
             durations=self.durations,
         )
+        # webhooks: the bus only queues; deliveries run on the notifier's own threads
+        self.hooks = WebhookNotifier(store)
+        self.bus.subscribe(self.hooks)
         self.metrics = Metrics(self.scheduler.snapshot, self._gauges)
         self.bus.subscribe(self.metrics)
         self.schedules: ScheduleRunner | None = None
@@ -744,6 +748,7 @@ class Service:
             self.autoscaler.stop()
         self.scheduler.shutdown(grace_s)
         self.writer.close()
+        self.hooks.close()
         self.save_durations()
         for ex in self.executors.values():
             close = getattr(ex, "close", None)

@@ -95,6 +95,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     from webapp.health import health
     from webapp.schedules_api import schedules_api
     from webapp.sessions import sessions
+    from webapp.webhooks_api import webhooks_api
 
     if service.schedules is not None:
         _schedules_count(app, service)
@@ -104,6 +105,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     app.register_blueprint(admin, url_prefix="/api/v1")
     app.register_blueprint(schedules_api, url_prefix="/api/v1")
     app.register_blueprint(approvals_api, url_prefix="/api/v1")
+    app.register_blueprint(webhooks_api, url_prefix="/api/v1")
     from webapp.live import init_live
     from webapp.pages import pages, secure_headers
 

@@ -52,6 +52,7 @@ from sandbox.store.repository import (
     StoreError,
     WorkspaceRepository,
 )
+from sandbox.store.webhooks import WebhookRepository
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +67,7 @@ class Store:
     audit: AuditLog
     output: OutputStore
     durations: DurationRepository
+    webhooks: WebhookRepository
 
     @classmethod
     def open(cls, engine: Engine, data_dir: str | os.PathLike[str]) -> Store:
@@ -79,6 +81,7 @@ class Store:
             audit=AuditLog(sessions),
             output=OutputStore(Path(data_dir)),
             durations=DurationRepository(sessions),
+            webhooks=WebhookRepository(sessions),
         )
 
     def close(self) -> None:

@@ -43,6 +43,10 @@ KEYS = {
     "schedule_min_interval_s": "BASHFLEET_SCHEDULE_MIN_INTERVAL_S",
     "secure_cookies": "BASHFLEET_SECURE_COOKIES",
     "proxy_hops": "BASHFLEET_PROXY_HOPS",
+    # approvals and webhooks (README, "Approvals", "Webhooks")
+    "approval_ttl_s": "BASHFLEET_APPROVAL_TTL_S",
+    "webhook_allow_private": "BASHFLEET_WEBHOOK_ALLOW_PRIVATE",
+    "webhook_backoff_s": "BASHFLEET_WEBHOOK_BACKOFF_S",
 }
 
 

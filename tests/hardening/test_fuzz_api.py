@@ -115,6 +115,12 @@ FIELDS = [
     "new_password",
     "offsets",
     "only",
+    "reason",
+    "approve",
+    "two_person",
+    "url",
+    "events",
+    "active",
 ]
 IDS = [
     "x",
@@ -146,6 +152,13 @@ WRITES = [
     ("POST", "/api/v1/session/password"),
     ("POST", "/api/v1/batches/{id}/cancel"),
     ("POST", "/api/v1/batches/{id}/commands/{id}/cancel"),
+    ("POST", "/api/v1/batches/{id}/commands/{id}/approve"),
+    ("POST", "/api/v1/batches/{id}/commands/{id}/reject"),
+    ("PUT", "/api/v1/workspaces/{id}/approval"),
+    ("POST", "/api/v1/schedules/{int}/run"),
+    ("POST", "/api/v1/webhooks"),
+    ("PATCH", "/api/v1/webhooks/{int}"),
+    ("DELETE", "/api/v1/webhooks/{int}"),
 ]
 READS = [
     "/healthz",
@@ -163,6 +176,11 @@ READS = [
     "/api/v1/tokens?all={q}",
     "/api/v1/audit?limit={n}&action={q}&cursor={q}",
     "/api/v1/session",
+    "/api/v1/approvals",
+    "/api/v1/workspaces/{id}/approval",
+    "/api/v1/webhooks",
+    "/api/v1/webhooks/{int}",
+    "/api/v1/webhooks/{int}/deliveries?limit={n}",
     "/login?next={q}",
     "/batches/{id}",
     "/history",

@@ -424,6 +424,8 @@ class Service:
         )
         gated = {c.index for c in b.commands if c.status is Status.AWAITING_APPROVAL}
         spec = _gate(spec, gated, max(0.001, self.config.approval_ttl_s - age))
+        if b.params:
+            spec = replace(spec, env=tuple(sorted(b.params.items())))
         ended = {c.index: c.status for c in b.commands if c.status.final}
         self._workspace_ids[str(ws.path)] = ws.id
         self.scheduler.submit(spec, ended=ended)
@@ -539,8 +541,10 @@ class Service:
         on_failure: FailurePolicy | str | None = None,
         deadline_s: float | None = None,
         rerun_of: str | None = None,
+        params: Mapping[str, str] | None = None,
     ) -> BatchRecord:
         """Judge, plan, store and start a batch. A rejected batch stores nothing.
+        ``params``: a template's environment (``BF_PARAM_x``; sandbox/templates.py).
 
         ``on_failure`` None: ``halt`` when the script starts with ``set -e``, else
         ``skip_dependents``; ``deadline_s``: for the whole batch."""
@@ -599,6 +603,7 @@ class Service:
             on_failure=policy,
             deadline_s=deadline_s,
             rerun_of=rerun_of,
+            params=dict(params) if params else None,
         )
         spec = batch_spec(
             judgement,
@@ -615,6 +620,8 @@ class Service:
         )
         if gated:
             spec = _gate(spec, gated, self.config.approval_ttl_s)
+        if params:
+            spec = replace(spec, env=tuple(sorted(params.items())))
         self.scheduler.submit(spec)
         return record
 
@@ -654,6 +661,7 @@ class Service:
             on_failure=original.on_failure,
             deadline_s=original.deadline_s,
             rerun_of=original.id,
+            params=original.params,
         )
 
     def cancel_batch(self, user: UserRecord | None, batch_id: str) -> BatchRecord:

@@ -95,6 +95,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     from webapp.health import health
     from webapp.schedules_api import schedules_api
     from webapp.sessions import sessions
+    from webapp.templates_api import templates_api
     from webapp.webhooks_api import webhooks_api
 
     if service.schedules is not None:
@@ -106,6 +107,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     app.register_blueprint(schedules_api, url_prefix="/api/v1")
     app.register_blueprint(approvals_api, url_prefix="/api/v1")
     app.register_blueprint(webhooks_api, url_prefix="/api/v1")
+    app.register_blueprint(templates_api, url_prefix="/api/v1")
     from webapp.live import init_live
     from webapp.pages import pages, secure_headers
 

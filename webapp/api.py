@@ -17,6 +17,7 @@ from webapp.body import json_object
 from webapp.errors import ApiError
 from webapp.openapi import openapi_document
 from webapp.serialize import batch_json
+from webapp.templates_api import from_template
 
 api = Blueprint("api", __name__)
 submissions = RateLimiter()  # per user; scheduled runs count too
@@ -32,6 +33,8 @@ SUBMIT_FIELDS = {
     "needs",
     "on_failure",
     "deadline_s",
+    "template",
+    "params",
 }
 
 
@@ -72,8 +75,16 @@ def submit() -> tuple[Response, int]:
     if not submissions.allow(f"user:{user.id}", current_app.config["SUBMIT_RATE"]):
         audit("rate_limited", target="/batches")
         raise ApiError(429, "rate_limited", "too many submissions; wait a minute and retry")
+    params: dict[str, str] | None = None
+    if "template" in body:
+        if "script" in body or "commands" in body:
+            raise ApiError(400, "invalid_input", "give `template` or `script`/`commands`, not both")
+        body["script"], params = from_template(body["template"], body.get("params"))
+    elif "params" in body:
+        raise ApiError(400, "invalid_input", "`params` goes with `template`")
     record = current_service().submit(
         user,
+        params=params,
         script=_typed(body, "script", str, None),
         commands=_typed(body, "commands", list, None),
         workspace=_typed(body, "workspace", str, "default"),

@@ -124,6 +124,7 @@ SCHEMAS: dict[str, Any] = {
                 "type": ["string", "null"],
                 "description": "the batch this one re-runs (POST /batches/{id}/rerun)",
             },
+            "params": {"type": ["object", "null"]},
             "command_count": {"type": "integer"},
             "counts": {"type": "object", "additionalProperties": {"type": "integer"}},
             "commands": {"type": "array", "items": _ref("Command")},
@@ -132,7 +133,7 @@ SCHEMAS: dict[str, Any] = {
     "Submit": {
         "type": "object",
         "additionalProperties": False,
-        "oneOf": [{"required": ["script"]}, {"required": ["commands"]}],
+        "oneOf": [{"required": ["script"]}, {"required": ["commands"]}, {"required": ["template"]}],
         "properties": {
             "script": {
                 "type": "string",
@@ -167,6 +168,12 @@ SCHEMAS: dict[str, Any] = {
             "needs": {
                 "type": "object",
                 "additionalProperties": {"type": "array", "items": {"type": "integer"}},
+            },
+            "template": {"type": "string", "description": "a template's name, instead of script"},
+            "params": {
+                "type": "object",
+                "description": "the template's parameter values; commands get them as "
+                "environment variables BF_PARAM_<name>, never as command text",
             },
         },
     },

@@ -63,10 +63,34 @@ WEBHOOK = {
     },
 }
 CONFLICT = _json(ERROR, "Not possible in the current state")
+PARAM = {
+    "type": "object",
+    "required": ["name"],
+    "properties": {
+        "name": {"type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_]{0,31}$"},
+        "type": {"type": "string", "enum": ["string", "int", "bool", "choice"]},
+        "required": {"type": "boolean"},
+        "default": {},
+        "pattern": {"type": "string", "maxLength": 200},
+        "choices": {"type": "array", "items": {"type": "string"}},
+        "description": {"type": "string", "maxLength": 500},
+    },
+}
+TEMPLATE = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["name", "script"],
+    "properties": {
+        "name": {"type": "string", "minLength": 1, "maxLength": 100},
+        "script": {"type": "string", "minLength": 1},
+        "params": {"type": "array", "maxItems": 50, "items": PARAM},
+    },
+}
 
 
 def notify_paths(batch_id: dict[str, Any], command_id: dict[str, Any]) -> dict[str, Any]:
     ws, hook = _param("name"), _param("webhook_id", "integer")
+    tpl = _param("template_id", "integer")
     obj = _json({"type": "object"})
     return {
         "/workspaces/{name}/approval": {
@@ -103,6 +127,24 @@ def notify_paths(batch_id: dict[str, Any], command_id: dict[str, Any]) -> dict[s
                 {"201": _json(BATCH, "Created"), "409": CONFLICT},
                 parameters=[_param("schedule_id", "integer")],
             ),
+        },
+        "/templates": {
+            "get": _op("Templates", {"200": obj}),
+            "post": _op(
+                "Add a template: a script with {{name}} placeholders and typed parameters",
+                {"201": obj, "409": CONFLICT},
+                requestBody=_body(TEMPLATE),
+            ),
+        },
+        "/templates/{template_id}": {
+            "get": _op("One template", {"200": obj}, parameters=[tpl]),
+            "patch": _op(
+                "Change a template (its author or an admin)",
+                {"200": obj, "409": CONFLICT},
+                parameters=[tpl],
+                requestBody=_body({**TEMPLATE, "required": []}),
+            ),
+            "delete": _op("Delete a template", {"200": obj}, parameters=[tpl]),
         },
         "/webhooks": {
             "get": _op("Your webhooks (admins: everyone's)", {"200": obj}),

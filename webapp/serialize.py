@@ -61,6 +61,7 @@ def batch_json(b: BatchRecord, *, with_commands: bool = True) -> dict[str, Any]:
         "on_failure": b.on_failure.value,
         "deadline_s": b.deadline_s,
         "rerun_of": b.rerun_of,
+        "params": {k.removeprefix("BF_PARAM_"): v for k, v in (b.params or {}).items()} or None,
         "created_at": _time(b.created_at),
         "started_at": _time(b.started_at),
         "finished_at": _time(b.finished_at),

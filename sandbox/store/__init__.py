@@ -52,6 +52,7 @@ from sandbox.store.repository import (
     StoreError,
     WorkspaceRepository,
 )
+from sandbox.store.templates import TemplateRepository
 from sandbox.store.webhooks import WebhookRepository
 
 
@@ -68,6 +69,7 @@ class Store:
     output: OutputStore
     durations: DurationRepository
     webhooks: WebhookRepository
+    templates: TemplateRepository
 
     @classmethod
     def open(cls, engine: Engine, data_dir: str | os.PathLike[str]) -> Store:
@@ -82,6 +84,7 @@ class Store:
             output=OutputStore(Path(data_dir)),
             durations=DurationRepository(sessions),
             webhooks=WebhookRepository(sessions),
+            templates=TemplateRepository(sessions),
         )
 
     def close(self) -> None:

@@ -80,6 +80,7 @@ class BatchRepository(Repository):
         on_failure: FailurePolicy = FailurePolicy.SKIP_DEPENDENTS,
         deadline_s: float | None = None,
         rerun_of: str | None = None,
+        params: dict[str, str] | None = None,
     ) -> BatchRecord:
         """Store a batch and all its commands in one transaction: all or nothing."""
         batch_id = check_id(batch_id, "batch id") if batch_id else new_id()
@@ -102,6 +103,7 @@ class BatchRepository(Repository):
                     on_failure=FailurePolicy(on_failure),
                     deadline_s=deadline_s,
                     rerun_of=rerun_of,
+                    params=params,
                     created_at=now,
                 )
             )

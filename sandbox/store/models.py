@@ -217,6 +217,8 @@ class Batch(Base):
     )
     deadline_s: Mapped[float | None] = mapped_column(Double)
     rerun_of: Mapped[str | None] = mapped_column(ForeignKey("batches.id", ondelete="SET NULL"))
+    # a template's batch: the environment its parameters became (BF_PARAM_x -> value)
+    params: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
     created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
@@ -294,6 +296,20 @@ class AuditRow(Base):
     action: Mapped[str] = mapped_column(String(64))
     target: Mapped[str | None] = mapped_column(String(255))
     detail: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+
+
+class Template(Base):
+    """A script with ``{{name}}`` placeholders and typed parameters (sandbox/templates.py)."""
+
+    __tablename__ = "templates"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    script: Mapped[str] = mapped_column(Text)
+    params: Mapped[list[dict[str, Any]]] = mapped_column(JSONType, default=list)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 class Webhook(Base):

@@ -126,6 +126,7 @@ class BatchRecord:
     on_failure: FailurePolicy = FailurePolicy.SKIP_DEPENDENTS
     deadline_s: float | None = None
     rerun_of: str | None = None  # the batch this one re-runs
+    params: Mapping[str, str] | None = None  # a template's batch: its BF_PARAM_* environment
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -121,6 +121,8 @@ FIELDS = [
     "url",
     "events",
     "active",
+    "template",
+    "params",
 ]
 IDS = [
     "x",
@@ -159,6 +161,9 @@ WRITES = [
     ("POST", "/api/v1/webhooks"),
     ("PATCH", "/api/v1/webhooks/{int}"),
     ("DELETE", "/api/v1/webhooks/{int}"),
+    ("POST", "/api/v1/templates"),
+    ("PATCH", "/api/v1/templates/{int}"),
+    ("DELETE", "/api/v1/templates/{int}"),
 ]
 READS = [
     "/healthz",
@@ -179,6 +184,8 @@ READS = [
     "/api/v1/approvals",
     "/api/v1/workspaces/{id}/approval",
     "/api/v1/webhooks",
+    "/api/v1/templates",
+    "/api/v1/templates/{int}",
     "/api/v1/webhooks/{int}",
     "/api/v1/webhooks/{int}/deliveries?limit={n}",
     "/login?next={q}",

@@ -1,6 +1,6 @@
-"""Approvals and webhooks (issue 16): workspace approval settings, the
+"""Approvals, webhooks and templates (issue 16): workspace approval settings, the
 ``awaiting_approval`` and ``rejected`` statuses, who decided, webhooks and their
-delivery log.
+delivery log, templates and a batch's template parameters.
 
 Revision ID: 0008
 Revises: 0004
@@ -72,6 +72,20 @@ def upgrade() -> None:
         batch.add_column(sa.Column("approval", sa.String(16), nullable=True))
         batch.add_column(sa.Column("approval_by", sa.String(64), nullable=True))
         batch.add_column(sa.Column("approval_at", TIME, nullable=True))
+    with op.batch_alter_table("batches") as batch:
+        batch.add_column(sa.Column("params", JSON, nullable=True))
+    op.create_table(
+        "templates",
+        sa.Column("id", sa.Integer(), primary_key=True),
+        sa.Column("name", sa.String(100), nullable=False),
+        sa.Column("user_id", sa.Integer(), nullable=True),
+        sa.Column("script", sa.Text(), nullable=False),
+        sa.Column("params", JSON, nullable=False),
+        sa.Column("created_at", TIME, nullable=False),
+        sa.Column("updated_at", TIME, nullable=False),
+        sa.ForeignKeyConstraint(["user_id"], ["users.id"], ondelete="SET NULL"),
+        sa.UniqueConstraint("name", name=op.f("uq_templates_name")),
+    )
     op.create_table(
         "webhooks",
         sa.Column("id", sa.Integer(), primary_key=True),
@@ -107,6 +121,9 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_table("webhook_deliveries")
     op.drop_table("webhooks")
+    op.drop_table("templates")
+    with op.batch_alter_table("batches") as batch:
+        batch.drop_column("params")
     with op.batch_alter_table("commands") as batch:
         batch.drop_column("approval_at")
         batch.drop_column("approval_by")

@@ -226,3 +226,38 @@ def test_ttl_from_the_environment() -> None:
     assert approval_ttl_s({"BASHFLEET_APPROVAL_TTL_S": "2.5"}) == 2.5
     assert approval_ttl_s({"BASHFLEET_APPROVAL_TTL_S": "-1"}) == 86400
     assert approval_ttl_s({"BASHFLEET_APPROVAL_TTL_S": "soon"}) == 86400
+
+
+def test_upgrading_sqlite_keeps_every_command(tmp_path: Path) -> None:
+    """Batch ALTERs copy and drop tables; with foreign keys on, the DROP used to delete
+    every command (ON DELETE CASCADE) of an existing database. Now nothing is lost, and
+    the new statuses fit."""
+    from sqlalchemy import text
+
+    from sandbox.store.db import default_url, make_engine, migrate
+
+    engine = make_engine(default_url(tmp_path))
+    migrate(engine, "0002")
+    with engine.begin() as c:
+        c.execute(text("insert into workspaces values (1, 'w', 'w', 0, NULL, '2026-01-01')"))
+        c.execute(
+            text(
+                "insert into batches (id, status, source, workspace_id, priority, retries, "
+                "script, command_count, created_at) "
+                "values ('b', 'succeeded', 'api', 1, 5, 0, 'ls', 1, '2026-01-01')"
+            )
+        )
+        c.execute(
+            text(
+                'insert into commands (id, batch_id, "index", command, cls, reasons, executor, '
+                "needs, reads, writes, status, stdout_tail, stderr_tail, stdout_bytes, "
+                "stderr_bytes, truncated, attempts) values ('c', 'b', 0, 'ls', 'safe', '[]', "
+                "'local', '[]', '[]', '[]', 'succeeded', '', '', 0, 0, 0, 1)"
+            )
+        )
+    migrate(engine)
+    with engine.begin() as c:
+        assert c.execute(text("select count(*) from commands")).scalar() == 1
+        c.execute(text("update commands set status = 'awaiting_approval' where id = 'c'"))
+        assert c.execute(text("select approve from workspaces")).scalar() == "none"
+    engine.dispose()

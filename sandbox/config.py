@@ -60,6 +60,10 @@ KEYS = {
     "retention_every_s": "BASHFLEET_RETENTION_EVERY_S",
     "mcp_wait_s": "BASHFLEET_MCP_WAIT_S",
     "mcp_calls_per_user": "BASHFLEET_MCP_CALLS_PER_USER",
+    # approvals and webhooks (README, "Approvals", "Webhooks")
+    "approval_ttl_s": "BASHFLEET_APPROVAL_TTL_S",
+    "webhook_allow_private": "BASHFLEET_WEBHOOK_ALLOW_PRIVATE",
+    "webhook_backoff_s": "BASHFLEET_WEBHOOK_BACKOFF_S",
 }
 
 

@@ -16,7 +16,7 @@ from sandbox.model import EdgeKind, FailurePolicy, Status
 # An ended command that did not succeed, and was not itself skipped because of another.
 FAILURES = frozenset(
     {Status.FAILED, Status.TIMED_OUT, Status.CANCELLED, Status.INTERRUPTED}
-    | {Status.REFUSED, Status.OOM_KILLED}
+    | {Status.REFUSED, Status.OOM_KILLED, Status.REJECTED}
 )
 
 _DID = {
@@ -27,6 +27,7 @@ _DID = {
     Status.REFUSED: "was refused",
     Status.OOM_KILLED: "was killed for memory",
     Status.SKIPPED: "was skipped",
+    Status.REJECTED: "was not approved",
 }
 
 

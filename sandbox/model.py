@@ -49,10 +49,17 @@ class Status(StrEnum):
     INTERRUPTED = "interrupted"  # the server died while it ran
     REFUSED = "refused"  # policy, or no isolation available
     OOM_KILLED = "oom_killed"
+    AWAITING_APPROVAL = "awaiting_approval"  # its workspace wants a person to approve it
+    REJECTED = "rejected"  # a person said no, or nobody approved it in time
 
     @property
     def final(self) -> bool:
-        return self not in (Status.PENDING, Status.QUEUED, Status.RUNNING)
+        return self not in (
+            Status.PENDING,
+            Status.QUEUED,
+            Status.RUNNING,
+            Status.AWAITING_APPROVAL,
+        )
 
     @property
     def ok(self) -> bool:

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any
 
+from sandbox.approvals import APPROVAL_EXPIRED
 from sandbox.events import (
     BatchFinished,
     CommandMisjudged,
@@ -156,6 +157,11 @@ class StoreWriter:
                 self.store.batches.update_command(command_id, **values)
             for f in finished:
                 self.store.batches.update_batch(f.batch_id, status=f.status, finished_at=_now(f.at))
+            for c in (e for e in events if isinstance(e, CommandStatusChanged)):
+                if c.status is Status.REJECTED and c.reason == APPROVAL_EXPIRED:
+                    # nobody decided: the system did
+                    target = f"{c.batch_id}/{c.command_id}"
+                    self.store.audit.append("approval_expired", actor="system", target=target)
         except Exception as err:  # keep running: the caller retries this group
             log.exception("cannot persist %d events", len(events))
             if self.on_error:
@@ -185,6 +191,9 @@ class StoreWriter:
             values["error"] = None if e.status is Status.SUCCEEDED else (e.reason or None)
         elif e.reason and e.status is not Status.RUNNING:
             values["error"] = e.reason
+        if e.status is Status.REJECTED and e.reason == APPROVAL_EXPIRED:
+            values["approval"] = "expired"
+            values["approval_at"] = _now(e.at)
         if e.status.final:
             values["finished_at"] = _now(e.at)
             values["exit_code"] = e.exit_code

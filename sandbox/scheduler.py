@@ -40,6 +40,7 @@ from typing import Any
 
 import psutil
 
+from sandbox.approvals import APPROVAL_EXPIRED
 from sandbox.errors import ExecutorError, InputError
 from sandbox.events import (
     BatchFinished,
@@ -128,6 +129,7 @@ class CommandSpec:
     needs_kinds: tuple[EdgeKind, ...] = ()
     needs_paths: tuple[str, ...] = ()  # for a RAW edge: the path it reads of the other's writes
     id: str = ""
+    approval: bool = False  # waits, ``awaiting_approval``, until a person approves it
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,6 +148,8 @@ class BatchSpec:
     deadline_s: float | None = None  # for the whole batch, from its submission
     # the workspace's image, variables, secrets (redacted from output) and per-class limits
     environment: WorkspaceEnvironment | None = None
+    # an approval not given within this many seconds ends the command ``rejected``
+    approval_ttl_s: float | None = None
 
 
 # route(cls) -> (executor name, None) or (None, why it is refused)
@@ -178,6 +182,7 @@ class _Cmd:
     links: dict[int, tuple[EdgeKind, str]] = field(default_factory=dict)  # need -> (kind, path)
     root: tuple[int, Status] | None = None  # skipped: the failure upstream (index, status)
     redactors: dict[str, StreamRedactor] = field(default_factory=dict)  # per stream, one attempt
+    gated: bool = False  # awaiting approval: the gate counts as one more unmet need
 
 
 @dataclass(eq=False)
@@ -236,6 +241,7 @@ class Scheduler:
         self._delayed: list[tuple[float, int, _Cmd]] = []
         self._aging: list[tuple[float, int, _Cmd]] = []  # (next promotion, heap_seq, cmd)
         self._deadlines: list[tuple[float, int, str]] = []  # (when, seq, batch id)
+        self._approvals: list[tuple[float, int, _Cmd]] = []  # (approval expires, seq, command)
         self._released: deque[_Cmd] = deque()  # dependents let go by _settle, made ready in order
         self._releasing = False
         self._draining: set[str] = set()  # workspaces where a dangerous command waits
@@ -250,8 +256,12 @@ class Scheduler:
 
     # --- public API -------------------------------------------------------------------
 
-    def submit(self, spec: BatchSpec) -> str:
+    def submit(self, spec: BatchSpec, ended: Mapping[int, Status] | None = None) -> str:
+        """Plan and start a batch. ``ended`` (resuming a batch after a restart): the
+        commands, by index, that already ended, with their final status; they count as
+        settled (their dependents are released or skipped as the policy says)."""
         _validate(spec)
+        ended = dict(ended or {})
         batch = _Batch(spec=spec, id=spec.id or uuid.uuid4().hex)
         if spec.environment is not None and spec.environment.secrets:
             redactor = Redactor(spec.environment.secrets.values())
@@ -265,6 +275,11 @@ class Scheduler:
             for cs in spec.commands:
                 cmd = _Cmd(spec=cs, batch=batch, id=cs.id or f"{batch.id}-{cs.index}")
                 cmd.fingerprint = fingerprint(cs.command)
+                if cs.index in ended:
+                    cmd.status = Status(ended[cs.index])
+                elif cs.approval:
+                    cmd.gated = True
+                    cmd.waiting_on += 1
                 batch.commands.append(cmd)
                 self._by_id[cmd.id] = cmd
             batch.remaining = len(batch.commands)
@@ -277,6 +292,12 @@ class Scheduler:
             if spec.deadline_s is not None:
                 at = self.clock() + spec.deadline_s
                 heapq.heappush(self._deadlines, (at, next(self._seq), batch.id))
+                self._wake.notify_all()
+            if spec.approval_ttl_s is not None:
+                at = self.clock() + spec.approval_ttl_s
+                for cmd in batch.commands:
+                    if cmd.gated:
+                        heapq.heappush(self._approvals, (at, next(self._seq), cmd))
                 self._wake.notify_all()
             # Ties in priority go to the command with the longest chain behind it,
             # which keeps the critical path moving (list scheduling by rank).
@@ -291,12 +312,17 @@ class Scheduler:
         self._open_batch(batch)
         with self._lock:
             for cmd in batch.commands:
-                if cmd.waiting_on:
+                if cmd.gated:
+                    self._emit(cmd, Status.AWAITING_APPROVAL, reason=_approval_reason(cmd))
+                elif cmd.waiting_on and not cmd.status.final:
                     self._emit(cmd, Status.PENDING, reason=self._pending_reason(cmd))
+            for cmd in batch.commands:
+                if cmd.spec.index in ended:
+                    self._settle(cmd)  # resumed: it ended before the restart
             for cmd in batch.commands:
                 if not cmd.waiting_on and cmd.status is Status.PENDING:
                     self._make_ready(cmd)
-            if not batch.commands:
+            if not batch.commands or (batch.remaining <= 0 and not batch.done.is_set()):
                 self._finish_batch(batch)
             self._pump()
         self._launch()
@@ -327,6 +353,45 @@ class Scheduler:
             self._cancel(cmd)
             self._pump()
         self._launch()
+
+    def approve(self, command_id: str, by: str) -> None:
+        """A person approved a command that awaits approval: it runs once its needs are met.
+        KeyError: not in this scheduler; InputError: it does not await approval."""
+        with self._lock:
+            cmd = self._gated(command_id)
+            cmd.gated = False
+            cmd.waiting_on -= 1
+            cmd.reason = f"approved by {by}"
+            if cmd.waiting_on:
+                self._emit(
+                    cmd, Status.PENDING, reason=f"approved by {by}; " + (self._pending_reason(cmd))
+                )
+            else:
+                self._make_ready(cmd)
+            self._pump()
+        self._launch()
+
+    def reject(self, command_id: str, reason: str) -> None:
+        """A command that awaits approval will not run (``rejected``, with ``reason``); its
+        dependents are settled as after a failure (the batch's ``on_failure``)."""
+        with self._lock:
+            self._end_gate(self._gated(command_id), reason)
+            self._pump()
+        self._launch()
+
+    def _gated(self, command_id: str) -> _Cmd:
+        cmd = self._by_id[command_id]
+        if not cmd.gated or cmd.status is not Status.AWAITING_APPROVAL:
+            raise InputError(
+                f"command #{cmd.spec.index + 1} is {cmd.status.value}, not awaiting approval"
+            )
+        return cmd
+
+    def _end_gate(self, cmd: _Cmd, reason: str) -> None:
+        cmd.gated = False
+        cmd.outcome = Outcome(status=Status.REJECTED, error=reason)
+        self._emit(cmd, Status.REJECTED, reason=reason)
+        self._settle(cmd)
 
     def set_limit(self, cls: CommandClass, limit: int, reason: str) -> None:
         with self._lock:
@@ -372,13 +437,15 @@ class Scheduler:
             self._closed = True
             for heap in self._heaps.values():
                 for *_key, cmd in heap:
-                    if not cmd.status.final:
+                    if not cmd.status.final and not _held(cmd.batch):
                         self._emit(
                             cmd, Status.INTERRUPTED, reason="the server shut down before it ran"
                         )
                         self._settle(cmd)
                 heap.clear()
             for batch in self._batches.values():
+                if _held(batch):
+                    continue  # the store keeps it waiting; the next start resumes it
                 for cmd in batch.commands:
                     if cmd.status is Status.PENDING:
                         self._emit(
@@ -754,7 +821,7 @@ class Scheduler:
         for later in cmd.batch.commands:
             if later.spec.index <= cmd.spec.index or later in cmd.dependents:
                 continue
-            if later.status in (Status.PENDING, Status.QUEUED):
+            if later.status in (Status.PENDING, Status.QUEUED, Status.AWAITING_APPROVAL):
                 cmd.dependents.append(later)
                 later.waiting_on += 1
                 if later.status is Status.QUEUED:  # its heap entry goes stale
@@ -795,6 +862,11 @@ class Scheduler:
                         self._enqueue(cmd)
                         released = True
                 released = self._promote(now) or released
+                while self._approvals and self._approvals[0][0] <= now:
+                    _at, _s, cmd = heapq.heappop(self._approvals)
+                    if cmd.gated and cmd.status is Status.AWAITING_APPROVAL:
+                        self._end_gate(cmd, APPROVAL_EXPIRED)
+                        released = True
                 while self._deadlines and self._deadlines[0][0] <= now:
                     _at, _s, batch_id = heapq.heappop(self._deadlines)
                     batch = self._batches.get(batch_id)  # (gone: finished and forgotten)
@@ -803,7 +875,8 @@ class Scheduler:
                 if released:
                     self._pump()
                 if not self._launches:
-                    due = [h[0][0] for h in (self._delayed, self._aging, self._deadlines) if h]
+                    heaps = (self._delayed, self._aging, self._deadlines, self._approvals)
+                    due = [h[0][0] for h in heaps if h]
                     timeout = min(due) - now if due else 1.0
                     self._wake.wait(max(0.01, min(timeout, 1.0)))
                     if self._closed and not self._running_total:
@@ -901,7 +974,9 @@ class Scheduler:
         batch.halted_at = index
         reason = halt_reason(index, failed.status)
         for later in batch.commands:
-            if later.spec.index > index and later.status in (Status.PENDING, Status.QUEUED):
+            waiting = (Status.PENDING, Status.QUEUED, Status.AWAITING_APPROVAL)
+            if later.spec.index > index and later.status in waiting:
+                later.gated = False
                 self._emit(later, Status.SKIPPED, reason=reason)
                 batch.remaining -= 1
 
@@ -938,6 +1013,8 @@ class Scheduler:
     def _emit(self, cmd: _Cmd, status: Status, **fields: object) -> None:
         previous = cmd.status
         cmd.status = status
+        if status.final:
+            cmd.gated = False
         if "reason" in fields:
             cmd.reason = str(fields["reason"])
         self.bus.publish(
@@ -977,6 +1054,15 @@ class Scheduler:
             del self._batches[batch_id]
             for c in batch.commands:
                 self._by_id.pop(c.id, None)
+
+
+def _approval_reason(cmd: _Cmd) -> str:
+    return f"awaits approval: a {cmd.spec.cls.value} command"
+
+
+def _held(batch: _Batch) -> bool:
+    """A batch with a command that awaits approval outlives a shutdown (see Service.recover)."""
+    return any(c.gated and c.status is Status.AWAITING_APPROVAL for c in batch.commands)
 
 
 def _internal_error(cmd: _Cmd, e: Exception) -> ExecutorError:

@@ -16,10 +16,11 @@ import logging
 import os
 import threading
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from sandbox.approvals import approval_ttl_s, check_approval_settings
 from sandbox.artifacts import ArtifactCollector, ArtifactLimits, check_patterns
 from sandbox.autoscale import Autoscaler
 from sandbox.errors import BashfleetError, InputError, PolicyError
@@ -43,10 +44,11 @@ from sandbox.pipeline import (
 from sandbox.priority import DurationModel
 from sandbox.retention import Retention
 from sandbox.routing import instance_alive, make_router, new_instance_id, open_docker
-from sandbox.scheduler import Scheduler, default_limits
+from sandbox.scheduler import BatchSpec, Scheduler, default_limits
 from sandbox.schedules import ScheduleRunner, trigger_for
 from sandbox.store import (
     BatchRecord,
+    CommandRecord,
     NewCommand,
     NotFound,
     Page,
@@ -55,13 +57,15 @@ from sandbox.store import (
     Source,
     Store,
     UserRecord,
+    WorkspaceRecord,
     default_url,
     make_engine,
     migrate,
 )
 from sandbox.store.ids import new_id
-from sandbox.store.records import ExecutorKind, WorkspaceRecord, utcnow
+from sandbox.store.records import ExecutorKind, utcnow
 from sandbox.uploads import UploadLimits
+from sandbox.webhooks import WebhookNotifier
 from sandbox.workspace_env import WorkspaceEnvironment
 from sandbox.workspace_io import DownloadLimits, WorkspaceIO
 from sandbox.workspace_settings import Maxima, SecretBox, class_timeouts, environment_for
@@ -94,6 +98,8 @@ class ServiceConfig:
     retention_days: float = 30.0  # finished batches older than this are deleted; 0: never
     workspace_budget_bytes: int = 10 << 30  # stored output + artifacts per workspace; 0: none
     retention_every_s: float = 3600.0  # how often retention runs; 0: only when called
+    # how long a command waits for an approval before it ends rejected (BASHFLEET_APPROVAL_TTL_S)
+    approval_ttl_s: float = field(default_factory=approval_ttl_s)
 
 
 class Forbidden(BashfleetError):
@@ -150,6 +156,9 @@ class Service:
             retain_finished=200,
             durations=self.durations,
         )
+        # webhooks: the bus only queues; deliveries run on the notifier's own threads
+        self.hooks = WebhookNotifier(store)
+        self.bus.subscribe(self.hooks)
         self.metrics = Metrics(self.scheduler.snapshot, self._gauges)
         self.bus.subscribe(self.metrics)
         self.schedules: ScheduleRunner | None = None
@@ -288,6 +297,25 @@ class Service:
         self._runner().removed(schedule_id)
         self.store.schedules.delete(schedule_id)
 
+    def run_schedule(self, user: UserRecord, schedule_id: int) -> BatchRecord:
+        """Run a schedule now, outside its trigger (its next run stays as it was): a batch
+        of its owner's, with source ``schedule``, as a scheduled run would make it."""
+        s = self.store.schedules.get(schedule_id)
+        self._may_manage(user, s.user_id)
+        owner = self.store.accounts.get_user(s.user_id)
+        if owner.disabled:
+            raise PolicyError(f"the schedule's owner {owner.name} is disabled")
+        return self.submit(
+            owner,
+            script=s.script,
+            workspace=self.store.workspaces.get(s.workspace_id).name,
+            priority=max(1, min(10, s.priority or 5)),
+            timeout_s=s.timeout_s,
+            retries=s.retries,
+            source=Source.SCHEDULE,
+            schedule_id=s.id,
+        )
+
     def _may_manage(self, user: UserRecord, owner_id: int) -> None:
         if user.role is Role.ADMIN:
             return
@@ -422,13 +450,144 @@ class Service:
         docker = self.executors.get("docker")
         if docker is not None:
             self._recover_containers(docker)
-        for batch_id in {c.batch_id for c in lost}:
+        held = set(self.store.batches.held())
+        for batch_id in {c.batch_id for c in lost} - held:
             self.store.batches.update_batch(
                 batch_id, status=Status.INTERRUPTED, finished_at=utcnow()
             )
         if lost:
             log.warning("recovered %d interrupted commands", len(lost))
+        for batch_id in sorted(held):
+            try:
+                self._resume(batch_id)
+            except Exception:  # one odd batch must not stop the server from starting
+                log.exception("cannot resume batch %s: it ends interrupted", batch_id)
+                self._give_up(batch_id)
         return sorted(ids)
+
+    def _resume(self, batch_id: str) -> None:
+        """A batch held for an approval when the last server stopped: plan it again (the
+        same script gives the same plan; explicit needs are the stored ones beyond it)
+        and hand it to the scheduler with what already ended, so what awaits approval
+        waits on and what never started runs when its needs are met."""
+        b = self.store.batches.get(batch_id)
+        plain = judge(b.script, max_statements=None)
+        if len(plain.plan.nodes) != len(b.commands):
+            raise BashfleetError("the script no longer gives the same commands")
+        extra = {
+            c.index: sorted(set(c.needs) - set(plain.plan.nodes[c.index].needs)) for c in b.commands
+        }
+        extra = {i: n for i, n in extra.items() if n}
+        judgement = judge(b.script, needs=extra, max_statements=None) if extra else plain
+        ws = self.store.workspaces.get(b.workspace_id)
+        age = (utcnow() - b.created_at).total_seconds()
+        deadline = None if b.deadline_s is None else max(0.001, b.deadline_s - age)
+        spec = batch_spec(
+            judgement,
+            ws.path,
+            batch_id=b.id,
+            priority=b.priority,
+            timeout_s=b.timeout_s or self.config.default_timeout_s,
+            retries=b.retries,
+            limits=Limits(disk_bytes=self.config.disk_bytes),
+            command_ids=[c.id for c in b.commands],
+            on_failure=b.on_failure,
+            deadline_s=deadline,
+            # the workspace's image, variables, secrets and limits as they are now
+            environment=environment_for(
+                self.store,
+                ws,
+                self.secret_box,
+                base=Limits(disk_bytes=self.config.disk_bytes),
+                maxima=Maxima.from_env(),
+            ),
+        )
+        gated = {c.index for c in b.commands if c.status is Status.AWAITING_APPROVAL}
+        spec = _gate(spec, gated, max(0.001, self.config.approval_ttl_s - age))
+        if b.params:
+            spec = replace(spec, env=tuple(sorted(b.params.items())))
+        ended = {c.index: c.status for c in b.commands if c.status.final}
+        self._workspace_ids[str(ws.path)] = ws.id
+        self.scheduler.submit(spec, ended=ended)
+        log.warning("resumed batch %s: %d command(s) await approval", batch_id, len(gated))
+
+    def _give_up(self, batch_id: str) -> None:
+        self.store.batches.set_commands_status(
+            batch_id,
+            only_from=[Status.PENDING, Status.QUEUED, Status.AWAITING_APPROVAL],
+            status=Status.INTERRUPTED,
+            finished_at=utcnow(),
+        )
+        self.store.batches.update_batch(batch_id, status=Status.INTERRUPTED, finished_at=utcnow())
+
+    # --- approvals ------------------------------------------------------------------------
+
+    def decide(
+        self,
+        user: UserRecord | None,
+        batch_id: str,
+        command_id: str,
+        *,
+        approve: bool,
+        reason: str | None = None,
+    ) -> CommandRecord:
+        """Approve or reject a command that awaits approval. Operators and admins decide;
+        under the workspace's two-person rule, never the batch's submitter (rejecting is
+        allowed to them: it is no more than cancelling their own command)."""
+        if user is not None and not user.role.allows(Role.OPERATOR):
+            raise Forbidden("viewers may not approve or reject commands")
+        batch = self.store.batches.get(batch_id)
+        command = next((c for c in batch.commands if c.id == command_id), None)
+        if command is None:
+            raise NotFound(f"batch {batch_id} has no command {command_id}")
+        if command.status is not Status.AWAITING_APPROVAL:
+            raise PolicyError(
+                f"command #{command.index + 1} is {command.status.value}, not awaiting approval"
+            )
+        ws = self.store.workspaces.get(batch.workspace_id)
+        if approve and ws.two_person and user is not None and batch.user_id == user.id:
+            raise Forbidden(
+                f"workspace {ws.name} has the two-person rule: "
+                "someone other than the submitter must approve"
+            )
+        name = user.name if user is not None else "system"
+        try:
+            if approve:
+                self.scheduler.approve(command_id, name)
+            else:
+                why = f"rejected by {name}" + (f": {reason}" if reason else "")
+                self.scheduler.reject(command_id, why)
+        except KeyError:
+            raise PolicyError("that command is not waiting in this server") from None
+        except InputError as e:
+            raise PolicyError(str(e)) from None
+        self.store.batches.update_command(
+            command_id,
+            approval="approved" if approve else "rejected",
+            approval_by=name,
+            approval_at=utcnow(),
+        )
+        self.writer.flush(5)
+        return self.store.batches.get_command(command_id)
+
+    def pending_approvals(self) -> list[tuple[CommandRecord, BatchRecord, WorkspaceRecord]]:
+        """Every command that awaits approval, with its batch and workspace."""
+        spaces = {w.id: w for w in self.store.workspaces.list()}
+        return [
+            (c, b, spaces[b.workspace_id])
+            for c, b in self.store.batches.awaiting_approval()
+            if b.workspace_id in spaces
+        ]
+
+    def set_approval(
+        self, user: UserRecord | None, workspace: str, **settings: Any
+    ) -> WorkspaceRecord:
+        """An admin changes a workspace's approval settings (see approvals.py)."""
+        if user is not None and user.role is not Role.ADMIN:
+            raise Forbidden("only admins change a workspace's approval settings")
+        values = check_approval_settings(settings)
+        ws = self.store.workspaces.get_or_create(workspace)  # settings may come first
+        return self.store.workspaces.set_approval(ws.id, **values)
 
     def _recover_containers(self, docker: Executor) -> None:
         try:
@@ -464,8 +623,10 @@ class Service:
         rerun_of: str | None = None,
         environment: WorkspaceEnvironment | None = None,
         artifacts: list[str] | tuple[str, ...] | None = None,
+        params: Mapping[str, str] | None = None,
     ) -> BatchRecord:
         """Judge, plan, store and start a batch. A rejected batch stores nothing.
+        ``params``: a template's environment (``BF_PARAM_x``; sandbox/templates.py).
 
         ``environment``: the workspace's image, network, variables and secrets for this
         batch (``workspace_env``); None: resolved from the workspace's settings.
@@ -513,8 +674,11 @@ class Service:
         command_ids = [new_id() for _ in judgement.judged]
         route = self.scheduler.route
         new = []
+        gated: set[int] = set()  # the commands that wait for a person's approval
         for j, node, cid in zip(judgement.judged, judgement.plan.nodes, command_ids, strict=True):
             executor, _why = route(j.verdict.cls)
+            if ws.approve.wants(j.verdict.cls):
+                gated.add(node.index)
             new.append(
                 NewCommand(
                     id=cid,
@@ -526,6 +690,8 @@ class Service:
                     needs=tuple(node.needs),
                     reads=tuple(sorted(j.effects.reads)),
                     writes=tuple(sorted(j.effects.writes)),
+                    status=Status.AWAITING_APPROVAL if node.index in gated else Status.PENDING,
+                    approval="required" if node.index in gated else None,
                 )
             )
         record = self.store.batches.create(
@@ -543,6 +709,7 @@ class Service:
             deadline_s=deadline_s,
             rerun_of=rerun_of,
             artifact_patterns=patterns,
+            params=dict(params) if params else None,
         )
         spec = batch_spec(
             judgement,
@@ -557,6 +724,10 @@ class Service:
             deadline_s=deadline_s,
             environment=environment,
         )
+        if gated:
+            spec = _gate(spec, gated, self.config.approval_ttl_s)
+        if params:
+            spec = replace(spec, env=tuple(sorted(params.items())))
         self.scheduler.submit(spec)
         return record
 
@@ -621,6 +792,7 @@ class Service:
             deadline_s=original.deadline_s,
             rerun_of=original.id,
             artifacts=original.artifact_patterns,
+            params=original.params,
         )
 
     def cancel_batch(self, user: UserRecord | None, batch_id: str) -> BatchRecord:
@@ -633,7 +805,7 @@ class Service:
                 # not running in this process (e.g. interrupted): settle it in the store
                 self.store.batches.set_commands_status(
                     batch_id,
-                    only_from=[Status.PENDING, Status.QUEUED],
+                    only_from=[Status.PENDING, Status.QUEUED, Status.AWAITING_APPROVAL],
                     status=Status.CANCELLED,
                     finished_at=utcnow(),
                 )
@@ -718,6 +890,7 @@ class Service:
         self.scheduler.shutdown(grace_s)
         self.writer.close()
         self.artifacts.close()
+        self.hooks.close()
         self.save_durations()
         for ex in self.executors.values():
             close = getattr(ex, "close", None)
@@ -737,6 +910,12 @@ def _class_timeout(
         return None
     chosen = [timeouts.get(c, default) for c in classes]
     return None if None in chosen else max(c for c in chosen if c is not None)
+
+
+def _gate(spec: BatchSpec, gated: set[int], ttl_s: float) -> BatchSpec:
+    """The batch with the commands at ``gated`` waiting for a person's approval."""
+    commands = tuple(replace(c, approval=True) if c.index in gated else c for c in spec.commands)
+    return replace(spec, commands=commands, approval_ttl_s=ttl_s)
 
 
 def _own_workspace(path: Path) -> None:

@@ -319,3 +319,37 @@ def test_the_job_store_holds_no_pickles(tmp_path: Path) -> None:
         assert not (tmp_path / "planted").exists() and not Path("planted").exists()
     finally:
         svc.close()
+
+
+def test_run_now(tmp_path: Path) -> None:
+    """POST /schedules/ID/run: a batch now (source schedule), the next run untouched; the
+    owner or an admin only; it counts against the caller's submission rate."""
+    env = {"BASHFLEET_SUBMIT_RATE": "3"}
+    with running_portal(tmp_path, env=env, extra=["--isolation", "local"]) as portal:
+        owner, other = portal.token("olive", "operator"), portal.token("oscar", "operator")
+        viewer, admin = portal.token("vic", "viewer"), portal.token("ada", "admin")
+        status, s = portal.request(
+            "POST",
+            "/api/v1/schedules",
+            {"name": "daily", "script": "echo now", "cron": "0 3 * * *", "paused": True},
+            token=owner,
+        )
+        assert status == 201, s
+        status, batch = portal.request("POST", f"/api/v1/schedules/{s['id']}/run", token=owner)
+        assert status == 201, batch
+        assert batch["source"] == "schedule" and batch["schedule_id"] == s["id"]
+        assert batch["user"] == "olive"
+        done = portal.wait_batch(batch["id"], owner)
+        assert done["status"] == "succeeded"
+        _s, after = portal.request("GET", f"/api/v1/schedules/{s['id']}", token=owner)
+        assert after["next_run_at"] == s["next_run_at"] and after["paused"] is True
+        status, err = portal.request("POST", f"/api/v1/schedules/{s['id']}/run", token=other)
+        assert status == 403 and err["error"] == "forbidden"
+        assert portal.request("POST", f"/api/v1/schedules/{s['id']}/run", token=viewer)[0] == 403
+        status, err = portal.request("POST", "/api/v1/schedules/999999/run", token=owner)
+        assert status == 404 and err["error"] == "not_found"
+        status, batch = portal.request("POST", f"/api/v1/schedules/{s['id']}/run", token=admin)
+        assert status == 201 and batch["user"] == "olive"  # a run of olive's schedule
+        assert portal.request("POST", f"/api/v1/schedules/{s['id']}/run", token=owner)[0] == 201
+        status, err = portal.request("POST", f"/api/v1/schedules/{s['id']}/run", token=owner)
+        assert status == 429 and err["error"] == "rate_limited"  # the 4th in a minute

@@ -181,3 +181,31 @@ def test_secret_values_are_on_no_command_line(portal: Portal) -> None:
         time.sleep(0.2)
     assert seen > 0
     p.wait_batch(batch["id"], op)
+
+
+def test_approval_settings_go_through_the_general_endpoint(portal: Portal) -> None:
+    """`approve` and `two_person` are settings like the others (admins only): checked with
+    the rest, all or nothing."""
+    p = portal
+    admin = p.token("root", "admin")
+    op = p.token("olga", "operator")
+    status, ws = p.request("PUT", "/api/v1/workspaces/mine", {"env": {"A": "1"}}, token=op)
+    assert status == 200 and ws["approve"] == "none" and ws["two_person"] is False
+    # the owner may change the rest, not the approvals
+    status, err = p.request(
+        "PUT", "/api/v1/workspaces/mine", {"env": {"A": "2"}, "approve": "dangerous"}, token=op
+    )
+    assert status == 403 and "approve" in err["message"]
+    # a bad value names its field and changes nothing, the valid fields beside it included
+    status, err = p.request(
+        "PUT", "/api/v1/workspaces/mine", {"env": {"A": "3"}, "approve": "always"}, token=admin
+    )
+    assert status == 400 and "`approve`" in err["message"]
+    status, ws = p.request(
+        "PUT", "/api/v1/workspaces/mine", {"approve": "dangerous", "two_person": True}, token=admin
+    )
+    assert status == 200 and ws["approve"] == "dangerous" and ws["two_person"] is True
+    status, got = p.request("GET", "/api/v1/workspaces/mine", token=op)
+    assert got["env"] == {"A": "1"} and got["approve"] == "dangerous"
+    status, approval = p.request("GET", "/api/v1/workspaces/mine/approval", token=admin)
+    assert status == 200 and approval["approve"] == "dangerous" and approval["two_person"]

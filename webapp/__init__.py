@@ -119,10 +119,13 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
 
     from webapp.admin import admin
     from webapp.api import api
+    from webapp.approvals_api import approvals_api
     from webapp.files_api import files_api
     from webapp.health import health
     from webapp.schedules_api import schedules_api
     from webapp.sessions import sessions
+    from webapp.templates_api import templates_api
+    from webapp.webhooks_api import webhooks_api
     from webapp.workspaces_api import workspaces_api
 
     if service.schedules is not None:
@@ -134,6 +137,9 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     app.register_blueprint(schedules_api, url_prefix="/api/v1")
     app.register_blueprint(workspaces_api, url_prefix="/api/v1")
     app.register_blueprint(files_api, url_prefix="/api/v1")
+    app.register_blueprint(approvals_api, url_prefix="/api/v1")
+    app.register_blueprint(webhooks_api, url_prefix="/api/v1")
+    app.register_blueprint(templates_api, url_prefix="/api/v1")
     from webapp.live import init_live
     from webapp.pages import pages, secure_headers
 

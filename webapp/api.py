@@ -18,6 +18,7 @@ from webapp.body import json_object
 from webapp.errors import ApiError
 from webapp.openapi import openapi_document
 from webapp.serialize import batch_json
+from webapp.templates_api import from_template
 
 api = Blueprint("api", __name__)
 submissions = RateLimiter()  # per user; scheduled runs count too
@@ -34,6 +35,8 @@ SUBMIT_FIELDS = {
     "on_failure",
     "deadline_s",
     "artifacts",
+    "template",
+    "params",
 }
 
 
@@ -76,8 +79,16 @@ def submit() -> tuple[Response, int]:
         raise ApiError(429, "rate_limited", "too many submissions; wait a minute and retry")
     workspace = _typed(body, "workspace", str, "default")
     submission_workspace(workspace)
+    params: dict[str, str] | None = None
+    if "template" in body:
+        if "script" in body or "commands" in body:
+            raise ApiError(400, "invalid_input", "give `template` or `script`/`commands`, not both")
+        body["script"], params = from_template(body["template"], body.get("params"))
+    elif "params" in body:
+        raise ApiError(400, "invalid_input", "`params` goes with `template`")
     record = current_service().submit(
         user,
+        params=params,
         script=_typed(body, "script", str, None),
         commands=_typed(body, "commands", list, None),
         workspace=workspace,

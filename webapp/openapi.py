@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from sandbox import __version__
+from webapp.openapi_notify import notify_paths
 
 STATUSES = [
     "pending",
@@ -18,6 +19,8 @@ STATUSES = [
     "interrupted",
     "refused",
     "oom_killed",
+    "awaiting_approval",
+    "rejected",
 ]
 CLASSES = ["safe", "conditional", "sequential", "dangerous"]
 POLICIES = ["skip_dependents", "continue", "halt"]
@@ -94,6 +97,12 @@ SCHEMAS: dict[str, Any] = {
             "duration_s": {"type": ["number", "null"]},
             "reason": {"type": ["string", "null"]},
             "truncated": {"type": "boolean"},
+            "approval": {
+                "type": ["string", "null"],
+                "enum": ["required", "approved", "rejected", "expired", None],
+            },
+            "approval_by": {"type": ["string", "null"]},
+            "approval_at": {"type": ["string", "null"]},
         },
     },
     "Batch": {
@@ -115,6 +124,7 @@ SCHEMAS: dict[str, Any] = {
                 "type": ["string", "null"],
                 "description": "the batch this one re-runs (POST /batches/{id}/rerun)",
             },
+            "params": {"type": ["object", "null"]},
             "command_count": {"type": "integer"},
             "counts": {"type": "object", "additionalProperties": {"type": "integer"}},
             "commands": {"type": "array", "items": _ref("Command")},
@@ -123,7 +133,7 @@ SCHEMAS: dict[str, Any] = {
     "Submit": {
         "type": "object",
         "additionalProperties": False,
-        "oneOf": [{"required": ["script"]}, {"required": ["commands"]}],
+        "oneOf": [{"required": ["script"]}, {"required": ["commands"]}, {"required": ["template"]}],
         "properties": {
             "script": {
                 "type": "string",
@@ -165,6 +175,12 @@ SCHEMAS: dict[str, Any] = {
                 "items": {"type": "string", "minLength": 1, "maxLength": 255},
                 "description": "globs relative to the workspace (`*` within a folder, `**` "
                 "across); matching regular files are kept when the batch ends",
+            },
+            "template": {"type": "string", "description": "a template's name, instead of script"},
+            "params": {
+                "type": "object",
+                "description": "the template's parameter values; commands get them as "
+                "environment variables BF_PARAM_<name>, never as command text",
             },
         },
     },
@@ -239,6 +255,8 @@ WORKSPACE: dict[str, Any] = {
         },
         "limits": LIMITS,
         "owner": {"oneOf": [OWNER, {"type": "null"}]},
+        "approve": {"type": "string"},
+        "two_person": {"type": "boolean"},
         "may_change": {"type": "boolean"},
         "limits_max": {"type": "object"},
     },
@@ -257,6 +275,12 @@ WORKSPACE_CHANGE: dict[str, Any] = {
         },
         "limits": {**LIMITS, "description": "replaces the limits"},
         "owner": OWNER,
+        "approve": {
+            "type": "string",
+            "enum": ["none", "dangerous", "sequential+dangerous"],
+            "description": "which classes wait for a person's approval (admins)",
+        },
+        "two_person": {"type": "boolean", "description": "the submitter may not approve"},
     },
 }
 TEAM_NAME = {**_path_param("name"), "schema": {"type": "string", "pattern": NAME_PATTERN}}
@@ -815,6 +839,7 @@ def openapi_document() -> dict[str, Any]:
                     {"200": _json({"type": "object"})},
                 ),
             },
+            **notify_paths(batch_id, command_id),
             "/classify": {
                 "post": _op(
                     "Classify and plan a script without running it",

@@ -10,9 +10,11 @@ from sandbox.schedules import describe as _describe
 from sandbox.store import Role, ScheduleRecord, UserRecord
 from webapp import current_service
 from webapp.access import submission_workspace, visible_ids
+from webapp.api import submissions
 from webapp.auth import audit, current_user, requires
 from webapp.body import json_object
 from webapp.errors import ApiError
+from webapp.serialize import batch_json
 
 schedules_api = Blueprint("schedules_api", __name__)
 
@@ -117,6 +119,20 @@ def resume(schedule_id: int) -> Response:
     record = current_service().update_schedule(current_user(), schedule_id, paused=False)
     audit("schedule_resumed", target=str(schedule_id))
     return jsonify(describe(record))
+
+
+@schedules_api.post("/schedules/<int:schedule_id>/run")
+@requires(Role.OPERATOR)
+def run_now(schedule_id: int) -> tuple[Response, int]:
+    """Run it now: 201 with the new batch (source schedule); counts against the caller's
+    submission rate like any submission."""
+    user = current_user()
+    if not submissions.allow(f"user:{user.id}", current_app.config["SUBMIT_RATE"]):
+        audit("rate_limited", target=f"/schedules/{schedule_id}/run")
+        raise ApiError(429, "rate_limited", "too many submissions; wait a minute and retry")
+    record = current_service().run_schedule(user, schedule_id)
+    audit("schedule_run_now", target=str(schedule_id), detail={"batch": record.id})
+    return jsonify(batch_json(record)), 201
 
 
 @schedules_api.delete("/schedules/<int:schedule_id>")

@@ -34,6 +34,10 @@ def command_json(c: CommandRecord) -> dict[str, Any]:
         "queued_at": _time(c.queued_at),
         "started_at": _time(c.started_at),
         "finished_at": _time(c.finished_at),
+        # None: it never needed an approval; else required | approved | rejected | expired
+        "approval": c.approval,
+        "approval_by": c.approval_by,
+        "approval_at": _time(c.approval_at),
     }
 
 
@@ -57,6 +61,7 @@ def batch_json(b: BatchRecord, *, with_commands: bool = True) -> dict[str, Any]:
         "on_failure": b.on_failure.value,
         "deadline_s": b.deadline_s,
         "rerun_of": b.rerun_of,
+        "params": {k.removeprefix("BF_PARAM_"): v for k, v in (b.params or {}).items()} or None,
         "created_at": _time(b.created_at),
         "started_at": _time(b.started_at),
         "finished_at": _time(b.finished_at),

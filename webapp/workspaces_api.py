@@ -12,6 +12,7 @@ from typing import Any
 from flask import Blueprint, Response, jsonify
 
 from sandbox.allowed_images import allowed_images, local_image
+from sandbox.approvals import check_approval_settings
 from sandbox.errors import InputError
 from sandbox.store import Role, TeamRecord, WorkspaceRecord
 from sandbox.store.workspaces import check_workspace_name
@@ -25,7 +26,7 @@ from webapp.errors import ApiError
 
 workspaces_api = Blueprint("workspaces_api", __name__)
 
-SETTINGS = set(SETTINGS_FIELDS)
+SETTINGS = set(SETTINGS_FIELDS) | {"approve", "two_person"}  # approvals: sandbox/approvals.py
 
 
 def workspace_json(ws: WorkspaceRecord) -> dict[str, Any]:
@@ -43,6 +44,8 @@ def workspace_json(ws: WorkspaceRecord) -> dict[str, Any]:
         "secrets": store.workspaces.secret_names(ws.id),
         "limits": {k: dict(v) for k, v in ws.limits.items()},
         "owner": owner,
+        "approve": ws.approve.value,
+        "two_person": ws.two_person,
         "may_change": may_configure(store, current_user(), ws),
         "limits_max": Maxima.from_env().json(),
         "created_at": ws.created_at.isoformat(),
@@ -113,7 +116,13 @@ def _settings(
     """The checked changes; an operator gives a workspace only to themselves or a team
     they are in, and only admins make one shared by everyone."""
     store, user = current_service().store, current_user()
-    values, secrets = check_settings(store, ws, body)
+    values, secrets = check_settings(
+        store, ws, {k: v for k, v in body.items() if k in SETTINGS_FIELDS}
+    )
+    approval = check_approval_settings(body, partial=True)
+    if approval and user.role is not Role.ADMIN:
+        raise ApiError(403, "forbidden", "`approve` and `two_person` are the admins' to set")
+    values.update(approval)
     if user.role is not Role.ADMIN and "owner" in body:
         mine = store.teams.team_ids_of(user.id)
         if values["owner_user_id"] not in (None, user.id) or (

@@ -58,6 +58,8 @@ from sandbox.store.repository import (
     WorkspaceRepository,
 )
 from sandbox.store.teams import ImageRepository, TeamRepository
+from sandbox.store.templates import TemplateRepository
+from sandbox.store.webhooks import WebhookRepository
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +77,8 @@ class Store:
     teams: TeamRepository
     images: ImageRepository
     artifacts: ArtifactRepository
+    webhooks: WebhookRepository
+    templates: TemplateRepository
 
     @classmethod
     def open(cls, engine: Engine, data_dir: str | os.PathLike[str]) -> Store:
@@ -91,6 +95,8 @@ class Store:
             teams=TeamRepository(sessions),
             images=ImageRepository(sessions),
             artifacts=ArtifactRepository(sessions),
+            webhooks=WebhookRepository(sessions),
+            templates=TemplateRepository(sessions),
         )
 
     def close(self) -> None:

@@ -57,6 +57,9 @@ class CommandChanges(TypedDict, total=False):
     host_pid: int | None
     pid_start_time: float | None
     container_id: str | None
+    approval: str | None
+    approval_by: str | None
+    approval_at: datetime | None
 
 
 class BatchRepository(Repository):
@@ -78,6 +81,7 @@ class BatchRepository(Repository):
         deadline_s: float | None = None,
         rerun_of: str | None = None,
         artifact_patterns: Sequence[str] = (),
+        params: dict[str, str] | None = None,
     ) -> BatchRecord:
         """Store a batch and all its commands in one transaction: all or nothing."""
         batch_id = check_id(batch_id, "batch id") if batch_id else new_id()
@@ -101,6 +105,7 @@ class BatchRepository(Repository):
                     deadline_s=deadline_s,
                     rerun_of=rerun_of,
                     artifact_patterns=list(artifact_patterns) or None,
+                    params=params,
                     created_at=now,
                 )
             )
@@ -271,34 +276,74 @@ class BatchRepository(Repository):
                 )
         return ids
 
+    def held(self) -> builtins.list[str]:
+        """Unfinished batches with a command that awaits approval, oldest first: a restart
+        resumes them (``interrupt_unfinished`` leaves their waiting commands alone)."""
+        with self._read() as s:
+            return builtins.list(
+                s.scalars(
+                    select(Batch.id)
+                    .where(Batch.status.in_(UNFINISHED), Batch.id.in_(_HELD))
+                    .order_by(Batch.id)
+                ).all()
+            )
+
+    def awaiting_approval(
+        self, limit: int = 200
+    ) -> builtins.list[tuple[CommandRecord, BatchRecord]]:
+        """Commands that await approval, oldest first, each with its batch (no commands)."""
+        with self._read() as s:
+            commands = s.scalars(
+                select(Command)
+                .where(Command.status == Status.AWAITING_APPROVAL)
+                .order_by(Command.batch_id, Command.index)
+                .limit(clamp_limit(limit))
+            ).all()
+            records = [_command_record(c) for c in commands]
+            ids = sorted({c.batch_id for c in records})
+            rows = s.execute(_BATCH_QUERY.where(Batch.id.in_(ids))).all() if ids else []
+            batches = {r[0].id: _batch_record(r, {}, ()) for r in rows}
+        return [(c, batches[c.batch_id]) for c in records if c.batch_id in batches]
+
     def interrupt_unfinished(
         self, now: datetime | None = None
     ) -> builtins.list[InterruptedCommand]:
         """After a crash or restart: every pending/queued/running command of an unfinished
         batch becomes ``interrupted``, and so does its batch. Returns those commands with
-        what recovery needs to find leftover processes and containers."""
+        what recovery needs to find leftover processes and containers.
+
+        A batch with a command that awaits approval is held instead: only its running
+        commands become interrupted (they may have done part of their work); what never
+        started keeps its status and the batch is resumed (``held``)."""
         now = now or utcnow()
         unfinished_batches = select(Batch.id).where(Batch.status.in_(UNFINISHED))
-        where = (Command.batch_id.in_(unfinished_batches), Command.status.in_(UNFINISHED))
+        free = (Command.batch_id.in_(unfinished_batches), Command.batch_id.not_in(_HELD))
+        where = (
+            (*free, Command.status.in_(UNFINISHED)),
+            (*free[:1], Command.batch_id.in_(_HELD), Command.status == Status.RUNNING),
+        )
         with self._write() as s:
-            commands = s.scalars(
-                select(Command).where(*where).order_by(Command.id).with_for_update()
-            ).all()
-            found = [_interrupted(c) for c in commands]
-            s.execute(
-                update(Command)
-                .where(*where)
-                .values(
-                    status=Status.INTERRUPTED,
-                    finished_at=now,
-                    error="the server stopped (crashed or was killed) before this ended; "
-                    "found at the next start",
+            found = []
+            for w in where:
+                commands = s.scalars(
+                    select(Command).where(*w).order_by(Command.id).with_for_update()
+                ).all()
+                found += [_interrupted(c) for c in commands]
+            for w in where:
+                s.execute(
+                    update(Command)
+                    .where(*w)
+                    .values(
+                        status=Status.INTERRUPTED,
+                        finished_at=now,
+                        error="the server stopped (crashed or was killed) before this ended; "
+                        "found at the next start",
+                    )
+                    .execution_options(synchronize_session=False)
                 )
-                .execution_options(synchronize_session=False)
-            )
             s.execute(
                 update(Batch)
-                .where(Batch.status.in_(UNFINISHED))
+                .where(Batch.status.in_(UNFINISHED), Batch.id.not_in(_HELD))
                 .values(status=Status.INTERRUPTED, finished_at=now)
                 .execution_options(synchronize_session=False)
             )
@@ -352,6 +397,9 @@ class BatchRepository(Repository):
             return rowcount(s.execute(delete(Batch).where(Batch.id == batch_id))) > 0
 
 
+_HELD = select(Command.batch_id).where(Command.status == Status.AWAITING_APPROVAL)
+
+
 def _command_rows(batch_id: str, commands: Sequence[NewCommand]) -> list[dict[str, Any]]:
     indices = {c.index for c in commands}
     if len(indices) != len(commands):
@@ -380,6 +428,7 @@ def _command_rows(batch_id: str, commands: Sequence[NewCommand]) -> list[dict[st
                 "stderr_bytes": 0,
                 "truncated": False,
                 "attempts": 0,
+                "approval": c.approval,
             }
         )
     return rows

@@ -115,12 +115,29 @@ def migrate(engine: Engine, revision: str = "head") -> None:
     cfg = alembic_config()
     # Alembic keeps the running migration in module globals: one at a time per process,
     # and the database lock below serializes processes.
-    with _MIGRATING, engine.connect().execution_options(**{WRITE: True}) as conn, conn.begin():
-        if engine.dialect.name == "postgresql":
-            # Serialize concurrent migrators (several server processes starting at once).
-            conn.execute(text("SELECT pg_advisory_xact_lock(7262616, 1)"))
-        cfg.attributes["connection"] = conn
-        command.upgrade(cfg, revision)
+    with _MIGRATING, engine.connect().execution_options(**{WRITE: True}) as conn:
+        sqlite = engine.dialect.name == "sqlite"
+        if sqlite:
+            # A batch ALTER of SQLite copies a table and drops the old one; with foreign
+            # keys on, that DROP deletes every row referencing it (ON DELETE CASCADE).
+            # The pragma is a no-op inside a transaction: set it on the raw connection first.
+            _sqlite_pragma(conn, "PRAGMA foreign_keys=OFF")
+        try:
+            with conn.begin():
+                if engine.dialect.name == "postgresql":
+                    # Serialize concurrent migrators (several server processes starting at once).
+                    conn.execute(text("SELECT pg_advisory_xact_lock(7262616, 1)"))
+                cfg.attributes["connection"] = conn
+                command.upgrade(cfg, revision)
+        finally:
+            if sqlite:
+                _sqlite_pragma(conn, "PRAGMA foreign_keys=ON")
+
+
+def _sqlite_pragma(conn: Connection, statement: str) -> None:
+    raw = conn.connection.driver_connection
+    if raw is not None:
+        raw.execute(statement)
 
 
 def current_revision(engine: Engine) -> str | None:

@@ -32,10 +32,12 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from sandbox.approvals import ApprovalPolicy
 from sandbox.model import CommandClass, FailurePolicy, Status
 from sandbox.store.records import ExecutorKind, Role, Source, utcnow
 
@@ -50,6 +52,7 @@ NAMING = {
 ID_LENGTH = 32  # room for a 26-character ULID and then some
 FINGERPRINT_CHARS = 255
 TAIL_CHARS = 4096
+STATUS_CHARS = 24  # "awaiting_approval"
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -77,14 +80,14 @@ class UTCDateTime(TypeDecorator[datetime]):
 JSONType = JSON().with_variant(JSONB(), "postgresql")
 
 
-def _enum(cls: type[PyEnum], name: str) -> Enum:
+def _enum(cls: type[PyEnum], name: str, length: int = 16) -> Enum:
     """A VARCHAR + CHECK column holding the enum's *values* ("succeeded", not "SUCCEEDED")."""
     return Enum(
         cls,
         name=name,
         native_enum=False,
         create_constraint=True,
-        length=16,
+        length=length,
         validate_strings=True,
         values_callable=lambda e: [m.value for m in e],
     )
@@ -175,6 +178,13 @@ class Workspace(Base):
         ForeignKey("teams.id", ondelete="SET NULL"), index=True
     )
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # which classes wait for a person's approval (sandbox/approvals.py)
+    approve: Mapped[ApprovalPolicy] = mapped_column(
+        _enum(ApprovalPolicy, "approve", 24),
+        default=ApprovalPolicy.NONE,
+        server_default=ApprovalPolicy.NONE.value,
+    )
+    two_person: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
 
 class WorkspaceSecret(Base):
@@ -248,7 +258,7 @@ class Batch(Base):
     )
 
     id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True)
-    status: Mapped[Status] = mapped_column(_enum(Status, "status"))
+    status: Mapped[Status] = mapped_column(_enum(Status, "status", STATUS_CHARS))
     source: Mapped[Source] = mapped_column(_enum(Source, "source"))
     schedule_id: Mapped[int | None] = mapped_column(
         ForeignKey("schedules.id", ondelete="SET NULL"), index=True
@@ -269,6 +279,8 @@ class Batch(Base):
     rerun_of: Mapped[str | None] = mapped_column(ForeignKey("batches.id", ondelete="SET NULL"))
     # globs of files copied out of the workspace when the batch ends (see Artifact)
     artifact_patterns: Mapped[list[str] | None] = mapped_column(JSONType)
+    # a template's batch: the environment its parameters became (BF_PARAM_x -> value)
+    params: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
     created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
@@ -288,7 +300,7 @@ class Command(Base):
     needs: Mapped[list[int]] = mapped_column(JSONType, default=list)
     reads: Mapped[list[str]] = mapped_column(JSONType, default=list)
     writes: Mapped[list[str]] = mapped_column(JSONType, default=list)
-    status: Mapped[Status] = mapped_column(_enum(Status, "status"))
+    status: Mapped[Status] = mapped_column(_enum(Status, "status", STATUS_CHARS))
     exit_code: Mapped[int | None] = mapped_column(Integer)
     signal: Mapped[int | None] = mapped_column(Integer)
     error: Mapped[str | None] = mapped_column(Text)
@@ -305,6 +317,10 @@ class Command(Base):
     host_pid: Mapped[int | None] = mapped_column(Integer)
     pid_start_time: Mapped[float | None] = mapped_column(Double)
     container_id: Mapped[str | None] = mapped_column(String(80))
+    # required | approved | rejected | expired (None: it never needed an approval)
+    approval: Mapped[str | None] = mapped_column(String(16))
+    approval_by: Mapped[str | None] = mapped_column(String(64))
+    approval_at: Mapped[datetime | None]
 
 
 class Attempt(Base):
@@ -316,7 +332,7 @@ class Attempt(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     command_id: Mapped[str] = mapped_column(ForeignKey("commands.id", ondelete="CASCADE"))
     number: Mapped[int] = mapped_column(Integer)
-    status: Mapped[Status] = mapped_column(_enum(Status, "status"))
+    status: Mapped[Status] = mapped_column(_enum(Status, "status", STATUS_CHARS))
     exit_code: Mapped[int | None] = mapped_column(Integer)
     signal: Mapped[int | None] = mapped_column(Integer)
     started_at: Mapped[datetime | None]
@@ -369,3 +385,51 @@ class AuditPrune(Base):
     at: Mapped[datetime] = mapped_column(default=utcnow)
     before: Mapped[datetime]
     actor: Mapped[str] = mapped_column(String(100))
+
+
+class Template(Base):
+    """A script with ``{{name}}`` placeholders and typed parameters (sandbox/templates.py)."""
+
+    __tablename__ = "templates"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    script: Mapped[str] = mapped_column(Text)
+    params: Mapped[list[dict[str, Any]]] = mapped_column(JSONType, default=list)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Webhook(Base):
+    """A URL told about events (webhooks.py) of its user's batches, or of a workspace's."""
+
+    __tablename__ = "webhooks"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    # None: the user's own batches in every workspace; else every batch of that workspace
+    workspace_id: Mapped[int | None] = mapped_column(
+        ForeignKey("workspaces.id", ondelete="CASCADE"), index=True
+    )
+    url: Mapped[str] = mapped_column(String(2048))
+    events: Mapped[list[str]] = mapped_column(JSONType, default=list)
+    secret: Mapped[str] = mapped_column(String(128))
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class WebhookDelivery(Base):
+    """One attempt to deliver one event to one webhook."""
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (Index("ix_webhook_deliveries_webhook_id_at", "webhook_id", "at"),)
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    webhook_id: Mapped[int] = mapped_column(ForeignKey("webhooks.id", ondelete="CASCADE"))
+    event: Mapped[str] = mapped_column(String(32))
+    delivery: Mapped[str] = mapped_column(String(32))  # one id for every attempt of it
+    attempt: Mapped[int] = mapped_column(Integer)
+    status_code: Mapped[int | None] = mapped_column(Integer)
+    error: Mapped[str | None] = mapped_column(Text)
+    at: Mapped[datetime] = mapped_column(default=utcnow)

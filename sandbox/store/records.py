@@ -13,6 +13,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
+from sandbox.approvals import ApprovalPolicy
 from sandbox.model import CommandClass, FailurePolicy, Status
 
 T = TypeVar("T")
@@ -65,6 +66,7 @@ class NewCommand:
     writes: tuple[str, ...] = ()
     status: Status = Status.PENDING
     id: str | None = None  # generated when None
+    approval: str | None = None  # "required": it waits for a person's approval
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -96,6 +98,9 @@ class CommandRecord:
     host_pid: int | None
     pid_start_time: float | None
     container_id: str | None
+    approval: str | None = None  # required | approved | rejected | expired
+    approval_by: str | None = None
+    approval_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -122,6 +127,7 @@ class BatchRecord:
     deadline_s: float | None = None
     rerun_of: str | None = None  # the batch this one re-runs
     artifact_patterns: tuple[str, ...] = ()  # globs of files kept when it ends
+    params: Mapping[str, str] | None = None  # a template's batch: its BF_PARAM_* environment
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -191,6 +197,8 @@ class WorkspaceRecord:
     owner_user_id: int | None
     owner_team_id: int | None  # neither: shared by every user
     created_at: datetime
+    approve: ApprovalPolicy = ApprovalPolicy.NONE  # which classes wait for an approval
+    two_person: bool = False  # the submitter may not approve their own command
 
     @property
     def allow_network(self) -> bool:

@@ -15,6 +15,7 @@ from sqlalchemy import delete, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
+from sandbox.approvals import ApprovalPolicy
 from sandbox.errors import InputError
 from sandbox.store.base import NotFound, Repository, rowcount, to_record
 from sandbox.store.models import TeamMember, Workspace, WorkspaceSecret
@@ -127,8 +128,8 @@ class WorkspaceRepository(Repository):
         **values: Any,
     ) -> WorkspaceRecord:
         """Set columns (``image``, ``network``, ``env``, ``limits``, ``owner_user_id``,
-        ``owner_team_id``) and secrets (name -> sealed value, None deletes) in one
-        transaction: all of it or nothing."""
+        ``owner_team_id``, ``approve``, ``two_person``) and secrets (name -> sealed value,
+        None deletes) in one transaction: all of it or nothing."""
         unknown = set(values) - {
             "image",
             "network",
@@ -136,6 +137,8 @@ class WorkspaceRepository(Repository):
             "limits",
             "owner_user_id",
             "owner_team_id",
+            "approve",
+            "two_person",
         }
         if unknown:
             raise ValueError(f"not a workspace setting: {sorted(unknown)}")
@@ -185,6 +188,28 @@ class WorkspaceRepository(Repository):
                 )
             )
             return {name: value for name, value in rows}
+
+    def set_approval(
+        self,
+        workspace_id: int,
+        *,
+        approve: ApprovalPolicy | str | None = None,
+        two_person: bool | None = None,
+    ) -> WorkspaceRecord:
+        """Change the approval settings (None leaves a setting alone)."""
+        values: dict[str, object] = {}
+        if approve is not None:
+            values["approve"] = ApprovalPolicy(approve)
+        if two_person is not None:
+            values["two_person"] = bool(two_person)
+        if values:
+            with self._write() as s:
+                result = s.execute(
+                    update(Workspace).where(Workspace.id == workspace_id).values(**values)
+                )
+                if not rowcount(result):
+                    raise NotFound(f"no workspace {workspace_id}")
+        return self.get(workspace_id)
 
     def _ensure_dir(self, name: str) -> Path:
         self.root.mkdir(parents=True, exist_ok=True)

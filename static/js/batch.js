@@ -10,7 +10,7 @@
   "use strict";
   var BF = window.BF;
   var batchId = document.body.dataset.batchId;
-  var ACTIVE = { pending: 1, queued: 1, running: 1 };
+  var ACTIVE = { pending: 1, queued: 1, running: 1, awaiting_approval: 1 };
   var CANCELLABLE = ACTIVE;
   var AUTO_EXPAND = 3; // batches this small show every output at once
   var MAX_LINES = 5000; // the window of an open command's output
@@ -218,7 +218,7 @@
         if (!c) return;
         normalize(fresh);
         if (BF.isFinal(fresh.status) || fresh._at >= c._at) {
-          ["status", "reason", "executor", "exit_code", "signal", "duration_s", "truncated", "stdout_bytes", "stderr_bytes", "start", "end", "_at"].forEach(function (k) {
+          ["status", "reason", "executor", "exit_code", "signal", "duration_s", "truncated", "stdout_bytes", "stderr_bytes", "start", "end", "_at", "approval", "approval_by"].forEach(function (k) {
             if (fresh[k] !== null && fresh[k] !== undefined) c[k] = fresh[k];
           });
           if (!fresh.reason && BF.isFinal(fresh.status)) c.reason = null;
@@ -285,7 +285,7 @@
     if (!batch) return "";
     var any = { running: 0, queued: 0, pending: 0, done: 0 };
     cmds.forEach(function (c) {
-      if (ACTIVE[c.status]) any[c.status]++;
+      if (ACTIVE[c.status]) any[c.status === "awaiting_approval" ? "pending" : c.status]++;
       else any.done++;
     });
     if (any.running || (any.done && (any.pending || any.queued))) return "running";
@@ -378,6 +378,10 @@
       );
       if (operator) {
         row.cancel = BF.el("button", { type: "button", class: "btn btn-small btn-danger cancel-command", hidden: true, "aria-label": "cancel command #" + (c.index + 1) }, "Cancel");
+        row.approve = BF.el("button", { type: "button", class: "btn btn-small btn-primary approve-command", hidden: true, "aria-label": "approve command #" + (c.index + 1) }, "Approve");
+        row.reject = BF.el("button", { type: "button", class: "btn btn-small btn-danger reject-command", hidden: true, "aria-label": "reject command #" + (c.index + 1) }, "Reject");
+        row.actions.appendChild(row.approve);
+        row.actions.appendChild(row.reject);
         row.actions.appendChild(row.cancel);
       }
       c.row = row;
@@ -396,8 +400,11 @@
       BF.clear(r.status).appendChild(BF.statusBadge(c.status));
       r.tr.dataset.status = c.status;
       if (r.cancel) {
-        r.cancel.hidden = !CANCELLABLE[c.status];
+        var awaiting = c.status === "awaiting_approval";
+        r.cancel.hidden = !CANCELLABLE[c.status] || awaiting; // Reject is its cancel
         if (!CANCELLABLE[c.status]) r.cancel.disabled = false;
+        r.approve.hidden = r.reject.hidden = !awaiting;
+        r.approve.disabled = r.reject.disabled = false;
       }
     }
     setText(r.exec, c.executor || "");
@@ -412,6 +419,9 @@
       reason = "";
     }
     var why = reason || (c.waited && !waiting ? "waited: " + c.waited : "");
+    if (c.approval === "approved" && c.approval_by && why.indexOf("approved by") < 0) {
+      why = ("approved by " + c.approval_by + (why ? "; " + why : ""));
+    }
     setText(r.why, why);
     r.why.classList.toggle("muted", !reason);
     if (c.expanded) {
@@ -452,6 +462,12 @@
   }
 
   tableEl.addEventListener("click", function (ev) {
+    var decide = ev.target.closest("button.approve-command, button.reject-command");
+    if (decide) {
+      ev.stopPropagation();
+      decideCommand(byId[decide.closest("tr.command").dataset.commandId], decide.classList.contains("approve-command"), decide);
+      return;
+    }
     var btn = ev.target.closest("button.cancel-command");
     if (btn) {
       ev.stopPropagation();
@@ -478,6 +494,29 @@
       }
     }
   });
+
+  function decideCommand(c, approve, btn) {
+    if (!c) return;
+    var verb = approve ? "approve" : "reject";
+    var body;
+    if (!approve) {
+      var reason = window.prompt("Reject #" + (c.index + 1) + "? Reason (optional):", "");
+      if (reason === null) return;
+      body = reason.trim() ? { reason: reason.trim() } : {};
+    }
+    btn.disabled = true;
+    BF.api("POST", "/api/v1/batches/" + encodeURIComponent(batchId) + "/commands/" + encodeURIComponent(c.id) + "/" + verb, body).then(
+      function (fresh) {
+        c.approval = fresh.approval;
+        c.approval_by = fresh.approval_by;
+        BF.toast((approve ? "Approved #" : "Rejected #") + (c.index + 1), "ok");
+      },
+      function (err) {
+        btn.disabled = false;
+        BF.showError(err);
+      }
+    );
+  }
 
   function cancelCommand(c, btn) {
     if (!c) return;

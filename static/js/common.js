@@ -196,7 +196,7 @@
     return BF.el("span", { class: "badge st-" + (status || "unknown"), "data-status": status || "" }, (status || "?").replace("_", " "));
   };
 
-  BF.FINAL = ["succeeded", "failed", "timed_out", "cancelled", "skipped", "interrupted", "refused", "oom_killed"];
+  BF.FINAL = ["succeeded", "failed", "timed_out", "cancelled", "skipped", "interrupted", "refused", "oom_killed", "rejected"];
   BF.isFinal = function (status) { return BF.FINAL.indexOf(status) >= 0; };
 
   /* ---- Socket.IO ------------------------------------------------------------------- */

@@ -30,7 +30,7 @@
       var n = counts[s] || 0;
       if (s === "succeeded") groups.ok += n;
       else if (s === "running") groups.run += n;
-      else if (s === "pending" || s === "queued") groups.other += n;
+      else if (s === "pending" || s === "queued" || s === "awaiting_approval") groups.other += n;
       else groups.bad += n;
     });
     var done = groups.ok + groups.bad;
@@ -82,8 +82,10 @@
     Promise.all([
       BF.api("GET", "/api/v1/batches?limit=50&status=" + ACTIVE),
       BF.api("GET", "/api/v1/batches?limit=12"),
+      BF.api("GET", "/api/v1/approvals"),
     ])
       .then(function (res) {
+        showApprovals(res[2].items || []);
         var active = res[0].items || [];
         var activeIds = {};
         active.forEach(function (b) { activeIds[b.id] = true; });
@@ -97,6 +99,39 @@
         if (err && err.status !== 401) BF.showError(err);
       })
       .then(function () { loading = false; });
+  }
+
+  /* ---- approvals ------------------------------------------------------------------------- */
+
+  function approvalItem(a) {
+    var href = "/batches/" + encodeURIComponent(a.batch_id);
+    var li = el("li", { class: "ops-approval", dataset: { commandId: a.command_id } },
+      el("div", { class: "row spread" },
+        el("a", { href: href, class: "mono" }, "#" + (a.index + 1) + " " + (a.command.length > 60 ? a.command.slice(0, 59) + "…" : a.command)),
+        BF.classBadge(a["class"])),
+      el("div", { class: "muted small" }, "in " + a.workspace + " by " + (a.user || "?") + (a.two_person ? " · two-person rule" : "") +
+        " · expires " + new Date(a.expires_at).toLocaleString()));
+    if (a.may_decide) {
+      var approve = el("button", { type: "button", class: "btn btn-small btn-primary", "aria-label": "approve #" + (a.index + 1) + " of batch " + shortId(a.batch_id) }, "Approve");
+      approve.addEventListener("click", function () {
+        approve.disabled = true;
+        BF.api("POST", "/api/v1/batches/" + encodeURIComponent(a.batch_id) + "/commands/" + encodeURIComponent(a.command_id) + "/approve").then(
+          function () { BF.toast("Approved #" + (a.index + 1), "ok"); li.remove(); loadBatches(); },
+          function (err) { approve.disabled = false; BF.showError(err); }
+        );
+      });
+      li.appendChild(el("div", { class: "row" }, approve, el("a", { class: "btn btn-small", href: href }, "Open")));
+    }
+    return li;
+  }
+
+  function showApprovals(items) {
+    var list = document.getElementById("approvals-list");
+    if (!list) return;
+    BF.clear(list);
+    items.forEach(function (a) { list.appendChild(approvalItem(a)); });
+    document.getElementById("approvals-count").textContent = String(items.length);
+    document.getElementById("approvals-empty").hidden = items.length > 0;
   }
 
   /* Click anywhere on a row (not just the link) opens the batch; keyboard users use the link. */

@@ -6,7 +6,7 @@
 
   var el = BF.el;
   var PAGE = 50;
-  var STATUSES = ["running", "pending", "queued", "succeeded", "failed", "timed_out", "cancelled", "interrupted", "refused"];
+  var STATUSES = ["running", "pending", "queued", "succeeded", "failed", "timed_out", "cancelled", "interrupted", "refused", "rejected"];
   var SOURCES = ["web", "api", "schedule", "cli"];
 
   var form, qInput, sourceSelect, body, moreBtn;

@@ -63,6 +63,7 @@
     var trigger = s.cron ? el("code", { class: "ops-trigger", title: "cron, UTC" }, s.cron) : el("span", { class: "ops-trigger" }, every(s.interval_s));
     var actions = el("div", { class: "ops-actions" }, el("a", { class: "btn btn-small", href: runsHref(s), title: "batches started by this schedule" }, "Runs"));
     if (mayManage(s)) {
+      actions.appendChild(el("button", { type: "button", class: "btn btn-small btn-primary", dataset: { act: "run" }, "aria-label": "Run " + s.name + " now", title: "start a batch now; the next scheduled run stays as it is" }, "Run now"));
       actions.appendChild(el("button", { type: "button", class: "btn btn-small", dataset: { act: "edit" }, "aria-label": "Edit " + s.name }, "Edit"));
       actions.appendChild(
         el("button", { type: "button", class: "btn btn-small", dataset: { act: s.paused ? "resume" : "pause" }, "aria-label": (s.paused ? "Resume " : "Pause ") + s.name }, s.paused ? "Resume" : "Pause")
@@ -162,6 +163,18 @@
     if (!s) return;
     var act = btn.dataset.act;
     if (act === "edit") return openForm(s);
+    if (act === "run") {
+      btn.disabled = true;
+      return BF.api("POST", "/api/v1/schedules/" + s.id + "/run")
+        .then(function (batch) {
+          BF.toast("Started " + s.name + ": batch " + batch.id, "ok");
+          location.assign("/batches/" + encodeURIComponent(batch.id));
+        })
+        .catch(function (err) {
+          btn.disabled = false;
+          BF.showError(err);
+        });
+    }
     if (act === "pause" || act === "resume") {
       btn.disabled = true;
       return BF.api("POST", "/api/v1/schedules/" + s.id + "/" + act)

@@ -253,6 +253,14 @@ def test_schedule_create_pause_resume_edit_delete(
     assert s["interval_s"] == 3600 and s["cron"] is None and s["script"] == "echo nightly\nls"
     shot(page, "ops-schedules")
 
+    # run now: a batch of this schedule at once, and its page
+    row.locator("[data-act=run]").click()
+    page.wait_for_url(re.compile(r"/batches/[0-9A-Z]+$"))
+    bid = page.url.rsplit("/", 1)[-1]
+    _, b = api("GET", f"/api/v1/batches/{bid}")
+    assert b["source"] == "schedule" and b["schedule_id"] == int(sid)
+    page.goto("/schedules")
+
     # delete asks first; cancelling keeps it
     row.locator("[data-act=delete]").click()
     expect(page.locator("#confirm-dialog")).to_be_visible()

@@ -18,7 +18,7 @@ import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sandbox.autoscale import Autoscaler
 from sandbox.errors import BashfleetError, InputError, PolicyError
@@ -60,6 +60,9 @@ from sandbox.store import (
 from sandbox.store.ids import new_id
 from sandbox.store.records import ExecutorKind, utcnow
 
+if TYPE_CHECKING:
+    from sandbox.cluster.control import ControlPlane
+
 log = logging.getLogger(__name__)
 
 # What "re-run only what failed" takes again (in the original order).
@@ -82,6 +85,7 @@ class ServiceConfig:
     disk_bytes: int | None = 10 << 30  # what one container command may take of the disk
     docker_probe_s: float = 5.0  # how often to look for an engine that did not answer at start
     image: str | None = None  # the workspaces' image (default: BASHFLEET_IMAGE or the sandbox)
+    broker: str | None = None  # scale-out: redis://... ; jobs run on worker nodes (cluster/)
 
 
 class Forbidden(BashfleetError):
@@ -107,7 +111,14 @@ class Service:
         )
         self.executors: dict[str, Executor] = {"local": self.local}
         self.docker_why = ""
-        if config.isolation != "local":
+        # scale-out: with a broker, every job goes to a worker node (sandbox/cluster/)
+        self.cluster: ControlPlane | None = None
+        if config.broker:
+            from sandbox.cluster.control import ControlPlane
+
+            self.cluster = ControlPlane(config.broker, store)
+            self.executors = self.cluster.executors()
+        elif config.isolation != "local":
             docker, self.docker_why = open_docker(config.instance_id)
             if docker is not None:
                 self.executors["docker"] = docker
@@ -121,7 +132,7 @@ class Service:
                 config.isolation,
                 lambda: "docker" in self.executors,
                 lambda: self.docker_why,
-                local_ready=lambda: self.local.usable,
+                local_ready=None if self.cluster else lambda: self.local.usable,
                 local_why=lambda: self.local.problem,
             ),
             bus=self.bus,
@@ -140,7 +151,10 @@ class Service:
         self._lock = threading.Lock()
         self._closed = threading.Event()
         # unpack the image and self-test the sandbox now, not on the first command
-        threading.Thread(target=self._prepare_local, name="bashfleet-prepare", daemon=True).start()
+        if self.cluster is None:
+            threading.Thread(
+                target=self._prepare_local, name="bashfleet-prepare", daemon=True
+            ).start()
         if config.isolation != "local" and "docker" not in self.executors:
             # the engine may come up later (it was restarting, or starts after us): look again
             threading.Thread(
@@ -346,6 +360,8 @@ class Service:
         ids = {c.id for c in lost}
         if ids:
             kill_jobs(ids)
+            if self.cluster is not None:  # they may still run on the nodes
+                self.cluster.kill_everywhere(ids)
         docker = self.executors.get("docker")
         if docker is not None:
             self._recover_containers(docker)
@@ -396,6 +412,8 @@ class Service:
         ``skip_dependents``; ``deadline_s``: for the whole batch."""
         if user is not None and not user.role.allows(Role.OPERATOR):
             raise Forbidden("viewers may not submit batches")
+        if self.cluster is not None:
+            self.cluster.check()  # Redis down: 503, nothing stored
         text = script_text(script, commands)
         check_script(text, max_bytes=self.config.max_script_bytes)
         if not 1 <= priority <= 10:
@@ -409,6 +427,7 @@ class Service:
         judgement = self.judge(text, needs=needs, max_statements=self.config.max_statements)
         policy = failure_policy(judgement, on_failure)
         ws = self.store.workspaces.get_or_create(workspace)
+        home = self.cluster.place(ws.name) if self.cluster is not None else None
         _own_workspace(ws.path)
         self._workspace_ids[str(ws.path)] = ws.id
         batch_id = new_id()
@@ -445,6 +464,9 @@ class Service:
             deadline_s=deadline_s,
             rerun_of=rerun_of,
         )
+        if home is not None and self.cluster is not None:
+            self.cluster.mark_batch(batch_id, home)
+            record = self.store.batches.get(batch_id)
         spec = batch_spec(
             judgement,
             ws.path,

@@ -75,6 +75,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
                 max_script_bytes=app.config["MAX_SCRIPT_BYTES"],
                 max_statements=app.config["MAX_STATEMENTS"],
                 disk_bytes=app.config["DISK_CAP_MB"] << 20 if app.config["DISK_CAP_MB"] else None,
+                broker=app.config.get("BROKER") or None,  # scale-out (sandbox/cluster/)
             )
         )
     app.extensions["bashfleet"] = service

@@ -94,6 +94,30 @@ SCHEMAS: dict[str, Any] = {
             "duration_s": {"type": ["number", "null"]},
             "reason": {"type": ["string", "null"]},
             "truncated": {"type": "boolean"},
+            "node": {"type": ["string", "null"]},
+        },
+    },
+    "Nodes": {
+        "type": "object",
+        "required": ["mode", "nodes"],
+        "properties": {
+            "mode": {"type": "string", "enum": ["embedded", "cluster"]},
+            "nodes": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["name", "status", "slots", "running", "workspaces"],
+                    "properties": {
+                        "name": {"type": "string"},
+                        "status": {"type": "string", "enum": ["live", "lost"]},
+                        "slots": {"type": "integer"},
+                        "running": {"type": "integer"},
+                        "free_memory": {"type": "integer"},
+                        "last_seen": {"type": "string"},
+                        "workspaces": {"type": "array", "items": {"type": "string"}},
+                    },
+                },
+            },
         },
     },
     "Batch": {
@@ -527,6 +551,12 @@ def openapi_document() -> dict[str, Any]:
             },
             "/schedules/{schedule_id}/resume": {
                 "post": _op("Resume", {"200": _json({"type": "object"})}, parameters=[SCHEDULE_ID]),
+            },
+            "/nodes": {
+                "get": _op(
+                    "Scale-out: worker nodes, their load and workspaces (empty when embedded)",
+                    {"200": _json(_ref("Nodes"))},
+                ),
             },
             "/metrics": {
                 "get": _op(

@@ -34,6 +34,7 @@ def command_json(c: CommandRecord) -> dict[str, Any]:
         "queued_at": _time(c.queued_at),
         "started_at": _time(c.started_at),
         "finished_at": _time(c.finished_at),
+        "node": c.node,  # scale-out: the worker node (None in the embedded mode)
     }
 
 

@@ -138,6 +138,7 @@ class Workspace(Base):
     allow_network: Mapped[bool] = mapped_column(Boolean, default=False)
     image: Mapped[str | None] = mapped_column(String(255))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    node: Mapped[str | None] = mapped_column(String(64))  # scale-out: the node its files are on
 
 
 class Duration(Base):
@@ -243,6 +244,7 @@ class Command(Base):
     host_pid: Mapped[int | None] = mapped_column(Integer)
     pid_start_time: Mapped[float | None] = mapped_column(Double)
     container_id: Mapped[str | None] = mapped_column(String(80))
+    node: Mapped[str | None] = mapped_column(String(64))  # scale-out: the node it was sent to
 
 
 class Attempt(Base):
@@ -280,3 +282,18 @@ class AuditRow(Base):
     action: Mapped[str] = mapped_column(String(64))
     target: Mapped[str | None] = mapped_column(String(255))
     detail: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+
+
+class NodeRow(Base):
+    """A worker node of a scale-out cluster (sandbox/cluster/), as last heard of."""
+
+    __tablename__ = "nodes"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    status: Mapped[str] = mapped_column(String(16))  # live | lost
+    instance: Mapped[str | None] = mapped_column(String(100))
+    slots: Mapped[int] = mapped_column(Integer, default=0)
+    running: Mapped[int] = mapped_column(Integer, default=0)
+    free_memory: Mapped[int] = mapped_column(BigInteger, default=0)
+    first_seen: Mapped[datetime] = mapped_column(default=utcnow)
+    last_seen: Mapped[datetime] = mapped_column(default=utcnow)

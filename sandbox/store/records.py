@@ -96,6 +96,7 @@ class CommandRecord:
     host_pid: int | None
     pid_start_time: float | None
     container_id: str | None
+    node: str | None = None  # scale-out: the worker node it was sent to
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

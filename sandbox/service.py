@@ -16,7 +16,7 @@ import logging
 import os
 import threading
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -466,7 +466,7 @@ class Service:
         )
         if home is not None and self.cluster is not None:
             self.cluster.mark_batch(batch_id, home)
-            record = self.store.batches.get(batch_id)
+            record = replace(record, commands=tuple(replace(c, node=home) for c in record.commands))
         spec = batch_spec(
             judgement,
             ws.path,

@@ -143,6 +143,8 @@ class Service:
         )
         self.metrics = Metrics(self.scheduler.snapshot, self._gauges)
         self.bus.subscribe(self.metrics)
+        if self.cluster is not None:  # scale-out: per-node gauges
+            self.metrics.registry.register(self.cluster)
         self.schedules: ScheduleRunner | None = None
         self.autoscaler: Autoscaler | None = None
         if config.autoscale:

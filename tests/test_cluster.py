@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -88,6 +89,9 @@ def cluster(tmp_path: Path, redis_server: RedisServer) -> Iterator[tuple[Portal,
         with running_portal(tmp_path, env=env, extra=["--broker", redis_server.url]) as p:
             yield p, nodes
     finally:
+        for n in nodes:  # SIGTERM to all first: they stop side by side
+            if n.proc and n.proc.poll() is None:
+                n.proc.terminate()
         for n in nodes:
             n.stop()
         _remove_containers(nodes)
@@ -250,6 +254,18 @@ def test_forged_and_replayed_messages_are_refused_and_audited(
     time.sleep(0.5)
     assert ok.read_text() == "once\n"  # the signed job ran once: the replay did not
     assert not (folder / "forged.txt").exists()
+
+    # a command on a node can be cancelled; the nodes have Prometheus gauges
+    token = p.token("op", "operator")
+    batch = _submit(p, token, "sleep 60\n", "ws-c")
+    assert p.wait_running(batch["id"], token, 1, timeout=20)
+    status, _ = p.request("POST", f"/api/v1/batches/{batch['id']}/cancel", token=token)
+    assert status == 200
+    assert p.wait_batch(batch["id"], token, timeout=15)["commands"][0]["status"] == "cancelled"
+    with urllib.request.urlopen(p.url + "/metrics", timeout=10) as r:
+        text = r.read().decode()
+    assert 'bashfleet_node_up{node="n1"} 1.0' in text, text[-2000:]
+    assert 'bashfleet_node_slots{node="n2"}' in text
 
 
 @pytest.mark.slow

@@ -16,8 +16,11 @@ import json
 import logging
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
+
+from prometheus_client.core import GaugeMetricFamily
 
 from sandbox.cluster import wire
 from sandbox.cluster.signing import load_key, sign
@@ -78,6 +81,33 @@ class ControlPlane:
 
     def close(self) -> None:
         self._closed.set()
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        """Prometheus gauges per node (registered on the portal's /metrics registry)."""
+        with self._lock:
+            nodes = list(self._nodes.values())
+            sent: dict[str, int] = {}
+            for f in self._flights.values():
+                sent[f.node] = sent.get(f.node, 0) + 1
+        for metric, help_text, value in (
+            ("up", "1 while the node heartbeats, 0 once it is lost", lambda n: 0 if n.lost else 1),
+            (
+                "running",
+                "Commands running on the node (its heartbeat)",
+                lambda n: n.beat.get("running", 0),
+            ),
+            ("slots", "The node's slots (its heartbeat)", lambda n: n.beat.get("slots", 0)),
+            (
+                "free_memory_bytes",
+                "Free memory on the node",
+                lambda n: n.beat.get("free_memory", 0),
+            ),
+            ("sent", "Commands sent to the node and not ended", lambda n: sent.get(n.name, 0)),
+        ):
+            family = GaugeMetricFamily(f"bashfleet_node_{metric}", help_text, labels=["node"])
+            for n in nodes:
+                family.add_metric([n.name], float(value(n)))
+            yield family
 
     # --- admission and placement (Service.submit) ----------------------------------------
 

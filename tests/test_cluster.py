@@ -4,6 +4,7 @@ Redis with a password. The signing rules are tested on their own, without Redis.
 from __future__ import annotations
 
 import json
+import subprocess
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -20,7 +21,7 @@ from sandbox.executors.docker_profiles import LABEL_INSTANCE
 from sandbox.executors.proctree import MARKER_VAR
 from sandbox.model import CommandClass, Job, Outcome, Status
 from tests.cluster_fixtures import CLUSTER_KEY, RedisServer, WorkerNode, cluster_env, redis_server
-from tests.portal import Portal, running_portal
+from tests.portal import BASHFLEET, Portal, running_portal
 
 __all__ = ["redis_server"]  # a fixture
 
@@ -278,7 +279,9 @@ def test_without_redis_a_submission_answers_503_and_stores_nothing(
     first = _submit(p, token, "for i in 1 2 3 4 5 6; do echo line$i; sleep 0.5; done\n", "ws-r")
     assert p.wait_running(first["id"], token, 1, timeout=20)
     time.sleep(0.8)
+    assert "live nodes: n1 (" in _doctor_broker(p, redis_server)
     redis_server.stop()  # mid-batch
+    assert _doctor_broker(p, redis_server).startswith("MISSING  broker: redis://***@127.0.0.1")
     status, body = p.request(
         "POST", "/api/v1/batches", {"script": "echo hi", "workspace": "ws-r"}, token=token
     )
@@ -295,6 +298,19 @@ def test_without_redis_a_submission_answers_503_and_stores_nothing(
     assert out["stdout"] == "".join(f"line{i}\n" for i in range(1, 7))  # nothing lost, no dups
     again = _submit(p, token, "echo again\n", "ws-r")
     assert p.wait_batch(again["id"], token, timeout=30)["status"] == "succeeded"
+
+
+def _doctor_broker(p: Portal, redis_server: RedisServer) -> str:
+    """The broker line of `bashfleet doctor` on the portal's machine."""
+    done = subprocess.run(
+        [BASHFLEET, "--data", str(p.data), "doctor"],
+        env={**p.env, "BASHFLEET_BROKER": redis_server.url},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    return next((line for line in done.stdout.splitlines() if " broker: " in line), done.stdout)
 
 
 def test_the_embedded_mode_has_no_nodes(portal: Portal) -> None:

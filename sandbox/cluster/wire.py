@@ -121,3 +121,12 @@ def redis_client(url: str, timeout_s: float = 3.0) -> Any:
 class BrokerUnavailable(BashfleetError):
     """The broker (Redis) does not answer, or no worker node is live: nothing was stored.
     The portal answers 503."""
+
+
+def live_nodes(client: Any) -> dict[str, dict[str, Any]]:
+    """name -> heartbeat of every node whose heartbeat key is still there."""
+    import json
+
+    names = sorted(m.decode() for m in client.smembers(NODES))
+    beats = client.mget([NODE_KEY + n for n in names]) if names else []
+    return {n: json.loads(b) for n, b in zip(names, beats, strict=True) if b}

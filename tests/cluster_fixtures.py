@@ -13,11 +13,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import docker
 import pytest
 
-from tests.portal import BASHFLEET, SHARED_ROOTFS, free_port
+from sandbox.executors.docker_profiles import LABEL_INSTANCE
+from tests.portal import BASHFLEET, SHARED_ROOTFS, Portal, free_port, running_portal
 
 CLUSTER_KEY = "k" * 8 + secrets.token_hex(24)  # one per test session: shared by all sides
+TIMEOUT_S = 3.0  # BASHFLEET_NODE_TIMEOUT_S of the cluster tests
 
 
 @dataclass
@@ -124,3 +127,28 @@ def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture
+def cluster(tmp_path: Path, redis_server: RedisServer) -> Iterator[tuple[Portal, list[WorkerNode]]]:
+    env = cluster_env(BASHFLEET_NODE_TIMEOUT_S=str(TIMEOUT_S), BASHFLEET_SUBMIT_RATE="1000")
+    nodes = [WorkerNode(n, tmp_path / n, redis_server.url, env) for n in ("n1", "n2")]
+    for n in nodes:
+        n.start()
+    try:
+        with running_portal(tmp_path, env=env, extra=["--broker", redis_server.url]) as p:
+            yield p, nodes
+    finally:
+        for n in nodes:  # SIGTERM to all first: they stop side by side
+            if n.proc and n.proc.poll() is None:
+                n.proc.terminate()
+        for n in nodes:
+            n.stop()
+        _remove_containers(nodes)
+
+
+def _remove_containers(nodes: list[WorkerNode]) -> None:
+    client = docker.from_env()
+    for c in client.containers.list(all=True, filters={"label": LABEL_INSTANCE}):
+        if any(c.labels[LABEL_INSTANCE].startswith(f"node.{n.name}.") for n in nodes):
+            c.remove(force=True)

@@ -20,13 +20,19 @@ from sandbox.cluster.signing import ForgedMessage, sign, verify
 from sandbox.executors.docker_profiles import LABEL_INSTANCE
 from sandbox.executors.proctree import MARKER_VAR
 from sandbox.model import CommandClass, Job, Outcome, Status
-from tests.cluster_fixtures import CLUSTER_KEY, RedisServer, WorkerNode, cluster_env, redis_server
+from tests.cluster_fixtures import (
+    CLUSTER_KEY,
+    TIMEOUT_S,
+    RedisServer,
+    WorkerNode,
+    cluster,
+    redis_server,
+)
 from tests.portal import BASHFLEET, Portal, running_portal
 
-__all__ = ["redis_server"]  # a fixture
+__all__ = ["cluster", "redis_server"]  # fixtures
 
 KEY = b"0123456789abcdef0123456789abcdef"
-TIMEOUT_S = 3.0  # BASHFLEET_NODE_TIMEOUT_S of the cluster tests
 
 
 # --- signing and wire shapes (no I/O) ------------------------------------------------------
@@ -78,31 +84,6 @@ def _fields(job: Job) -> dict[str, Any]:
 
 
 # --- the cluster: portal, two workers, Redis -----------------------------------------------
-
-
-@pytest.fixture
-def cluster(tmp_path: Path, redis_server: RedisServer) -> Iterator[tuple[Portal, list[WorkerNode]]]:
-    env = cluster_env(BASHFLEET_NODE_TIMEOUT_S=str(TIMEOUT_S), BASHFLEET_SUBMIT_RATE="1000")
-    nodes = [WorkerNode(n, tmp_path / n, redis_server.url, env) for n in ("n1", "n2")]
-    for n in nodes:
-        n.start()
-    try:
-        with running_portal(tmp_path, env=env, extra=["--broker", redis_server.url]) as p:
-            yield p, nodes
-    finally:
-        for n in nodes:  # SIGTERM to all first: they stop side by side
-            if n.proc and n.proc.poll() is None:
-                n.proc.terminate()
-        for n in nodes:
-            n.stop()
-        _remove_containers(nodes)
-
-
-def _remove_containers(nodes: list[WorkerNode]) -> None:
-    client = docker.from_env()
-    for c in client.containers.list(all=True, filters={"label": LABEL_INSTANCE}):
-        if any(c.labels[LABEL_INSTANCE].startswith(f"node.{n.name}.") for n in nodes):
-            c.remove(force=True)
 
 
 def _wait(predicate: Any, timeout: float, what: str) -> Any:

@@ -43,6 +43,11 @@ KEYS = {
     "schedule_min_interval_s": "BASHFLEET_SCHEDULE_MIN_INTERVAL_S",
     "secure_cookies": "BASHFLEET_SECURE_COOKIES",
     "proxy_hops": "BASHFLEET_PROXY_HOPS",
+    # scale-out (README, "Scaling out")
+    "broker": "BASHFLEET_BROKER",
+    "cluster_key": "BASHFLEET_CLUSTER_KEY",
+    "cluster_key_file": "BASHFLEET_CLUSTER_KEY_FILE",
+    "node_timeout_s": "BASHFLEET_NODE_TIMEOUT_S",
 }
 
 

@@ -147,7 +147,9 @@ class Service:
             self.metrics.registry.register(self.cluster)
         self.schedules: ScheduleRunner | None = None
         self.autoscaler: Autoscaler | None = None
-        if config.autoscale:
+        if self.cluster is not None:  # slots follow the nodes, not this host's CPU
+            self.cluster.attach(self.scheduler)
+        elif config.autoscale:
             self.autoscaler = Autoscaler(self.scheduler)
             self.autoscaler.start()
         self._lock = threading.Lock()

@@ -20,6 +20,7 @@ from sandbox.cluster.signing import ForgedMessage, sign, verify
 from sandbox.executors.docker_profiles import LABEL_INSTANCE
 from sandbox.executors.proctree import MARKER_VAR
 from sandbox.model import CommandClass, Job, Outcome, Status
+from sandbox.scheduler import MAX_LIMITS, default_limits
 from tests.cluster_fixtures import (
     CLUSTER_KEY,
     TIMEOUT_S,
@@ -101,6 +102,11 @@ def _live_nodes(p: Portal, token: str) -> list[str]:
     return [n["name"] for n in body["nodes"] if n["status"] == "live"]
 
 
+def _safe_limit(p: Portal, token: str) -> int:
+    _s, m = p.request("GET", "/api/v1/metrics", token=token)
+    return int(m["pools"]["safe"]["limit"])
+
+
 def _submit(p: Portal, token: str, script: str, workspace: str) -> dict[str, Any]:
     status, batch = p.request(
         "POST", "/api/v1/batches", {"script": script, "workspace": workspace}, token=token
@@ -138,6 +144,9 @@ def test_two_nodes_a_lost_one_and_its_return(cluster: tuple[Portal, list[WorkerN
     p, nodes = cluster
     token = p.token("op", "operator")
     _wait(lambda: sorted(_live_nodes(p, token)) == ["n1", "n2"], 30, "both nodes live")
+    # the safe pool has the two nodes' slots (within DESIGN.md's maximum)
+    want = min(MAX_LIMITS[CommandClass.SAFE], 2 * default_limits()[CommandClass.SAFE])
+    _wait(lambda: _safe_limit(p, token) == want, 10, f"a safe limit of {want}")
 
     # two workspaces land on different nodes; each command records its node
     doomed = _submit(p, token, "sleep 60\ntouch started && sleep 60\n", "ws-a")

@@ -26,7 +26,8 @@ from sandbox.cluster import wire
 from sandbox.cluster.signing import load_key, sign
 from sandbox.errors import ExecutorError
 from sandbox.executors.base import DoneCallback, OutputSink
-from sandbox.model import Job, Outcome, Status
+from sandbox.model import CommandClass, Job, Outcome, Status
+from sandbox.scheduler import Scheduler
 from sandbox.store import Store
 from sandbox.store.nodes import NodeRecord, NodeRepository
 
@@ -67,6 +68,8 @@ class ControlPlane:
         self._flights: dict[str, _Flight] = {}
         self._nodes: dict[str, _Node] = {}
         self._lost_jobs: dict[str, set[str]] = {}  # node -> jobs ended by its loss
+        self.scheduler: Scheduler | None = None
+        self._capacity: dict[str, int] = {}
         self._lock = threading.Lock()
         self._closed = threading.Event()
         self._threads = [
@@ -81,6 +84,29 @@ class ControlPlane:
 
     def close(self) -> None:
         self._closed.set()
+
+    def attach(self, scheduler: Scheduler) -> None:
+        """The scheduler's safe and conditional slots follow the live nodes' (their sum,
+        within DESIGN.md's maxima); sequential and dangerous stay one at a time."""
+        self.scheduler = scheduler
+
+    def _follow_capacity(self) -> None:
+        with self._lock:
+            live = [n for n in self._nodes.values() if not n.lost]
+        if self.scheduler is None or not live:
+            return
+        totals: dict[str, int] = {}
+        for n in live:
+            for cls, slots in (n.beat.get("limits") or {}).items():
+                totals[cls] = totals.get(cls, 0) + int(slots)
+        if totals == self._capacity:
+            return
+        self._capacity = totals
+        for cls in (CommandClass.SAFE, CommandClass.CONDITIONAL):
+            if totals.get(cls.value):
+                self.scheduler.set_limit(
+                    cls, totals[cls.value], f"cluster: {len(live)} live node(s)"
+                )
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         """Prometheus gauges per node (registered on the portal's /metrics registry)."""
@@ -288,6 +314,7 @@ class ControlPlane:
             for n in list(self._nodes.values()):
                 if not n.lost and now - n.seen_at > self.timeout_s:
                     self._lose(n)
+            self._follow_capacity()
 
     def _heard(self, name: str, beat: dict[str, Any] | None, now: float) -> None:
         with self._lock:

@@ -73,7 +73,8 @@ class NodeWorker:
         self.docker_why = "isolation is local"
         if isolation != "local":
             self.docker, self.docker_why = open_docker(self.instance)
-        self.slots = sum(default_limits(None).values())
+        self.limits = {c.value: n for c, n in default_limits(None).items()}
+        self.slots = sum(self.limits.values())
         self._running: dict[str, Executor] = {}
         self._ended: set[str] = set()  # ended elsewhere (the control plane said so)
         self._lock = threading.Lock()
@@ -314,6 +315,7 @@ class NodeWorker:
             "name": self.name,
             "instance": self.instance,
             "slots": self.slots,
+            "limits": self.limits,
             "running": running,
             "free_memory": psutil.virtual_memory().available,
             "at": time.time(),

@@ -130,8 +130,14 @@ def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
 
 
 @pytest.fixture
-def cluster(tmp_path: Path, redis_server: RedisServer) -> Iterator[tuple[Portal, list[WorkerNode]]]:
+def cluster(
+    request: pytest.FixtureRequest, tmp_path: Path, redis_server: RedisServer
+) -> Iterator[tuple[Portal, list[WorkerNode]]]:
+    """A portal with `--broker` and two worker nodes n1, n2 (separate data folders).
+    A test marked ``cluster_on_postgresql`` gets a control plane on PostgreSQL."""
     env = cluster_env(BASHFLEET_NODE_TIMEOUT_S=str(TIMEOUT_S), BASHFLEET_SUBMIT_RATE="1000")
+    if request.node.get_closest_marker("cluster_on_postgresql"):
+        env["BASHFLEET_DATABASE_URL"] = request.getfixturevalue("pg_url")
     nodes = [WorkerNode(n, tmp_path / n, redis_server.url, env) for n in ("n1", "n2")]
     for n in nodes:
         n.start()

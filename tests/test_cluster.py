@@ -192,6 +192,7 @@ def test_two_nodes_a_lost_one_and_its_return(cluster: tuple[Portal, list[WorkerN
 
 
 @pytest.mark.slow
+@pytest.mark.cluster_on_postgresql
 def test_forged_and_replayed_messages_are_refused_and_audited(
     cluster: tuple[Portal, list[WorkerNode]], redis_server: RedisServer
 ) -> None:

@@ -4,6 +4,7 @@ Redis with a password. The signing rules are tested on their own, without Redis.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import time
 import urllib.request
@@ -78,6 +79,23 @@ def test_a_job_and_an_outcome_survive_the_wire(tmp_path: Path) -> None:
     assert wire.outcome_from(json.loads(json.dumps(wire.outcome_body(out)))) == out
     with pytest.raises(Exception, match="invalid workspace name"):
         wire.job_from({**body, "workspace": ".."}, tmp_path)
+
+
+def test_serve_with_a_broker_and_no_key_says_what_to_set(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BASHFLEET_")}
+    for cmd in (["serve", "--port", "1"], ["worker", "--name", "n1"]):
+        done = subprocess.run(
+            [BASHFLEET, "--data", str(tmp_path), *cmd, "--broker", "redis://127.0.0.1:1/0"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert done.returncode == 2, done.stderr
+        assert "needs a shared key of at least 32 characters in $BASHFLEET_CLUSTER_KEY" in (
+            done.stderr
+        )
 
 
 def _fields(job: Job) -> dict[str, Any]:

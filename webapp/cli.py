@@ -47,6 +47,13 @@ class ServeCommand:
     def run(self, args: argparse.Namespace, data: Path) -> int:
         from sandbox.accounts_cli import ensure_admin, open_store
 
+        broker = args.broker or os.environ.get("BASHFLEET_BROKER") or None
+        if broker:  # scale-out: a missing key or a bad timeout stops the start here
+            from sandbox.cluster.signing import load_key
+            from sandbox.cluster.wire import node_timeout_s
+
+            load_key()
+            node_timeout_s()
         store = open_store(data, args.database_url)
         try:
             password = ensure_admin(store)
@@ -62,7 +69,7 @@ class ServeCommand:
             "DATA_DIR": str(data),
             "DATABASE_URL": args.database_url or os.environ.get("BASHFLEET_DATABASE_URL"),
             "ISOLATION": args.isolation or os.environ.get("BASHFLEET_ISOLATION") or "auto",
-            "BROKER": args.broker or os.environ.get("BASHFLEET_BROKER") or None,
+            "BROKER": broker,
         }
         print(f"bashfleet: serving on http://{args.host}:{args.port}/", file=sys.stderr)
         hide_secrets()

@@ -98,6 +98,22 @@ def test_serve_with_a_broker_and_no_key_says_what_to_set(tmp_path: Path) -> None
         )
 
 
+@pytest.mark.parametrize(
+    ("expected", "offset", "data", "new"),
+    [
+        (0, 0, b"abc", b"abc"),  # the next chunk
+        (3, 0, b"abc", b""),  # sent again: delivered already
+        (3, 2, b"cde", b"de"),  # overlaps: only its tail is new
+        (3, 5, b"xy", b"xy"),  # a gap cannot be filled: delivered as it is
+        (3, 3, b"", b""),
+    ],
+)
+def test_output_sent_again_is_delivered_once(
+    expected: int, offset: int, data: bytes, new: bytes
+) -> None:
+    assert wire.fresh_part(expected, offset, data) == new
+
+
 def _fields(job: Job) -> dict[str, Any]:
     return {f: getattr(job, f) for f in Job.__slots__}
 

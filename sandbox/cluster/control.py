@@ -263,14 +263,13 @@ class ControlPlane:
             stream = f["s"].decode()
             offset, data = int(f["o"]), f["d"]
             expected = flight.offsets.get(stream, 0)
-            if offset + len(data) <= expected:
+            new = wire.fresh_part(expected, offset, data)
+            if not new:
                 return  # sent again after a broker failure: delivered already
-            if offset < expected:
-                data = data[expected - offset :]
-            elif offset > expected:
+            if offset > expected:
                 log.warning("cluster: %s lost %d bytes of %s", job, offset - expected, stream)
-            flight.offsets[stream] = offset + len(f["d"])
-            flight.on_output(stream, data)
+            flight.offsets[stream] = offset + len(data)
+            flight.on_output(stream, new)
         elif kind == "done":
             with self._lock:
                 if self._flights.pop(job, None) is None:

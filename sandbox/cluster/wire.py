@@ -89,6 +89,17 @@ def outcome_from(d: dict[str, Any]) -> Outcome:
     return Outcome(**{**d, "status": Status(d["status"])})
 
 
+def fresh_part(expected: int, offset: int, data: bytes) -> bytes:
+    """What of a chunk at ``offset`` is new to a reader that has ``expected`` bytes: all of
+    it, its tail (a chunk sent again overlaps), or nothing (sent again, delivered already).
+    A gap (offset past expected) cannot be filled: the chunk is delivered as it is."""
+    if offset + len(data) <= expected:
+        return b""
+    if offset < expected:
+        return data[expected - offset :]
+    return data
+
+
 def celery_app(url: str) -> Any:
     """The Celery app both sides use; JSON only (never pickle), late acknowledgement."""
     from celery import Celery

@@ -84,8 +84,8 @@ class WorkerNode:
     def start(self) -> None:
         self.data.mkdir(parents=True, exist_ok=True)
         self.proc = subprocess.Popen(
-            [BASHFLEET, "--data", str(self.data), "worker", "--broker", self.broker,
-             "--name", self.name],
+            [BASHFLEET, "worker", "--broker", self.broker, "--name", self.name,
+             "--data", str(self.data)],
             env=self.env,
             stdout=subprocess.DEVNULL,
             stderr=open(self.data / "worker.log", "ab"),  # noqa: SIM115

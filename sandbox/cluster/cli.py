@@ -29,6 +29,11 @@ class WorkerCommand:
             "--broker", default=None, help=f"redis://:PASSWORD@HOST:PORT/0 (${BROKER_ENV})"
         )
         p.add_argument("--name", required=True, help="this node's name, unique in the cluster")
+        p.add_argument(  # also after the command word: `bashfleet worker ... --data DIR`
+            "--data",
+            default=argparse.SUPPRESS,
+            help="this node's data folder: workspaces, image trees, its journal",
+        )
         p.add_argument(
             "--isolation",
             choices=("auto", "docker", "local"),

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import time
 import urllib.request
@@ -223,6 +224,32 @@ def test_two_nodes_a_lost_one_and_its_return(cluster: tuple[Portal, list[WorkerN
     again = _submit(p, token, "echo back\n", "ws-a")
     assert {c["node"] for c in again["commands"]} == home_a
     assert p.wait_batch(again["id"], token, timeout=30)["status"] == "succeeded"
+
+
+@pytest.mark.slow
+def test_a_frozen_node_is_lost_and_told_to_kill_on_its_return(
+    cluster: tuple[Portal, list[WorkerNode]],
+) -> None:
+    """SIGSTOP: the node's commands keep running, but it stops heartbeating. Its commands
+    end interrupted; on SIGCONT the control plane tells it to kill them."""
+    p, nodes = cluster
+    token = p.token("op", "operator")
+    _wait(lambda: len(_live_nodes(p, token)) == 2, 30, "both nodes live")
+    batch = _submit(p, token, "sleep 60\n", "ws-frozen")
+    node = next(n for n in nodes if n.name == batch["commands"][0]["node"])
+    assert p.wait_running(batch["id"], token, 1, timeout=20)
+    ids = {batch["commands"][0]["id"]}
+    _wait(lambda: _marked(ids), 10, "the command's process")
+    assert node.proc is not None
+    os.kill(node.proc.pid, signal.SIGSTOP)
+    try:
+        done = p.wait_batch(batch["id"], token, timeout=TIMEOUT_S + 10)
+        assert done["commands"][0]["status"] == "interrupted", done
+        assert _marked(ids)  # still running on the frozen node
+    finally:
+        os.kill(node.proc.pid, signal.SIGCONT)
+    _wait(lambda: not _marked(ids), 15, "the node to kill the ended command")
+    assert p.wait_batch(batch["id"], token)["commands"][0]["status"] == "interrupted"
 
 
 @pytest.mark.slow

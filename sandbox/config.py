@@ -64,6 +64,11 @@ KEYS = {
     "approval_ttl_s": "BASHFLEET_APPROVAL_TTL_S",
     "webhook_allow_private": "BASHFLEET_WEBHOOK_ALLOW_PRIVATE",
     "webhook_backoff_s": "BASHFLEET_WEBHOOK_BACKOFF_S",
+    # scale-out (README, "Scaling out")
+    "broker": "BASHFLEET_BROKER",
+    "cluster_key": "BASHFLEET_CLUSTER_KEY",
+    "cluster_key_file": "BASHFLEET_CLUSTER_KEY_FILE",
+    "node_timeout_s": "BASHFLEET_NODE_TIMEOUT_S",
 }
 
 

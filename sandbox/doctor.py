@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
+from sandbox.errors import BashfleetError
+
 
 @dataclass(frozen=True, slots=True)
 class Check:
@@ -153,6 +155,35 @@ def _redact(url: str) -> str:
     return url
 
 
+def check_broker() -> Check:
+    """Scale-out (BASHFLEET_BROKER set): the broker answers, the key is there, nodes live."""
+    from sandbox.cluster import wire
+    from sandbox.cluster.signing import load_key
+
+    url = os.environ.get("BASHFLEET_BROKER", "")
+    try:
+        load_key()
+    except BashfleetError as e:
+        return Check(
+            "broker", False, str(e), "export BASHFLEET_CLUSTER_KEY=$(openssl rand -hex 32)"
+        )
+    try:
+        client = wire.redis_client(url, timeout_s=2.0)
+        client.ping()
+        nodes = wire.live_nodes(client)
+    except Exception as e:
+        return Check("broker", False, f"{_redact(url)}: {e}", "start Redis, check BASHFLEET_BROKER")
+    if not nodes:
+        return Check(
+            "broker",
+            False,
+            f"{_redact(url)} answers, but no worker node is live",
+            "bashfleet worker --broker $BASHFLEET_BROKER --name NAME",
+        )
+    load = ", ".join(f"{n} ({b.get('running', 0)}/{b.get('slots', 0)})" for n, b in nodes.items())
+    return Check("broker", True, f"{_redact(url)}; live nodes: {load}")
+
+
 def run_doctor(data: Path, out: IO[str]) -> int:
     checks: list[Callable[[], Check]] = [
         check_docker,
@@ -161,6 +192,8 @@ def run_doctor(data: Path, out: IO[str]) -> int:
         check_process_limit,
         lambda: check_database(data),
     ]
+    if os.environ.get("BASHFLEET_BROKER"):  # scale-out
+        checks.append(check_broker)
     failed = 0
     for fn in checks:
         c = fn()

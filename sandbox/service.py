@@ -18,7 +18,7 @@ import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sandbox.approvals import approval_ttl_s, check_approval_settings
 from sandbox.artifacts import ArtifactCollector, ArtifactLimits, check_patterns
@@ -70,6 +70,9 @@ from sandbox.workspace_env import WorkspaceEnvironment
 from sandbox.workspace_io import DownloadLimits, WorkspaceIO
 from sandbox.workspace_settings import Maxima, SecretBox, class_timeouts, environment_for
 
+if TYPE_CHECKING:
+    from sandbox.cluster.control import ControlPlane
+
 log = logging.getLogger(__name__)
 
 # What "re-run only what failed" takes again (in the original order).
@@ -100,6 +103,7 @@ class ServiceConfig:
     retention_every_s: float = 3600.0  # how often retention runs; 0: only when called
     # how long a command waits for an approval before it ends rejected (BASHFLEET_APPROVAL_TTL_S)
     approval_ttl_s: float = field(default_factory=approval_ttl_s)
+    broker: str | None = None  # scale-out: redis://... ; jobs run on worker nodes (cluster/)
 
 
 class Forbidden(BashfleetError):
@@ -133,7 +137,14 @@ class Service:
         )
         self.executors: dict[str, Executor] = {"local": self.local}
         self.docker_why = ""
-        if config.isolation != "local":
+        # scale-out: with a broker, every job goes to a worker node (sandbox/cluster/)
+        self.cluster: ControlPlane | None = None
+        if config.broker:
+            from sandbox.cluster.control import ControlPlane
+
+            self.cluster = ControlPlane(config.broker, store)
+            self.executors = self.cluster.executors()
+        elif config.isolation != "local":
             docker, self.docker_why = open_docker(config.instance_id)
             if docker is not None:
                 self.executors["docker"] = docker
@@ -147,7 +158,7 @@ class Service:
                 config.isolation,
                 lambda: "docker" in self.executors,
                 lambda: self.docker_why,
-                local_ready=lambda: self.local.usable,
+                local_ready=None if self.cluster else lambda: self.local.usable,
                 local_why=lambda: self.local.problem,
             ),
             bus=self.bus,
@@ -161,9 +172,13 @@ class Service:
         self.bus.subscribe(self.hooks)
         self.metrics = Metrics(self.scheduler.snapshot, self._gauges)
         self.bus.subscribe(self.metrics)
+        if self.cluster is not None:  # scale-out: per-node gauges
+            self.metrics.registry.register(self.cluster)
         self.schedules: ScheduleRunner | None = None
         self.autoscaler: Autoscaler | None = None
-        if config.autoscale:
+        if self.cluster is not None:  # slots follow the nodes, not this host's CPU
+            self.cluster.attach(self.scheduler)
+        elif config.autoscale:
             self.autoscaler = Autoscaler(self.scheduler)
             self.autoscaler.start()
         self._lock = threading.Lock()
@@ -177,7 +192,10 @@ class Service:
             remove_files=self.remove_batch_files,
         )
         # unpack the image and self-test the sandbox now, not on the first command
-        threading.Thread(target=self._prepare_local, name="bashfleet-prepare", daemon=True).start()
+        if self.cluster is None:
+            threading.Thread(
+                target=self._prepare_local, name="bashfleet-prepare", daemon=True
+            ).start()
         if config.isolation != "local" and "docker" not in self.executors:
             # the engine may come up later (it was restarting, or starts after us): look again
             threading.Thread(
@@ -447,6 +465,8 @@ class Service:
         ids = {c.id for c in lost}
         if ids:
             kill_jobs(ids)
+            if self.cluster is not None:  # they may still run on the nodes
+                self.cluster.kill_everywhere(ids)
         docker = self.executors.get("docker")
         if docker is not None:
             self._recover_containers(docker)
@@ -636,6 +656,8 @@ class Service:
         files copied out of the workspace when the batch ends (sandbox/artifacts.py)."""
         if user is not None and not user.role.allows(Role.OPERATOR):
             raise Forbidden("viewers may not submit batches")
+        if self.cluster is not None:
+            self.cluster.check()  # Redis down: 503, nothing stored
         text = script_text(script, commands)
         check_script(text, max_bytes=self.config.max_script_bytes)
         if not 1 <= priority <= 10:
@@ -668,6 +690,7 @@ class Service:
         if timeout_s is None:
             classes = {j.verdict.cls.value for j in judgement.judged}
             timeout_s = _class_timeout(ws, maxima, classes, self.config.default_timeout_s)
+        home = self.cluster.place(ws.name) if self.cluster is not None else None
         _own_workspace(ws.path)
         self._workspace_ids[str(ws.path)] = ws.id
         batch_id = new_id()
@@ -711,6 +734,9 @@ class Service:
             artifact_patterns=patterns,
             params=dict(params) if params else None,
         )
+        if home is not None and self.cluster is not None:
+            self.cluster.mark_batch(batch_id, home)
+            record = replace(record, commands=tuple(replace(c, node=home) for c in record.commands))
         spec = batch_spec(
             judgement,
             ws.path,

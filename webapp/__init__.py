@@ -103,6 +103,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
                 retention_days=app.config["RETENTION_DAYS"],
                 workspace_budget_bytes=app.config["WORKSPACE_BUDGET_BYTES"],
                 retention_every_s=app.config["RETENTION_EVERY_S"],
+                broker=app.config.get("BROKER") or None,  # scale-out (sandbox/cluster/)
             )
         )
     app.extensions["bashfleet"] = service

@@ -298,3 +298,28 @@ def metrics_json() -> Response:
     if hub is not None:
         summary["live"] = hub.stats()
     return jsonify(summary)
+
+
+@api.get("/nodes")
+@requires(Role.VIEWER)
+def list_nodes() -> Response:
+    """Scale-out: the worker nodes, their load and their workspaces (none when embedded)."""
+    cluster = current_service().cluster
+    nodes = cluster.nodes() if cluster is not None else []
+    return jsonify(
+        {
+            "mode": "cluster" if cluster is not None else "embedded",
+            "nodes": [
+                {
+                    "name": n.name,
+                    "status": n.status,
+                    "slots": n.slots,
+                    "running": n.running,
+                    "free_memory": n.free_memory,
+                    "last_seen": n.last_seen.isoformat(),
+                    "workspaces": list(n.workspaces),
+                }
+                for n in nodes
+            ],
+        }
+    )

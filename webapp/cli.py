@@ -37,10 +37,23 @@ class ServeCommand:
             "open, a request only once it has fully arrived (default 400)",
         )
         p.add_argument("--dev", action="store_true", help="Flask's development server")
+        p.add_argument(
+            "--broker",
+            default=None,
+            help="scale out: redis://[:PASSWORD@]HOST:PORT/DB; jobs run on `bashfleet worker` "
+            "nodes (default: $BASHFLEET_BROKER, else everything runs in this process)",
+        )
 
     def run(self, args: argparse.Namespace, data: Path) -> int:
         from sandbox.accounts_cli import ensure_admin, open_store
 
+        broker = args.broker or os.environ.get("BASHFLEET_BROKER") or None
+        if broker:  # scale-out: a missing key or a bad timeout stops the start here
+            from sandbox.cluster.signing import load_key
+            from sandbox.cluster.wire import node_timeout_s
+
+            load_key()
+            node_timeout_s()
         store = open_store(data, args.database_url)
         try:
             password = ensure_admin(store)
@@ -56,6 +69,7 @@ class ServeCommand:
             "DATA_DIR": str(data),
             "DATABASE_URL": args.database_url or os.environ.get("BASHFLEET_DATABASE_URL"),
             "ISOLATION": args.isolation or os.environ.get("BASHFLEET_ISOLATION") or "auto",
+            "BROKER": broker,
         }
         print(f"bashfleet: serving on http://{args.host}:{args.port}/", file=sys.stderr)
         hide_secrets()
@@ -78,7 +92,13 @@ def _whole(raw: str) -> int:
     return int(raw)
 
 
-SECRETS = ("BASHFLEET_SECRET_KEY", "BASHFLEET_ADMIN_PASSWORD", "BASHFLEET_DATABASE_URL")
+SECRETS = (
+    "BASHFLEET_SECRET_KEY",
+    "BASHFLEET_ADMIN_PASSWORD",
+    "BASHFLEET_DATABASE_URL",
+    "BASHFLEET_BROKER",  # scale-out: the URL may carry the Redis password
+    "BASHFLEET_CLUSTER_KEY",
+)
 
 
 def hide_secrets() -> int:

@@ -8,6 +8,7 @@ from flask import Flask, Response, jsonify
 from sqlalchemy.exc import OperationalError
 from werkzeug.exceptions import HTTPException
 
+from sandbox.cluster.wire import BrokerUnavailable
 from sandbox.errors import BashfleetError, InputError, InputTooComplex, PolicyError
 from sandbox.service import Forbidden, QuotaExceeded
 from sandbox.store import Conflict, NotFound
@@ -73,6 +74,12 @@ def register_errors(app: Flask) -> None:
     def _busy(e: JudgesBusy) -> tuple[Response, int]:
         response, status = error_response(503, "busy", str(e))
         response.headers["Retry-After"] = "2"
+        return response, status
+
+    @app.errorhandler(BrokerUnavailable)
+    def _no_broker(e: BrokerUnavailable) -> tuple[Response, int]:
+        response, status = error_response(503, "broker_unavailable", str(e))
+        response.headers["Retry-After"] = "5"
         return response, status
 
     @app.errorhandler(BashfleetError)

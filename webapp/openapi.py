@@ -103,6 +103,30 @@ SCHEMAS: dict[str, Any] = {
             },
             "approval_by": {"type": ["string", "null"]},
             "approval_at": {"type": ["string", "null"]},
+            "node": {"type": ["string", "null"]},
+        },
+    },
+    "Nodes": {
+        "type": "object",
+        "required": ["mode", "nodes"],
+        "properties": {
+            "mode": {"type": "string", "enum": ["embedded", "cluster"]},
+            "nodes": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["name", "status", "slots", "running", "workspaces"],
+                    "properties": {
+                        "name": {"type": "string"},
+                        "status": {"type": "string", "enum": ["live", "lost"]},
+                        "slots": {"type": "integer"},
+                        "running": {"type": "integer"},
+                        "free_memory": {"type": "integer"},
+                        "last_seen": {"type": "string"},
+                        "workspaces": {"type": "array", "items": {"type": "string"}},
+                    },
+                },
+            },
         },
     },
     "Batch": {
@@ -833,6 +857,12 @@ def openapi_document() -> dict[str, Any]:
             },
             **_workspace_paths(),
             **_files_paths(),
+            "/nodes": {
+                "get": _op(
+                    "Scale-out: worker nodes, their load and workspaces (empty when embedded)",
+                    {"200": _json(_ref("Nodes"))},
+                ),
+            },
             "/metrics": {
                 "get": _op(
                     "Metrics as JSON, with p50/p90/p95/p99 of durations and queue waits",

@@ -38,6 +38,7 @@ def command_json(c: CommandRecord) -> dict[str, Any]:
         "approval": c.approval,
         "approval_by": c.approval_by,
         "approval_at": _time(c.approval_at),
+        "node": c.node,  # scale-out: the worker node (None in the embedded mode)
     }
 
 

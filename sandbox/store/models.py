@@ -208,6 +208,7 @@ class AllowedImage(Base):
     name: Mapped[str] = mapped_column(String(255), primary_key=True)
     added_by: Mapped[str] = mapped_column(String(100))
     added_at: Mapped[datetime] = mapped_column(default=utcnow)
+    node: Mapped[str | None] = mapped_column(String(64))  # scale-out: the node its files are on
 
 
 class Duration(Base):
@@ -321,6 +322,7 @@ class Command(Base):
     approval: Mapped[str | None] = mapped_column(String(16))
     approval_by: Mapped[str | None] = mapped_column(String(64))
     approval_at: Mapped[datetime | None]
+    node: Mapped[str | None] = mapped_column(String(64))  # scale-out: the node it was sent to
 
 
 class Attempt(Base):
@@ -433,3 +435,18 @@ class WebhookDelivery(Base):
     status_code: Mapped[int | None] = mapped_column(Integer)
     error: Mapped[str | None] = mapped_column(Text)
     at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class NodeRow(Base):
+    """A worker node of a scale-out cluster (sandbox/cluster/), as last heard of."""
+
+    __tablename__ = "nodes"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    status: Mapped[str] = mapped_column(String(16))  # live | lost
+    instance: Mapped[str | None] = mapped_column(String(100))
+    slots: Mapped[int] = mapped_column(Integer, default=0)
+    running: Mapped[int] = mapped_column(Integer, default=0)
+    free_memory: Mapped[int] = mapped_column(BigInteger, default=0)
+    first_seen: Mapped[datetime] = mapped_column(default=utcnow)
+    last_seen: Mapped[datetime] = mapped_column(default=utcnow)

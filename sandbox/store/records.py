@@ -101,6 +101,7 @@ class CommandRecord:
     approval: str | None = None  # required | approved | rejected | expired
     approval_by: str | None = None
     approval_at: datetime | None = None
+    node: str | None = None  # scale-out: the worker node it was sent to
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -393,6 +393,44 @@
     });
   }
 
+  /* ---- nodes (scale-out; the card stays hidden in the embedded mode) ------------------------------ */
+
+  function showNodes(body) {
+    var card = document.getElementById("nodes-card");
+    var list = document.getElementById("nodes-list");
+    if (!card || !list || !body || body.mode !== "cluster") return;
+    card.hidden = false;
+    list.textContent = "";
+    (body.nodes || []).forEach(function (n) {
+      var li = document.createElement("li");
+      li.className = "ops-pool ops-node node-" + (n.status === "live" ? "live" : "lost");
+      li.dataset.node = n.name;
+      var head = document.createElement("div");
+      head.className = "ops-pool-head";
+      var name = document.createElement("span");
+      name.className = "badge";
+      name.textContent = n.name + (n.status === "live" ? "" : " (lost)");
+      var nums = document.createElement("span");
+      nums.className = "ops-pool-nums";
+      nums.textContent = n.running + " / " + n.slots;
+      head.appendChild(name);
+      head.appendChild(nums);
+      var foot = document.createElement("div");
+      foot.className = "ops-pool-foot muted small";
+      var free = Math.round((n.free_memory || 0) / (1 << 30) * 10) / 10;
+      var spaces = (n.workspaces || []).join(", ") || "no workspaces";
+      foot.textContent = free + " GiB free · " + spaces;
+      li.appendChild(head);
+      li.appendChild(foot);
+      list.appendChild(li);
+    });
+  }
+
+  function loadNodes() {
+    if (document.hidden) return;
+    BF.api("GET", "/api/v1/nodes").then(showNodes).catch(function () { /* optional */ });
+  }
+
   /* ---- wiring ---------------------------------------------------------------------------------- */
 
   var lastMetrics = 0;
@@ -426,9 +464,11 @@
     rowClicks("recent-body");
     buildCharts();
     loadBatches();
+    loadNodes();
     setInterval(function () {
       loadBatches();
       pollMetricsIfQuiet();
+      loadNodes();
     }, BATCH_POLL_MS);
     document.addEventListener("visibilitychange", function () { if (!document.hidden) loadBatches(); });
 

@@ -186,6 +186,7 @@ READS = [
     "/metrics",
     "/api/v1/openapi.json",
     "/api/v1/metrics",
+    "/api/v1/nodes",
     "/api/v1/batches?status={q}&source={q}&q={q}&limit={n}&offset={n}&cursor={q}",
     "/api/v1/batches?schedule_id={n}",
     "/api/v1/batches/{id}",

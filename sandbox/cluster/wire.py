@@ -1,0 +1,147 @@
+"""What travels through Redis: job and outcome shapes, key and queue names, the Celery app.
+
+No I/O here except making clients (which connect lazily).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any
+
+from sandbox.errors import BashfleetError
+from sandbox.model import CommandClass, Job, Limits, Outcome, Status
+
+TASK_RUN = "bashfleet.node.run"  # a signed job, or a signed cancel
+RESULTS = "bashfleet:results"  # stream: output, outcomes, refusals from every node
+RESULTS_MAXLEN = 200_000  # entries kept (approximately); the consumer is seconds behind
+NODES = "bashfleet:nodes"  # set: every node ever heard of
+NODE_KEY = "bashfleet:node:"  # + name: the heartbeat (JSON), with a TTL
+NONCE_KEY = "bashfleet:nonce:"  # + nonce: seen by a node (replay refused)
+VISIBILITY_S = 3600  # an unacknowledged job is delivered again after this (then refused)
+TIMEOUT_ENV = "BASHFLEET_NODE_TIMEOUT_S"
+DEFAULT_TIMEOUT_S = 15.0
+
+
+def queue_of(node: str) -> str:
+    return f"bashfleet.node.{node}"
+
+
+def node_timeout_s() -> float:
+    """Seconds without a heartbeat after which a node is lost (``BASHFLEET_NODE_TIMEOUT_S``)."""
+    raw = os.environ.get(TIMEOUT_ENV, "").strip()
+    try:
+        value = float(raw) if raw else DEFAULT_TIMEOUT_S
+    except ValueError:
+        raise BashfleetError(f"{TIMEOUT_ENV}={raw!r} is not a number of seconds") from None
+    if not 0.5 <= value <= 3600:
+        raise BashfleetError(f"{TIMEOUT_ENV} must be from 0.5 to 3600 seconds")
+    return value
+
+
+def job_body(job: Job, node: str, executor: str) -> dict[str, Any]:
+    return {
+        "kind": "run",
+        "node": node,
+        "id": job.id,
+        "command": job.command,
+        "cls": job.cls.value,
+        "workspace": job.workspace.name,  # the node has the folder under its own data dir
+        "batch_id": job.batch_id,
+        "index": job.index,
+        "timeout_s": job.timeout_s,
+        "limits": dataclasses.asdict(job.limits),
+        "env": [list(p) for p in job.env],
+        "read_only": job.read_only,
+        "network": job.network,
+        "output_cap": job.output_cap,
+        "image": job.image,  # the workspace's image: the node runs it in both pools
+        "sized": job.sized,
+        "executor": executor,
+    }
+
+
+def job_from(body: dict[str, Any], workspace_root: Any) -> Job:
+    from sandbox.store.workspaces import check_workspace_name
+
+    name = check_workspace_name(str(body["workspace"]))
+    return Job(
+        id=str(body["id"]),
+        command=str(body["command"]),
+        cls=CommandClass(body["cls"]),
+        workspace=workspace_root / name,
+        batch_id=str(body["batch_id"]),
+        index=int(body["index"]),
+        timeout_s=body["timeout_s"],
+        limits=Limits(**body["limits"]),
+        env=tuple((str(k), str(v)) for k, v in body["env"]),
+        read_only=bool(body["read_only"]),
+        network=bool(body["network"]),
+        output_cap=int(body["output_cap"]),
+        image=str(body.get("image") or ""),
+        sized=bool(body.get("sized", False)),
+    )
+
+
+def outcome_body(o: Outcome) -> dict[str, Any]:
+    d = dataclasses.asdict(o)
+    d["status"] = o.status.value
+    return d
+
+
+def outcome_from(d: dict[str, Any]) -> Outcome:
+    return Outcome(**{**d, "status": Status(d["status"])})
+
+
+def fresh_part(expected: int, offset: int, data: bytes) -> bytes:
+    """What of a chunk at ``offset`` is new to a reader that has ``expected`` bytes: all of
+    it, its tail (a chunk sent again overlaps), or nothing (sent again, delivered already).
+    A gap (offset past expected) cannot be filled: the chunk is delivered as it is."""
+    if offset + len(data) <= expected:
+        return b""
+    if offset < expected:
+        return data[expected - offset :]
+    return data
+
+
+def celery_app(url: str) -> Any:
+    """The Celery app both sides use; JSON only (never pickle), late acknowledgement."""
+    from celery import Celery
+
+    app = Celery("bashfleet", broker=url, set_as_current=False)
+    app.conf.update(
+        task_serializer="json",
+        accept_content=["json"],
+        task_acks_late=True,
+        task_ignore_result=True,
+        worker_prefetch_multiplier=16,
+        broker_transport_options={"visibility_timeout": VISIBILITY_S},
+        broker_connection_retry_on_startup=True,
+        broker_connection_timeout=3,
+        worker_hijack_root_logger=False,
+        worker_send_task_events=False,
+        task_default_queue="bashfleet.unrouted",
+    )
+    return app
+
+
+def redis_client(url: str, timeout_s: float = 3.0) -> Any:
+    import redis
+
+    return redis.Redis.from_url(
+        url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s, health_check_interval=10
+    )
+
+
+class BrokerUnavailable(BashfleetError):
+    """The broker (Redis) does not answer, or no worker node is live: nothing was stored.
+    The portal answers 503."""
+
+
+def live_nodes(client: Any) -> dict[str, dict[str, Any]]:
+    """name -> heartbeat of every node whose heartbeat key is still there."""
+    import json
+
+    names = sorted(m.decode() for m in client.smembers(NODES))
+    beats = client.mget([NODE_KEY + n for n in names]) if names else []
+    return {n: json.loads(b) for n, b in zip(names, beats, strict=True) if b}

@@ -167,6 +167,7 @@ class Service:
             self.autoscaler = Autoscaler(self.scheduler)
             self.autoscaler.start()
         self._lock = threading.Lock()
+        self._team_locks: dict[int, threading.Lock] = {}
         self._secret_box: SecretBox | None = None
         self._closed = threading.Event()
         self.retention = Retention(
@@ -655,62 +656,66 @@ class Service:
         )
         if self.files.uploading(ws.id):
             raise PolicyError(f"an upload into {ws.name!r} is under way; submit when it is done")
-        self._check_team_quota(ws, len(judgement.judged))
-        maxima = Maxima.from_env()
-        if environment is None:  # tests may pass one; the portal resolves the settings
-            environment = environment_for(
-                self.store,
-                ws,
-                self.secret_box,
-                base=Limits(disk_bytes=self.config.disk_bytes),
-                maxima=maxima,
-            )
-        if timeout_s is None:
-            classes = {j.verdict.cls.value for j in judgement.judged}
-            timeout_s = _class_timeout(ws, maxima, classes, self.config.default_timeout_s)
-        _own_workspace(ws.path)
-        self._workspace_ids[str(ws.path)] = ws.id
-        batch_id = new_id()
-        command_ids = [new_id() for _ in judgement.judged]
-        route = self.scheduler.route
-        new = []
-        gated: set[int] = set()  # the commands that wait for a person's approval
-        for j, node, cid in zip(judgement.judged, judgement.plan.nodes, command_ids, strict=True):
-            executor, _why = route(j.verdict.cls)
-            if ws.approve.wants(j.verdict.cls):
-                gated.add(node.index)
-            new.append(
-                NewCommand(
-                    id=cid,
-                    index=node.index,
-                    command=j.statement.text,
-                    cls=j.verdict.cls,
-                    reasons=j.verdict.reasons,
-                    executor=ExecutorKind(executor) if executor else ExecutorKind.NONE,
-                    needs=tuple(node.needs),
-                    reads=tuple(sorted(j.effects.reads)),
-                    writes=tuple(sorted(j.effects.writes)),
-                    status=Status.AWAITING_APPROVAL if node.index in gated else Status.PENDING,
-                    approval="required" if node.index in gated else None,
+        # the quota check and the insert as one step: two submissions cannot both pass
+        with self._team_lock(ws.owner_team_id):
+            self._check_team_quota(ws, len(judgement.judged))
+            maxima = Maxima.from_env()
+            if environment is None:  # tests may pass one; the portal resolves the settings
+                environment = environment_for(
+                    self.store,
+                    ws,
+                    self.secret_box,
+                    base=Limits(disk_bytes=self.config.disk_bytes),
+                    maxima=maxima,
                 )
+            if timeout_s is None:
+                classes = {j.verdict.cls.value for j in judgement.judged}
+                timeout_s = _class_timeout(ws, maxima, classes, self.config.default_timeout_s)
+            _own_workspace(ws.path)
+            self._workspace_ids[str(ws.path)] = ws.id
+            batch_id = new_id()
+            command_ids = [new_id() for _ in judgement.judged]
+            route = self.scheduler.route
+            new = []
+            gated: set[int] = set()  # the commands that wait for a person's approval
+            for j, node, cid in zip(
+                judgement.judged, judgement.plan.nodes, command_ids, strict=True
+            ):
+                executor, _why = route(j.verdict.cls)
+                if ws.approve.wants(j.verdict.cls):
+                    gated.add(node.index)
+                new.append(
+                    NewCommand(
+                        id=cid,
+                        index=node.index,
+                        command=j.statement.text,
+                        cls=j.verdict.cls,
+                        reasons=j.verdict.reasons,
+                        executor=ExecutorKind(executor) if executor else ExecutorKind.NONE,
+                        needs=tuple(node.needs),
+                        reads=tuple(sorted(j.effects.reads)),
+                        writes=tuple(sorted(j.effects.writes)),
+                        status=Status.AWAITING_APPROVAL if node.index in gated else Status.PENDING,
+                        approval="required" if node.index in gated else None,
+                    )
+                )
+            record = self.store.batches.create(
+                batch_id=batch_id,
+                script=text,
+                commands=new,
+                workspace_id=ws.id,
+                user_id=user.id if user else None,
+                source=source,
+                schedule_id=schedule_id,
+                priority=priority,
+                timeout_s=timeout_s,
+                retries=retries,
+                on_failure=policy,
+                deadline_s=deadline_s,
+                rerun_of=rerun_of,
+                artifact_patterns=patterns,
+                params=dict(params) if params else None,
             )
-        record = self.store.batches.create(
-            batch_id=batch_id,
-            script=text,
-            commands=new,
-            workspace_id=ws.id,
-            user_id=user.id if user else None,
-            source=source,
-            schedule_id=schedule_id,
-            priority=priority,
-            timeout_s=timeout_s,
-            retries=retries,
-            on_failure=policy,
-            deadline_s=deadline_s,
-            rerun_of=rerun_of,
-            artifact_patterns=patterns,
-            params=dict(params) if params else None,
-        )
         spec = batch_spec(
             judgement,
             ws.path,
@@ -739,12 +744,28 @@ class Service:
                 self._secret_box = SecretBox.for_data(self.config.data_dir)
             return self._secret_box
 
+    def _team_lock(self, team_id: int | None) -> threading.Lock:
+        """One lock a team (one process): its quota checks and batch inserts in turn."""
+        if team_id is None:
+            return threading.Lock()  # nothing to serialise
+        with self._lock:
+            return self._team_locks.setdefault(team_id, threading.Lock())
+
     def _check_team_quota(self, ws: WorkspaceRecord, adding: int) -> None:
         """A team's ``max_commands``: its workspaces' unfinished commands, this batch's
-        included, stay within it."""
+        included, stay within it; and its ``max_bytes``: a team already storing more
+        than that submits nothing until it has deleted some."""
         if ws.owner_team_id is None:
             return
         team = self.store.teams.get(ws.owner_team_id)
+        if team.max_bytes is not None:
+            used = self.files.team_bytes(team.id)
+            if used > team.max_bytes:
+                raise QuotaExceeded(
+                    f"team {team.name} may store {team.max_bytes} bytes and stores {used}: "
+                    "delete files or old batches (or ask an admin to raise the quota) "
+                    "before submitting"
+                )
         if team.max_commands is None:
             return
         busy = self.store.batches.count_unfinished(self.store.workspaces.of_team(team.id))

@@ -177,7 +177,11 @@ def list_teams() -> Response:
     teams = current_service().store.teams.list()
     if user.role is not Role.ADMIN:
         teams = [t for t in teams if user.name in t.members]
-    return jsonify({"items": [team_json(t) for t in teams]})
+    files = current_service().files
+    # used_bytes: what the team's workspaces store (cached a few seconds); max_bytes the quota
+    return jsonify(
+        {"items": [{**team_json(t), "used_bytes": files.team_bytes(t.id)} for t in teams]}
+    )
 
 
 @workspaces_api.post("/teams")

@@ -25,6 +25,7 @@ from sandbox.artifacts import ArtifactCollector, ArtifactLimits, check_patterns
 from sandbox.autoscale import Autoscaler
 from sandbox.errors import BashfleetError, InputError, PolicyError
 from sandbox.events import Event, EventBus
+from sandbox.executors import egress
 from sandbox.executors.base import Executor
 from sandbox.executors.local import LocalExecutor
 from sandbox.executors.proctree import kill_jobs
@@ -179,6 +180,8 @@ class Service:
         )
         # unpack the image and self-test the sandbox now, not on the first command
         threading.Thread(target=self._prepare_local, name="bashfleet-prepare", daemon=True).start()
+        # the egress network and its iptables rules now, not on an egress batch's first job
+        threading.Thread(target=self.ensure_egress, name="bashfleet-egress", daemon=True).start()
         if config.isolation != "local" and "docker" not in self.executors:
             # the engine may come up later (it was restarting, or starts after us): look again
             threading.Thread(
@@ -396,6 +399,39 @@ class Service:
             values.setdefault("priority", 5)
         return values
 
+    def ensure_egress(self, *, needed: bool | None = None) -> str:
+        """Make the egress network and its iptables rules (sandbox/executors/egress.py)
+        when a workspace has ``network=egress`` (``needed``: known by the caller); a failure
+        is logged as an error (egress jobs are then refused, never run unprotected). The
+        outcome: "not needed", "ready", "no docker" or "failed: WHY"."""
+        if needed is None:
+            try:
+                needed = any(w.network == "egress" for w in self.store.workspaces.list())
+            except Exception:  # the store is not ready: the first egress job makes them
+                log.exception("could not list the workspaces for egress")
+                return "failed: the workspaces could not be listed"
+        if not needed:
+            return "not needed"
+        docker = self.executors.get("docker")
+        client_of = getattr(docker, "_docker", None)
+        if client_of is None:
+            log.error(
+                "a workspace has network=egress but no Docker engine answers (%s): its "
+                "containers cannot start until one does",
+                self.docker_why or "isolation is local",
+            )
+            return "no docker"
+        try:
+            egress.ensure(client_of())
+        except Exception as e:
+            log.error(
+                "cannot set up the egress network for network=egress workspaces: %s; their "
+                "jobs are refused until it is (run bashfleet doctor)",
+                e,
+            )
+            return f"failed: {e}"
+        return "ready"
+
     def _probe_docker(self) -> None:
         while not self._closed.wait(self.config.docker_probe_s):
             docker, why = open_docker(self.config.instance_id)
@@ -406,6 +442,7 @@ class Service:
             self.scheduler.add_executor("docker", docker)  # first: the router reads executors
             self.executors["docker"] = docker
             log.warning("the Docker engine answers now: non-safe commands run in containers")
+            self.ensure_egress()
             return
 
     # --- learned durations ----------------------------------------------------------------

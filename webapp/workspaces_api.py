@@ -7,6 +7,7 @@ transaction: a rejected change changes nothing. Secret values go in and never co
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 from flask import Blueprint, Response, jsonify
@@ -90,6 +91,9 @@ def put_workspace(name: str) -> Response:
         k: (svc.secret_box.seal(ws.id, k, v) if v is not None else None) for k, v in secrets.items()
     }
     changed = store.workspaces.change(ws.id, secrets=sealed, **values)
+    if values.get("network") == "egress" and ws.network != "egress":
+        # its network and rules now, and an error in the log (not a first job's) if not
+        threading.Thread(target=svc.ensure_egress, kwargs={"needed": True}, daemon=True).start()
     audit("workspace_changed", target=name, detail=audit_detail(values, secrets))
     return jsonify(workspace_json(changed))
 

@@ -177,6 +177,7 @@ class Service:
             budget_bytes=config.workspace_budget_bytes,
             live=self._live,
             remove_files=self.remove_batch_files,
+            team_bytes=lambda team_id: self.files.team_bytes(team_id, fresh=True),
         )
         # unpack the image and self-test the sandbox now, not on the first command
         threading.Thread(target=self._prepare_local, name="bashfleet-prepare", daemon=True).start()

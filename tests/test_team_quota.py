@@ -135,3 +135,33 @@ def test_simultaneous_submissions_cannot_both_pass_the_command_quota(portal: Por
         p.request("POST", f"/api/v1/batches/{a['id']}/cancel", token=alice)
     for a in accepted:
         p.wait_batch(a["id"], alice)
+
+
+def test_retention_deletes_an_over_quota_teams_oldest_batches_first(portal: Portal) -> None:
+    p = portal
+    admin, alice = p.token("root", "admin"), p.token("alice", "operator")
+    _team(p, admin, "heavy", "qr", max_bytes=5000)
+    loud = "head -c 3000 /dev/zero | tr '\\0' x"  # 3000 bytes of stored output
+    # a batch of a workspace without a team, older than the team's: not the team's to lose
+    status, solo = p.request(
+        "POST", "/api/v1/batches", {"script": loud, "workspace": "solo"}, token=alice
+    )
+    assert status == 201 and p.wait_batch(solo["id"], alice)["status"] == "succeeded"
+    ids = []
+    for _ in range(2):
+        status, batch = p.request(
+            "POST", "/api/v1/batches", {"script": loud, "workspace": "qr"}, token=alice
+        )
+        assert status == 201, batch
+        assert p.wait_batch(batch["id"], alice)["status"] == "succeeded"
+        ids.append(batch["id"])
+    deadline = time.monotonic() + 15  # GET /teams measures at most every few seconds
+    while _used(p, alice, "heavy")["used_bytes"] != 6000 and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert _used(p, alice, "heavy")["used_bytes"] == 6000
+    status, done = p.request("POST", "/api/v1/retention", token=admin)
+    assert status == 200 and done["by_team_quota"] == 1, done
+    assert p.request("GET", f"/api/v1/batches/{ids[0]}", token=alice)[0] == 404  # the oldest
+    assert p.request("GET", f"/api/v1/batches/{ids[1]}", token=alice)[0] == 200
+    assert p.request("GET", f"/api/v1/batches/{solo['id']}", token=alice)[0] == 200
+    assert p.request("POST", "/api/v1/retention", token=admin)[1]["by_team_quota"] == 0

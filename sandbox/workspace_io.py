@@ -13,7 +13,7 @@ refused (``Service.submit``, 409).
 
 A team's ``max_bytes`` (``io.team_bytes(team_id)``: the usage below summed over its
 workspaces, cached ``TEAM_BYTES_TTL_S``) is enforced: an upload whose unpacked files
-would take the team past it is refused before anything is written (507
+would take the team past it is refused before anything is written (413
 ``quota_exceeded``), and ``Service.submit`` refuses batches into a team workspace that is
 already over it (429).
 """
@@ -226,7 +226,7 @@ class WorkspaceIO:
         return used
 
     def check_team_bytes(self, ws: WorkspaceRecord, adding: int) -> None:
-        """QuotaFull (507) when ``adding`` bytes would take ``ws``'s team past its
+        """QuotaFull (413) when ``adding`` bytes would take ``ws``'s team past its
         ``max_bytes``."""
         if ws.owner_team_id is None:
             return
@@ -239,6 +239,6 @@ class WorkspaceIO:
                 f"team {team.name} may store {team.max_bytes} bytes; it stores {used} and "
                 f"this upload unpacks to {adding}: nothing was written; delete files or old "
                 "batches, or ask an admin to raise the quota",
-                status=507,
+                status=413,
                 code="quota_exceeded",
             )

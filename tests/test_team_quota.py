@@ -64,7 +64,7 @@ def test_team_bytes_refuse_uploads_and_then_batches(portal: Portal) -> None:
     assert team["used_bytes"] == 600 and team["max_bytes"] == 1000, team
     # 600 + 600 > 1000: refused, nothing written
     status, answer = _upload(p, alice, "qb", "b.bin", b"b" * 600)
-    assert status == 507 and answer["error"] == "quota_exceeded", answer
+    assert status == 413 and answer["error"] == "quota_exceeded", answer
     for part in ("team tiny", "1000", "600"):
         assert part in answer["message"], answer
     assert not (p.data / "workspaces" / "qb" / "b.bin").exists()
@@ -94,7 +94,7 @@ def test_team_bytes_refuse_uploads_and_then_batches(portal: Portal) -> None:
     assert "team tiny" in answer["message"] and "1000" in answer["message"], answer
     assert _batches(p) == before  # nothing stored
     assert _used(p, alice, "tiny")["used_bytes"] >= 3600
-    assert _upload(p, alice, "qb", "c.bin", b"c")[0] == 507
+    assert _upload(p, alice, "qb", "c.bin", b"c")[0] == 413
     # another workspace (no team) is not affected
     mine = p.request("POST", "/api/v1/batches", {"script": "ls", "workspace": "mine"}, token=alice)
     p.wait_batch(mine[1]["id"], alice)

@@ -148,6 +148,49 @@ def check_database(data: Path) -> Check:
     return Check("database", True, f"SQLite at {path}")
 
 
+def egress_workspaces(data: Path) -> list[str]:
+    """The workspaces with ``network=egress`` (none when there is no database yet)."""
+    from sqlalchemy import create_engine, text
+
+    url = os.environ.get("BASHFLEET_DATABASE_URL", "")
+    if not url or url.startswith("sqlite"):
+        path = data / "bashfleet.db"
+        if not path.is_file():
+            return []
+        url = url or f"sqlite:///{path.resolve()}"
+    engine = create_engine(url)
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(
+                text("select name from workspaces where network = 'egress' order by name")
+            )
+            return [str(r[0]) for r in rows]
+    finally:
+        engine.dispose()
+
+
+def check_egress(data: Path) -> Check:
+    """The egress network's iptables rules, when a workspace has ``network=egress``."""
+    from sandbox.executors import egress
+
+    try:
+        names = egress_workspaces(data)
+    except Exception as e:  # no workspaces table yet, or no database: the database check says
+        return Check("egress network", True, f"not needed (no workspaces read: {str(e)[:120]})")
+    if not names:
+        return Check("egress network", True, "not needed (no workspace has network=egress)")
+    shown = ", ".join(names[:5]) + (" ..." if len(names) > 5 else "")
+    if egress.rules_present():
+        return Check("egress network", True, f"rules present (for {shown})")
+    return Check(
+        "egress network",
+        False,
+        f"rules missing, needed by {shown}: their jobs are refused until the rules are in",
+        "restart the portal as root in the host's network namespace (it installs them at "
+        "start), or: sudo python -m sandbox.executors.egress ensure",
+    )
+
+
 def _redact(url: str) -> str:
     if "@" in url and "://" in url:
         scheme, rest = url.split("://", 1)
@@ -191,6 +234,7 @@ def run_doctor(data: Path, out: IO[str]) -> int:
         lambda: check_bubblewrap(data),
         check_process_limit,
         lambda: check_database(data),
+        lambda: check_egress(data),
     ]
     if os.environ.get("BASHFLEET_BROKER"):  # scale-out
         checks.append(check_broker)

@@ -2,11 +2,13 @@
 byte budget (stored output + artifacts of its batches), are deleted oldest first, with
 their output files and artifacts. A batch that is not final (pending, queued,
 running), or still known to the scheduler, is never touched. The audit log keeps its
-rows (an admin prunes it: ``AuditLog.prune``).
+rows (an admin prunes it: ``AuditLog.prune``). A team storing more than its ``max_bytes``
+(``team_bytes``: what its workspaces use, folders included) loses its oldest finished
+batches first, until it is within the quota or has none left (its files stay).
 
     r = Retention(store, max_age_days=30, budget_bytes=10 << 30, live=scheduler_knows,
                   remove_files=remove, clock=utcnow)
-    r.run()  # -> {"deleted": n, "bytes": b, "by_age": a, "by_budget": c}
+    r.run()  # -> {"deleted": n, "bytes": b, "by_team_quota": q, "by_age": a, "by_budget": c}
 """
 
 from __future__ import annotations
@@ -33,10 +35,15 @@ class Retention:
     remove_files: Callable[[str], None] = lambda _id: None  # output + artifacts of a batch
     clock: Callable[[], datetime] = utcnow
     page: int = 200
+    team_bytes: Callable[[int], int] | None = None  # a team's stored bytes, measured now
 
     def run(self) -> dict[str, int]:
         sizes = self.store.artifacts.stored_bytes()
-        done = {"deleted": 0, "bytes": 0, "by_age": 0, "by_budget": 0}
+        done = {"deleted": 0, "bytes": 0, "by_team_quota": 0, "by_age": 0, "by_budget": 0}
+        if self.team_bytes is not None:
+            for team in self.store.teams.list():
+                if team.max_bytes is not None:
+                    self._team_quota(team.id, team.max_bytes, self.team_bytes, sizes, done)
         if self.max_age_days > 0:
             cutoff = self.clock() - timedelta(days=self.max_age_days)
             for batch in self._final(created_before=cutoff):
@@ -65,6 +72,28 @@ class Retention:
                 break
             cursor = page.next_cursor
         return sorted(out, key=lambda b: (b.created_at, b.id))
+
+    def _team_quota(
+        self,
+        team_id: int,
+        max_bytes: int,
+        measure: Callable[[int], int],
+        sizes: dict[str, int],
+        done: dict[str, int],
+    ) -> None:
+        used = measure(team_id)
+        if used <= max_bytes:
+            return
+        batches: list[BatchRecord] = []
+        for workspace_id in self.store.workspaces.of_team(team_id):
+            batches.extend(self._final(workspace_id=workspace_id))
+        for batch in sorted(batches, key=lambda b: (b.created_at, b.id)):
+            if used <= max_bytes:
+                break
+            size = sizes.get(batch.id, 0)
+            if self._delete(batch, sizes, done):
+                used -= size
+                done["by_team_quota"] += 1
 
     def _budget(self, workspace_id: int, done: dict[str, int]) -> None:
         sizes = self.store.artifacts.stored_bytes(workspace_id)

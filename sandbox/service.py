@@ -25,6 +25,7 @@ from sandbox.artifacts import ArtifactCollector, ArtifactLimits, check_patterns
 from sandbox.autoscale import Autoscaler
 from sandbox.errors import BashfleetError, InputError, PolicyError
 from sandbox.events import Event, EventBus
+from sandbox.executors import egress
 from sandbox.executors.base import Executor
 from sandbox.executors.local import LocalExecutor
 from sandbox.executors.proctree import kill_jobs
@@ -182,6 +183,7 @@ class Service:
             self.autoscaler = Autoscaler(self.scheduler)
             self.autoscaler.start()
         self._lock = threading.Lock()
+        self._team_locks: dict[int, threading.Lock] = {}
         self._secret_box: SecretBox | None = None
         self._closed = threading.Event()
         self.retention = Retention(
@@ -190,11 +192,16 @@ class Service:
             budget_bytes=config.workspace_budget_bytes,
             live=self._live,
             remove_files=self.remove_batch_files,
+            team_bytes=lambda team_id: self.files.team_bytes(team_id, fresh=True),
         )
         # unpack the image and self-test the sandbox now, not on the first command
-        if self.cluster is None:
+        if self.cluster is None:  # a control plane runs nothing itself: its nodes do
             threading.Thread(
                 target=self._prepare_local, name="bashfleet-prepare", daemon=True
+            ).start()
+            # the egress network and its iptables rules now, not on an egress batch's first job
+            threading.Thread(
+                target=self.ensure_egress, name="bashfleet-egress", daemon=True
             ).start()
         if config.isolation != "local" and "docker" not in self.executors:
             # the engine may come up later (it was restarting, or starts after us): look again
@@ -413,6 +420,39 @@ class Service:
             values.setdefault("priority", 5)
         return values
 
+    def ensure_egress(self, *, needed: bool | None = None) -> str:
+        """Make the egress network and its iptables rules (sandbox/executors/egress.py)
+        when a workspace has ``network=egress`` (``needed``: known by the caller); a failure
+        is logged as an error (egress jobs are then refused, never run unprotected). The
+        outcome: "not needed", "ready", "no docker" or "failed: WHY"."""
+        if needed is None:
+            try:
+                needed = any(w.network == "egress" for w in self.store.workspaces.list())
+            except Exception:  # the store is not ready: the first egress job makes them
+                log.exception("could not list the workspaces for egress")
+                return "failed: the workspaces could not be listed"
+        if not needed:
+            return "not needed"
+        docker = self.executors.get("docker")
+        client_of = getattr(docker, "_docker", None)
+        if client_of is None:
+            log.error(
+                "a workspace has network=egress but no Docker engine answers (%s): its "
+                "containers cannot start until one does",
+                self.docker_why or "isolation is local",
+            )
+            return "no docker"
+        try:
+            egress.ensure(client_of())
+        except Exception as e:
+            log.error(
+                "cannot set up the egress network for network=egress workspaces: %s; their "
+                "jobs are refused until it is (run bashfleet doctor)",
+                e,
+            )
+            return f"failed: {e}"
+        return "ready"
+
     def _probe_docker(self) -> None:
         while not self._closed.wait(self.config.docker_probe_s):
             docker, why = open_docker(self.config.instance_id)
@@ -423,6 +463,7 @@ class Service:
             self.scheduler.add_executor("docker", docker)  # first: the router reads executors
             self.executors["docker"] = docker
             log.warning("the Docker engine answers now: non-safe commands run in containers")
+            self.ensure_egress()
             return
 
     # --- learned durations ----------------------------------------------------------------
@@ -677,63 +718,67 @@ class Service:
         )
         if self.files.uploading(ws.id):
             raise PolicyError(f"an upload into {ws.name!r} is under way; submit when it is done")
-        self._check_team_quota(ws, len(judgement.judged))
-        maxima = Maxima.from_env()
-        if environment is None:  # tests may pass one; the portal resolves the settings
-            environment = environment_for(
-                self.store,
-                ws,
-                self.secret_box,
-                base=Limits(disk_bytes=self.config.disk_bytes),
-                maxima=maxima,
-            )
-        if timeout_s is None:
-            classes = {j.verdict.cls.value for j in judgement.judged}
-            timeout_s = _class_timeout(ws, maxima, classes, self.config.default_timeout_s)
-        home = self.cluster.place(ws.name) if self.cluster is not None else None
-        _own_workspace(ws.path)
-        self._workspace_ids[str(ws.path)] = ws.id
-        batch_id = new_id()
-        command_ids = [new_id() for _ in judgement.judged]
-        route = self.scheduler.route
-        new = []
-        gated: set[int] = set()  # the commands that wait for a person's approval
-        for j, node, cid in zip(judgement.judged, judgement.plan.nodes, command_ids, strict=True):
-            executor, _why = route(j.verdict.cls)
-            if ws.approve.wants(j.verdict.cls):
-                gated.add(node.index)
-            new.append(
-                NewCommand(
-                    id=cid,
-                    index=node.index,
-                    command=j.statement.text,
-                    cls=j.verdict.cls,
-                    reasons=j.verdict.reasons,
-                    executor=ExecutorKind(executor) if executor else ExecutorKind.NONE,
-                    needs=tuple(node.needs),
-                    reads=tuple(sorted(j.effects.reads)),
-                    writes=tuple(sorted(j.effects.writes)),
-                    status=Status.AWAITING_APPROVAL if node.index in gated else Status.PENDING,
-                    approval="required" if node.index in gated else None,
+        # the quota check and the insert as one step: two submissions cannot both pass
+        with self._team_lock(ws.owner_team_id):
+            self._check_team_quota(ws, len(judgement.judged))
+            maxima = Maxima.from_env()
+            if environment is None:  # tests may pass one; the portal resolves the settings
+                environment = environment_for(
+                    self.store,
+                    ws,
+                    self.secret_box,
+                    base=Limits(disk_bytes=self.config.disk_bytes),
+                    maxima=maxima,
                 )
+            if timeout_s is None:
+                classes = {j.verdict.cls.value for j in judgement.judged}
+                timeout_s = _class_timeout(ws, maxima, classes, self.config.default_timeout_s)
+            home = self.cluster.place(ws.name) if self.cluster is not None else None
+            _own_workspace(ws.path)
+            self._workspace_ids[str(ws.path)] = ws.id
+            batch_id = new_id()
+            command_ids = [new_id() for _ in judgement.judged]
+            route = self.scheduler.route
+            new = []
+            gated: set[int] = set()  # the commands that wait for a person's approval
+            for j, node, cid in zip(
+                judgement.judged, judgement.plan.nodes, command_ids, strict=True
+            ):
+                executor, _why = route(j.verdict.cls)
+                if ws.approve.wants(j.verdict.cls):
+                    gated.add(node.index)
+                new.append(
+                    NewCommand(
+                        id=cid,
+                        index=node.index,
+                        command=j.statement.text,
+                        cls=j.verdict.cls,
+                        reasons=j.verdict.reasons,
+                        executor=ExecutorKind(executor) if executor else ExecutorKind.NONE,
+                        needs=tuple(node.needs),
+                        reads=tuple(sorted(j.effects.reads)),
+                        writes=tuple(sorted(j.effects.writes)),
+                        status=Status.AWAITING_APPROVAL if node.index in gated else Status.PENDING,
+                        approval="required" if node.index in gated else None,
+                    )
+                )
+            record = self.store.batches.create(
+                batch_id=batch_id,
+                script=text,
+                commands=new,
+                workspace_id=ws.id,
+                user_id=user.id if user else None,
+                source=source,
+                schedule_id=schedule_id,
+                priority=priority,
+                timeout_s=timeout_s,
+                retries=retries,
+                on_failure=policy,
+                deadline_s=deadline_s,
+                rerun_of=rerun_of,
+                artifact_patterns=patterns,
+                params=dict(params) if params else None,
             )
-        record = self.store.batches.create(
-            batch_id=batch_id,
-            script=text,
-            commands=new,
-            workspace_id=ws.id,
-            user_id=user.id if user else None,
-            source=source,
-            schedule_id=schedule_id,
-            priority=priority,
-            timeout_s=timeout_s,
-            retries=retries,
-            on_failure=policy,
-            deadline_s=deadline_s,
-            rerun_of=rerun_of,
-            artifact_patterns=patterns,
-            params=dict(params) if params else None,
-        )
         if home is not None and self.cluster is not None:
             self.cluster.mark_batch(batch_id, home)
             record = replace(record, commands=tuple(replace(c, node=home) for c in record.commands))
@@ -765,12 +810,28 @@ class Service:
                 self._secret_box = SecretBox.for_data(self.config.data_dir)
             return self._secret_box
 
+    def _team_lock(self, team_id: int | None) -> threading.Lock:
+        """One lock a team (one process): its quota checks and batch inserts in turn."""
+        if team_id is None:
+            return threading.Lock()  # nothing to serialise
+        with self._lock:
+            return self._team_locks.setdefault(team_id, threading.Lock())
+
     def _check_team_quota(self, ws: WorkspaceRecord, adding: int) -> None:
         """A team's ``max_commands``: its workspaces' unfinished commands, this batch's
-        included, stay within it."""
+        included, stay within it; and its ``max_bytes``: a team already storing more
+        than that submits nothing until it has deleted some."""
         if ws.owner_team_id is None:
             return
         team = self.store.teams.get(ws.owner_team_id)
+        if team.max_bytes is not None:
+            used = self.files.team_bytes(team.id)
+            if used > team.max_bytes:
+                raise QuotaExceeded(
+                    f"team {team.name} may store {team.max_bytes} bytes and stores {used}: "
+                    "delete files or old batches (or ask an admin to raise the quota) "
+                    "before submitting"
+                )
         if team.max_commands is None:
             return
         busy = self.store.batches.count_unfinished(self.store.workspaces.of_team(team.id))

@@ -10,6 +10,12 @@ An upload while a batch of that workspace is pending, queued or running is refus
 link between the check and the move. Two uploads into one workspace do not overlap
 either (409), and a batch submitted into a workspace while an upload is under way is
 refused (``Service.submit``, 409).
+
+A team's ``max_bytes`` (``io.team_bytes(team_id)``: the usage below summed over its
+workspaces, cached ``TEAM_BYTES_TTL_S``) is enforced: an upload whose unpacked files
+would take the team past it is refused before anything is written (413
+``quota_exceeded``), and ``Service.submit`` refuses batches into a team workspace that is
+already over it (429).
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ import errno
 import os
 import secrets
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +44,13 @@ from sandbox.workspace_files import (
     rel_parts,
     tree,
 )
+
+
+class QuotaFull(FilesError):
+    """A team's ``max_bytes`` would be passed."""
+
+
+TEAM_BYTES_TTL_S = 5.0  # how long a team's measured bytes are reused
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +77,7 @@ class WorkspaceIO:
         self.busy = busy or self._has_unfinished
         self._uploading: set[int] = set()
         self._lock = threading.Lock()
+        self._team_bytes: dict[int, tuple[float, int]] = {}  # team id -> (when, bytes)
 
     def uploading(self, workspace_id: int) -> bool:
         with self._lock:
@@ -118,6 +133,8 @@ class WorkspaceIO:
         finally:
             with self._lock:
                 self._uploading.discard(ws.id)
+                if ws.owner_team_id is not None:
+                    self._team_bytes.pop(ws.owner_team_id, None)
         return {"path": "/".join(target) or ".", "format": kind, "received": received, **done}
 
     def _unpack(
@@ -131,6 +148,7 @@ class WorkspaceIO:
     ) -> tuple[str, dict[str, int]]:
         kind = detect(body_path, fmt)
         entries = plan(body_path, kind, self.uploads, name)
+        self.check_team_bytes(ws, sum(e.size for e in entries if e.kind == "file"))
         done = install(
             body_path,
             kind,
@@ -187,3 +205,40 @@ class WorkspaceIO:
             "artifact_bytes": artifacts,
             "batches": len(stored),
         }
+
+    @staticmethod
+    def total(usage: dict[str, Any]) -> int:
+        return int(usage["workspace_bytes"] + usage["output_bytes"] + usage["artifact_bytes"])
+
+    def team_bytes(self, team_id: int, *, fresh: bool = False) -> int:
+        """The bytes of a team's workspaces (folders, stored output, artifacts), measured
+        at most every ``TEAM_BYTES_TTL_S`` unless ``fresh``."""
+        now = time.monotonic()
+        with self._lock:
+            cached = self._team_bytes.get(team_id)
+        if cached is not None and not fresh and now - cached[0] < TEAM_BYTES_TTL_S:
+            return cached[1]
+        used = 0
+        for workspace_id in self.store.workspaces.of_team(team_id):
+            used += self.total(self.usage(self.store.workspaces.get(workspace_id)))
+        with self._lock:
+            self._team_bytes[team_id] = (now, used)
+        return used
+
+    def check_team_bytes(self, ws: WorkspaceRecord, adding: int) -> None:
+        """QuotaFull (413) when ``adding`` bytes would take ``ws``'s team past its
+        ``max_bytes``."""
+        if ws.owner_team_id is None:
+            return
+        team = self.store.teams.get(ws.owner_team_id)
+        if team.max_bytes is None:
+            return
+        used = self.team_bytes(team.id, fresh=True)
+        if used + adding > team.max_bytes:
+            raise QuotaFull(
+                f"team {team.name} may store {team.max_bytes} bytes; it stores {used} and "
+                f"this upload unpacks to {adding}: nothing was written; delete files or old "
+                "batches, or ask an admin to raise the quota",
+                status=413,
+                code="quota_exceeded",
+            )

@@ -67,3 +67,43 @@ def test_no_process_limit_names_the_fix(monkeypatch: pytest.MonkeyPatch) -> None
     monkeypatch.setattr(cgroups, "probe", lambda: "cannot create a pids cgroup: read-only")
     check = doctor_module.check_process_limit()
     assert not check.ok and "fork bomb" in check.detail and "TasksMax=" in check.fix
+
+
+def _egress_workspace(data: Path, name: str) -> None:
+    from sandbox.accounts_cli import open_store
+
+    store = open_store(data)
+    store.workspaces.get_or_create(name, allow_network=True)
+    store.close()
+
+
+def test_egress_not_needed_without_egress_workspaces(tmp_path: Path) -> None:
+    done = doctor(tmp_path, DOCKER_HOST="unix:///nonexistent/docker.sock")
+    assert "ok       egress network: not needed" in done.stdout, done.stdout
+
+
+def test_egress_rules_missing_names_the_workspace_and_the_fix(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    _egress_workspace(data, "web")
+    bare = tmp_path / "bin"  # no iptables on this PATH: the rules cannot be there
+    bare.mkdir()
+    done = doctor(data, DOCKER_HOST="unix:///nonexistent/docker.sock", PATH=str(bare))
+    assert "MISSING  egress network: rules missing, needed by web" in done.stdout, done.stdout
+    assert "sandbox.executors.egress ensure" in done.stdout
+    assert "Traceback" not in done.stdout + done.stderr
+
+
+@pytest.mark.docker
+def test_egress_rules_present_are_reported(tmp_path: Path, docker_client: Any) -> None:
+    from sandbox.executors import egress
+
+    data = tmp_path / "data"
+    _egress_workspace(data, "web")
+    had = egress.rules_present()
+    egress.ensure(docker_client)
+    try:
+        done = doctor(data)
+        assert "ok       egress network: rules present (for web)" in done.stdout, done.stdout
+    finally:
+        if not had:
+            egress.remove(docker_client)

@@ -7,6 +7,7 @@ transaction: a rejected change changes nothing. Secret values go in and never co
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 from flask import Blueprint, Response, jsonify
@@ -90,6 +91,9 @@ def put_workspace(name: str) -> Response:
         k: (svc.secret_box.seal(ws.id, k, v) if v is not None else None) for k, v in secrets.items()
     }
     changed = store.workspaces.change(ws.id, secrets=sealed, **values)
+    if values.get("network") == "egress" and ws.network != "egress":
+        # its network and rules now, and an error in the log (not a first job's) if not
+        threading.Thread(target=svc.ensure_egress, kwargs={"needed": True}, daemon=True).start()
     audit("workspace_changed", target=name, detail=audit_detail(values, secrets))
     return jsonify(workspace_json(changed))
 
@@ -177,7 +181,11 @@ def list_teams() -> Response:
     teams = current_service().store.teams.list()
     if user.role is not Role.ADMIN:
         teams = [t for t in teams if user.name in t.members]
-    return jsonify({"items": [team_json(t) for t in teams]})
+    files = current_service().files
+    # used_bytes: what the team's workspaces store (cached a few seconds); max_bytes the quota
+    return jsonify(
+        {"items": [{**team_json(t), "used_bytes": files.team_bytes(t.id)} for t in teams]}
+    )
 
 
 @workspaces_api.post("/teams")

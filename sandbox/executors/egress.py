@@ -142,7 +142,7 @@ def remove(client: Any) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m sandbox.executors.egress remove|status``: for operators."""
+    """``python -m sandbox.executors.egress ensure|remove|status``: for operators."""
     import sys
 
     args = sys.argv[1:] if argv is None else argv
@@ -152,10 +152,15 @@ def main(argv: list[str] | None = None) -> int:
         if docker is not None:  # refused by the engine while a container uses it
             subprocess.run([docker, "network", "rm", NETWORK], capture_output=True, check=False)
         return 0
+    if args == ["ensure"]:
+        import docker as docker_py
+
+        print(f"{ensure(docker_py.from_env())} ready (rules present)")
+        return 0
     if args == ["status"]:
         print("rules present" if rules_present() else "rules absent")
         return 0
-    print("usage: python -m sandbox.executors.egress remove|status", file=sys.stderr)
+    print("usage: python -m sandbox.executors.egress ensure|remove|status", file=sys.stderr)
     return 2
 
 

@@ -185,6 +185,7 @@ class Workspace(Base):
         server_default=ApprovalPolicy.NONE.value,
     )
     two_person: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    node: Mapped[str | None] = mapped_column(String(64))  # scale-out: the node its files are on
 
 
 class WorkspaceSecret(Base):
@@ -208,7 +209,6 @@ class AllowedImage(Base):
     name: Mapped[str] = mapped_column(String(255), primary_key=True)
     added_by: Mapped[str] = mapped_column(String(100))
     added_at: Mapped[datetime] = mapped_column(default=utcnow)
-    node: Mapped[str | None] = mapped_column(String(64))  # scale-out: the node its files are on
 
 
 class Duration(Base):

@@ -18,6 +18,19 @@
     return owner.user ? "user " + owner.user : "team " + owner.team;
   }
 
+  // the disk a workspace uses (its folder, its batches' stored output and artifacts), as
+  // text, filled in when GET /usage answers
+  function usage(name) {
+    var cell = el("td", { class: "ws-usage", dataset: { name: name } }, "…");
+    BF.api("GET", "/api/v1/workspaces/" + encodeURIComponent(name) + "/usage").then(function (u) {
+      var total = u.workspace_bytes + u.output_bytes + u.artifact_bytes;
+      cell.textContent = BF.fmtBytes(total) + (u.workspace_bytes_partial ? "+" : "");
+      cell.title = "files " + BF.fmtBytes(u.workspace_bytes) + " · output " + BF.fmtBytes(u.output_bytes) +
+        " · artifacts " + BF.fmtBytes(u.artifact_bytes) + " · " + u.batches + " batches";
+    }).catch(function () { cell.textContent = "?"; });
+    return cell;
+  }
+
   function load() {
     return BF.api("GET", "/api/v1/workspaces").then(function (data) {
       var body = BF.clear($("ws-body"));
@@ -31,6 +44,7 @@
             el("td", { class: "mono ops-hide-sm" }, w.image || "(default)"),
             el("td", null, w.network),
             el("td", { class: "ops-hide-sm" }, String(w.secrets.length)),
+            usage(w.name),
             el("td", null, edit))
         );
       });

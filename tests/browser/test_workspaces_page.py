@@ -4,6 +4,7 @@ owner), the API's errors shown in the form, and secret values never shown back."
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -11,11 +12,15 @@ from typing import Any
 
 from playwright.sync_api import Page, expect
 
+from tests.portal import Portal
+
 Api = Callable[..., tuple[int, Any]]
 Shot = Callable[[Page, str], Path]
 
 
-def test_workspace_settings_page(logged_in_page: Page, api: Api, shot: Shot) -> None:
+def test_workspace_settings_page(
+    logged_in_page: Page, api: Api, shot: Shot, browser_portal: Portal, admin_token: str
+) -> None:
     page = logged_in_page
     name = f"ws-{uuid.uuid4().hex[:6]}"
     hostile = "<img src=x onerror=alert(1)>"
@@ -54,8 +59,20 @@ def test_workspace_settings_page(logged_in_page: Page, api: Api, shot: Shot) -> 
     assert "tok-very-secret-1" not in page.content()
     shot(page, "workspaces")
 
+    # its disk use (GET /usage): empty, then the bytes of an uploaded file, as text
+    usage = page.locator(f'#ws-body td.ws-usage[data-name="{name}"]')
+    expect(usage).to_have_text("0 B")
+    status, done = browser_portal.request(
+        "PUT",
+        f"/api/v1/workspaces/{name}/files?format=file&name=data.bin",
+        raw=b"x" * 3072,
+        token=admin_token,
+    )
+    assert status == 201, done
     # open it again from the list: the values come back as text, the secret by name only
     page.reload()
+    expect(usage).to_have_text("3.0 KiB")
+    expect(usage).to_have_attribute("title", re.compile(r"^files 3\.0 KiB · output 0 B"))
     page.locator(f'#ws-body tr[data-name="{name}"] button').click()
     expect(page.locator("#ws-env")).to_have_value(f"CI=1\nNOTE={hostile}")
     expect(page.locator("#ws-limit-conditional-memory_bytes")).to_have_value("512")

@@ -64,6 +64,10 @@ KEYS = {
     "approval_ttl_s": "BASHFLEET_APPROVAL_TTL_S",
     "webhook_allow_private": "BASHFLEET_WEBHOOK_ALLOW_PRIVATE",
     "webhook_backoff_s": "BASHFLEET_WEBHOOK_BACKOFF_S",
+    # e-mail notifications (README, "E-mail notifications")
+    "smtp_url": "BASHFLEET_SMTP_URL",
+    "smtp_from": "BASHFLEET_SMTP_FROM",
+    "public_url": "BASHFLEET_PUBLIC_URL",
 }
 
 

@@ -32,6 +32,7 @@ from sandbox.executors.rootfs import ROOTFS_ENV, ImageTrees, trees_dir
 from sandbox.image import SANDBOX_UID, default_image
 from sandbox.metrics import Metrics, host_usage
 from sandbox.model import FailurePolicy, Limits, Status
+from sandbox.notify_email import EmailNotifier, smtp_settings
 from sandbox.persist import StoreWriter
 from sandbox.pipeline import (
     Judgement,
@@ -159,6 +160,11 @@ class Service:
         # webhooks: the bus only queues; deliveries run on the notifier's own threads
         self.hooks = WebhookNotifier(store)
         self.bus.subscribe(self.hooks)
+        # e-mail: the same events, for users who gave an address (BASHFLEET_SMTP_URL)
+        smtp = smtp_settings()
+        self.mail = EmailNotifier(store, smtp) if smtp is not None else None
+        if self.mail is not None:
+            self.bus.subscribe(self.mail)
         self.metrics = Metrics(self.scheduler.snapshot, self._gauges)
         self.bus.subscribe(self.metrics)
         self.schedules: ScheduleRunner | None = None
@@ -891,6 +897,8 @@ class Service:
         self.writer.close()
         self.artifacts.close()
         self.hooks.close()
+        if self.mail is not None:
+            self.mail.close()
         self.save_durations()
         for ex in self.executors.values():
             close = getattr(ex, "close", None)

@@ -89,7 +89,7 @@ def test_migration_matches_the_models_and_is_idempotent(engine: Engine) -> None:
     from alembic.migration import MigrationContext
 
     migrate(engine)  # a second run is a no-op
-    assert current_revision(engine) == "0008"
+    assert current_revision(engine) == "0009"
     with engine.connect() as conn:
         context = MigrationContext.configure(conn, opts={"compare_type": True})
         assert compare_metadata(context, Base.metadata) == []
@@ -701,7 +701,7 @@ def test_concurrent_migrations_serialize(database_url: str) -> None:
     for t in threads:
         t.join(timeout=60)
     assert errors == []
-    assert {current_revision(e) for e in engines} == {"0008"}
+    assert {current_revision(e) for e in engines} == {"0009"}
     for e in engines:
         e.dispose()
 

@@ -107,6 +107,8 @@ class User(Base):
     role: Mapped[Role] = mapped_column(_enum(Role, "role"))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     disabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    email: Mapped[str | None] = mapped_column(String(254))  # for notifications (0009)
+    email_events: Mapped[list[str] | None] = mapped_column(JSONType)
 
 
 class ApiToken(Base):
@@ -431,5 +433,20 @@ class WebhookDelivery(Base):
     delivery: Mapped[str] = mapped_column(String(32))  # one id for every attempt of it
     attempt: Mapped[int] = mapped_column(Integer)
     status_code: Mapped[int | None] = mapped_column(Integer)
+    error: Mapped[str | None] = mapped_column(Text)
+    at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class EmailDelivery(Base):
+    """One attempt to mail one event to one user (sandbox/notify_email.py)."""
+
+    __tablename__ = "email_deliveries"
+    __table_args__ = (Index("ix_email_deliveries_user_id_at", "user_id", "at"),)
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    event: Mapped[str] = mapped_column(String(32))
+    delivery: Mapped[str] = mapped_column(String(32))
+    attempt: Mapped[int] = mapped_column(Integer)
     error: Mapped[str | None] = mapped_column(Text)
     at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -238,7 +238,9 @@ class Schedule(Base):
     name: Mapped[str] = mapped_column(String(100))
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
     workspace_id: Mapped[int] = mapped_column(ForeignKey("workspaces.id"), index=True)
-    script: Mapped[str] = mapped_column(Text)
+    script: Mapped[str] = mapped_column(Text)  # "" when it runs a template
+    template: Mapped[str | None] = mapped_column(String(100))  # a template's name (0009)
+    params: Mapped[dict[str, Any] | None] = mapped_column(JSONType)  # the template's values
     cron: Mapped[str | None] = mapped_column(String(120))
     interval_s: Mapped[int | None] = mapped_column(Integer)
     priority: Mapped[int] = mapped_column(Integer, default=0)

@@ -1,5 +1,6 @@
-"""E-mail notifications (issue 16): a user's address and the events they want mailed,
-and the log of every attempt to mail them.
+"""E-mail notifications and schedules from templates (issue 16): a user's address and
+the events they want mailed, the log of every attempt to mail them, and a schedule's
+template name and parameter values (``script`` is empty for such a schedule).
 
 Revision ID: 0009
 Revises: 0008
@@ -39,9 +40,15 @@ def upgrade() -> None:
         sa.ForeignKeyConstraint(["user_id"], ["users.id"], ondelete="CASCADE"),
     )
     op.create_index("ix_email_deliveries_user_id_at", "email_deliveries", ["user_id", "at"])
+    with op.batch_alter_table("schedules") as batch:
+        batch.add_column(sa.Column("template", sa.String(100), nullable=True))
+        batch.add_column(sa.Column("params", JSON, nullable=True))
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("schedules") as batch:
+        batch.drop_column("params")
+        batch.drop_column("template")
     op.drop_table("email_deliveries")
     with op.batch_alter_table("users") as batch:
         batch.drop_column("email_events")

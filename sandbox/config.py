@@ -69,6 +69,10 @@ KEYS = {
     "cluster_key": "BASHFLEET_CLUSTER_KEY",
     "cluster_key_file": "BASHFLEET_CLUSTER_KEY_FILE",
     "node_timeout_s": "BASHFLEET_NODE_TIMEOUT_S",
+    # e-mail notifications (README, "E-mail notifications")
+    "smtp_url": "BASHFLEET_SMTP_URL",
+    "smtp_from": "BASHFLEET_SMTP_FROM",
+    "public_url": "BASHFLEET_PUBLIC_URL",
 }
 
 

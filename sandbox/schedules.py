@@ -237,9 +237,15 @@ class ScheduleRunner:
             if not may_run(self.store, owner, workspace):
                 self._pause(s, f"its owner {owner.name} may no longer run in {workspace.name}")
                 return None
+            try:
+                script, params = self.service.schedule_script(s)
+            except InputError as e:  # its template is gone or no longer takes its values
+                self._pause(s, f"its template {s.template}: {e}")
+                return None
             batch = self.service.submit(
                 owner,
-                script=s.script,
+                script=script,
+                params=params,
                 workspace=workspace.name,
                 priority=max(1, min(10, s.priority or 5)),
                 timeout_s=s.timeout_s,
@@ -274,6 +280,8 @@ def describe(s: ScheduleRecord) -> dict[str, Any]:
         "user_id": s.user_id,
         "workspace_id": s.workspace_id,
         "script": s.script,
+        "template": s.template,
+        "params": dict(s.params or {}) if s.template is not None else None,
         "cron": s.cron,
         "interval_s": s.interval_s,
         "priority": s.priority,

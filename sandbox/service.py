@@ -33,6 +33,7 @@ from sandbox.executors.rootfs import ROOTFS_ENV, ImageTrees, trees_dir
 from sandbox.image import SANDBOX_UID, default_image
 from sandbox.metrics import Metrics, host_usage
 from sandbox.model import FailurePolicy, Limits, Status
+from sandbox.notify_email import EmailNotifier, smtp_settings
 from sandbox.persist import StoreWriter
 from sandbox.pipeline import (
     Judgement,
@@ -65,6 +66,7 @@ from sandbox.store import (
 )
 from sandbox.store.ids import new_id
 from sandbox.store.records import ExecutorKind, utcnow
+from sandbox.templates import bind, render
 from sandbox.uploads import UploadLimits
 from sandbox.webhooks import WebhookNotifier
 from sandbox.workspace_env import WorkspaceEnvironment
@@ -171,6 +173,11 @@ class Service:
         # webhooks: the bus only queues; deliveries run on the notifier's own threads
         self.hooks = WebhookNotifier(store)
         self.bus.subscribe(self.hooks)
+        # e-mail: the same events, for users who gave an address (BASHFLEET_SMTP_URL)
+        smtp = smtp_settings()
+        self.mail = EmailNotifier(store, smtp) if smtp is not None else None
+        if self.mail is not None:
+            self.bus.subscribe(self.mail)
         self.metrics = Metrics(self.scheduler.snapshot, self._gauges)
         self.bus.subscribe(self.metrics)
         if self.cluster is not None:  # scale-out: per-node gauges
@@ -330,9 +337,11 @@ class Service:
         owner = self.store.accounts.get_user(s.user_id)
         if owner.disabled:
             raise PolicyError(f"the schedule's owner {owner.name} is disabled")
+        script, params = self.schedule_script(s)
         return self.submit(
             owner,
-            script=s.script,
+            script=script,
+            params=params,
             workspace=self.store.workspaces.get(s.workspace_id).name,
             priority=max(1, min(10, s.priority or 5)),
             timeout_s=s.timeout_s,
@@ -340,6 +349,24 @@ class Service:
             source=Source.SCHEDULE,
             schedule_id=s.id,
         )
+
+    def template_script(self, name: Any, values: Any) -> tuple[str, dict[str, str]]:
+        """A template's script rendered (placeholders become ``"${BF_PARAM_x}"``) and the
+        environment of its values, as ``POST /batches {"template", "params"}`` makes them;
+        InputError names what is missing or wrong."""
+        if not isinstance(name, str) or not name:
+            raise InputError("`template` is a template's name")
+        t = self.store.templates.find(name)
+        if t is None:
+            raise InputError(f"`template`: no template {name!r}")
+        definitions = list(t.params)
+        return render(t.script, definitions), bind(definitions, values)
+
+    def schedule_script(self, s: ScheduleRecord) -> tuple[str, dict[str, str] | None]:
+        """What a run of the schedule submits: its script, or its template as it is now."""
+        if s.template is None:
+            return s.script, None
+        return self.template_script(s.template, dict(s.params or {}))
 
     def _may_manage(self, user: UserRecord, owner_id: int) -> None:
         if user.role is Role.ADMIN:
@@ -358,6 +385,8 @@ class Service:
         allowed = {
             "name",
             "script",
+            "template",
+            "params",
             "workspace",
             "cron",
             "interval_s",
@@ -375,12 +404,27 @@ class Service:
             if not isinstance(name, str) or not 1 <= len(name.strip()) <= 100:
                 raise InputError("a schedule needs a `name` of 1 to 100 characters")
             values["name"] = name.strip()
-        if creating or "script" in fields:
+        if "template" in fields and "script" in fields:
+            raise InputError("give `template` (with `params`) or `script`, not both")
+        uses_template = "template" in fields or (
+            not creating and "script" not in fields and current is not None and current.template
+        )
+        if "params" in fields and not uses_template:
+            raise InputError("`params` goes with `template`")
+        if uses_template and ("template" in fields or "params" in fields):
+            name = fields.get("template", current.template if current else None)
+            given = fields.get("params", {} if "template" in fields or not current else None)
+            if given is None:
+                given = dict(current.params or {}) if current else {}
+            rendered, _env = self.template_script(name, given)
+            self.classify(rendered)  # the same limits and checks as a submission
+            values.update(script="", template=name, params=dict(given))
+        elif creating or "script" in fields:
             script = fields.get("script")
             if not isinstance(script, str):
-                raise InputError("`script` (text) is required")
+                raise InputError("`script` (text) or `template` is required")
             self.classify(script)  # the same limits and checks as a submission
-            values["script"] = script
+            values.update(script=script, template=None, params=None)
         if creating or "workspace" in fields:
             ws = fields.get("workspace", "default")
             if not isinstance(ws, str):
@@ -978,6 +1022,8 @@ class Service:
         self.writer.close()
         self.artifacts.close()
         self.hooks.close()
+        if self.mail is not None:
+            self.mail.close()
         self.save_durations()
         for ex in self.executors.values():
             close = getattr(ex, "close", None)

@@ -190,6 +190,56 @@ def post(url: str, body: bytes, headers: Mapping[str, str], *, private_ok: bool)
         conn.close()
 
 
+def wanted(event: Event) -> bool:
+    """Whether an event of the bus may become a notification (webhook or e-mail)."""
+    return isinstance(event, BatchFinished) or (
+        isinstance(event, CommandStatusChanged) and event.status is Status.AWAITING_APPROVAL
+    )
+
+
+def describe_event(store: Store, e: Event) -> tuple[list[str], dict[str, Any], dict[str, Any]]:
+    """The notification names an event means (of ``EVENTS``), the batch's summary and any
+    extra detail (the command waiting for approval). Shared by webhooks and e-mail."""
+    batch = store.batches.get(getattr(e, "batch_id", ""))
+    names: list[str] = []
+    info: dict[str, Any] = {
+        "id": batch.id,
+        "status": batch.status.value,
+        "source": batch.source.value,
+        "schedule_id": batch.schedule_id,
+        "workspace": batch.workspace_name,
+        "user": batch.user_name,
+        "commands": batch.command_count,
+    }
+    extra: dict[str, Any] = {}
+    if isinstance(e, BatchFinished):
+        info["status"] = e.status.value
+        info["counts"] = dict(e.counts)
+        names.append("batch_finished")
+        if e.status is not Status.SUCCEEDED:
+            names.append("batch_failed")
+            if batch.schedule_id is not None and _failed_before(store, batch.id, batch.schedule_id):
+                names.append("schedule_failed_twice")
+    elif isinstance(e, CommandStatusChanged):
+        command = next((c for c in batch.commands if c.id == e.command_id), None)
+        names.append("awaiting_approval")
+        extra["command"] = {
+            "id": e.command_id,
+            "index": e.index,
+            "command": command.command if command else "",
+            "class": e.cls,
+            "reason": e.reason,
+        }
+    return names, info, extra
+
+
+def _failed_before(store: Store, batch_id: str, schedule_id: int) -> bool:
+    """Whether the schedule's batch before this one (ids sort by time) ended badly."""
+    page = store.batches.list(schedule_id=schedule_id, limit=5)
+    earlier = [b for b in page.items if b.id < batch_id]
+    return bool(earlier) and earlier[0].status.final and not earlier[0].status.ok
+
+
 @dataclass
 class _Delivery:
     webhook: WebhookRecord
@@ -224,10 +274,7 @@ class WebhookNotifier:
         self._thread.start()
 
     def __call__(self, event: Event) -> None:
-        wanted = isinstance(event, BatchFinished) or (
-            isinstance(event, CommandStatusChanged) and event.status is Status.AWAITING_APPROVAL
-        )
-        if wanted:
+        if wanted(event):
             with self._cond:
                 self._events.append(event)
                 self._cond.notify()
@@ -270,37 +317,7 @@ class WebhookNotifier:
         hooks = self.store.webhooks.matching(batch.user_id, batch.workspace_id)
         if not hooks:
             return []
-        names: list[str] = []
-        info: dict[str, Any] = {
-            "id": batch.id,
-            "status": batch.status.value,
-            "source": batch.source.value,
-            "schedule_id": batch.schedule_id,
-            "workspace": batch.workspace_name,
-            "user": batch.user_name,
-            "commands": batch.command_count,
-        }
-        extra: dict[str, Any] = {}
-        if isinstance(e, BatchFinished):
-            info["status"] = e.status.value
-            info["counts"] = dict(e.counts)
-            names.append("batch_finished")
-            if e.status is not Status.SUCCEEDED:
-                names.append("batch_failed")
-                if batch.schedule_id is not None and self._failed_before(
-                    batch.id, batch.schedule_id
-                ):
-                    names.append("schedule_failed_twice")
-        elif isinstance(e, CommandStatusChanged):
-            command = next((c for c in batch.commands if c.id == e.command_id), None)
-            names.append("awaiting_approval")
-            extra["command"] = {
-                "id": e.command_id,
-                "index": e.index,
-                "command": command.command if command else "",
-                "class": e.cls,
-                "reason": e.reason,
-            }
+        names, info, extra = describe_event(self.store, e)
         out = []
         for hook in hooks:
             for name in names:
@@ -308,12 +325,6 @@ class WebhookNotifier:
                     payload = {"event": name, "batch": info, **extra}
                     out.append(_Delivery(hook, name, payload, uuid.uuid4().hex))
         return out
-
-    def _failed_before(self, batch_id: str, schedule_id: int) -> bool:
-        """Whether the schedule's batch before this one (ids sort by time) ended badly."""
-        page = self.store.batches.list(schedule_id=schedule_id, limit=5)
-        earlier = [b for b in page.items if b.id < batch_id]
-        return bool(earlier) and earlier[0].status.final and not earlier[0].status.ok
 
     def _attempt(self, d: _Delivery) -> None:
         sent_at = int(time.time())

@@ -25,7 +25,13 @@ SCHEMATHESIS = str(Path(sys.executable).parent / "schemathesis")
 def fuzz_portal(tmp_path: Path) -> Iterator[Portal]:
     with running_portal(
         tmp_path,
-        env={"BASHFLEET_SUBMIT_RATE": "100000", "DOCKER_HOST": "unix:///nonexistent/docker.sock"},
+        env={
+            "BASHFLEET_SUBMIT_RATE": "100000",
+            # every endpoint is also tried with a bad token; with this many endpoints the
+            # per-address failure limit would answer 429 instead of the 401 it checks for
+            "BASHFLEET_AUTH_FAIL_RATE": "100000",
+            "DOCKER_HOST": "unix:///nonexistent/docker.sock",
+        },
         extra=["--isolation", "auto"],
     ) as p:
         yield p

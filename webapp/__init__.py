@@ -123,6 +123,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     from webapp.approvals_api import approvals_api
     from webapp.files_api import files_api
     from webapp.health import health
+    from webapp.notify_api import notify_api
     from webapp.schedules_api import schedules_api
     from webapp.sessions import sessions
     from webapp.templates_api import templates_api
@@ -141,6 +142,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     app.register_blueprint(approvals_api, url_prefix="/api/v1")
     app.register_blueprint(webhooks_api, url_prefix="/api/v1")
     app.register_blueprint(templates_api, url_prefix="/api/v1")
+    app.register_blueprint(notify_api, url_prefix="/api/v1")
     from webapp.live import init_live
     from webapp.pages import pages, secure_headers
 

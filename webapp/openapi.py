@@ -228,10 +228,20 @@ SCHEDULE_ID = _path_param("schedule_id", "integer")
 SCHEDULE: dict[str, Any] = {
     "type": "object",
     "additionalProperties": False,
-    "required": ["name", "script"],
+    "required": ["name"],
+    "oneOf": [{"required": ["script"]}, {"required": ["template"]}],
     "properties": {
         "name": {"type": "string", "minLength": 1, "maxLength": 100},
         "script": {"type": "string", "minLength": 1},
+        "template": {
+            "type": "string",
+            "description": "a template's name, instead of script; each run renders the "
+            "template as it is then",
+        },
+        "params": {
+            "type": "object",
+            "description": "the template's parameter values (BF_PARAM_<name> in the commands)",
+        },
         "workspace": {"type": "string", "pattern": "^[A-Za-z0-9._-]{1,64}$"},
         "cron": {"type": "string", "description": "minute hour day-of-month month weekday"},
         "interval_s": {"type": "integer", "minimum": 1, "maximum": 31622400},
@@ -241,6 +251,7 @@ SCHEDULE: dict[str, Any] = {
         "paused": {"type": "boolean"},
     },
 }
+SCHEDULE_CHANGE = {k: v for k, v in SCHEDULE.items() if k not in ("required", "oneOf")}
 
 
 NAME_PATTERN = "^[A-Za-z0-9_][A-Za-z0-9._-]{0,63}$"
@@ -840,7 +851,7 @@ def openapi_document() -> dict[str, Any]:
                     parameters=[SCHEDULE_ID],
                     requestBody={
                         "required": True,
-                        "content": {"application/json": {"schema": {**SCHEDULE, "required": []}}},
+                        "content": {"application/json": {"schema": SCHEDULE_CHANGE}},
                     },
                 ),
                 "delete": _op(

@@ -62,6 +62,14 @@ WEBHOOK = {
         "active": {"type": "boolean"},
     },
 }
+NOTIFY = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {
+        "email": {"type": "string", "maxLength": 254, "description": "empty: no mail"},
+        "events": {"type": "array", "items": {"type": "string", "enum": EVENTS}},
+    },
+}
 CONFLICT = _json(ERROR, "Not possible in the current state")
 PARAM = {
     "type": "object",
@@ -90,7 +98,7 @@ TEMPLATE = {
 
 def notify_paths(batch_id: dict[str, Any], command_id: dict[str, Any]) -> dict[str, Any]:
     ws, hook = _param("name"), _param("webhook_id", "integer")
-    tpl = _param("template_id", "integer")
+    tpl, uid = _param("template_id", "integer"), _param("user_id", "integer")
     obj = _json({"type": "object"})
     return {
         "/workspaces/{name}/approval": {
@@ -163,6 +171,23 @@ def notify_paths(batch_id: dict[str, Any], command_id: dict[str, Any]) -> dict[s
                 requestBody=_body({**WEBHOOK, "required": []}),
             ),
             "delete": _op("Delete a webhook", {"200": obj}, parameters=[hook]),
+        },
+        "/session/notify": {
+            "get": _op("Your e-mail address, mailed events and last 20 attempts", {"200": obj}),
+            "put": _op(
+                "Set your e-mail address and the events mailed to you (of your own batches)",
+                {"200": obj},
+                requestBody=_body(NOTIFY),
+            ),
+        },
+        "/users/{user_id}/notify": {
+            "get": _op("A user's e-mail settings (admins)", {"200": obj}, parameters=[uid]),
+            "put": _op(
+                "Set a user's e-mail address and mailed events (admins)",
+                {"200": obj},
+                parameters=[uid],
+                requestBody=_body(NOTIFY),
+            ),
         },
         "/webhooks/{webhook_id}/deliveries": {
             "get": _op(

@@ -6,6 +6,7 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify
 
+from sandbox.errors import InputError
 from sandbox.schedules import describe as _describe
 from sandbox.store import Role, ScheduleRecord, UserRecord
 from webapp import current_service
@@ -39,6 +40,11 @@ def describe(record: ScheduleRecord, names: Names | None = None) -> dict[str, An
     out["owner"] = owner.name if owner else None
     disabled = record.paused and owner is not None and owner.disabled
     out["paused_reason"] = f"its owner {owner.name} is disabled" if disabled and owner else None
+    if record.paused and record.template is not None and out["paused_reason"] is None:
+        try:
+            current_service().schedule_script(record)
+        except InputError as e:
+            out["paused_reason"] = f"its template {record.template}: {e}"
     return out
 
 

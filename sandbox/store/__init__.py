@@ -26,6 +26,7 @@ from sqlalchemy import Engine
 from sandbox.store.artifacts import ArtifactRepository
 from sandbox.store.db import default_url, make_engine, migrate, session_factory
 from sandbox.store.durations import DurationRepository
+from sandbox.store.notify import NotifyRepository
 from sandbox.store.output import OutputStore
 from sandbox.store.records import (
     AllowedImageRecord,
@@ -79,6 +80,7 @@ class Store:
     artifacts: ArtifactRepository
     webhooks: WebhookRepository
     templates: TemplateRepository
+    notify: NotifyRepository
 
     @classmethod
     def open(cls, engine: Engine, data_dir: str | os.PathLike[str]) -> Store:
@@ -97,6 +99,7 @@ class Store:
             artifacts=ArtifactRepository(sessions),
             webhooks=WebhookRepository(sessions),
             templates=TemplateRepository(sessions),
+            notify=NotifyRepository(sessions),
         )
 
     def close(self) -> None:

@@ -107,6 +107,8 @@ class User(Base):
     role: Mapped[Role] = mapped_column(_enum(Role, "role"))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     disabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    email: Mapped[str | None] = mapped_column(String(254))  # for notifications (0009)
+    email_events: Mapped[list[str] | None] = mapped_column(JSONType)
 
 
 class ApiToken(Base):
@@ -237,7 +239,9 @@ class Schedule(Base):
     name: Mapped[str] = mapped_column(String(100))
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
     workspace_id: Mapped[int] = mapped_column(ForeignKey("workspaces.id"), index=True)
-    script: Mapped[str] = mapped_column(Text)
+    script: Mapped[str] = mapped_column(Text)  # "" when it runs a template
+    template: Mapped[str | None] = mapped_column(String(100))  # a template's name (0009)
+    params: Mapped[dict[str, Any] | None] = mapped_column(JSONType)  # the template's values
     cron: Mapped[str | None] = mapped_column(String(120))
     interval_s: Mapped[int | None] = mapped_column(Integer)
     priority: Mapped[int] = mapped_column(Integer, default=0)
@@ -450,3 +454,18 @@ class NodeRow(Base):
     free_memory: Mapped[int] = mapped_column(BigInteger, default=0)
     first_seen: Mapped[datetime] = mapped_column(default=utcnow)
     last_seen: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class EmailDelivery(Base):
+    """One attempt to mail one event to one user (sandbox/notify_email.py)."""
+
+    __tablename__ = "email_deliveries"
+    __table_args__ = (Index("ix_email_deliveries_user_id_at", "user_id", "at"),)
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    event: Mapped[str] = mapped_column(String(32))
+    delivery: Mapped[str] = mapped_column(String(32))
+    attempt: Mapped[int] = mapped_column(Integer)
+    error: Mapped[str | None] = mapped_column(Text)
+    at: Mapped[datetime] = mapped_column(default=utcnow)

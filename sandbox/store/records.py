@@ -244,6 +244,8 @@ class ScheduleRecord:
     updated_at: datetime
     last_run_at: datetime | None
     next_run_at: datetime | None
+    template: str | None = None  # runs this template (by name) instead of ``script``
+    params: dict[str, Any] | None = None  # the template's parameter values
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

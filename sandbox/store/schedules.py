@@ -44,6 +44,8 @@ class ScheduleChanges(TypedDict, total=False):
 
     name: str
     script: str
+    template: str | None
+    params: dict[str, Any] | None
     workspace_id: int
     cron: str | None
     interval_s: int | None
@@ -62,6 +64,8 @@ class ScheduleRepository(Repository):
         user_id: int,
         workspace_id: int,
         script: str,
+        template: str | None = None,
+        params: dict[str, Any] | None = None,
         cron: str | None = None,
         interval_s: int | None = None,
         priority: int = 0,
@@ -79,6 +83,8 @@ class ScheduleRepository(Repository):
                 user_id=user_id,
                 workspace_id=workspace_id,
                 script=script,
+                template=template,
+                params=params,
                 cron=cron,
                 interval_s=interval_s,
                 priority=priority,

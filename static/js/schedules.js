@@ -73,7 +73,7 @@
     return el(
       "tr",
       { class: s.paused ? "is-paused" : "", dataset: { id: String(s.id), name: s.name, paused: String(s.paused) } },
-      el("td", null, el("span", { class: "ops-sched-name" }, s.name), el("span", { class: "ops-cell-sub mono ops-truncate", title: s.script }, firstLine(s.script))),
+      el("td", null, el("span", { class: "ops-sched-name" }, s.name), el("span", { class: "ops-cell-sub mono ops-truncate", title: s.template ? "template " + s.template : s.script }, s.template ? "template " + s.template : firstLine(s.script))),
       el("td", null, trigger),
       el("td", { class: "ops-hide-sm" }, s.workspace || info.workspace || el("span", { class: "muted", title: "workspace id" }, "#" + s.workspace_id)),
       el(
@@ -235,6 +235,9 @@
     document.getElementById("schedule-form-title").textContent = s ? "Edit “" + s.name + "”" : "New schedule";
     saveBtn.textContent = s ? "Save changes" : "Create schedule";
     var ws = document.getElementById("s-workspace");
+    // a schedule that runs a template keeps it unless a script is typed in (API: template)
+    form.elements.script.required = !(s && s.template);
+    form.elements.script.placeholder = s && s.template ? "runs template " + s.template + "; a script here replaces it" : "git pull\nmake test";
     if (s) {
       form.elements.name.value = s.name;
       form.elements.script.value = s.script;

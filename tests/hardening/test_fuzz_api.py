@@ -131,6 +131,7 @@ FIELDS = [
     "active",
     "template",
     "params",
+    "email",
 ]
 IDS = [
     "x",
@@ -180,6 +181,8 @@ WRITES = [
     ("POST", "/api/v1/templates"),
     ("PATCH", "/api/v1/templates/{int}"),
     ("DELETE", "/api/v1/templates/{int}"),
+    ("PUT", "/api/v1/session/notify"),
+    ("PUT", "/api/v1/users/{int}/notify"),
 ]
 READS = [
     "/healthz",
@@ -217,6 +220,8 @@ READS = [
     "/api/v1/templates/{int}",
     "/api/v1/webhooks/{int}",
     "/api/v1/webhooks/{int}/deliveries?limit={n}",
+    "/api/v1/session/notify",
+    "/api/v1/users/{int}/notify",
     "/login?next={q}",
     "/batches/{id}",
     "/history",

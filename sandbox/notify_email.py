@@ -15,17 +15,12 @@ tried again after ``BASHFLEET_WEBHOOK_BACKOFF_S`` (1, 4, 16 s); every attempt is
 
 from __future__ import annotations
 
-import heapq
-import itertools
 import logging
 import os
 import re
 import smtplib
 import ssl
-import threading
-import time
 import uuid
-from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from email.message import EmailMessage
@@ -34,6 +29,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 from sandbox.errors import BashfleetError, InputError
 from sandbox.events import Event
+from sandbox.notify_queue import NotifyQueue
 from sandbox.store import Store
 from sandbox.webhooks import EVENTS, backoff, describe_event, wanted
 
@@ -171,9 +167,11 @@ class _Mail:
     attempt: int = 1
 
 
-class EmailNotifier:
+class EmailNotifier(NotifyQueue[_Mail]):
     """Subscribe it to the event bus; it only queues there. One thread plans the mails,
     sends them and wakes retries (mail is rare; one connection at a time is plenty)."""
+
+    what = "mails"
 
     def __init__(
         self,
@@ -186,51 +184,13 @@ class EmailNotifier:
         self.store = store
         self.settings = settings
         self.public_url = os.environ.get(PUBLIC_URL_ENV, "") if public_url is None else public_url
-        self.backoff_s = tuple(backoff() if backoff_s is None else backoff_s)
-        self._cond = threading.Condition()
-        self._events: deque[Event] = deque()
-        self._retries: list[tuple[float, int, _Mail]] = []
-        self._seq = itertools.count()
-        self._closed = False
-        self._thread = threading.Thread(target=self._loop, name="bashfleet-mail", daemon=True)
-        self._thread.start()
+        super().__init__(wanted, backoff() if backoff_s is None else backoff_s, "bashfleet-mail")
 
-    def __call__(self, event: Event) -> None:
-        if wanted(event):
-            with self._cond:
-                self._events.append(event)
-                self._cond.notify()
+    def plan(self, event: Event) -> list[_Mail]:
+        return self._mails(event)
 
-    def close(self) -> None:
-        with self._cond:
-            self._closed = True
-            self._cond.notify()
-        self._thread.join(5)
-
-    def _due(self) -> bool:
-        return bool(self._retries) and self._retries[0][0] <= time.monotonic()
-
-    def _loop(self) -> None:
-        while True:
-            with self._cond:
-                while not self._closed and not self._events and not self._due():
-                    wait = self._retries[0][0] - time.monotonic() if self._retries else None
-                    self._cond.wait(wait)
-                if self._closed:
-                    return
-                events = list(self._events)
-                self._events.clear()
-                due = []
-                while self._due():
-                    due.append(heapq.heappop(self._retries)[2])
-            mails = due
-            for e in events:
-                try:
-                    mails += self._mails(e)
-                except Exception:  # a store hiccup costs one event, never the thread
-                    log.exception("cannot plan mails for %s", type(e).__name__)
-            for m in mails:
-                self._attempt(m)
+    def dispatch(self, item: _Mail) -> None:
+        self._attempt(item)
 
     def _mails(self, e: Event) -> list[_Mail]:
         batch = self.store.batches.get(getattr(e, "batch_id", ""))
@@ -263,8 +223,5 @@ class EmailNotifier:
             )
         except Exception:
             log.exception("cannot log mail %s", m.id)
-        if error is not None and m.attempt <= len(self.backoff_s):
-            delay = self.backoff_s[m.attempt - 1]
-            m.attempt += 1
-            with self._cond:
-                heapq.heappush(self._retries, (time.monotonic() + delay, next(self._seq), m))
+        if error is not None:
+            self.retry(m)

@@ -21,21 +21,17 @@ after 1, 4, 16 s (``BASHFLEET_WEBHOOK_BACKOFF_S``); every attempt is in the deli
 from __future__ import annotations
 
 import hashlib
-import heapq
 import hmac
 import http.client
 import ipaddress
-import itertools
 import json
 import logging
 import os
 import secrets
 import socket
 import ssl
-import threading
 import time
 import uuid
-from collections import deque
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -45,6 +41,7 @@ from urllib.parse import urlsplit
 from sandbox.errors import InputError
 from sandbox.events import BatchFinished, CommandStatusChanged, Event
 from sandbox.model import Status
+from sandbox.notify_queue import NotifyQueue
 from sandbox.store import Store
 from sandbox.store.webhooks import WebhookRecord
 
@@ -249,9 +246,11 @@ class _Delivery:
     attempt: int = 1
 
 
-class WebhookNotifier:
+class WebhookNotifier(NotifyQueue[_Delivery]):
     """Subscribe it to the event bus; it only queues there. One dispatcher thread turns
     events into deliveries and wakes retries; a few worker threads make the requests."""
+
+    what = "webhook deliveries"
 
     def __init__(
         self,
@@ -263,53 +262,18 @@ class WebhookNotifier:
     ) -> None:
         self.store = store
         self.private_ok = allow_private() if private_ok is None else private_ok
-        self.backoff_s = tuple(backoff() if backoff_s is None else backoff_s)
-        self._cond = threading.Condition()
-        self._events: deque[Event] = deque()
-        self._retries: list[tuple[float, int, _Delivery]] = []
-        self._seq = itertools.count()
-        self._closed = False
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="bashfleet-hook")
-        self._thread = threading.Thread(target=self._loop, name="bashfleet-hooks", daemon=True)
-        self._thread.start()
-
-    def __call__(self, event: Event) -> None:
-        if wanted(event):
-            with self._cond:
-                self._events.append(event)
-                self._cond.notify()
+        super().__init__(wanted, backoff() if backoff_s is None else backoff_s, "bashfleet-hooks")
 
     def close(self) -> None:
-        with self._cond:
-            self._closed = True
-            self._cond.notify()
-        self._thread.join(5)
+        super().close()
         self._pool.shutdown(wait=False, cancel_futures=True)
 
-    def _loop(self) -> None:
-        while True:
-            with self._cond:
-                while not self._closed and not self._events and not self._due():
-                    wait = self._retries[0][0] - time.monotonic() if self._retries else None
-                    self._cond.wait(wait)
-                if self._closed:
-                    return
-                events = list(self._events)
-                self._events.clear()
-                due = []
-                while self._due():
-                    due.append(heapq.heappop(self._retries)[2])
-            for d in due:
-                self._pool.submit(self._attempt, d)
-            for e in events:
-                try:
-                    for d in self._deliveries(e):
-                        self._pool.submit(self._attempt, d)
-                except Exception:  # a store hiccup costs one event, never the thread
-                    log.exception("cannot plan webhook deliveries for %s", type(e).__name__)
+    def plan(self, event: Event) -> list[_Delivery]:
+        return self._deliveries(event)
 
-    def _due(self) -> bool:
-        return bool(self._retries) and self._retries[0][0] <= time.monotonic()
+    def dispatch(self, item: _Delivery) -> None:
+        self._pool.submit(self._attempt, item)
 
     def _deliveries(self, e: Event) -> list[_Delivery]:
         batch_id = getattr(e, "batch_id", "")
@@ -363,9 +327,5 @@ class WebhookNotifier:
         except Exception:
             log.exception("cannot log webhook delivery %s", d.id)
         retryable = error is not None and (code is None or code == 429 or code >= 500)
-        if retryable and d.attempt <= len(self.backoff_s):
-            delay = self.backoff_s[d.attempt - 1]
-            d.attempt += 1
-            with self._cond:
-                heapq.heappush(self._retries, (time.monotonic() + delay, next(self._seq), d))
-                self._cond.notify()
+        if retryable:
+            self.retry(d)

@@ -199,7 +199,13 @@ def test_cancel_a_running_command(logged_in_page: Any, portal_url: str, api: Any
     assert _row_status(page, 1).get_attribute("data-status") == "succeeded"
     assert _wait_batch_final(page) in ("cancelled", "failed", "succeeded")
     assert page.locator("tr.command[data-index='0'] button.cancel-command").is_hidden()
-    _s, after = api("GET", f"/api/v1/batches/{batch['id']}")
+    # the store's writer commits status changes just after they are streamed (persist.py)
+    deadline = time.monotonic() + 5
+    while True:
+        _s, after = api("GET", f"/api/v1/batches/{batch['id']}")
+        if after["commands"][0]["status"] != "running" or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
     assert after["commands"][0]["status"] == "cancelled"
 
 

@@ -245,6 +245,7 @@ class Scheduler:
         self._released: deque[_Cmd] = deque()  # dependents let go by _settle, made ready in order
         self._releasing = False
         self._draining: set[str] = set()  # workspaces where a dangerous command waits
+        self._held: dict[str, str] = {}  # workspace -> why nothing new starts there (a move)
         self._launches: list[tuple[_Cmd, Job]] = []  # started under the lock, launched after it
         self._closed = False
         self._pool = ThreadPoolExecutor(
@@ -393,6 +394,30 @@ class Scheduler:
         self._emit(cmd, Status.REJECTED, reason=reason)
         self._settle(cmd)
 
+    def hold(self, workspace: str, reason: str) -> None:
+        """Start nothing new in ``workspace`` (its path) until ``unhold``: its ready commands
+        stay queued with ``reason`` (a workspace being moved between nodes)."""
+        with self._lock:
+            self._held[workspace] = reason
+            for cmd in list(self._by_id.values()):
+                if cmd.status is Status.QUEUED and str(cmd.batch.spec.workspace) == workspace:
+                    self._emit(cmd, Status.QUEUED, reason=reason)
+
+    def unhold(self, workspace: str) -> None:
+        with self._lock:
+            if self._held.pop(workspace, None) is not None:
+                self._pump()
+        self._launch()
+
+    def running_in(self, workspace: str) -> int:
+        """Commands of ``workspace`` (its path) that run now."""
+        with self._lock:
+            return sum(
+                1
+                for c in self._by_id.values()
+                if c.status is Status.RUNNING and str(c.batch.spec.workspace) == workspace
+            )
+
     def set_limit(self, cls: CommandClass, limit: int, reason: str) -> None:
         with self._lock:
             before = self.limits[cls]
@@ -502,7 +527,8 @@ class Scheduler:
         estimate = self.durations.estimate(cmd.fingerprint, spec.cls, _scope(cmd))
         cmd.base = score(spec.cls, estimate, cmd.batch.spec.priority)
         self._enqueue(cmd)
-        self._emit(cmd, Status.QUEUED, reason=cmd.reason)
+        held = self._held.get(str(cmd.batch.spec.workspace))
+        self._emit(cmd, Status.QUEUED, reason=held or cmd.reason)
 
     def _enqueue(self, cmd: _Cmd, *, aging: bool = True) -> None:
         # Aging counts whole steps of the command's own wait (see _promote), so between
@@ -557,6 +583,9 @@ class Scheduler:
                 if cmd.status is not Status.QUEUED or item[2] != cmd.heap_seq:
                     continue  # gone, or a stale entry of a promoted command
                 ws = str(cmd.batch.spec.workspace)
+                if ws in self._held:
+                    skipped.append(item)
+                    continue
                 if ws in self._draining and cls is not CommandClass.DANGEROUS:
                     skipped.append(item)
                     continue

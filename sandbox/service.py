@@ -75,6 +75,7 @@ from sandbox.workspace_settings import Maxima, SecretBox, class_timeouts, enviro
 
 if TYPE_CHECKING:
     from sandbox.cluster.control import ControlPlane
+    from sandbox.cluster.move import WorkspaceMover
 
 log = logging.getLogger(__name__)
 
@@ -144,9 +145,14 @@ class Service:
         self.cluster: ControlPlane | None = None
         if config.broker:
             from sandbox.cluster.control import ControlPlane
+            from sandbox.cluster.files import ClusterFiles
 
             self.cluster = ControlPlane(config.broker, store)
             self.executors = self.cluster.executors()
+            # the files API reads and writes the workspace's node, not this host
+            self.files = ClusterFiles(
+                store, config.data_dir, config.uploads, config.downloads, plane=self.cluster
+            )
         elif config.isolation != "local":
             docker, self.docker_why = open_docker(config.instance_id)
             if docker is not None:
@@ -184,8 +190,10 @@ class Service:
             self.metrics.registry.register(self.cluster)
         self.schedules: ScheduleRunner | None = None
         self.autoscaler: Autoscaler | None = None
+        self.mover: WorkspaceMover | None = None
         if self.cluster is not None:  # slots follow the nodes, not this host's CPU
             self.cluster.attach(self.scheduler)
+            self.mover = self._mover(config)
         elif config.autoscale:
             self.autoscaler = Autoscaler(self.scheduler)
             self.autoscaler.start()
@@ -215,6 +223,24 @@ class Service:
             threading.Thread(
                 target=self._probe_docker, name="bashfleet-docker-probe", daemon=True
             ).start()
+
+    def _mover(self, config: ServiceConfig) -> WorkspaceMover:
+        """Moves of workspaces between nodes (cluster/move.py)."""
+        from sandbox.cluster.move import WorkspaceMover
+
+        mover = WorkspaceMover(
+            self.cluster,
+            self.store,
+            self.scheduler,
+            config.data_dir.resolve() / "tmp" / "moves",
+            limits={
+                "max_bytes": config.downloads.max_bytes,
+                "max_entries": config.downloads.max_entries,
+            },
+            files=self.files,
+        )
+        self.files.moving = mover.moving  # type: ignore[attr-defined]
+        return mover
 
     def _prepare_local(self) -> None:
         problem = self.local.prepare()

@@ -53,6 +53,17 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     )
     s.add_argument("--owner", metavar="user:NAME|team:NAME|none")
 
+    mv = ws_sub.add_parser(
+        "move",
+        help="move a workspace to another node of a cluster (through the portal's API)",
+        description="Drains the workspace, archives it on its node and restores it on "
+        "NODE (an admin's token in $BASHFLEET_TOKEN); prints the move as JSON.",
+    )
+    mv.add_argument("name")
+    mv.add_argument("--to", required=True, metavar="NODE", help="the node to move it to")
+    mv.add_argument("--url", default=None, help="the portal ($BASHFLEET_URL)")
+    mv.add_argument("--force", action="store_true", help="its node is lost: start it empty on NODE")
+    mv.add_argument("--no-wait", action="store_true", help="return once the move has started")
     team = sub.add_parser("team", help="teams that own workspaces")
     team_sub = team.add_subparsers(dest="team_cmd", metavar="ACTION")
     team_sub.add_parser("list", help="teams, members and quotas")
@@ -104,6 +115,12 @@ def run_image(args: argparse.Namespace, data: Path) -> int:
 
 
 def run_workspace(args: argparse.Namespace, data: Path) -> int:
+    if args.workspace_cmd == "move":
+        from sandbox.cluster.move import move_through_api
+
+        return move_through_api(
+            args.url, args.name, args.to, force=args.force, wait=not args.no_wait
+        )
     store = open_store(data)
     try:
         if args.workspace_cmd == "list":

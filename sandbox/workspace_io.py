@@ -41,6 +41,7 @@ from sandbox.workspace_files import (
     lstat_at,
     open_file,
     open_root,
+    read_chunks,
     rel_parts,
     tree,
 )
@@ -149,7 +150,21 @@ class WorkspaceIO:
         kind = detect(body_path, fmt)
         entries = plan(body_path, kind, self.uploads, name)
         self.check_team_bytes(ws, sum(e.size for e in entries if e.kind == "file"))
-        done = install(
+        return kind, self._install(ws, body_path, kind, entries, target, fmt, name, token)
+
+    def _install(
+        self,
+        ws: WorkspaceRecord,
+        body_path: Path,
+        kind: str,
+        entries: list[Any],
+        target: tuple[str, ...],
+        fmt: str | None,
+        name: str | None,
+        token: str,
+    ) -> dict[str, int]:
+        """Write the checked upload into the workspace (a cluster: on its node)."""
+        return install(
             body_path,
             kind,
             entries,
@@ -158,7 +173,6 @@ class WorkspaceIO:
             staging=self.tmp / f"{token}.d",
             limits=self.uploads,
         )
-        return kind, done
 
     def tree(self, ws: WorkspaceRecord, path: str) -> dict[str, Any]:
         return tree(ws.path, rel_parts(path), limit=self.downloads.tree_entries)
@@ -190,10 +204,22 @@ class WorkspaceIO:
             max_entries=self.downloads.max_entries,
         )
 
+    def download(self, ws: WorkspaceRecord, path: str) -> tuple[str, Iterator[bytes], int | None]:
+        """("dir", a .tar.gz, None) or ("file", its bytes, its size); 404, 409 (a link or a
+        special file) and 413 as FilesError."""
+        if self.kind(ws, path) == "dir":
+            chunks, _total = self.folder(ws, path)
+            return "dir", chunks, None
+        fd, size = self.open_file(ws, path)
+        return "file", read_chunks(fd, size), size
+
+    def folder_bytes(self, ws: WorkspaceRecord) -> tuple[int, bool]:
+        return folder_bytes(ws.path)
+
     def usage(self, ws: WorkspaceRecord) -> dict[str, Any]:
         """Bytes on disk: the workspace folder (regular files, links not followed), and what
         the store keeps for its batches (output, artifacts)."""
-        folder, partial = folder_bytes(ws.path)
+        folder, partial = self.folder_bytes(ws)
         stored = self.store.artifacts.stored_bytes(ws.id)
         artifacts = self.store.artifacts.artifact_bytes(ws.id)
         total_stored = sum(stored.values())

@@ -304,8 +304,10 @@ def metrics_json() -> Response:
 @requires(Role.VIEWER)
 def list_nodes() -> Response:
     """Scale-out: the worker nodes, their load and their workspaces (none when embedded)."""
-    cluster = current_service().cluster
+    svc = current_service()
+    cluster = svc.cluster
     nodes = cluster.nodes() if cluster is not None else []
+    moves = svc.mover.under_way() if svc.mover is not None else []
     return jsonify(
         {
             "mode": "cluster" if cluster is not None else "embedded",
@@ -318,6 +320,11 @@ def list_nodes() -> Response:
                     "free_memory": n.free_memory,
                     "last_seen": n.last_seen.isoformat(),
                     "workspaces": list(n.workspaces),
+                    "moving": [  # workspaces moving from or to the node
+                        {k: m[k] for k in ("workspace", "source", "target", "state")}
+                        for m in moves
+                        if n.name in (m["source"], m["target"])
+                    ],
                 }
                 for n in nodes
             ],

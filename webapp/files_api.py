@@ -90,16 +90,13 @@ def _format_from_type(content_type: str | None) -> str | None:
 def download(name: str) -> Response:
     ws = workspace_or_404(name, write=False)
     path = _path_arg()
-    files = current_service().files
-    kind = files.kind(ws, path)
+    kind, chunks, size = current_service().files.download(ws, path)  # 409: a link, a fifo
     base = (rel_parts(path) or (ws.name,))[-1]
     if kind == "dir":
-        chunks, _total = files.folder(ws, path)
         audit("files_downloaded", target=ws.name, detail={"path": path or ".", "kind": "folder"})
         return _attachment(chunks, f"{base}.tar.gz", "application/gzip")
-    fd, size = files.open_file(ws, path)  # 409 for a link or special file
     audit("files_downloaded", target=ws.name, detail={"path": path, "bytes": size})
-    response = _attachment(read_chunks(fd, size), base, "application/octet-stream")
+    response = _attachment(chunks, base, "application/octet-stream")
     response.headers["Content-Length"] = str(size)
     return response
 

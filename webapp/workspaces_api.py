@@ -50,7 +50,16 @@ def workspace_json(ws: WorkspaceRecord) -> dict[str, Any]:
         "may_change": may_configure(store, current_user(), ws),
         "limits_max": Maxima.from_env().json(),
         "created_at": ws.created_at.isoformat(),
+        **_placement(ws.name),
     }
+
+
+def _placement(name: str) -> dict[str, Any]:
+    """Scale-out: the node the workspace lives on, and its latest move (none embedded)."""
+    svc = current_service()
+    if svc.cluster is None or svc.mover is None:
+        return {}
+    return {"node": svc.cluster.placement.get(name), "move": svc.mover.status(name)}
 
 
 @workspaces_api.get("/workspaces")
@@ -64,6 +73,53 @@ def list_workspaces() -> Response:
 @requires(Role.VIEWER)
 def get_workspace(name: str) -> Response:
     return jsonify(workspace_json(workspace_or_404(name, write=False)))
+
+
+@workspaces_api.post("/workspaces/<name>/move")
+@requires(Role.ADMIN)
+def move_workspace(name: str) -> tuple[Response, int]:
+    """Scale-out: move the workspace to another node (sandbox/cluster/move.py); 202 with
+    the move, which goes on in the background (``GET .../move``)."""
+    from sandbox.cluster.move import MoveRefused
+
+    svc = current_service()
+    ws = workspace_or_404(name, write=False)
+    body = json_object({"node", "force"})
+    if svc.mover is None:
+        raise ApiError(
+            409,
+            "not_a_cluster",
+            "workspaces move between the nodes of a cluster (`bashfleet serve --broker`); "
+            "this portal runs everything itself",
+        )
+    if "node" not in body:
+        raise ApiError(400, "invalid_input", "`node` is required: the node to move it to")
+    force = body.get("force", False)
+    if not isinstance(force, bool):
+        raise ApiError(400, "invalid_input", "`force` is true or false")
+    try:
+        move = svc.mover.start(ws, body["node"], force=force, by=current_user().name)
+    except MoveRefused as e:
+        audit("workspace_move_refused", target=ws.name, detail={"why": str(e)[:300]})
+        raise ApiError(e.status, e.code, str(e)) from None
+    audit(
+        "workspace_move_started",
+        target=ws.name,
+        detail={"from": move["source"], "to": move["target"]},
+    )
+    return jsonify(move), 202
+
+
+@workspaces_api.get("/workspaces/<name>/move")
+@requires(Role.VIEWER)
+def get_move(name: str) -> Response:
+    """The workspace's latest move (404 when it has none)."""
+    svc = current_service()
+    ws = workspace_or_404(name, write=False)
+    move = svc.mover.status(ws.name) if svc.mover is not None else None
+    if move is None:
+        raise ApiError(404, "not_found", f"workspace {ws.name!r} has not been moved")
+    return jsonify(move)
 
 
 @workspaces_api.put("/workspaces/<name>")

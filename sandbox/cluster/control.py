@@ -172,6 +172,26 @@ class ControlPlane:
         busy = max(int(n.beat.get("running", 0)), sent) / slots
         return (busy, homes.count(n.name), -float(n.beat.get("free_memory", 0)))
 
+    def is_live(self, node: str) -> bool:
+        with self._lock:
+            state = self._nodes.get(node)
+            return state is not None and not state.lost
+
+    def files(self) -> Any:
+        """The channel to the nodes' workspace files (transfer.py), made on first use."""
+        from sandbox.cluster.transfer import FileChannel
+
+        with self._lock:
+            if getattr(self, "_files", None) is None:
+                self._files = FileChannel(self)
+            return self._files
+
+    def move_placement(self, workspace: str, source: str, target: str) -> None:
+        """A moved workspace (move.py): its queued commands go to ``target`` from now on."""
+        self.db.move(workspace, source, target)
+        with self._lock:
+            self.placement[workspace] = target
+
     def mark_batch(self, batch_id: str, node: str) -> None:
         self.db.mark_batch(batch_id, node)
 

@@ -164,6 +164,10 @@ class NodeWorker:
             for job_id in ids:
                 self._cancel(job_id)
             kill_jobs(ids)
+        elif kind == "files":  # workspace files through the broker (transfer.py)
+            from sandbox.cluster.transfer import serve_files
+
+            self._pool.submit(serve_files, self, body)
 
     def _check(self, envelope: object) -> dict[str, Any]:
         body = verify(self.key, envelope)

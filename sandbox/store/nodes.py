@@ -10,8 +10,9 @@ from datetime import datetime
 
 from sqlalchemy import select, update
 
+from sandbox.model import Status
 from sandbox.store.base import Repository
-from sandbox.store.models import Command, NodeRow, Workspace
+from sandbox.store.models import Batch, Command, NodeRow, Workspace
 from sandbox.store.records import utcnow
 
 
@@ -90,3 +91,17 @@ class NodeRepository(Repository):
         """Every command of the batch runs on the node of its workspace."""
         with self._write() as s:
             s.execute(update(Command).where(Command.batch_id == batch_id).values(node=node))
+
+    def move(self, workspace: str, source: str, target: str) -> None:
+        """The workspace lives on ``target`` now; its commands that have not started yet
+        will run there (ended ones keep the node they ran on)."""
+        waiting = (Status.PENDING, Status.QUEUED, Status.AWAITING_APPROVAL)
+        with self._write() as s:
+            ws_id = s.scalar(select(Workspace.id).where(Workspace.name == workspace))
+            s.execute(update(Workspace).where(Workspace.id == ws_id).values(node=target))
+            batches = select(Batch.id).where(Batch.workspace_id == ws_id)
+            s.execute(
+                update(Command)
+                .where(Command.batch_id.in_(batches), Command.status.in_(waiting))
+                .values(node=target)
+            )

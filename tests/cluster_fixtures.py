@@ -3,6 +3,7 @@ scale-out tests. Each Redis has a password: the broker URL proves authentication
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import shutil
@@ -156,3 +157,28 @@ def _remove_containers(nodes: list[WorkerNode]) -> None:
     for c in client.containers.list(all=True, filters={"label": LABEL_INSTANCE}):
         if any(c.labels[LABEL_INSTANCE].startswith(f"node.{n.name}.") for n in nodes):
             c.remove(force=True)
+
+
+@contextlib.contextmanager
+def running_cluster(
+    folder: Path, env: dict[str, str] | None = None
+) -> Iterator[tuple[Portal, list[WorkerNode], RedisServer]]:
+    """Redis, a portal with `--broker` and nodes n1, n2 under ``folder``, for a module
+    that shares one cluster between its tests (the ``cluster`` fixture makes one per test)."""
+    server = RedisServer(folder / "redis")
+    server.start()
+    env = env or cluster_env(BASHFLEET_NODE_TIMEOUT_S=str(TIMEOUT_S), BASHFLEET_SUBMIT_RATE="1000")
+    nodes = [WorkerNode(n, folder / n, server.url, env) for n in ("n1", "n2")]
+    try:
+        for n in nodes:
+            n.start()
+        with running_portal(folder, env=env, extra=["--broker", server.url]) as p:
+            yield p, nodes, server
+    finally:
+        for n in nodes:
+            if n.proc and n.proc.poll() is None:
+                n.proc.terminate()
+        for n in nodes:
+            n.stop()
+        _remove_containers(nodes)
+        server.stop()

@@ -61,6 +61,7 @@ class Move:
     links_skipped: int = 0
     files_lost: bool = False
     error: str = ""
+    transfer_s: float = 0.0  # archiving to done, without the drain
 
     def json(self) -> dict[str, Any]:
         d = asdict(self)
@@ -178,6 +179,7 @@ class WorkspaceMover:
             else:
                 self._drain(move, ws_path)
                 move.state = "archiving"
+                began = time.monotonic()
                 self.scratch.mkdir(parents=True, exist_ok=True, mode=0o700)
                 packed = channel.fetch(
                     move.source, "pack", move.workspace, scratch, **self._pack_limits()
@@ -196,6 +198,7 @@ class WorkspaceMover:
                         "entries": self.limits["max_entries"],
                     },
                 )
+                move.transfer_s = round(time.monotonic() - began, 3)
             self.plane.move_placement(move.workspace, move.source, move.target)
         except Exception as e:
             log.warning("move of %s failed: %s", move.workspace, e)

@@ -1,0 +1,282 @@
+"""Workspace files on the nodes, and moving a workspace between nodes (sandbox/cluster/
+transfer.py, files.py, move.py): a real redis-server, a portal with --broker and two real
+worker nodes, shared by the tests of this module (they run in order)."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import tarfile
+import time
+import urllib.request
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from sandbox.cluster import wire
+from sandbox.cluster.signing import sign
+from tests.cluster_fixtures import CLUSTER_KEY, RedisServer, WorkerNode, running_cluster
+from tests.portal import Portal
+
+pytestmark = [pytest.mark.docker, pytest.mark.slow]
+
+WS = "mv"
+BIG = os.urandom(20 << 20)  # 20 MiB that do not compress: what a move carries
+HELLO = b"hello from the files API\n"
+
+Cluster = tuple[Portal, list[WorkerNode], RedisServer]
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    with running_cluster(tmp_path_factory.mktemp("move")) as c:
+        p, _nodes, _redis = c
+        admin = p.token("boss", "admin")
+        _wait(lambda: len(_live(p, admin)) == 2, 30, "two live nodes")
+        yield c
+
+
+def _wait(predicate: Any, timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        got = predicate()
+        if got:
+            return got
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _live(p: Portal, token: str) -> list[str]:
+    _s, body = p.request("GET", "/api/v1/nodes", token=token)
+    return [n["name"] for n in body["nodes"] if n["status"] == "live"]
+
+
+def _tarball() -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz", compresslevel=1) as tar:
+        for name, data in (("data/hello.txt", HELLO), ("data/big.bin", BIG)):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def _get(p: Portal, path: str, token: str) -> bytes:
+    req = urllib.request.Request(p.url + path, headers={"Authorization": f"Bearer {token}"})
+    with urllib.request.urlopen(req, timeout=60) as r:
+        return bytes(r.read())
+
+
+def _run(p: Portal, token: str, script: str) -> dict[str, Any]:
+    status, batch = p.request(
+        "POST", "/api/v1/batches", {"script": script, "workspace": WS}, token=token
+    )
+    assert status == 201, batch
+    return batch  # type: ignore[no-any-return]
+
+
+def _stdout(p: Portal, token: str, batch: dict[str, Any], index: int = 0) -> str:
+    cid = batch["commands"][index]["id"]
+    _s, out = p.request("GET", f"/api/v1/batches/{batch['id']}/commands/{cid}/output", token=token)
+    return str(out["stdout"])
+
+
+def _home(p: Portal, token: str) -> str:
+    _s, ws = p.request("GET", f"/api/v1/workspaces/{WS}", token=token)
+    return str(ws["node"])
+
+
+def _audit(p: Portal, token: str, action: str) -> list[dict[str, Any]]:
+    _s, page = p.request("GET", f"/api/v1/audit?action={action}&limit=50", token=token)
+    return list(page["items"])
+
+
+def _node(nodes: list[WorkerNode], name: str) -> WorkerNode:
+    return next(n for n in nodes if n.name == name)
+
+
+def test_the_files_api_writes_and_reads_the_workspaces_node(cluster: Cluster) -> None:
+    p, nodes, _redis = cluster
+    admin, op = p.token("boss", "admin"), p.token("op", "operator")
+    status, body = p.request("PUT", f"/api/v1/workspaces/{WS}", {}, token=op)
+    assert status == 200, body
+    status, done = p.request(
+        "PUT", f"/api/v1/workspaces/{WS}/files?format=tgz", raw=_tarball(), token=op
+    )
+    assert status == 201, done
+    assert (done["files"], done["bytes"]) == (2, len(BIG) + len(HELLO))
+    home = _node(nodes, _home(p, admin))
+    folder = home.data / "workspaces" / WS
+    assert (folder / "data" / "hello.txt").read_bytes() == HELLO  # on the node...
+    assert not (p.data / "workspaces" / WS / "data").exists()  # ...not the control plane
+    other = next(n for n in nodes if n is not home)
+    assert not (other.data / "workspaces" / WS / "data").exists()
+
+    batch = p.wait_batch(_run(p, op, "cat data/hello.txt\n")["id"], op, timeout=60)
+    assert batch["commands"][0]["status"] == "succeeded", batch
+    assert batch["commands"][0]["node"] == home.name
+    assert _stdout(p, op, batch) == HELLO.decode()
+
+    status, listing = p.request("GET", f"/api/v1/workspaces/{WS}/tree?path=data", token=op)
+    assert status == 200, listing
+    assert sorted(e["name"] for e in listing["entries"]) == ["big.bin", "hello.txt"]
+    _s, usage = p.request("GET", f"/api/v1/workspaces/{WS}/usage", token=op)
+    assert usage["workspace_bytes"] == len(BIG) + len(HELLO), usage
+    assert _get(p, f"/api/v1/workspaces/{WS}/files?path=data/hello.txt", op) == HELLO
+    # the same answers as embedded for what is refused
+    status, err = p.request("GET", f"/api/v1/workspaces/{WS}/files?path=nope", token=op)
+    assert (status, err["error"]) == (404, "not_found"), err
+    status, err = p.request("GET", f"/api/v1/workspaces/{WS}/tree?path=../x", token=op)
+    assert status == 400 and err["error"] == "unsafe_path", err
+    evil = io.BytesIO()
+    with tarfile.open(fileobj=evil, mode="w:gz") as tar:
+        link = tarfile.TarInfo("data/out")
+        link.type, link.linkname = tarfile.SYMTYPE, "/etc"
+        tar.addfile(link)
+    status, err = p.request(
+        "PUT", f"/api/v1/workspaces/{WS}/files?format=tgz", raw=evil.getvalue(), token=op
+    )
+    assert status == 400, err
+    assert not (folder / "data" / "out").exists()
+
+
+def test_a_move_drains_archives_restores_and_runs_the_queued_commands_there(
+    cluster: Cluster,
+) -> None:
+    p, nodes, _redis = cluster
+    admin, op = p.token("boss", "admin"), p.token("op", "operator")
+    source = _home(p, admin)
+    target = next(n.name for n in nodes if n.name != source)
+
+    # refused: a viewer or operator, an unknown node, a missing field, an unknown workspace
+    status, err = p.request("POST", f"/api/v1/workspaces/{WS}/move", {"node": target}, token=op)
+    assert status == 403, err
+    status, err = p.request("POST", f"/api/v1/workspaces/{WS}/move", {"node": "n9"}, token=admin)
+    assert (status, err["error"]) == (422, "unknown_node") and "`node`" in err["message"], err
+    status, err = p.request("POST", f"/api/v1/workspaces/{WS}/move", {}, token=admin)
+    assert status == 400 and "`node`" in err["message"], err
+    status, err = p.request("POST", "/api/v1/workspaces/nope/move", {"node": target}, token=admin)
+    assert status == 404, err
+
+    running = _run(p, op, "sleep 3\n")
+    assert p.wait_running(running["id"], op, 1, timeout=30)
+    status, move = p.request("POST", f"/api/v1/workspaces/{WS}/move", {"node": target}, token=admin)
+    assert status == 202, move
+    assert (move["source"], move["target"], move["state"]) == (source, target, "draining")
+    queued = _run(p, op, "cat data/hello.txt && wc -c < data/big.bin\n")
+
+    def held() -> dict[str, Any] | None:
+        _s, b = p.request("GET", f"/api/v1/batches/{queued['id']}", token=op)
+        cmd = b["commands"][0]
+        return cmd if cmd["status"] == "queued" and "moving" in (cmd["reason"] or "") else None
+
+    cmd = _wait(held, 10, "the new command held while the workspace moves")
+    assert cmd["reason"] == f"workspace moving from {source} to {target}"
+    _s, ws = p.request("GET", f"/api/v1/workspaces/{WS}", token=op)
+    assert ws["move"]["state"] == "draining", ws
+    _s, listed = p.request("GET", "/api/v1/nodes", token=op)
+    moving = {n["name"]: n["moving"] for n in listed["nodes"]}
+    assert moving[source] == [
+        {"workspace": WS, "source": source, "target": target, "state": "draining"}
+    ]
+    status, err = p.request("POST", f"/api/v1/workspaces/{WS}/move", {"node": target}, token=admin)
+    assert (status, err["error"]) == (409, "moving"), err
+    status, err = p.request(
+        "PUT", f"/api/v1/workspaces/{WS}/files?name=x&format=file", raw=b"x", token=op
+    )
+    assert (status, err["error"]) == (409, "moving"), err
+
+    first = p.wait_batch(running["id"], op, timeout=30)
+    assert first["commands"][0]["status"] == "succeeded" and first["commands"][0]["node"] == source
+    after = p.wait_batch(queued["id"], op, timeout=60)
+    assert after["commands"][0]["status"] == "succeeded", after
+    assert after["commands"][0]["node"] == target
+    assert _stdout(p, op, after) == f"{HELLO.decode()}{len(BIG)}\n"
+
+    _s, done = p.request("GET", f"/api/v1/workspaces/{WS}/move", token=op)
+    assert done["state"] == "done" and not done["error"], done
+    assert _home(p, admin) == target
+    print(f"\nmove of a {len(BIG) >> 20} MiB workspace: {done['seconds']} s "
+          f"(drain included), {done['transfer_s']} s to pack, carry and restore "
+          f"{done['bytes']} bytes")  # fmt: skip
+    audited = _audit(p, admin, "workspace_moved")[0]
+    assert audited["target"] == WS and audited["actor"] == "boss"
+    detail = audited["detail"]
+    assert (detail["from"], detail["to"]) == (source, target)
+    assert detail["bytes"] == done["bytes"] > len(BIG) and len(detail["sha256"]) == 64
+
+    # the files are on the target, byte for byte, and gone from the source
+    got = _get(p, f"/api/v1/workspaces/{WS}/files?path=data/big.bin", op)
+    assert hashlib.sha256(got).digest() == hashlib.sha256(BIG).digest()
+    packed = _get(p, f"/api/v1/workspaces/{WS}/files?path=data", op)
+    with tarfile.open(fileobj=io.BytesIO(packed), mode="r:gz") as tar:
+        member = tar.extractfile("hello.txt")  # relative to the folder
+        assert member is not None and member.read() == HELLO
+    assert (_node(nodes, target).data / "workspaces" / WS / "data" / "big.bin").exists()
+    _wait(
+        lambda: not (_node(nodes, source).data / "workspaces" / WS).exists(),
+        10,
+        "the source's copy removed",
+    )
+
+
+def test_a_forged_transfer_message_is_refused_and_audited(cluster: Cluster) -> None:
+    p, nodes, redis_server = cluster
+    admin = p.token("boss", "admin")
+    home = _home(p, admin)
+    before = len(_audit(p, admin, "cluster_message_refused"))
+    app = wire.celery_app(redis_server.url)
+    body = {"kind": "files", "node": home, "op": "drop", "workspace": WS, "xfer": "a" * 32}
+    # a client with Redis alone: no key, then a guessed one
+    forged = {**body, "ts": time.time(), "nonce": "f" * 32, "sig": "0" * 64}
+    app.send_task(wire.TASK_RUN, args=[forged], queue=wire.queue_of(home))
+    guessed = sign(b"an attacker's guess at the key!!", body)
+    app.send_task(wire.TASK_RUN, args=[guessed], queue=wire.queue_of(home))
+
+    def refused() -> list[dict[str, Any]] | None:
+        got = _audit(p, admin, "cluster_message_refused")
+        return got[: len(got) - before] if len(got) - before >= 2 else None
+
+    items = _wait(refused, 20, "two audited refusals")
+    assert all("bad signature" in i["detail"]["reason"] for i in items), items
+    assert all(i["actor"] == f"node:{home}" for i in items)
+    time.sleep(0.5)
+    folder = _node(nodes, home).data / "workspaces" / WS
+    assert (folder / "data" / "big.bin").stat().st_size == len(BIG)  # not dropped
+    assert sign(CLUSTER_KEY.encode(), body)["sig"] != guessed["sig"]
+
+
+def test_a_move_from_a_lost_node_needs_force_and_starts_empty(cluster: Cluster) -> None:
+    p, nodes, _redis = cluster
+    admin, op = p.token("boss", "admin"), p.token("op", "operator")
+    home = _home(p, admin)
+    other = next(n.name for n in nodes if n.name != home)
+    _node(nodes, home).kill9()
+    _wait(lambda: home not in _live(p, admin), 20, f"node {home} lost")
+
+    status, err = p.request("POST", f"/api/v1/workspaces/{WS}/move", {"node": other}, token=admin)
+    assert (status, err["error"]) == (409, "source_lost"), err
+    assert '"force": true' in err["message"] and "cannot be brought" in err["message"]
+    assert _home(p, admin) == home  # a refused move changes nothing
+    status, err = p.request("POST", f"/api/v1/workspaces/{WS}/move", {"node": home}, token=admin)
+    assert (status, err["error"]) == (422, "node_lost"), err
+
+    status, move = p.request(
+        "POST", f"/api/v1/workspaces/{WS}/move", {"node": other, "force": True}, token=admin
+    )
+    assert status == 202, move
+
+    def ended() -> dict[str, Any] | None:
+        _s, m = p.request("GET", f"/api/v1/workspaces/{WS}/move", token=op)
+        return m if m["state"] in ("done", "failed") else None
+
+    done = _wait(ended, 30, "the forced move")
+    assert done["state"] == "done" and done["files_lost"], done
+    assert _home(p, admin) == other
+    audited = _audit(p, admin, "workspace_moved")[0]["detail"]
+    assert audited["files_lost"] and (audited["from"], audited["to"]) == (home, other)
+    batch = p.wait_batch(_run(p, op, "ls -A\n")["id"], op, timeout=60)
+    assert batch["commands"][0]["status"] == "succeeded" and batch["commands"][0]["node"] == other
+    assert _stdout(p, op, batch) == ""  # it starts empty

@@ -124,6 +124,11 @@ SCHEMAS: dict[str, Any] = {
                         "free_memory": {"type": "integer"},
                         "last_seen": {"type": "string"},
                         "workspaces": {"type": "array", "items": {"type": "string"}},
+                        "moving": {
+                            "type": "array",
+                            "description": "workspaces moving from or to the node",
+                            "items": {"type": "object"},
+                        },
                     },
                 },
             },
@@ -293,6 +298,8 @@ WORKSPACE: dict[str, Any] = {
         "approve": {"type": "string"},
         "two_person": {"type": "boolean"},
         "may_change": {"type": "boolean"},
+        "node": {"type": ["string", "null"], "description": "scale-out: the node it lives on"},
+        "move": {"type": ["object", "null"], "description": "scale-out: its latest move"},
         "limits_max": {"type": "object"},
     },
 }
@@ -323,6 +330,72 @@ TEAM_QUOTAS = {
     "max_commands": {"type": "integer", "minimum": 0, "description": "0: no quota"},
     "max_bytes": {"type": "integer", "minimum": 0, "description": "0: no quota"},
 }
+
+
+MOVE: dict[str, Any] = {
+    "type": "object",
+    "required": ["workspace", "source", "target", "state", "error"],
+    "properties": {
+        "workspace": {"type": "string"},
+        "source": {"type": ["string", "null"], "description": "null: it had no node yet"},
+        "target": {"type": "string"},
+        "by": {"type": "string"},
+        "forced": {"type": "boolean"},
+        "state": {
+            "type": "string",
+            "enum": ["draining", "archiving", "restoring", "done", "failed"],
+        },
+        "started_at": {"type": "number"},
+        "ended_at": {"type": ["number", "null"]},
+        "seconds": {"type": "number"},
+        "transfer_s": {"type": "number", "description": "archiving to done, without the drain"},
+        "bytes": {"type": "integer", "description": "the packed workspace (.tar.gz)"},
+        "sha256": {"type": "string"},
+        "links_skipped": {"type": "integer", "description": "links are not carried"},
+        "files_lost": {"type": "boolean", "description": "forced from a lost node: empty"},
+        "error": {"type": "string"},
+    },
+}
+
+
+def _move_paths() -> dict[str, Any]:
+    conflict = _json(_ref("Error"), "Moving already, already there, or the source is lost")
+    return {
+        "/workspaces/{name}/move": {
+            "post": _op(
+                "Scale-out: move the workspace to another node (admins): drain, archive, "
+                "restore; 202 and the move goes on (GET shows it)",
+                {
+                    "202": _json(MOVE),
+                    "409": conflict,
+                    "422": _json(_ref("Error"), "`node` is unknown or lost"),
+                },
+                parameters=[WORKSPACE_NAME],
+                requestBody={
+                    "required": True,
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "additionalProperties": False,
+                                "required": ["node"],
+                                "properties": {
+                                    "node": {"type": "string"},
+                                    "force": {
+                                        "type": "boolean",
+                                        "description": "the source is lost: start empty",
+                                    },
+                                },
+                            }
+                        }
+                    },
+                },
+            ),
+            "get": _op(
+                "The workspace's latest move", {"200": _json(MOVE)}, parameters=[WORKSPACE_NAME]
+            ),
+        },
+    }
 
 
 def _workspace_paths() -> dict[str, Any]:
@@ -867,6 +940,7 @@ def openapi_document() -> dict[str, Any]:
                 "post": _op("Resume", {"200": _json({"type": "object"})}, parameters=[SCHEDULE_ID]),
             },
             **_workspace_paths(),
+            **_move_paths(),
             **_files_paths(),
             "/nodes": {
                 "get": _op(

@@ -70,6 +70,7 @@ class ControlPlane:
         self._lost_jobs: dict[str, set[str]] = {}  # node -> jobs ended by its loss
         self.scheduler: Scheduler | None = None
         self._capacity: dict[str, int] = {}
+        self._files: Any = None  # transfer.FileChannel, made on first use
         self._lock = threading.Lock()
         self._closed = threading.Event()
         self._threads = [
@@ -182,7 +183,7 @@ class ControlPlane:
         from sandbox.cluster.transfer import FileChannel
 
         with self._lock:
-            if getattr(self, "_files", None) is None:
+            if self._files is None:
                 self._files = FileChannel(self)
             return self._files
 

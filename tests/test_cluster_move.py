@@ -11,14 +11,22 @@ import tarfile
 import time
 import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from sandbox.cluster import wire
 from sandbox.cluster.signing import sign
-from tests.cluster_fixtures import CLUSTER_KEY, RedisServer, WorkerNode, running_cluster
-from tests.portal import Portal
+from tests.cluster_fixtures import (
+    CLUSTER_KEY,
+    TIMEOUT_S,
+    RedisServer,
+    WorkerNode,
+    cluster_env,
+    running_cluster,
+)
+from tests.portal import Portal, running_portal
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
@@ -31,7 +39,12 @@ Cluster = tuple[Portal, list[WorkerNode], RedisServer]
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    with running_cluster(tmp_path_factory.mktemp("move")) as c:
+    env = cluster_env(
+        BASHFLEET_NODE_TIMEOUT_S=str(TIMEOUT_S),
+        BASHFLEET_SUBMIT_RATE="1000",
+        BASHFLEET_DOWNLOAD_MAX_BYTES=str(30 << 20),  # a workspace over it cannot move
+    )
+    with running_cluster(tmp_path_factory.mktemp("move"), env) as c:
         p, _nodes, _redis = c
         admin = p.token("boss", "admin")
         _wait(lambda: len(_live(p, admin)) == 2, 30, "two live nodes")
@@ -222,6 +235,37 @@ def test_a_move_drains_archives_restores_and_runs_the_queued_commands_there(
     )
 
 
+def test_a_failed_move_leaves_the_workspace_where_it_was(cluster: Cluster) -> None:
+    p, nodes, _redis = cluster
+    admin, op = p.token("boss", "admin"), p.token("op", "operator")
+    home = _home(p, admin)
+    other = next(n.name for n in nodes if n.name != home)
+    status, done = p.request(
+        "PUT",
+        f"/api/v1/workspaces/{WS}/files?path=data&name=big2.bin&format=file",
+        raw=BIG,
+        token=op,
+    )
+    assert status == 201, done
+    status, move = p.request("POST", f"/api/v1/workspaces/{WS}/move", {"node": other}, token=admin)
+    assert status == 202, move
+    failed = _wait(lambda: _move_ended(p, op), 30, "the move to end")
+    assert failed["state"] == "failed", failed
+    assert f"over {30 << 20} bytes" in failed["error"], failed  # the limit
+    assert _home(p, admin) == home
+    audited = _audit(p, admin, "workspace_move_failed")[0]
+    assert audited["detail"]["error"] == failed["error"]
+    batch = p.wait_batch(_run(p, op, "wc -c < data/big2.bin\n")["id"], op, timeout=60)
+    assert batch["commands"][0]["node"] == home
+    assert _stdout(p, op, batch) == f"{len(BIG)}\n"  # its files are intact, where they were
+    assert not (_node(nodes, other).data / "workspaces" / WS).exists()
+
+
+def _move_ended(p: Portal, token: str) -> dict[str, Any] | None:
+    _s, m = p.request("GET", f"/api/v1/workspaces/{WS}/move", token=token)
+    return m if m["state"] in ("done", "failed") else None  # type: ignore[no-any-return]
+
+
 def test_a_forged_transfer_message_is_refused_and_audited(cluster: Cluster) -> None:
     p, nodes, redis_server = cluster
     admin = p.token("boss", "admin")
@@ -268,11 +312,7 @@ def test_a_move_from_a_lost_node_needs_force_and_starts_empty(cluster: Cluster) 
     )
     assert status == 202, move
 
-    def ended() -> dict[str, Any] | None:
-        _s, m = p.request("GET", f"/api/v1/workspaces/{WS}/move", token=op)
-        return m if m["state"] in ("done", "failed") else None
-
-    done = _wait(ended, 30, "the forced move")
+    done = _wait(lambda: _move_ended(p, op), 30, "the forced move")
     assert done["state"] == "done" and done["files_lost"], done
     assert _home(p, admin) == other
     audited = _audit(p, admin, "workspace_moved")[0]["detail"]
@@ -280,3 +320,19 @@ def test_a_move_from_a_lost_node_needs_force_and_starts_empty(cluster: Cluster) 
     batch = p.wait_batch(_run(p, op, "ls -A\n")["id"], op, timeout=60)
     assert batch["commands"][0]["status"] == "succeeded" and batch["commands"][0]["node"] == other
     assert _stdout(p, op, batch) == ""  # it starts empty
+
+
+def test_embedded_a_move_is_refused_and_files_stay_local(tmp_path: Path) -> None:
+    with running_portal(tmp_path, extra=["--isolation", "local"]) as p:
+        admin = p.token("boss", "admin")
+        status, _ = p.request("PUT", "/api/v1/workspaces/solo", {}, token=admin)
+        assert status == 200
+        status, err = p.request("POST", "/api/v1/workspaces/solo/move", {"node": "n2"}, token=admin)
+        assert (status, err["error"]) == (409, "not_a_cluster"), err
+        status, _ = p.request(
+            "PUT", "/api/v1/workspaces/solo/files?name=a.txt&format=file", raw=HELLO, token=admin
+        )
+        assert status == 201
+        assert (p.data / "workspaces" / "solo" / "a.txt").read_bytes() == HELLO
+        _s, ws = p.request("GET", "/api/v1/workspaces/solo", token=admin)
+        assert "node" not in ws and "move" not in ws

@@ -37,6 +37,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from redis.exceptions import RedisError
+
 from sandbox.cluster import wire
 from sandbox.cluster.signing import ForgedMessage, sign, verify
 from sandbox.uploads import UploadLimits, detect, install, plan
@@ -152,31 +154,41 @@ class FileChannel:
         if upload is not None:
             body["size"], body["sha256"] = file_digest(upload)
         try:
-            self.plane._publish(node, body)
-        except Exception as e:
-            raise TransferFailed(f"cannot reach the broker: {e}", status=503) from e
-        try:
-            if upload is not None:
-                self._send(node, xfer, upload)
-            head = self._signed(
-                node, xfer, _pull(self.redis, _key(xfer, "out"), alive=self._alive(node))
-            )
-        except BaseException:
-            self.redis.delete(_key(xfer, "in"), _key(xfer, "out"))
-            raise
+            head = self._ask(node, xfer, body, upload)
+        except RedisError as e:
+            raise TransferFailed(f"the broker does not answer ({e})", status=503) from e
         if head.get("t") != "h":
             raise TransferFailed(f"node {node} answered out of order")
         if not head.get("ok"):
-            self.redis.delete(_key(xfer, "out"))
+            status = int(head.get("status", 502))
             raise FilesError(
                 str(head.get("message", "refused"))[:2000],
-                status=int(head.get("status", 502)),
+                status=502 if status == 500 else status,  # the node's fault, not the portal's
                 code=str(head.get("code", "node_error")),
             )
         if not head.get("stream"):
-            self.redis.delete(_key(xfer, "out"))
             return head, iter(())
         return head, self._receive(node, xfer)
+
+    def _ask(
+        self, node: str, xfer: str, body: dict[str, Any], upload: Path | None
+    ) -> dict[str, Any]:
+        try:
+            self.plane._publish(node, body)
+        except Exception as e:
+            raise TransferFailed(f"cannot reach the broker: {e}", status=503) from e
+        out = _key(xfer, "out")
+        try:
+            if upload is not None:
+                self._send(node, xfer, upload)
+            head = self._signed(node, xfer, _pull(self.redis, out, alive=self._alive(node)))
+        except BaseException:
+            with contextlib.suppress(Exception):
+                self.redis.delete(_key(xfer, "in"), out)
+            raise
+        if not head.get("stream"):
+            self.redis.delete(out)
+        return head
 
     def _alive(self, node: str) -> Any:
         return lambda: self.plane.is_live(node)
@@ -209,8 +221,11 @@ class FileChannel:
                         code="checksum_mismatch",
                     )
                 return
+        except RedisError as e:
+            raise TransferFailed(f"the broker does not answer ({e})", status=503) from e
         finally:
-            self.redis.delete(key)
+            with contextlib.suppress(Exception):
+                self.redis.delete(key)
 
     def _signed(self, node: str, xfer: str, item: bytes) -> dict[str, Any]:
         if item[:1] != b"{":

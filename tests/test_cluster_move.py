@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import os
+import subprocess
 import tarfile
 import time
 import urllib.request
@@ -26,7 +28,7 @@ from tests.cluster_fixtures import (
     cluster_env,
     running_cluster,
 )
-from tests.portal import Portal, running_portal
+from tests.portal import BASHFLEET, Portal, running_portal
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
@@ -307,12 +309,15 @@ def test_a_move_from_a_lost_node_needs_force_and_starts_empty(cluster: Cluster) 
     status, err = p.request("POST", f"/api/v1/workspaces/{WS}/move", {"node": home}, token=admin)
     assert (status, err["error"]) == (422, "node_lost"), err
 
-    status, move = p.request(
-        "POST", f"/api/v1/workspaces/{WS}/move", {"node": other, "force": True}, token=admin
-    )
-    assert status == 202, move
-
-    done = _wait(lambda: _move_ended(p, op), 30, "the forced move")
+    # the CLI asks the portal: refused without --force, done with it
+    cli = [BASHFLEET, "workspace", "move", WS, "--to", other, "--url", p.url]
+    env = {**p.env, "BASHFLEET_TOKEN": admin}
+    refused = subprocess.run(cli, env=env, capture_output=True, text=True, timeout=60)
+    assert refused.returncode == 2 and "source_lost" in refused.stderr, refused
+    forced = subprocess.run([*cli, "--force"], env=env, capture_output=True, text=True, timeout=60)
+    assert forced.returncode == 0, forced
+    assert "starts empty" in forced.stderr
+    done = json.loads(forced.stdout)
     assert done["state"] == "done" and done["files_lost"], done
     assert _home(p, admin) == other
     audited = _audit(p, admin, "workspace_moved")[0]["detail"]

@@ -357,3 +357,29 @@ def test_waiting_raises_priority_so_nothing_starves() -> None:
     gate_open.set()
     assert sched.wait(first, 5) and sched.wait(old, 5) and sched.wait(fresh, 5)
     assert fake.started == ["gate", "long-job", "quick"]
+
+
+def test_a_held_workspace_starts_nothing_new_until_released() -> None:
+    """A workspace being moved between nodes (sandbox/cluster/move.py): its running
+    command ends, its ready ones stay queued with the reason, another workspace runs."""
+    fake = FakeExecutor(script={"slow": FakeResult(duration_s=0.4)})
+    sched, events = make(fake)
+    first = sched.submit(spec(cmd(0, "slow")))
+    deadline = time.monotonic() + 5
+    while sched.running_in("/ws") != 1 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    sched.hold("/ws", "workspace moving from n1 to n2")
+    held = sched.submit(spec(cmd(0, "cat a")))
+    other = sched.submit(BatchSpec(commands=(cmd(0, "cat b"),), workspace=Path("/other")))
+    assert sched.wait(first, 5) and sched.wait(other, 5)
+    assert sched.running_in("/ws") == 0
+    time.sleep(0.2)
+    assert statuses(sched, held) == [Status.QUEUED]
+    reasons = [
+        e.reason for e in events if isinstance(e, CommandStatusChanged) and e.batch_id == held
+    ]
+    assert reasons[-1] == "workspace moving from n1 to n2"
+    sched.unhold("/ws")
+    assert sched.wait(held, 5)
+    assert statuses(sched, held) == [Status.SUCCEEDED]
+    sched.shutdown()

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from sandbox.cluster import wire
+from sandbox.cluster import transfer, wire
 from sandbox.cluster.signing import sign
 from tests.cluster_fixtures import (
     CLUSTER_KEY,
@@ -341,3 +341,64 @@ def test_embedded_a_move_is_refused_and_files_stay_local(tmp_path: Path) -> None
         assert (p.data / "workspaces" / "solo" / "a.txt").read_bytes() == HELLO
         _s, ws = p.request("GET", "/api/v1/workspaces/solo", token=admin)
         assert "node" not in ws and "move" not in ws
+
+
+class _StubPlane:
+    """The control plane as FileChannel sees it; ``_publish`` answers as a node (or an
+    attacker with Redis access) would, straight into the transfer's list."""
+
+    def __init__(self, url: str, answer: Any) -> None:
+        import redis
+
+        self.broker, self.key = url, CLUSTER_KEY.encode()
+        self.audit = self
+        self.audited: list[tuple[str, dict[str, Any]]] = []
+        self.answer = answer
+        self.client = redis.Redis.from_url(url)
+
+    def is_live(self, node: str) -> bool:
+        return True
+
+    def _publish(self, node: str, body: dict[str, Any]) -> None:
+        self.answer(self.client, transfer._key(body["xfer"], "out"), body)
+
+    def append(self, action: str, **kw: Any) -> None:
+        self.audited.append((action, kw))
+
+
+def _signed(key: bytes, body: dict[str, Any], **fields: Any) -> bytes:
+    return json.dumps(sign(key, {"xfer": body["xfer"], "node": body["node"], **fields})).encode()
+
+
+def test_the_control_plane_checks_a_nodes_answer(cluster: Cluster) -> None:
+    _p, _nodes, redis_server = cluster
+    key = CLUSTER_KEY.encode()
+
+    def forged(client: Any, out: str, body: dict[str, Any]) -> None:
+        client.rpush(out, _signed(b"an attacker's guess at the key!!", body, t="h", ok=True))
+
+    plane = _StubPlane(redis_server.url, forged)
+    with pytest.raises(transfer.TransferFailed, match="refused: bad signature"):
+        transfer.FileChannel(plane).call("n1", "tree", WS)
+    assert plane.audited[0][0] == "cluster_message_refused"
+
+    def tampered(client: Any, out: str, body: dict[str, Any]) -> None:
+        client.rpush(out, _signed(key, body, t="h", ok=True, stream=True, kind="file", size=3))
+        client.rpush(out, b"cabc")
+        sha = hashlib.sha256(b"xyz").hexdigest()
+        client.rpush(out, _signed(key, body, t="e", bytes=3, sha256=sha))
+
+    _head, chunks = transfer.FileChannel(_StubPlane(redis_server.url, tampered)).call(
+        "n1", "get", WS
+    )
+    with pytest.raises(transfer.TransferFailed, match="do not match its checksum"):
+        list(chunks)
+
+    def honest(client: Any, out: str, body: dict[str, Any]) -> None:
+        client.rpush(out, _signed(key, body, t="h", ok=True, stream=True, kind="file", size=3))
+        client.rpush(out, b"cabc")
+        sha = hashlib.sha256(b"abc").hexdigest()
+        client.rpush(out, _signed(key, body, t="e", bytes=3, sha256=sha))
+
+    _head, chunks = transfer.FileChannel(_StubPlane(redis_server.url, honest)).call("n1", "get", WS)
+    assert b"".join(chunks) == b"abc"

@@ -402,3 +402,15 @@ def test_the_control_plane_checks_a_nodes_answer(cluster: Cluster) -> None:
 
     _head, chunks = transfer.FileChannel(_StubPlane(redis_server.url, honest)).call("n1", "get", WS)
     assert b"".join(chunks) == b"abc"
+
+
+def test_a_starting_node_sweeps_what_a_cut_transfer_left(tmp_path: Path) -> None:
+    root, data = tmp_path / "workspaces", tmp_path
+    for left in (root / ".restore-ab", root / ".old-cd", root / "ws" / "keep"):
+        left.mkdir(parents=True)
+    (data / "tmp" / "xfer").mkdir(parents=True)
+    (data / "tmp" / "xfer" / "ef.upload").write_bytes(b"x")
+    transfer.sweep(root, data)
+    assert sorted(p.name for p in root.iterdir()) == ["ws"]
+    assert (root / "ws" / "keep").is_dir()
+    assert not any((data / "tmp" / "xfer").iterdir())

@@ -506,6 +506,20 @@ def _replace(node: Any, ws: Path, fresh: Path, xfer: str) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
+def sweep(root: Path, data: Path) -> None:
+    """At a node's start: what a transfer cut short left behind. A restore or a drop only
+    ever works on a folder that is not the workspace's home, so all of it is garbage."""
+    for left in (
+        *root.glob(".restore-*"),
+        *root.glob(".old-*"),
+        *(data / "tmp" / "xfer").glob("*"),
+    ):
+        if left.is_dir() and not left.is_symlink():
+            shutil.rmtree(left, ignore_errors=True)
+        else:
+            left.unlink(missing_ok=True)
+
+
 def _op_drop(node: Any, ws: Path, body: dict[str, Any], answer: _Answer) -> None:
     old = node.root / f".old-{body['xfer']}"
     with contextlib.suppress(FileNotFoundError):

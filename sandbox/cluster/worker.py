@@ -89,6 +89,9 @@ class NodeWorker:
         """Prepare the sandbox, clean up after a predecessor, start reporting."""
         self.root.mkdir(parents=True, exist_ok=True)
         self.journal.mkdir(parents=True, exist_ok=True)
+        from sandbox.cluster.transfer import sweep
+
+        sweep(self.root, self.data)  # what a transfer cut short by a crash left
         problem = self.local.prepare()
         if problem:
             log.warning("node %s: local sandbox unusable (%s)", self.name, problem)

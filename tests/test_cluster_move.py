@@ -35,6 +35,8 @@ pytestmark = [pytest.mark.docker, pytest.mark.slow]
 WS = "mv"
 BIG = os.urandom(20 << 20)  # 20 MiB that do not compress: what a move carries
 HELLO = b"hello from the files API\n"
+MANY = 200  # small files: a tar of many pieces
+SMALL_BYTES = sum(len(b"%d\n" % i) for i in range(MANY))
 
 Cluster = tuple[Portal, list[WorkerNode], RedisServer]
 
@@ -71,7 +73,8 @@ def _live(p: Portal, token: str) -> list[str]:
 def _tarball() -> bytes:
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w:gz", compresslevel=1) as tar:
-        for name, data in (("data/hello.txt", HELLO), ("data/big.bin", BIG)):
+        small = [(f"data/many/{i:03d}.txt", b"%d\n" % i) for i in range(MANY)]
+        for name, data in (("data/hello.txt", HELLO), ("data/big.bin", BIG), *small):
             info = tarfile.TarInfo(name)
             info.size = len(data)
             tar.addfile(info, io.BytesIO(data))
@@ -121,7 +124,7 @@ def test_the_files_api_writes_and_reads_the_workspaces_node(cluster: Cluster) ->
         "PUT", f"/api/v1/workspaces/{WS}/files?format=tgz", raw=_tarball(), token=op
     )
     assert status == 201, done
-    assert (done["files"], done["bytes"]) == (2, len(BIG) + len(HELLO))
+    assert (done["files"], done["bytes"]) == (2 + MANY, len(BIG) + len(HELLO) + SMALL_BYTES)
     home = _node(nodes, _home(p, admin))
     folder = home.data / "workspaces" / WS
     assert (folder / "data" / "hello.txt").read_bytes() == HELLO  # on the node...
@@ -136,9 +139,9 @@ def test_the_files_api_writes_and_reads_the_workspaces_node(cluster: Cluster) ->
 
     status, listing = p.request("GET", f"/api/v1/workspaces/{WS}/tree?path=data", token=op)
     assert status == 200, listing
-    assert sorted(e["name"] for e in listing["entries"]) == ["big.bin", "hello.txt"]
+    assert sorted(e["name"] for e in listing["entries"]) == ["big.bin", "hello.txt", "many"]
     _s, usage = p.request("GET", f"/api/v1/workspaces/{WS}/usage", token=op)
-    assert usage["workspace_bytes"] == len(BIG) + len(HELLO), usage
+    assert usage["workspace_bytes"] == len(BIG) + len(HELLO) + SMALL_BYTES, usage
     assert _get(p, f"/api/v1/workspaces/{WS}/files?path=data/hello.txt", op) == HELLO
     # the same answers as embedded for what is refused
     status, err = p.request("GET", f"/api/v1/workspaces/{WS}/files?path=nope", token=op)
@@ -180,7 +183,7 @@ def test_a_move_drains_archives_restores_and_runs_the_queued_commands_there(
     status, move = p.request("POST", f"/api/v1/workspaces/{WS}/move", {"node": target}, token=admin)
     assert status == 202, move
     assert (move["source"], move["target"], move["state"]) == (source, target, "draining")
-    queued = _run(p, op, "cat data/hello.txt && wc -c < data/big.bin\n")
+    queued = _run(p, op, "cat data/hello.txt && wc -c < data/big.bin && ls data/many | wc -l\n")
 
     def held() -> dict[str, Any] | None:
         _s, b = p.request("GET", f"/api/v1/batches/{queued['id']}", token=op)
@@ -208,7 +211,7 @@ def test_a_move_drains_archives_restores_and_runs_the_queued_commands_there(
     after = p.wait_batch(queued["id"], op, timeout=60)
     assert after["commands"][0]["status"] == "succeeded", after
     assert after["commands"][0]["node"] == target
-    assert _stdout(p, op, after) == f"{HELLO.decode()}{len(BIG)}\n"
+    assert _stdout(p, op, after) == f"{HELLO.decode()}{len(BIG)}\n{MANY}\n"
 
     _s, done = p.request("GET", f"/api/v1/workspaces/{WS}/move", token=op)
     assert done["state"] == "done" and not done["error"], done

@@ -68,6 +68,7 @@ TTL_S = 120  # a transfer's keys expire this long after their last chunk
 WINDOW = 16  # chunks waiting in a list before the sender waits
 STALL_S = 60.0  # no progress for this long: the transfer fails
 POLL_S = 0.005
+WORK_S = 900.0  # how long a node may take to unpack an upload before it answers
 
 
 class TransferFailed(FilesError):
@@ -181,7 +182,11 @@ class FileChannel:
         try:
             if upload is not None:
                 self._send(node, xfer, upload)
-            head = self._signed(node, xfer, _pull(self.redis, out, alive=self._alive(node)))
+            # unpacking a large upload may take the node a while: it is waited for as long
+            # as the node heartbeats
+            wait_s = WORK_S if upload is not None else STALL_S
+            answer = _pull(self.redis, out, alive=self._alive(node), stall_s=wait_s)
+            head = self._signed(node, xfer, answer)
         except BaseException:
             with contextlib.suppress(Exception):
                 self.redis.delete(_key(xfer, "in"), out)
@@ -284,14 +289,18 @@ class _Answer:
         _push(self.node.redis, self.key, item)
 
     def stream(self, chunks: Iterator[bytes]) -> None:
-        h, size = hashlib.sha256(), 0
-        for chunk in chunks:
-            for i in range(0, len(chunk), CHUNK):
-                part = chunk[i : i + CHUNK]
-                if part:
-                    h.update(part)
-                    size += len(part)
-                    _push(self.node.redis, self.key, b"c" + part)
+        """The bytes in chunks of at most CHUNK (small pieces, such as a tar's headers of
+        many small files, gathered: one Redis round trip per chunk), then the end marker."""
+        h, size, buf = hashlib.sha256(), 0, bytearray()
+        for piece in chunks:
+            h.update(piece)
+            size += len(piece)
+            buf += piece
+            while len(buf) >= CHUNK:
+                _push(self.node.redis, self.key, b"c" + bytes(buf[:CHUNK]))
+                del buf[:CHUNK]
+        if buf:
+            _push(self.node.redis, self.key, b"c" + bytes(buf))
         _push(self.node.redis, self.key, self._signed("e", bytes=size, sha256=h.hexdigest()))
 
 

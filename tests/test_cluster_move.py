@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from sandbox.cluster import transfer, wire
+from sandbox.cluster import node_files, transfer, wire
 from sandbox.cluster.signing import sign
 from tests.cluster_fixtures import (
     CLUSTER_KEY,
@@ -363,7 +363,7 @@ class _StubPlane:
         return True
 
     def _publish(self, node: str, body: dict[str, Any]) -> None:
-        self.answer(self.client, transfer._key(body["xfer"], "out"), body)
+        self.answer(self.client, transfer.xfer_key(body["xfer"], "out"), body)
 
     def append(self, action: str, **kw: Any) -> None:
         self.audited.append((action, kw))
@@ -413,7 +413,7 @@ def test_a_starting_node_sweeps_what_a_cut_transfer_left(tmp_path: Path) -> None
         left.mkdir(parents=True)
     (data / "tmp" / "xfer").mkdir(parents=True)
     (data / "tmp" / "xfer" / "ef.upload").write_bytes(b"x")
-    transfer.sweep(root, data)
+    node_files.sweep(root, data)
     assert sorted(p.name for p in root.iterdir()) == ["ws"]
     assert (root / "ws" / "keep").is_dir()
     assert not any((data / "tmp" / "xfer").iterdir())

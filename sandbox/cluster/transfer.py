@@ -19,7 +19,8 @@ against them; the node checks an upload against the sha256 in the signed request
 Node operations (``op``): ``tree``, ``usage``, ``get`` (a file, or a folder as .tar.gz),
 ``put`` (an upload: the same checks as embedded, sandbox/uploads.py), ``pack`` (the whole
 workspace as .tar.gz, links left out and counted), ``restore`` (a packed workspace into a
-fresh folder that then replaces the old one; none: an empty one) and ``drop``.
+fresh folder that then replaces the old one; none: an empty one) and ``drop``; they are
+in node_files.py.
 """
 
 from __future__ import annotations
@@ -28,10 +29,8 @@ import contextlib
 import hashlib
 import json
 import logging
-import os
 import re
 import secrets
-import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -40,25 +39,8 @@ from typing import Any
 from redis.exceptions import RedisError
 
 from sandbox.cluster import wire
-from sandbox.cluster.signing import ForgedMessage, sign, verify
-from sandbox.uploads import UploadLimits, detect, install, plan
-from sandbox.workspace_files import (
-    CHUNK,
-    FilesError,
-    Member,
-    _tar_gz,
-    folder_bytes,
-    folder_tar_gz,
-    kind_of,
-    lstat_at,
-    open_dir,
-    open_file,
-    open_root,
-    read_chunks,
-    rel_parts,
-    tree,
-    walk,
-)
+from sandbox.cluster.signing import ForgedMessage, verify
+from sandbox.workspace_files import CHUNK, FilesError
 
 log = logging.getLogger(__name__)
 
@@ -78,11 +60,11 @@ class TransferFailed(FilesError):
         super().__init__(message, status=status, code=code)
 
 
-def _key(xfer: str, way: str) -> str:
+def xfer_key(xfer: str, way: str) -> str:
     return f"{XFER_KEY}{xfer}:{way}"
 
 
-def _push(client: Any, key: str, item: bytes, *, alive: Any = None) -> None:
+def push(client: Any, key: str, item: bytes, *, alive: Any = None) -> None:
     """Append one item; wait while the reader has ``WINDOW`` items to take."""
     pipe = client.pipeline(transaction=False)
     pipe.rpush(key, item)
@@ -98,7 +80,7 @@ def _push(client: Any, key: str, item: bytes, *, alive: Any = None) -> None:
         time.sleep(POLL_S)
 
 
-def _pull(client: Any, key: str, *, alive: Any = None, stall_s: float = STALL_S) -> bytes:
+def pull(client: Any, key: str, *, alive: Any = None, stall_s: float = STALL_S) -> bytes:
     deadline = time.monotonic() + stall_s
     while True:
         got = client.blpop([key], timeout=1)
@@ -178,18 +160,18 @@ class FileChannel:
             self.plane._publish(node, body)
         except Exception as e:
             raise TransferFailed(f"cannot reach the broker: {e}", status=503) from e
-        out = _key(xfer, "out")
+        out = xfer_key(xfer, "out")
         try:
             if upload is not None:
                 self._send(node, xfer, upload)
             # unpacking a large upload may take the node a while: it is waited for as long
             # as the node heartbeats
             wait_s = WORK_S if upload is not None else STALL_S
-            answer = _pull(self.redis, out, alive=self._alive(node), stall_s=wait_s)
+            answer = pull(self.redis, out, alive=self._alive(node), stall_s=wait_s)
             head = self._signed(node, xfer, answer)
         except BaseException:
             with contextlib.suppress(Exception):
-                self.redis.delete(_key(xfer, "in"), out)
+                self.redis.delete(xfer_key(xfer, "in"), out)
             raise
         if not head.get("stream"):
             self.redis.delete(out)
@@ -201,14 +183,14 @@ class FileChannel:
     def _send(self, node: str, xfer: str, path: Path) -> None:
         with open(path, "rb") as f:
             while chunk := f.read(CHUNK):
-                _push(self.redis, _key(xfer, "in"), chunk, alive=self._alive(node))
+                push(self.redis, xfer_key(xfer, "in"), chunk, alive=self._alive(node))
 
     def _receive(self, node: str, xfer: str) -> Iterator[bytes]:
-        key = _key(xfer, "out")
+        key = xfer_key(xfer, "out")
         h, size = hashlib.sha256(), 0
         try:
             while True:
-                item = _pull(self.redis, key, alive=self._alive(node))
+                item = pull(self.redis, key, alive=self._alive(node))
                 if item[:1] == b"c":
                     h.update(item[1:])
                     size += len(item) - 1
@@ -260,289 +242,3 @@ class FileChannel:
                 h.update(chunk)
                 size += len(chunk)
         return {**head, "bytes": size, "sha256": h.hexdigest()}
-
-
-# --- the node's side -------------------------------------------------------------------------
-
-
-class _Answer:
-    def __init__(self, node: Any, xfer: str) -> None:
-        self.node = node
-        self.xfer = xfer
-        self.key = _key(xfer, "out")
-        self.started = False
-
-    def _signed(self, t: str, **fields: Any) -> bytes:
-        body = {"t": t, "xfer": self.xfer, "node": self.node.name, **fields}
-        return json.dumps(sign(self.node.key, body)).encode()
-
-    def head(self, *, stream: bool = False, **fields: Any) -> None:
-        self.started = True
-        _push(self.node.redis, self.key, self._signed("h", ok=True, stream=stream, **fields))
-
-    def fail(self, e: FilesError) -> None:
-        if self.started:  # mid-stream: the end marker says so
-            _push(self.node.redis, self.key, self._signed("e", error=str(e)[:1000]))
-            return
-        self.started = True
-        item = self._signed("h", ok=False, status=e.status, code=e.code, message=str(e)[:2000])
-        _push(self.node.redis, self.key, item)
-
-    def stream(self, chunks: Iterator[bytes]) -> None:
-        """The bytes in chunks of at most CHUNK (small pieces, such as a tar's headers of
-        many small files, gathered: one Redis round trip per chunk), then the end marker."""
-        h, size, buf = hashlib.sha256(), 0, bytearray()
-        for piece in chunks:
-            h.update(piece)
-            size += len(piece)
-            buf += piece
-            while len(buf) >= CHUNK:
-                _push(self.node.redis, self.key, b"c" + bytes(buf[:CHUNK]))
-                del buf[:CHUNK]
-        if buf:
-            _push(self.node.redis, self.key, b"c" + bytes(buf))
-        _push(self.node.redis, self.key, self._signed("e", bytes=size, sha256=h.hexdigest()))
-
-
-def serve_files(node: Any, body: dict[str, Any]) -> None:
-    """One file operation of a signed request (run on the node's pool, never on Celery's
-    thread). ``node``: the NodeWorker (name, key, redis, root, data)."""
-    xfer = str(body.get("xfer", ""))
-    if not XFER_ID.fullmatch(xfer):
-        log.warning("node %s: a file request without a transfer id", node.name)
-        return
-    answer = _Answer(node, xfer)
-    try:
-        from sandbox.store.workspaces import check_workspace_name
-
-        try:
-            name = check_workspace_name(str(body.get("workspace", "")))
-        except Exception as e:
-            raise FilesError(str(e)) from None
-        op = _OPS.get(str(body.get("op", "")))
-        if op is None:
-            raise FilesError(f"unknown file operation {body.get('op')!r}")
-        op(node, node.root / name, body, answer)
-    except FilesError as e:
-        _try(answer.fail, e)
-    except TransferFailed as e:  # the control plane went away: nothing to tell
-        log.warning("node %s: transfer %s: %s", node.name, xfer, e)
-    except Exception as e:
-        log.exception("node %s: file operation failed", node.name)
-        why = FilesError(
-            f"node {node.name}: {type(e).__name__}: {e}", status=500, code="node_error"
-        )
-        _try(answer.fail, why)
-    finally:
-        with contextlib.suppress(Exception):
-            node.redis.delete(_key(xfer, "in"))
-
-
-def _try(f: Any, *args: Any) -> None:
-    try:
-        f(*args)
-    except Exception as e:
-        log.warning("cannot answer a file request: %s", e)
-
-
-def _ready(node: Any, ws: Path) -> None:
-    from sandbox.cluster.worker import _own_workspace
-
-    ws.mkdir(parents=True, exist_ok=True)
-    _own_workspace(ws)
-
-
-def _op_tree(node: Any, ws: Path, body: dict[str, Any], answer: _Answer) -> None:
-    _ready(node, ws)
-    listing = tree(ws, rel_parts(str(body.get("path", ""))), limit=int(body.get("limit", 1000)))
-    answer.head(result=listing)
-
-
-def _op_usage(node: Any, ws: Path, body: dict[str, Any], answer: _Answer) -> None:
-    used, partial = folder_bytes(ws)
-    answer.head(result={"bytes": used, "partial": partial})
-
-
-def _op_get(node: Any, ws: Path, body: dict[str, Any], answer: _Answer) -> None:
-    _ready(node, ws)
-    parts = rel_parts(str(body.get("path", "")))
-    max_bytes, max_entries = int(body["max_bytes"]), int(body["max_entries"])
-    fd = open_root(ws)
-    try:
-        kind = kind_of(lstat_at(fd, parts).st_mode)
-    finally:
-        os.close(fd)
-    if kind == "dir":
-        chunks, total = folder_tar_gz(ws, parts, max_bytes=max_bytes, max_entries=max_entries)
-        answer.head(stream=True, kind="dir", files_bytes=total)
-        answer.stream(chunks)
-        return
-    ffd, size = open_file(ws, parts)  # 409 for a link or a special file
-    if size > max_bytes:
-        os.close(ffd)
-        raise FilesError(
-            f"the file is over {max_bytes} bytes (BASHFLEET_DOWNLOAD_MAX_BYTES)",
-            status=413,
-            code="too_large",
-        )
-    answer.head(stream=True, kind="file", size=size)
-    answer.stream(read_chunks(ffd, size))
-
-
-def _op_pack(node: Any, ws: Path, body: dict[str, Any], answer: _Answer) -> None:
-    """The whole workspace; links are left out (an upload refuses them) and counted."""
-    _ready(node, ws)
-    max_bytes, max_entries = int(body["max_bytes"]), int(body["max_entries"])
-    root_fd = open_root(ws)
-    try:
-        fd = open_dir(root_fd, ())
-    finally:
-        os.close(root_fd)
-    try:
-        members: list[Member] = []
-        links = total = 0
-        for m in walk(fd, max_entries=max_entries):
-            if m.kind == "link":
-                links += 1
-                continue
-            members.append(m)
-            total += m.size
-            if total > max_bytes or len(members) > max_entries:
-                raise FilesError(
-                    f"the workspace is over {max_bytes} bytes or {max_entries} entries",
-                    status=413,
-                    code="too_large",
-                )
-    except BaseException:
-        os.close(fd)
-        raise
-    answer.head(stream=True, kind="dir", files_bytes=total, links_skipped=links)
-    answer.stream(_tar_gz(fd, members))
-
-
-def _receive(node: Any, body: dict[str, Any], dest: Path) -> None:
-    """The upload's chunks into ``dest``; its size and sha256 as the signed request says."""
-    want_size, want_sha = int(body["size"]), str(body["sha256"])
-    key = _key(str(body["xfer"]), "in")
-    h, size = hashlib.sha256(), 0
-    with open(dest, "xb") as f:
-        while size < want_size:
-            chunk = _pull(node.redis, key)
-            size += len(chunk)
-            if size > want_size:
-                break
-            h.update(chunk)
-            f.write(chunk)
-    if size != want_size or h.hexdigest() != want_sha:
-        raise FilesError(
-            "the upload's bytes do not match the checksum in its signed request; "
-            "nothing was written",
-            status=502,
-            code="checksum_mismatch",
-        )
-
-
-def _limits(body: dict[str, Any]) -> UploadLimits:
-    raw, default = body.get("limits") or {}, UploadLimits()
-    return UploadLimits(
-        max_bytes=int(raw.get("max_bytes", default.max_bytes)),
-        extracted_bytes=int(raw.get("extracted_bytes", default.extracted_bytes)),
-        entries=int(raw.get("entries", default.entries)),
-    )
-
-
-def _scratch(node: Any, xfer: str) -> Path:
-    tmp = Path(node.data) / "tmp" / "xfer"
-    tmp.mkdir(parents=True, exist_ok=True, mode=0o700)
-    return tmp / xfer
-
-
-def _op_put(node: Any, ws: Path, body: dict[str, Any], answer: _Answer) -> None:
-    _ready(node, ws)
-    base = _scratch(node, str(body["xfer"]))
-    upload = base.with_suffix(".upload")
-    try:
-        _receive(node, body, upload)
-        limits = _limits(body)
-        kind = detect(upload, body.get("format") or None)
-        entries = plan(upload, kind, limits, body.get("name") or None)
-        target = rel_parts(str(body.get("path", "")))
-        staging = base.with_suffix(".d")
-        done = install(
-            upload, kind, entries, workspace=ws, target=target, staging=staging, limits=limits
-        )
-    finally:
-        upload.unlink(missing_ok=True)
-    answer.head(result={"format": kind, **done})
-
-
-def _op_restore(node: Any, ws: Path, body: dict[str, Any], answer: _Answer) -> None:
-    """A packed workspace (or none: empty) into a fresh folder, checked whole before it is
-    unpacked, which then takes the old folder's place."""
-    xfer = str(body["xfer"])
-    base = _scratch(node, xfer)
-    fresh = node.root / f".restore-{xfer}"
-    upload = base.with_suffix(".upload")
-    done = {"files": 0, "folders": 0, "bytes": 0}
-    try:
-        fresh.mkdir()
-        _ready(node, fresh)
-        if "sha256" in body:
-            _receive(node, body, upload)
-            limits = _limits(body)
-            entries = plan(upload, "tar", limits)
-            done = install(
-                upload,
-                "tar",
-                entries,
-                workspace=fresh,
-                target=(),
-                staging=base.with_suffix(".d"),
-                limits=limits,
-            )
-        _replace(node, ws, fresh, xfer)
-    finally:
-        upload.unlink(missing_ok=True)
-        shutil.rmtree(fresh, ignore_errors=True)
-    answer.head(result=done)
-
-
-def _replace(node: Any, ws: Path, fresh: Path, xfer: str) -> None:
-    old = node.root / f".old-{xfer}"
-    with contextlib.suppress(FileNotFoundError):
-        os.rename(ws, old)
-    os.rename(fresh, ws)
-    shutil.rmtree(old, ignore_errors=True)
-
-
-def sweep(root: Path, data: Path) -> None:
-    """At a node's start: what a transfer cut short left behind. A restore or a drop only
-    ever works on a folder that is not the workspace's home, so all of it is garbage."""
-    for left in (
-        *root.glob(".restore-*"),
-        *root.glob(".old-*"),
-        *(data / "tmp" / "xfer").glob("*"),
-    ):
-        if left.is_dir() and not left.is_symlink():
-            shutil.rmtree(left, ignore_errors=True)
-        else:
-            left.unlink(missing_ok=True)
-
-
-def _op_drop(node: Any, ws: Path, body: dict[str, Any], answer: _Answer) -> None:
-    old = node.root / f".old-{body['xfer']}"
-    with contextlib.suppress(FileNotFoundError):
-        os.rename(ws, old)
-    shutil.rmtree(old, ignore_errors=True)
-    answer.head(result={})
-
-
-_OPS = {
-    "tree": _op_tree,
-    "usage": _op_usage,
-    "get": _op_get,
-    "put": _op_put,
-    "pack": _op_pack,
-    "restore": _op_restore,
-    "drop": _op_drop,
-}

@@ -89,7 +89,7 @@ class NodeWorker:
         """Prepare the sandbox, clean up after a predecessor, start reporting."""
         self.root.mkdir(parents=True, exist_ok=True)
         self.journal.mkdir(parents=True, exist_ok=True)
-        from sandbox.cluster.transfer import sweep
+        from sandbox.cluster.node_files import sweep
 
         sweep(self.root, self.data)  # what a transfer cut short by a crash left
         problem = self.local.prepare()
@@ -167,8 +167,8 @@ class NodeWorker:
             for job_id in ids:
                 self._cancel(job_id)
             kill_jobs(ids)
-        elif kind == "files":  # workspace files through the broker (transfer.py)
-            from sandbox.cluster.transfer import serve_files
+        elif kind == "files":  # workspace files through the broker (node_files.py)
+            from sandbox.cluster.node_files import serve_files
 
             self._pool.submit(serve_files, self, body)
 

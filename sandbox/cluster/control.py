@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from sandbox.cluster import wire
 from sandbox.cluster.signing import load_key, sign
@@ -112,8 +112,9 @@ class ControlPlane:
                     cls, totals[cls.value], f"cluster: {len(live)} live node(s)"
                 )
 
-    def collect(self) -> Iterator[GaugeMetricFamily]:
-        """Prometheus gauges per node (registered on the portal's /metrics registry)."""
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+        """Prometheus gauges per node (registered on the portal's /metrics registry), and
+        the outbox's counters (bodies sent, in how many broker messages)."""
         with self._lock:
             nodes = list(self._nodes.values())
             sent: dict[str, int] = {}
@@ -138,6 +139,11 @@ class ControlPlane:
             for n in nodes:
                 family.add_metric([n.name], float(value(n)))
             yield family
+        for what, help_text, count in (
+            ("messages", "Broker messages published to the nodes", self.outbox.messages),
+            ("bodies", "Signed bodies (jobs, cancels, kills) in them", self.outbox.bodies),
+        ):
+            yield CounterMetricFamily(f"bashfleet_cluster_published_{what}", help_text, value=count)
 
     # --- admission and placement (Service.submit) ----------------------------------------
 

@@ -19,10 +19,12 @@ starts its own)
 from __future__ import annotations
 
 import os
+import re
 import statistics
 import sys
 import tempfile
 import time
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -44,6 +46,7 @@ class Run:
     total: float  # seconds, submit to succeeded
     single: float  # median seconds of a one-command batch
     cpu: dict[str, float] = field(default_factory=dict)  # process -> CPU seconds in the batch
+    bodies_per_message: float = 0.0  # the broker path: jobs per Celery message in the batch
 
 
 def _cpu(procs: dict[str, psutil.Process]) -> dict[str, float]:
@@ -72,6 +75,7 @@ def measure(portal: Portal, procs: dict[str, psutil.Process]) -> Run:
     worker = psutil.Process(portal.proc.pid).children()  # type: ignore[union-attr]
     procs = {"portal": worker[0] if worker else psutil.Process(portal.proc.pid), **procs}  # type: ignore[union-attr]
     script = "".join(f"echo {i}\n" for i in range(N))
+    sent_before = _published(portal)
     before = _cpu(procs)
     started = time.perf_counter()
     status, batch = portal.request("POST", "/api/v1/batches", {"script": script}, token=token)
@@ -79,6 +83,7 @@ def measure(portal: Portal, procs: dict[str, psutil.Process]) -> Run:
     _wait_done(portal, token, batch["id"])
     total = time.perf_counter() - started
     after = _cpu(procs)
+    sent_after = _published(portal)
     done = portal.wait_batch(batch["id"], token, timeout=60)
     assert done["status"] == "succeeded", done.get("counts")
     singles = []
@@ -91,7 +96,20 @@ def measure(portal: Portal, procs: dict[str, psutil.Process]) -> Run:
         ):
             time.sleep(0.002)
         singles.append(time.perf_counter() - t0)
-    return Run(total, statistics.median(singles), {k: after[k] - before[k] for k in after})
+    run = Run(total, statistics.median(singles), {k: after[k] - before[k] for k in after})
+    if sent_after["messages"] > sent_before["messages"]:
+        run.bodies_per_message = (sent_after["bodies"] - sent_before["bodies"]) / (
+            sent_after["messages"] - sent_before["messages"]
+        )
+    return run
+
+
+def _published(portal: Portal) -> dict[str, float]:
+    """The outbox's counters (zero in the embedded mode, and before the outbox existed)."""
+    with urllib.request.urlopen(portal.url + "/metrics", timeout=10) as r:
+        text = r.read().decode()
+    got = dict(re.findall(r"^bashfleet_cluster_published_(\w+)_total ([0-9.e+]+)$", text, re.M))
+    return {k: float(got.get(k, 0)) for k in ("messages", "bodies")}
 
 
 def embedded(root: Path, env: dict[str, str]) -> Run:
@@ -148,6 +166,11 @@ def main() -> None:
                     f"  round {r + 1} {mode:8}: {N} x echo {run.total:6.2f} s "
                     f"(CPU s: {_cpu_text(run)}); one-command batch {run.single * 1000:.0f} ms; "
                     f"load {os.getloadavg()[0]:.1f}"
+                    + (
+                        f"; {run.bodies_per_message:.1f} jobs per message"
+                        if run.bodies_per_message
+                        else ""
+                    )
                 )
     emb = statistics.median(r.total for r in runs["embedded"])
     cl = statistics.median(r.total for r in runs["broker"])

@@ -62,6 +62,19 @@ def test_what_piles_up_while_a_message_is_on_its_way_leaves_in_one_per_node() ->
     assert (box.messages, box.bodies) == (3, 13)
 
 
+def test_nothing_leaves_while_held_then_everything_put_meanwhile_leaves_together() -> None:
+    send = Recorder()
+    send.first.set()  # no message is held back inside send
+    box = wire.Outbox(send)
+    with box.hold():
+        for n in range(5):
+            box.put("a", {"n": n})
+            time.sleep(0.01)  # the outbox's thread has every chance to run
+        assert send.sent == []
+    assert box.flush(5)
+    assert send.sent == [("a", [0, 1, 2, 3, 4])]
+
+
 def test_a_message_holds_at_most_max_bodies_in_order() -> None:
     send = Recorder()
     box = wire.Outbox(send, max_bodies=4)

@@ -268,13 +268,14 @@ class ControlPlane:
                 log.warning("cluster: cannot read results (%s); retrying", e)
                 self._closed.wait(0.5)
                 continue
-            for _stream, entries in got or []:
-                for entry_id, fields in entries:
-                    last = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
-                    try:
-                        self._result({k.decode(): v for k, v in fields.items()})
-                    except Exception:
-                        log.exception("cluster: bad result entry %s", last)
+            with self.outbox.hold():  # the jobs this read's outcomes release leave together
+                for _stream, entries in got or []:
+                    for entry_id, fields in entries:
+                        last = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+                        try:
+                            self._result({k.decode(): v for k, v in fields.items()})
+                        except Exception:
+                            log.exception("cluster: bad result entry %s", last)
 
     def _result(self, f: dict[str, bytes]) -> None:
         kind = f.get("t", b"").decode()

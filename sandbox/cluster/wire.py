@@ -7,11 +7,12 @@ the function it is given.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from sandbox.errors import BashfleetError
@@ -178,6 +179,7 @@ class Outbox:
         self._max = max_bodies
         self._pending: dict[str, list[tuple[dict[str, Any], Failed | None]]] = {}
         self._busy = False
+        self._held = 0
         self._closed = False
         self._cond = threading.Condition()
         self.messages = 0  # messages sent (a figure for tests and benchmarks)
@@ -191,6 +193,20 @@ class Outbox:
                 raise BrokerUnavailable("the control plane is shutting down")
             self._pending.setdefault(node, []).append((body, on_error))
             self._cond.notify_all()
+
+    @contextlib.contextmanager
+    def hold(self) -> Iterator[None]:
+        """Nothing leaves while held: what is put meanwhile goes together when the last
+        holder lets go (the results reader holds it while it hands one read's outcomes to
+        the scheduler, whose releases then travel in one message per node)."""
+        with self._cond:
+            self._held += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._held -= 1
+                self._cond.notify_all()
 
     def flush(self, timeout_s: float = 10.0) -> bool:
         """Wait until everything put so far has been sent (or failed)."""
@@ -208,7 +224,7 @@ class Outbox:
     def _loop(self) -> None:
         while True:
             with self._cond:
-                self._cond.wait_for(lambda: self._pending or self._closed)
+                self._cond.wait_for(lambda: (self._pending and not self._held) or self._closed)
                 if not self._pending:
                     return  # closed, and nothing left
                 taken, self._pending = self._pending, {}

@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 
 PING_TIMEOUT_S = 0.5
 DB_EVERY_S = 2.0  # a live node's row is refreshed this often
+HOLD_ENTRIES = 64  # result entries handled while the outbox is held (releases wait that long)
 
 
 @dataclass
@@ -268,9 +269,11 @@ class ControlPlane:
                 log.warning("cluster: cannot read results (%s); retrying", e)
                 self._closed.wait(0.5)
                 continue
-            with self.outbox.hold():  # the jobs this read's outcomes release leave together
-                for _stream, entries in got or []:
-                    for entry_id, fields in entries:
+            entries = [e for _stream, es in got or [] for e in es]
+            for i in range(0, len(entries), HOLD_ENTRIES):
+                # the jobs these outcomes release leave together, in one message per node
+                with self.outbox.hold():
+                    for entry_id, fields in entries[i : i + HOLD_ENTRIES]:
                         last = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
                         try:
                             self._result({k.decode(): v for k, v in fields.items()})

@@ -5,9 +5,8 @@ signed body or a list of them, each signed on its own), refuses any whose signat
 addressee or nonce does not hold up (and reports the refusal, which the control plane
 audits) while the others of its message run, runs the rest with its own local pool or
 Docker engine (the same executors as the embedded mode, workspaces under its own data
-folder), and streams output
-and outcomes back through the ``bashfleet:results`` Redis stream, in order, with byte
-offsets. A heartbeat key with load figures says it is alive.
+folder), and streams output and outcomes back through the ``bashfleet:results`` Redis
+stream, in order, with byte offsets. A heartbeat key with load figures says it is alive.
 
 A job is acknowledged once it has started (late acknowledgement covers the time between
 fetching and starting); one started on a node that then dies is never started again:

@@ -47,6 +47,8 @@ class Run:
     single: float  # median seconds of a one-command batch
     cpu: dict[str, float] = field(default_factory=dict)  # process -> CPU seconds in the batch
     bodies_per_message: float = 0.0  # the broker path: jobs per Celery message in the batch
+    safe_min: int = 0  # the fewest safe slots the batch had (the embedded autoscaler shrinks
+    # them when the host's CPU is busy; a control plane's follow its nodes)
 
 
 def _cpu(procs: dict[str, psutil.Process]) -> dict[str, float]:
@@ -97,6 +99,11 @@ def measure(portal: Portal, procs: dict[str, psutil.Process]) -> Run:
             time.sleep(0.002)
         singles.append(time.perf_counter() - t0)
     run = Run(total, statistics.median(singles), {k: after[k] - before[k] for k in after})
+    _s, m = portal.request("GET", "/api/v1/metrics", token=token)
+    run.safe_min = min(
+        [int(m["pools"]["safe"]["limit"])]
+        + [int(d["after"]) for d in m.get("scaling", []) if d["pool"] == "safe"]
+    )
     if sent_after["messages"] > sent_before["messages"]:
         run.bodies_per_message = (sent_after["bodies"] - sent_before["bodies"]) / (
             sent_after["messages"] - sent_before["messages"]
@@ -165,7 +172,7 @@ def main() -> None:
                 print(
                     f"  round {r + 1} {mode:8}: {N} x echo {run.total:6.2f} s "
                     f"(CPU s: {_cpu_text(run)}); one-command batch {run.single * 1000:.0f} ms; "
-                    f"load {os.getloadavg()[0]:.1f}"
+                    f"load {os.getloadavg()[0]:.1f}; safe slots >= {run.safe_min}"
                     + (
                         f"; {run.bodies_per_message:.1f} jobs per message"
                         if run.bodies_per_message
@@ -182,10 +189,16 @@ def main() -> None:
     cpu_b = statistics.median(sum(r.cpu.values()) for r in runs["broker"])
     single_e = statistics.median(r.single for r in runs["embedded"])
     single_b = statistics.median(r.single for r in runs["broker"])
+    fast_e = min(r.total for r in runs["embedded"])
+    fast_b = min(r.total for r in runs["broker"])
     print(f"  {N} x echo, one batch (median of {rounds}): embedded {emb:.2f} s, broker {cl:.2f} s")
     print(
         f"  throughput overhead of the broker path: {(cl - emb) / N * 1000:.2f} ms per command "
         f"(per round: {', '.join(f'{p:.2f}' for p in pairs)})"
+    )
+    print(  # the least disturbed run of each: other work on the machine only adds time
+        f"  fastest of {rounds}: embedded {fast_e:.2f} s, broker {fast_b:.2f} s, "
+        f"{(fast_b - fast_e) / N * 1000:.2f} ms per command"
     )
     print(
         f"  CPU of portal+node+Redis: embedded {cpu_e:.1f} s, broker {cpu_b:.1f} s "

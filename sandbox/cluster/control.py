@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 
 PING_TIMEOUT_S = 0.5
 DB_EVERY_S = 2.0  # a live node's row is refreshed this often
+CLOSE_FLUSH_S = 2.0  # what the outbox holds at shutdown is sent within this
 HOLD_ENTRIES = 64  # result entries handled while the outbox is held (releases wait that long)
 
 
@@ -89,6 +90,7 @@ class ControlPlane:
     def close(self) -> None:
         self._closed.set()
         self.outbox.close()
+        self.outbox.flush(CLOSE_FLUSH_S)  # the last cancels and kills still leave
 
     def attach(self, scheduler: Scheduler) -> None:
         """The scheduler's safe and conditional slots follow the live nodes' (their sum,

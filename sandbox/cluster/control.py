@@ -2,11 +2,12 @@
 
 ``ControlPlane`` gives the scheduler two ``RemoteExecutor``s (named "local" and "docker",
 as in the embedded mode: the node runs each job with the executor of that name), places
-each workspace on a node, sends signed jobs to the node's Celery queue, and runs two
-threads: the results reader (output chunks, de-duplicated by byte offset, and outcomes,
-handed to the scheduler's callbacks in stream order) and the node monitor (heartbeats;
-a node silent for ``BASHFLEET_NODE_TIMEOUT_S`` is lost and its running commands end
-``interrupted``; when it comes back it is told to kill them).
+each workspace on a node, sends signed jobs to the node's Celery queue (through an
+outbox: the jobs released together leave in one message per node, each body signed on its
+own), and runs two threads: the results reader (output chunks, de-duplicated by byte
+offset, and outcomes, handed to the scheduler's callbacks in stream order) and the node
+monitor (heartbeats; a node silent for ``BASHFLEET_NODE_TIMEOUT_S`` is lost and its
+running commands end ``interrupted``; when it comes back it is told to kill them).
 """
 
 from __future__ import annotations
@@ -18,9 +19,10 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from sandbox.cluster import wire
 from sandbox.cluster.signing import load_key, sign
@@ -35,6 +37,8 @@ log = logging.getLogger(__name__)
 
 PING_TIMEOUT_S = 0.5
 DB_EVERY_S = 2.0  # a live node's row is refreshed this often
+CLOSE_FLUSH_S = 2.0  # what the outbox holds at shutdown is sent within this
+HOLD_ENTRIES = 64  # result entries handled while the outbox is held (releases wait that long)
 
 
 @dataclass
@@ -73,6 +77,7 @@ class ControlPlane:
         self._files: Any = None  # transfer.FileChannel, made on first use
         self._lock = threading.Lock()
         self._closed = threading.Event()
+        self.outbox = wire.Outbox(self._send_bodies)
         self._threads = [
             threading.Thread(target=self._read_loop, name="cluster-results", daemon=True),
             threading.Thread(target=self._monitor_loop, name="cluster-monitor", daemon=True),
@@ -85,6 +90,8 @@ class ControlPlane:
 
     def close(self) -> None:
         self._closed.set()
+        self.outbox.close()
+        self.outbox.flush(CLOSE_FLUSH_S)  # the last cancels and kills still leave
 
     def attach(self, scheduler: Scheduler) -> None:
         """The scheduler's safe and conditional slots follow the live nodes' (their sum,
@@ -109,8 +116,9 @@ class ControlPlane:
                     cls, totals[cls.value], f"cluster: {len(live)} live node(s)"
                 )
 
-    def collect(self) -> Iterator[GaugeMetricFamily]:
-        """Prometheus gauges per node (registered on the portal's /metrics registry)."""
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+        """Prometheus gauges per node (registered on the portal's /metrics registry), and
+        the outbox's counters (bodies sent, in how many broker messages)."""
         with self._lock:
             nodes = list(self._nodes.values())
             sent: dict[str, int] = {}
@@ -135,6 +143,11 @@ class ControlPlane:
             for n in nodes:
                 family.add_metric([n.name], float(value(n)))
             yield family
+        for what, help_text, count in (
+            ("messages", "Broker messages published to the nodes", self.outbox.messages),
+            ("bodies", "Signed bodies (jobs, cancels, kills) in them", self.outbox.bodies),
+        ):
+            yield CounterMetricFamily(f"bashfleet_cluster_published_{what}", help_text, value=count)
 
     # --- admission and placement (Service.submit) ----------------------------------------
 
@@ -209,11 +222,23 @@ class ControlPlane:
                 raise ExecutorError(f"node {node} is not live", executor=executor)
             self._flights[job.id] = _Flight(node, on_output, on_done)
         try:
-            self._publish(node, wire.job_body(job, node, executor))
+            self._publish(
+                node,
+                wire.job_body(job, node, executor),
+                on_error=partial(self._unsent, job.id, executor),
+            )
         except Exception as e:
             with self._lock:
                 self._flights.pop(job.id, None)
             raise ExecutorError(f"cannot reach the broker: {e}", executor=executor) from e
+
+    def _unsent(self, job_id: str, executor: str, e: Exception) -> None:
+        """The outbox could not publish the job: it ends as if the executor failed to
+        start it (nothing ran; the scheduler may try again)."""
+        with self._lock:
+            flight = self._flights.pop(job_id, None)
+        if flight is not None:
+            flight.on_done(ExecutorError(f"cannot reach the broker: {e}", executor=executor))
 
     def cancel(self, job_id: str) -> None:
         flight = self._flights.get(job_id)
@@ -229,10 +254,21 @@ class ControlPlane:
             with contextlib.suppress(Exception):
                 self._publish(node, {"kind": "kill", "node": node, "ids": sorted(job_ids)})
 
-    def _publish(self, node: str, body: dict[str, Any]) -> None:
+    def _publish(
+        self, node: str, body: dict[str, Any], on_error: wire.Failed | None = None
+    ) -> None:
+        """Queue one body for the node; it is signed and sent from the outbox's thread, in
+        one message with whatever else is waiting for that node (``on_error`` is called if
+        that message cannot be published)."""
+        self.outbox.put(node, body, on_error)
+
+    def _send_bodies(self, node: str, bodies: list[dict[str, Any]]) -> None:
+        """One Celery message: a signed envelope, or a list of them (each with its own
+        nonce, so the node refuses a forged or replayed one and runs the rest)."""
+        signed = [sign(self.key, body) for body in bodies]
         self.app.send_task(
             wire.TASK_RUN,
-            args=[sign(self.key, body)],
+            args=[signed[0] if len(signed) == 1 else signed],
             queue=wire.queue_of(node),
             retry=True,
             retry_policy={"max_retries": 2, "interval_start": 0.1, "interval_step": 0.2},
@@ -256,13 +292,16 @@ class ControlPlane:
                 log.warning("cluster: cannot read results (%s); retrying", e)
                 self._closed.wait(0.5)
                 continue
-            for _stream, entries in got or []:
-                for entry_id, fields in entries:
-                    last = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
-                    try:
-                        self._result({k.decode(): v for k, v in fields.items()})
-                    except Exception:
-                        log.exception("cluster: bad result entry %s", last)
+            entries = [e for _stream, es in got or [] for e in es]
+            for i in range(0, len(entries), HOLD_ENTRIES):
+                # the jobs these outcomes release leave together, in one message per node
+                with self.outbox.hold():
+                    for entry_id, fields in entries[i : i + HOLD_ENTRIES]:
+                        last = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+                        try:
+                            self._result({k.decode(): v for k, v in fields.items()})
+                        except Exception:
+                            log.exception("cluster: bad result entry %s", last)
 
     def _result(self, f: dict[str, bytes]) -> None:
         kind = f.get("t", b"").decode()

@@ -1,16 +1,24 @@
-"""What travels through Redis: job and outcome shapes, key and queue names, the Celery app.
+"""What travels through Redis: job and outcome shapes, key and queue names, the Celery app,
+and the outbox that coalesces the bodies released together into one message per node.
 
-No I/O here except making clients (which connect lazily).
+No I/O here except making clients (which connect lazily); the outbox publishes through
+the function it is given.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import logging
 import os
+import threading
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from sandbox.errors import BashfleetError
 from sandbox.model import CommandClass, Job, Limits, Outcome, Status
+
+log = logging.getLogger(__name__)
 
 TASK_RUN = "bashfleet.node.run"  # a signed job, or a signed cancel
 RESULTS = "bashfleet:results"  # stream: output, outcomes, refusals from every node
@@ -18,6 +26,7 @@ RESULTS_MAXLEN = 200_000  # entries kept (approximately); the consumer is second
 NODES = "bashfleet:nodes"  # set: every node ever heard of
 NODE_KEY = "bashfleet:node:"  # + name: the heartbeat (JSON), with a TTL
 NONCE_KEY = "bashfleet:nonce:"  # + nonce: seen by a node (replay refused)
+MAX_BODIES = 256  # signed bodies in one Celery message at most (a node refuses more)
 VISIBILITY_S = 3600  # an unacknowledged job is delivered again after this (then refused)
 TIMEOUT_ENV = "BASHFLEET_NODE_TIMEOUT_S"
 DEFAULT_TIMEOUT_S = 15.0
@@ -145,3 +154,100 @@ def live_nodes(client: Any) -> dict[str, dict[str, Any]]:
     names = sorted(m.decode() for m in client.smembers(NODES))
     beats = client.mget([NODE_KEY + n for n in names]) if names else []
     return {n: json.loads(b) for n, b in zip(names, beats, strict=True) if b}
+
+
+Failed = Callable[[Exception], None]
+
+
+class Outbox:
+    """Bodies waiting to be published, per node, sent by one thread: whatever piles up
+    while a message is on its way leaves in the next one (at most ``max_bodies`` each), so
+    a burst of releases costs a few broker messages, not one each, and nobody who puts a
+    body waits for the broker. A node's bodies leave in the order they were put.
+
+    ``send(node, bodies)`` publishes one message; when it raises, ``on_error`` of each of
+    its bodies is called with the exception (from the outbox's thread)."""
+
+    def __init__(
+        self,
+        send: Callable[[str, list[dict[str, Any]]], None],
+        *,
+        max_bodies: int = MAX_BODIES,
+        name: str = "cluster-publish",
+    ) -> None:
+        self._send = send
+        self._max = max_bodies
+        self._pending: dict[str, list[tuple[dict[str, Any], Failed | None]]] = {}
+        self._busy = False
+        self._held = 0
+        self._closed = False
+        self._cond = threading.Condition()
+        self.messages = 0  # messages sent (a figure for tests and benchmarks)
+        self.bodies = 0
+        self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
+        self._thread.start()
+
+    def put(self, node: str, body: dict[str, Any], on_error: Failed | None = None) -> None:
+        with self._cond:
+            if self._closed:
+                raise BrokerUnavailable("the control plane is shutting down")
+            self._pending.setdefault(node, []).append((body, on_error))
+            self._cond.notify_all()
+
+    @contextlib.contextmanager
+    def hold(self) -> Iterator[None]:
+        """Nothing leaves while held: what is put meanwhile goes together when the last
+        holder lets go (the results reader holds it while it hands one read's outcomes to
+        the scheduler, whose releases then travel in one message per node)."""
+        with self._cond:
+            self._held += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._held -= 1
+                self._cond.notify_all()
+
+    def flush(self, timeout_s: float = 10.0) -> bool:
+        """Wait until everything put so far has been sent (or failed)."""
+        with self._cond:
+            return self._cond.wait_for(
+                lambda: not self._pending and not self._busy, timeout=timeout_s
+            )
+
+    def close(self) -> None:
+        """Stop taking bodies; what is pending is still sent."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+    def _loop(self) -> None:
+        while True:
+            with self._cond:
+                self._cond.wait_for(lambda: (self._pending and not self._held) or self._closed)
+                if not self._pending:
+                    return  # closed, and nothing left
+                taken, self._pending = self._pending, {}
+                self._busy = True
+            try:
+                for node, items in taken.items():
+                    for i in range(0, len(items), self._max):
+                        self._deliver(node, items[i : i + self._max])
+            finally:
+                with self._cond:
+                    self._busy = False
+                    self._cond.notify_all()
+
+    def _deliver(self, node: str, items: list[tuple[dict[str, Any], Failed | None]]) -> None:
+        try:
+            self._send(node, [body for body, _ in items])
+        except Exception as e:
+            for _body, on_error in items:
+                if on_error is not None:
+                    try:
+                        on_error(e)
+                    except Exception:  # one failing callback must not strand the others
+                        log.exception("cluster: a publish callback failed")
+            return
+        self.messages += 1
+        self.bodies += len(items)

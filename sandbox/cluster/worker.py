@@ -1,11 +1,12 @@
 """A worker node: `bashfleet worker --broker URL --name NAME [--data DIR]`.
 
-It takes signed jobs from its Celery queue (``bashfleet.node.NAME``), refuses any whose
-signature, age, addressee or nonce does not hold up (and reports the refusal, which the
-control plane audits), runs the rest with its own local pool or Docker engine (the same
-executors as the embedded mode, workspaces under its own data folder), and streams output
-and outcomes back through the ``bashfleet:results`` Redis stream, in order, with byte
-offsets. A heartbeat key with load figures says it is alive.
+It takes signed jobs from its Celery queue (``bashfleet.node.NAME``; a message holds one
+signed body or a list of them, each signed on its own), refuses any whose signature, age,
+addressee or nonce does not hold up (and reports the refusal, which the control plane
+audits) while the others of its message run, runs the rest with its own local pool or
+Docker engine (the same executors as the embedded mode, workspaces under its own data
+folder), and streams output and outcomes back through the ``bashfleet:results`` Redis
+stream, in order, with byte offsets. A heartbeat key with load figures says it is alive.
 
 A job is acknowledged once it has started (late acknowledgement covers the time between
 fetching and starting); one started on a node that then dies is never started again:
@@ -145,16 +146,65 @@ class NodeWorker:
     # --- messages -----------------------------------------------------------------------
 
     def handle(self, envelope: object) -> None:
-        """One message from the queue (the Celery task's body)."""
+        """One message from the queue (the Celery task's body): a signed envelope, or a
+        list of them (the control plane's outbox coalesces what it releases together)."""
+        if isinstance(envelope, list):
+            self.handle_many(envelope)
+            return
         try:
             body = self._check(envelope)
         except ForgedMessage as e:
-            job = envelope.get("id") if isinstance(envelope, dict) else None
-            log.warning("node %s refused a message: %s", self.name, e)
-            self._emit(
-                {"t": "refused", "reason": str(e), "job": job if isinstance(job, str) else ""}
-            )
+            self._refuse(envelope, e)
             return
+        self._dispatch(body)
+
+    def handle_many(self, envelopes: list[object]) -> None:
+        """A list of envelopes: each is verified on its own (a forged one is refused and
+        reported, the others run), their nonces are spent in one Redis round trip, and
+        the jobs among them are journalled before any starts (a node killed halfway
+        reports the rest interrupted when it restarts; their redelivery is refused)."""
+        if not 1 <= len(envelopes) <= wire.MAX_BODIES:
+            self._refuse(None, ForgedMessage(f"{len(envelopes)} bodies in one message"))
+            return
+        good: list[tuple[object, dict[str, Any]]] = []
+        for envelope in envelopes:
+            try:
+                good.append((envelope, self._verified(envelope)))
+            except ForgedMessage as e:
+                self._refuse(envelope, e)
+        try:
+            fresh = self._spend([body for _e, body in good])
+        except ForgedMessage as e:
+            for envelope, _body in good:
+                self._refuse(envelope, e)
+            return
+        bodies = []
+        for (envelope, body), new in zip(good, fresh, strict=True):
+            if new:
+                bodies.append(body)
+            else:
+                self._refuse(envelope, ForgedMessage(_REPLAYED))
+        for body in bodies:
+            job_id = str(body.get("id", ""))
+            if body.get("kind") == "run" and JOB_ID.fullmatch(job_id):
+                with contextlib.suppress(OSError):
+                    (self.journal / job_id).touch()
+        for body in bodies:
+            try:
+                self._dispatch(body)
+            except Exception as e:  # one body must not keep the others of its message from running
+                log.exception("node %s: cannot handle %s", self.name, body.get("id"))
+                job_id = str(body.get("id", ""))
+                if body.get("kind") == "run" and JOB_ID.fullmatch(job_id):
+                    self._done(job_id, ExecutorError(f"node {self.name}: {e}", retryable=False))
+
+    def _refuse(self, envelope: object, e: ForgedMessage) -> None:
+        job = envelope.get("id") if isinstance(envelope, dict) else None
+        log.warning("node %s refused a message: %s", self.name, e)
+        self._emit({"t": "refused", "reason": str(e), "job": job if isinstance(job, str) else ""})
+
+    def _dispatch(self, body: dict[str, Any]) -> None:
+        """One verified body, whatever message it came in, by its kind."""
         kind = body.get("kind")
         if kind == "run":
             self._start(body)
@@ -173,18 +223,31 @@ class NodeWorker:
             self._pool.submit(serve_files, self, body)
 
     def _check(self, envelope: object) -> dict[str, Any]:
+        body = self._verified(envelope)
+        if not self._spend([body])[0]:
+            raise ForgedMessage(_REPLAYED)
+        return body
+
+    def _verified(self, envelope: object) -> dict[str, Any]:
+        """The body of a well-signed, fresh envelope meant for this node (its nonce not
+        checked yet)."""
         body = verify(self.key, envelope)
         if body.get("node") != self.name:
             raise ForgedMessage(f"meant for node {body.get('node')!r}, not {self.name!r}")
+        return body
+
+    def _spend(self, bodies: list[dict[str, Any]]) -> list[bool]:
+        """Spend the bodies' nonces in one round trip: True for each seen for the first
+        time (a nonce twice in the list is fresh once)."""
+        if not bodies:
+            return []
         try:
-            fresh = self.redis.set(
-                wire.NONCE_KEY + str(body["nonce"]), 1, nx=True, ex=int(2 * MAX_AGE_S)
-            )
+            pipe = self.redis.pipeline(transaction=False)
+            for body in bodies:
+                pipe.set(wire.NONCE_KEY + str(body["nonce"]), 1, nx=True, ex=int(2 * MAX_AGE_S))
+            return [bool(r) for r in pipe.execute()]
         except Exception as e:  # no Redis, no way to tell a replay: refuse, safely
             raise ForgedMessage(f"cannot check the nonce ({e})") from e
-        if not fresh:
-            raise ForgedMessage("replayed message (its nonce was used before)")
-        return body
 
     def _start(self, body: dict[str, Any]) -> None:
         job_id = str(body.get("id", ""))
@@ -342,6 +405,9 @@ class NodeWorker:
                 self._beat()
             except Exception as e:
                 log.warning("node %s: heartbeat failed: %s", self.name, e)
+
+
+_REPLAYED = "replayed message (its nonce was used before)"
 
 
 def _interrupted(why: str) -> str:

@@ -49,6 +49,7 @@ XFER_ID = re.compile(r"[0-9a-f]{32}")
 TTL_S = 120  # a transfer's keys expire this long after their last chunk
 WINDOW = 16  # chunks waiting in a list before the sender waits
 STALL_S = 60.0  # no progress for this long: the transfer fails
+PUBLISH_WAIT_S = 5.0  # a request that has not left the outbox by then is not waited for
 POLL_S = 0.005
 WORK_S = 900.0  # how long a node may take to unpack an upload before it answers
 
@@ -156,10 +157,16 @@ class FileChannel:
     def _ask(
         self, node: str, xfer: str, body: dict[str, Any], upload: Path | None
     ) -> dict[str, Any]:
+        failed: list[Exception] = []
         try:
-            self.plane._publish(node, body)
+            self.plane._publish(node, body, on_error=failed.append)
         except Exception as e:
             raise TransferFailed(f"cannot reach the broker: {e}", status=503) from e
+        # the outbox sends from its own thread: wait for this request to leave, so that a
+        # broker that cannot take it answers 503 now rather than after the stall timeout
+        self.plane.outbox.flush(PUBLISH_WAIT_S)
+        if failed:
+            raise TransferFailed(f"cannot reach the broker: {failed[0]}", status=503)
         out = xfer_key(xfer, "out")
         try:
             if upload is not None:

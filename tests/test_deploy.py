@@ -20,7 +20,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -46,15 +46,17 @@ def _images_module() -> ModuleType:
 
 
 @pytest.fixture(scope="module")
-def local_images(docker_client: Any) -> dict[str, str]:
-    """compose's images, built from Debian packages once (kept between runs by tag)."""
+def local_images(docker_client: Any) -> Iterator[dict[str, str]]:
+    """compose's base images, built from Debian packages once (kept between runs by tag),
+    and one portal image name for the module: the second stack's build hits the cache."""
     if shutil.which("docker-compose") is None:
         pytest.fail(
             "DOCKER-COMPOSE NOT INSTALLED: apt-get install -y docker-compose (CI installs it)",
             pytrace=False,
         )
     images = _images_module()
-    return {
+    portal = f"bftest{uuid.uuid4().hex[:8]}-portal:latest"
+    yield {
         "BASHFLEET_BASE_IMAGE": images.python_base("bashfleet-python-base:test"),
         "BASHFLEET_POSTGRES_IMAGE": images.postgres(
             "bashfleet-postgres:test-ready", base="bashfleet-postgres:test"
@@ -62,7 +64,9 @@ def local_images(docker_client: Any) -> dict[str, str]:
         "BASHFLEET_REDIS_IMAGE": images.redis(
             "bashfleet-redis:test-ready", base="bashfleet-redis:test"
         ),
+        "BASHFLEET_PORTAL_IMAGE": portal,
     }
+    subprocess.run(["docker", "image", "rm", portal], capture_output=True, check=False)
 
 
 class Stack:
@@ -72,12 +76,10 @@ class Stack:
         self.project = f"bftest{uuid.uuid4().hex[:8]}"
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.portal_image = f"{self.project}-portal:latest"
         self.files = [a for f in files for a in ("-f", str(ROOT / f))]
         self.env = {
             **{k: v for k, v in os.environ.items() if not k.startswith("BASHFLEET_")},
             **images,
-            "BASHFLEET_PORTAL_IMAGE": self.portal_image,
             "BASHFLEET_PORT": str(self.port),
             "BASHFLEET_ADMIN_PASSWORD": "compose-admin-pw",
             "POSTGRES_PASSWORD": "compose-db-pw",
@@ -101,11 +103,9 @@ class Stack:
         )
 
     def down(self) -> None:
-        """Only this project's containers, networks, volumes and its portal image."""
-        self._run("down", "-v", "--rmi", "local", "--remove-orphans", timeout=300)
-        subprocess.run(
-            ["docker", "image", "rm", self.portal_image], capture_output=True, check=False
-        )
+        """Only this project's containers, networks and volumes (the module's fixture
+        removes the portal image)."""
+        self._run("down", "-v", "--remove-orphans", timeout=300)
 
     def wait_healthy(self, limit_s: float = 120) -> None:
         deadline = time.monotonic() + limit_s
@@ -314,7 +314,7 @@ def test_compose_cluster_runs_batches_on_two_nodes(
                         all=True, filters={"label": f"bashfleet.batch={b}"}
                     )
                 ),
-                30,
+                60,
                 stack,
             )
     finally:

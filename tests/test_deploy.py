@@ -300,6 +300,7 @@ def test_compose_cluster_runs_batches_on_two_nodes(
             made = nodes_dir / homes[-1] / "workspaces" / w / "made.txt"
             assert made.read_text() == "made on a node\n"
         assert sorted(homes) == ["n1", "n2"], homes  # two workspaces, two nodes
+        print(f"two batches done: {time.monotonic() - started:.1f} s")
         # the control plane executes nothing and holds no socket; the workers run as uid 10001
         assert stack("exec", "-T", "portal", "ls", "/var/run/").count("docker.sock") == 0
         assert stack("exec", "-T", "worker1", "id", "-u").strip() == str(WORKER_UID)
@@ -317,6 +318,30 @@ def test_compose_cluster_runs_batches_on_two_nodes(
                 60,
                 stack,
             )
+        print(f"containers gone: {time.monotonic() - started:.1f} s")
+        # Without the opt-in override a node has no engine: it refuses, never runs unsandboxed.
+        override = stack.files.index(str(ROOT / "compose.docker-socket.yaml"))
+        del stack.files[override - 1 : override + 1]
+        stack("up", "-d", "--no-deps", "--no-build", "worker1", timeout=300)
+        wait_for("node n1 back", lambda: "n1" in live(), 60, stack)
+        print(f"n1 recreated without the socket: {time.monotonic() - started:.1f} s")
+        workspace = ("wa", "wb")[homes.index("n1")]
+        status, batch = call(
+            url + "/api/v1/batches",
+            "POST",
+            {"script": "echo unsandboxed\nprintf x > f.txt\n", "workspace": workspace},
+            token,
+        )
+        assert status == 201, batch
+        batch_ids.append(batch["id"])
+        got = wait_for("the batch ended", lambda: finished(url, batch["id"], token), 90, stack)
+        for c in got["commands"]:
+            assert c["node"] == "n1" and c["status"] == "refused", c
+            assert "node n1" in c["reason"], c
+            _s, out = call(
+                url + f"/api/v1/batches/{batch['id']}/commands/{c['id']}/output", token=token
+            )
+            assert out["stdout"] == "", out
     finally:
         stack.down()
         for batch_id in batch_ids:  # ours only: labelled with this test's batches

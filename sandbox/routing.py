@@ -110,7 +110,11 @@ def new_instance_id(kind: str) -> str:
 
 
 def instance_alive(instance_id: str) -> bool:
-    """True when the instance is a `bashfleet run` process that still runs, or unknown."""
+    """True when the instance is a `bashfleet run`/`serve` process that still runs, or a
+    worker node's (``node.NAME.PID.START``): a node cleans up its own containers when it
+    starts (it may live in another PID namespace, so its process is not looked for here)."""
+    if instance_id.startswith("node."):
+        return True
     parts = instance_id.split("-")
     if (
         len(parts) != 3

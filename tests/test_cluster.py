@@ -19,7 +19,7 @@ import pytest
 
 from sandbox.cluster import wire
 from sandbox.cluster.signing import ForgedMessage, sign, verify
-from sandbox.executors.docker_profiles import LABEL_INSTANCE
+from sandbox.executors.docker_profiles import LABEL_BATCH, LABEL_INSTANCE
 from sandbox.executors.proctree import MARKER_VAR
 from sandbox.model import CommandClass, Job, Outcome, Status
 from sandbox.scheduler import MAX_LIMITS, default_limits
@@ -213,6 +213,14 @@ def test_two_nodes_a_lost_one_and_its_return(cluster: tuple[Portal, list[WorkerN
         token=token,
     )  # fmt: skip
     assert out["stdout"] == "kept\n"
+    # the node removes the finished batch's container now, not when it stops
+    keeper = next(n for n in nodes if n.name in home_b)
+    assert {c["executor"] for c in other["commands"]} == {"local", "docker"}
+    _wait(
+        lambda: not [c for c in _containers_of(keeper) if c.labels.get(LABEL_BATCH) == kept["id"]],
+        15,
+        "the finished batch's container removed",
+    )
     _s, body = p.request("GET", "/api/v1/nodes", token=token)
     assert {n["name"]: n["status"] for n in body["nodes"]}[victim.name] == "lost"
 

@@ -20,7 +20,7 @@ from sandbox.executors.local import LocalExecutor
 from sandbox.executors.rootfs import ImageTrees
 from sandbox.image import SANDBOX_UID
 from sandbox.model import CommandClass, Job, Limits, Outcome, Status
-from sandbox.routing import make_router
+from sandbox.routing import instance_alive, make_router, new_instance_id
 from sandbox.scheduler import BatchSpec, CommandSpec, Scheduler
 from tests.docker_fixtures import TEST_UID
 
@@ -261,3 +261,11 @@ def test_a_job_holds_no_capability_at_all(
     for cap in ("CapPrm", "CapEff", "CapBnd", "CapAmb"):
         assert int(fields[cap], 16) == 0, (cap, fields)
     assert fields["NoNewPrivs"] == "1"
+
+
+def test_a_portal_spares_a_worker_nodes_containers() -> None:
+    """Another process on the same engine never removes a node's containers (the node
+    cleans up its own when it starts; it may run in another PID namespace)."""
+    assert instance_alive("node.n1.999999.1")  # no such process here: still spared
+    assert instance_alive(new_instance_id("server"))
+    assert not instance_alive("server-999999-1")

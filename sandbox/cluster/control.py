@@ -70,6 +70,7 @@ class ControlPlane:
         self.db = NodeRepository(store.audit._sessions)  # the store's own sessions
         self.placement = self.db.placements()
         self._flights: dict[str, _Flight] = {}
+        self._batch_nodes: dict[str, set[str]] = {}  # batch -> nodes sent its jobs
         self._nodes: dict[str, _Node] = {}
         self._lost_jobs: dict[str, set[str]] = {}  # node -> jobs ended by its loss
         self.scheduler: Scheduler | None = None
@@ -221,6 +222,7 @@ class ControlPlane:
             if state is None or state.lost:
                 raise ExecutorError(f"node {node} is not live", executor=executor)
             self._flights[job.id] = _Flight(node, on_output, on_done)
+            self._batch_nodes.setdefault(job.batch_id, set()).add(node)
         try:
             self._publish(
                 node,
@@ -245,6 +247,15 @@ class ControlPlane:
         if flight is not None:
             with contextlib.suppress(Exception):
                 self._publish(flight.node, {"kind": "cancel", "node": flight.node, "id": job_id})
+
+    def close_batch(self, batch_id: str) -> None:
+        """The batch has ended: the nodes that ran its jobs remove its resources (the
+        Docker executor's batch container) now, not when they stop."""
+        with self._lock:
+            nodes = self._batch_nodes.pop(batch_id, set())
+        for node in sorted(nodes):
+            with contextlib.suppress(Exception):
+                self._publish(node, {"kind": "close_batch", "node": node, "batch": batch_id})
 
     def kill_everywhere(self, job_ids: set[str]) -> None:
         """Commands this control plane's predecessor left running: stop them on every node."""
@@ -472,6 +483,12 @@ class RemoteExecutor:
 
     def cancel(self, job_id: str) -> None:
         self.plane.cancel(job_id)
+
+    def open_batch(self, batch_id: str, workspace: str, classes: set[str], **_: Any) -> None:
+        """Nothing to prepare here: a node starts a batch's container with its first job."""
+
+    def close_batch(self, batch_id: str) -> None:
+        self.plane.close_batch(batch_id)
 
     def recover_orphans(self, **_: Any) -> list[str]:
         return []  # the control plane has no containers; each node cleans up its own

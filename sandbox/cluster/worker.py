@@ -36,7 +36,7 @@ import psutil
 from sandbox.cluster import wire
 from sandbox.cluster.signing import MAX_AGE_S, ForgedMessage, load_key, verify
 from sandbox.errors import BashfleetError, ExecutorError
-from sandbox.executors.base import Executor
+from sandbox.executors.base import BatchAware, Executor
 from sandbox.executors.local import LocalExecutor
 from sandbox.executors.proctree import kill_jobs
 from sandbox.executors.rootfs import ImageTrees, trees_dir
@@ -217,6 +217,12 @@ class NodeWorker:
             for job_id in ids:
                 self._cancel(job_id)
             kill_jobs(ids)
+        elif kind == "close_batch":  # the batch ended: its container goes now
+            batch = str(body.get("batch", ""))
+            if JOB_ID.fullmatch(batch):
+                for ex in (self.local, self.docker):
+                    if isinstance(ex, BatchAware):
+                        self._pool.submit(_close_batch, ex, batch)
         elif kind == "files":  # workspace files through the broker (node_files.py)
             from sandbox.cluster.node_files import serve_files
 
@@ -408,6 +414,13 @@ class NodeWorker:
 
 
 _REPLAYED = "replayed message (its nonce was used before)"
+
+
+def _close_batch(ex: BatchAware, batch_id: str) -> None:
+    try:
+        ex.close_batch(batch_id)
+    except ExecutorError as e:
+        log.warning("could not clean up batch %s: %s", batch_id, e)
 
 
 def _interrupted(why: str) -> str:

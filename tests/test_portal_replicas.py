@@ -1,0 +1,254 @@
+"""Several portal processes behind a load balancer: a control plane (`serve --broker`) and a
+web replica (`serve --broker --replica`) on one database and data folder, a real Redis and
+a real worker node. Live streams on the replica are exactly-once, metrics come once a
+second, cuts cross processes, and without a control plane state changes answer 503."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+import requests
+import socketio
+
+from sandbox.cluster.events import ADVERT
+from tests.cluster_fixtures import RedisServer, WorkerNode, cluster_env
+from tests.portal import ADMIN_PASSWORD, Portal, free_port
+
+SCRIPT = '{ for i in $(seq 1 60); do echo "line $i"; sleep 0.02; done; echo done >&2; }\n'
+WANT = "".join(f"line {i}\n" for i in range(1, 61))
+
+
+class Replica(Portal):
+    """A portal process with its own log file (the data folder is shared)."""
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            self.command(),
+            env=self.env,
+            stdout=subprocess.DEVNULL,
+            stderr=open(self.data / "replica.log", "ab"),  # noqa: SIM115 (the child keeps it)
+        )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and self.proc.poll() is None:
+            try:
+                with urllib.request.urlopen(self.url + "/healthz", timeout=1) as r:
+                    if r.status == 200:
+                        return
+            except OSError:
+                time.sleep(0.1)
+        raise AssertionError("the replica did not answer /healthz: " + self.log())
+
+    def log(self) -> str:
+        path = self.data / "replica.log"
+        return path.read_text(errors="replace")[-3000:] if path.exists() else ""
+
+
+class Watcher:
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.sio = socketio.Client(reconnection=False)
+        self.output: list[dict[str, Any]] = []
+        self.statuses: list[dict[str, Any]] = []
+        self.batches: list[dict[str, Any]] = []
+        self.metrics: list[float] = []
+        self.cut: list[dict[str, Any]] = []
+        self.disconnected = threading.Event()
+        self.sio.on("command_output", self.output.append)
+        self.sio.on("command_status", self.statuses.append)
+        self.sio.on("batch_status", self.batches.append)
+        self.sio.on("metrics", lambda _m: self.metrics.append(time.monotonic()))
+        self.sio.on("cut", self.cut.append)
+        self.sio.on("disconnect", lambda *a: self.disconnected.set())
+
+    def connect(self, *, token: str | None = None, cookie: str | None = None) -> None:
+        self.sio.connect(
+            self.url,
+            headers={"Cookie": cookie} if cookie else {},
+            auth={"token": token} if token else None,
+            transports=["websocket"],
+            wait_timeout=10,
+        )
+
+    def subscribe(self, batch_id: str) -> dict[str, Any]:
+        ack: dict[str, Any] = self.sio.call("subscribe", {"batch_id": batch_id}, timeout=10)
+        return ack
+
+    def text(self, command_id: str, stream: str = "stdout") -> str:
+        """Reassembled by offset; fails on any gap or repeat."""
+        parts = sorted(
+            (m for m in self.output if m["command_id"] == command_id and m["stream"] == stream),
+            key=lambda m: m["offset"],
+        )
+        at, out = 0, []
+        for m in parts:
+            assert m["offset"] == at, f"gap or repeat at byte {at}: got offset {m['offset']}"
+            out.append(m["data"])
+            at += m["nbytes"]
+        return "".join(out)
+
+    def close(self) -> None:
+        if self.sio.connected:
+            self.sio.disconnect()
+
+
+@pytest.fixture(scope="module")
+def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Portal, Replica]]:
+    """A control plane, a replica on its data folder and database, one worker node."""
+    root = tmp_path_factory.mktemp("replicas")
+    server = RedisServer(root / "redis")
+    server.start()
+    env = cluster_env(BASHFLEET_SUBMIT_RATE="1000", BASHFLEET_ADMIN_PASSWORD=ADMIN_PASSWORD)
+    node = WorkerNode("n1", root / "n1", server.url, env)
+    data = root / "data"
+    data.mkdir()
+    control = Portal(data=data, port=free_port(), env=env, extra=["--broker", server.url])
+    replica = Replica(
+        data=data, port=free_port(), env=env, extra=["--broker", server.url, "--replica"]
+    )
+    try:
+        node.start()
+        control.start()
+        replica.start()
+        yield control, replica
+    finally:
+        replica.stop()
+        control.stop()
+        node.stop()
+        server.stop()
+
+
+def _wait(check: Any, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def test_a_batch_submitted_through_the_replica_streams_exactly_once(
+    pair: tuple[Portal, Replica],
+) -> None:
+    control, replica = pair
+    token = control.token("ops", "operator")
+    early, late = Watcher(replica.url), Watcher(replica.url)
+    try:
+        early.connect(token=token)
+        status, batch = replica.request("POST", "/api/v1/batches", {"script": SCRIPT}, token=token)
+        assert status == 201, (batch, replica.log(), control.log())  # forwarded, answered as is
+        assert early.subscribe(batch["id"])["ok"]
+        _wait(lambda: early.batches, 60, "batch_status on the replica: " + control.log())
+        assert early.batches[0]["status"] == "succeeded", early.batches
+        (command,) = batch["commands"]
+        assert early.text(command["id"]) == WANT
+        assert early.text(command["id"], "stderr") == "done\n"
+        finals = [s for s in early.statuses if s["final"]]
+        assert [s["status"] for s in finals] == ["succeeded"], early.statuses
+        assert len(early.batches) == 1
+
+        # a late subscriber on the replica gets the backlog, once
+        late.connect(token=token)
+        ack = late.subscribe(batch["id"])
+        assert ack["ok"] and ack["status"] == "succeeded", ack
+        _wait(lambda: late.text(command["id"]) == WANT, 10, "the backlog")
+        time.sleep(0.3)
+        assert late.text(command["id"]) == WANT and late.text(command["id"], "stderr") == "done\n"
+        # the replica's reads come from the shared database and output files
+        status, out = replica.request(
+            "GET", f"/api/v1/batches/{batch['id']}/commands/{command['id']}/output", token=token
+        )
+        assert status == 200 and out["stdout"] == WANT, out
+    finally:
+        early.close()
+        late.close()
+
+
+def test_metrics_arrive_once_a_second_on_both_processes(pair: tuple[Portal, Replica]) -> None:
+    control, replica = pair
+    token = control.token("ops", "operator")
+    on_replica, on_control = Watcher(replica.url), Watcher(control.url)
+    try:
+        on_replica.connect(token=token)
+        on_control.connect(token=token)
+        time.sleep(4.2)
+        for w in (on_replica, on_control):
+            # once a second (not twice: only the control plane sends them)
+            assert 3 <= len(w.metrics) <= 5, len(w.metrics)
+        status, summary = replica.request("GET", "/api/v1/metrics", token=token)
+        assert status == 200 and "live" in summary  # a read that needs the engine: forwarded
+    finally:
+        on_replica.close()
+        on_control.close()
+
+
+def _login(portal: Portal, name: str, password: str) -> requests.Session:
+    tab = requests.Session()
+    answer = tab.post(portal.url + "/api/v1/session", json={"name": name, "password": password})
+    assert answer.status_code == 200, answer.text
+    tab.headers["X-CSRF-Token"] = answer.json()["csrf_token"]
+    return tab
+
+
+def test_a_password_change_on_one_process_cuts_sockets_on_the_other(
+    pair: tuple[Portal, Replica],
+) -> None:
+    control, replica = pair
+    added = control.cli(
+        "user", "add", "pat", "--role", "operator", "--password-stdin", input="first-pass-1\n"
+    )
+    assert added.returncode == 0, added.stderr
+    on_replica = _login(replica, "pat", "first-pass-1")  # login forwarded: its cookie works
+    cookie = "; ".join(f"{k}={v}" for k, v in on_replica.cookies.items())
+    watcher = Watcher(replica.url)
+    try:
+        watcher.connect(cookie=cookie)
+        assert watcher.sio.connected
+        here = _login(control, "pat", "first-pass-1")
+        changed = here.post(
+            control.url + "/api/v1/session/password",
+            json={"old_password": "first-pass-1", "new_password": "second-pass-2"},
+        )
+        assert changed.status_code == 200, changed.text
+        assert watcher.disconnected.wait(3), "the replica's socket was not cut"
+        assert watcher.cut and "password" in watcher.cut[0]["reason"], watcher.cut
+        assert on_replica.get(replica.url + "/api/v1/session").status_code == 401
+    finally:
+        watcher.close()
+
+
+def test_without_a_control_plane_changes_answer_503_and_reads_go_on(
+    pair: tuple[Portal, Replica],
+) -> None:
+    control, replica = pair
+    token = control.token("ops", "operator")
+    # a non-API post is never forwarded (no open proxy)
+    assert requests.post(replica.url + "/login", timeout=10).status_code == 405
+    control.stop()
+    status, body = replica.request("POST", "/api/v1/batches", {"script": "ls"}, token=token)
+    assert status == 503, body
+    assert body["error"] == "unavailable" and "control plane" in body["message"], body
+    status, listed = replica.request("GET", "/api/v1/batches", token=token)
+    assert status == 200 and listed["items"], listed
+    page = requests.get(replica.url + "/login", timeout=10)
+    assert page.status_code == 200 and "text/html" in page.headers["Content-Type"]
+    # an advertisement not signed with the cluster key is ignored: still 503, not forwarded
+    broker = redis.Redis.from_url(replica.extra[1])
+    forged = {"url": f"http://127.0.0.1:{free_port()}", "ts": time.time(), "nonce": "n", "sig": "0"}
+    broker.set(ADVERT, json.dumps(forged), ex=30)
+    time.sleep(1.1)
+    status, body = replica.request("POST", "/api/v1/batches", {"script": "ls"}, token=token)
+    assert status == 503 and "no control plane" in body["message"], body
+
+
+def test_a_replica_needs_a_broker(tmp_path: Path) -> None:
+    p = Portal(data=tmp_path, port=free_port(), env=cluster_env(), extra=["--replica"])
+    done = p.cli("serve", "--replica")
+    assert done.returncode != 0 and "--broker" in done.stderr, done.stderr

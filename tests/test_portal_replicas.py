@@ -19,8 +19,8 @@ import redis
 import requests
 import socketio
 
-from sandbox.cluster.events import ADVERT
-from tests.cluster_fixtures import RedisServer, WorkerNode, cluster_env
+from sandbox.cluster.events import ADVERT, SignedJson
+from tests.cluster_fixtures import CLUSTER_KEY, RedisServer, WorkerNode, cluster_env
 from tests.portal import ADMIN_PASSWORD, Portal, free_port
 
 SCRIPT = '{ for i in $(seq 1 60); do echo "line $i"; sleep 0.02; done; echo done >&2; }\n'
@@ -187,6 +187,66 @@ def test_metrics_arrive_once_a_second_on_both_processes(pair: tuple[Portal, Repl
     finally:
         on_replica.close()
         on_control.close()
+
+
+def test_only_signed_broadcasts_reach_the_browsers(pair: tuple[Portal, Replica]) -> None:
+    """Socket.IO's Redis queue carries messages signed with the cluster key: one pushed
+    into Redis by a client with Redis access alone reaches no browser."""
+    control, replica = pair
+    token = control.token("ops", "operator")
+    watcher = Watcher(replica.url)
+    broker = redis.Redis.from_url(replica.extra[1])
+
+    def emit(reason: str) -> dict[str, Any]:
+        return {
+            "method": "emit",
+            "event": "cut",
+            "data": [{"reason": reason}],
+            "namespace": "/",
+            "room": None,
+            "skip_sid": None,
+            "callback": None,
+            "host_id": "intruder",
+        }
+
+    try:
+        watcher.connect(token=token)
+        broker.publish("bashfleet-socketio", json.dumps(emit("plain")))
+        bad = json.loads(SignedJson(b"x" * 32).dumps(emit("wrong key")))
+        broker.publish("bashfleet-socketio", json.dumps(bad))
+        broker.publish("bashfleet-socketio", SignedJson(CLUSTER_KEY.encode()).dumps(emit("good")))
+        _wait(lambda: watcher.cut, 5, "the signed broadcast")
+        time.sleep(0.3)
+        assert [c["reason"] for c in watcher.cut] == ["good"], watcher.cut
+    finally:
+        watcher.close()
+
+
+def test_the_replica_reads_as_the_control_plane_does(pair: tuple[Portal, Replica]) -> None:
+    control, replica = pair
+    admin = control.token("boss", "admin")
+    for path in (
+        "/api/v1/batches?limit=5",
+        "/api/v1/workspaces",
+        "/api/v1/schedules",
+        "/api/v1/templates",
+        "/api/v1/webhooks",
+        "/api/v1/approvals",
+        "/api/v1/users",
+        "/api/v1/teams",
+        "/api/v1/images",
+        "/api/v1/session/notify",
+        "/api/v1/nodes",  # needs the engine: forwarded
+    ):
+        here, there = (
+            control.request("GET", path, token=admin),
+            replica.request("GET", path, token=admin),
+        )
+        assert here[0] == 200 and there == here, (path, here, there)
+    tab = _login(replica, "admin", ADMIN_PASSWORD)
+    for page in ("/", "/history", "/schedules", "/workspaces", "/admin"):
+        answer = tab.get(replica.url + page, allow_redirects=False)
+        assert answer.status_code == 200 and "text/html" in answer.headers["Content-Type"], page
 
 
 def _login(portal: Portal, name: str, password: str) -> requests.Session:

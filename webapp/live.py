@@ -703,18 +703,37 @@ class _CompactJson:
         return json.loads(text, **kwargs)
 
 
+def _signed_queue(broker: str) -> Any:
+    """Socket.IO's Redis message queue, its messages signed with the cluster key (see
+    SignedJson; python-socketio would otherwise put the server's JSON module back)."""
+    import socketio as python_socketio
+
+    from sandbox.cluster.events import SignedJson
+    from sandbox.cluster.signing import load_key
+
+    signed = SignedJson(load_key())
+
+    class SignedRedisManager(python_socketio.RedisManager):  # type: ignore[misc]
+        def set_server(self, server: Any) -> None:
+            super().set_server(server)
+            self.json = signed
+
+    return SignedRedisManager(broker, channel="bashfleet-socketio", json=signed)
+
+
 def init_live(app: Flask, service: Service) -> SocketIO:
     """Attach Socket.IO to ``app`` (threading mode, simple-websocket, same origin only)."""
     from webapp.auth import auth_failed, session_user
 
     broker = app.config.get("BROKER") or None
     role = "replica" if app.config.get("REPLICA") else "control" if broker else "embedded"
+    queue: dict[str, Any] = {}
+    if broker:  # scale-out: broadcasts (metrics, scaling) reach every portal process's sockets
+        queue["client_manager"] = _signed_queue(broker)
     socketio = SocketIO(
         app,
         async_mode="threading",
-        # scale-out: broadcasts (metrics, scaling) reach the sockets of every portal process
-        message_queue=broker,
-        channel="bashfleet-socketio",
+        **queue,
         json=_CompactJson,
         cors_allowed_origins=app.config.get("SOCKET_ORIGINS"),  # None: same origin only
         manage_session=False,  # read the cookie session; logout lives in the database

@@ -139,20 +139,21 @@ def test_a_batch_submitted_through_the_replica_streams_exactly_once(
 ) -> None:
     control, replica = pair
     token = control.token("ops", "operator")
-    early, late = Watcher(replica.url), Watcher(replica.url)
+    early, late, there = Watcher(replica.url), Watcher(replica.url), Watcher(control.url)
     try:
         early.connect(token=token)
+        there.connect(token=token)  # the same batch followed on the control plane too
         status, batch = replica.request("POST", "/api/v1/batches", {"script": SCRIPT}, token=token)
         assert status == 201, (batch, replica.log(), control.log())  # forwarded, answered as is
-        assert early.subscribe(batch["id"])["ok"]
-        _wait(lambda: early.batches, 60, "batch_status on the replica: " + control.log())
-        assert early.batches[0]["status"] == "succeeded", early.batches
+        assert early.subscribe(batch["id"])["ok"] and there.subscribe(batch["id"])["ok"]
         (command,) = batch["commands"]
-        assert early.text(command["id"]) == WANT
-        assert early.text(command["id"], "stderr") == "done\n"
-        finals = [s for s in early.statuses if s["final"]]
-        assert [s["status"] for s in finals] == ["succeeded"], early.statuses
-        assert len(early.batches) == 1
+        for w in (early, there):  # each process serves its own sockets, each byte once
+            _wait(lambda w=w: w.batches, 60, "batch_status: " + control.log())
+            assert [b["status"] for b in w.batches] == ["succeeded"], w.batches
+            assert w.text(command["id"]) == WANT
+            assert w.text(command["id"], "stderr") == "done\n"
+            finals = [s for s in w.statuses if s["final"]]
+            assert [s["status"] for s in finals] == ["succeeded"], w.statuses
 
         # a late subscriber on the replica gets the backlog, once
         late.connect(token=token)
@@ -167,8 +168,8 @@ def test_a_batch_submitted_through_the_replica_streams_exactly_once(
         )
         assert status == 200 and out["stdout"] == WANT, out
     finally:
-        early.close()
-        late.close()
+        for w in (early, late, there):
+            w.close()
 
 
 def test_metrics_arrive_once_a_second_on_both_processes(pair: tuple[Portal, Replica]) -> None:
@@ -176,12 +177,14 @@ def test_metrics_arrive_once_a_second_on_both_processes(pair: tuple[Portal, Repl
     token = control.token("ops", "operator")
     on_replica, on_control = Watcher(replica.url), Watcher(control.url)
     try:
-        on_replica.connect(token=token)
-        on_control.connect(token=token)
+        on_replica.connect(token=token)  # alone: the control plane has no socket of its own
         time.sleep(4.2)
-        for w in (on_replica, on_control):
-            # once a second (not twice: only the control plane sends them)
-            assert 3 <= len(w.metrics) <= 5, len(w.metrics)
+        # once a second (not twice: only the control plane sends them, to every process)
+        assert 3 <= len(on_replica.metrics) <= 5, len(on_replica.metrics)
+        on_control.connect(token=token)
+        time.sleep(2.2)
+        assert 1 <= len(on_control.metrics) <= 3, len(on_control.metrics)
+        assert 5 <= len(on_replica.metrics) <= 8, len(on_replica.metrics)
         status, summary = replica.request("GET", "/api/v1/metrics", token=token)
         assert status == 200 and "live" in summary  # a read that needs the engine: forwarded
     finally:
@@ -267,6 +270,9 @@ def test_a_password_change_on_one_process_cuts_sockets_on_the_other(
     assert added.returncode == 0, added.stderr
     on_replica = _login(replica, "pat", "first-pass-1")  # login forwarded: its cookie works
     cookie = "; ".join(f"{k}={v}" for k, v in on_replica.cookies.items())
+    # a browser's change through the replica: its cookie and CSRF token go through unchanged
+    made = on_replica.post(replica.url + "/api/v1/batches", json={"script": "true"})
+    assert made.status_code == 201 and made.json()["user"] == "pat", made.text
     watcher = Watcher(replica.url)
     try:
         watcher.connect(cookie=cookie)

@@ -19,7 +19,19 @@ import redis
 import requests
 import socketio
 
-from sandbox.cluster.events import ADVERT, SignedJson
+from sandbox.cluster.events import (
+    ADVERT,
+    STREAM,
+    Advertiser,
+    EventRelay,
+    RelayReader,
+    SignedJson,
+    SocketsCut,
+    control_url,
+    encode,
+)
+from sandbox.events import BatchFinished, CommandStatusChanged, Event, OutputReceived
+from sandbox.model import Status
 from tests.cluster_fixtures import CLUSTER_KEY, RedisServer, WorkerNode, cluster_env
 from tests.portal import ADMIN_PASSWORD, Portal, free_port
 
@@ -318,3 +330,60 @@ def test_a_replica_needs_a_broker(tmp_path: Path) -> None:
     p = Portal(data=tmp_path, port=free_port(), env=cluster_env(), extra=["--replica"])
     done = p.cli("serve", "--replica")
     assert done.returncode != 0 and "--broker" in done.stderr, done.stderr
+
+
+def test_relayed_events_arrive_in_order_and_forged_ones_are_dropped(tmp_path: Path) -> None:
+    server = RedisServer(tmp_path / "redis")
+    server.start()
+    key = CLUSTER_KEY.encode()
+    reader, relay = RelayReader(server.url, key), EventRelay(server.url, key)
+    advertiser = None
+    try:
+        got: list[Event] = []
+        reader.subscribe(got.append)
+        reader.start()
+        assert reader.ready.wait(5)
+        sent: list[Event] = [
+            OutputReceived(
+                batch_id="b",
+                command_id="c",
+                index=0,
+                stream="stdout",
+                data=bytes([i, 255]),
+                offset=2 * i,
+            )
+            for i in range(100)
+        ]
+        sent += [
+            CommandStatusChanged(
+                batch_id="b",
+                command_id="c",
+                index=0,
+                status=Status.SUCCEEDED,
+                previous=Status.RUNNING,
+                exit_code=0,
+            ),
+            BatchFinished(batch_id="b", status=Status.SUCCEEDED, counts={"x": 1}, makespan_s=1.0),
+            SocketsCut(kind="password", user_id=3, keep="k", nonce="n", epoch="e"),
+        ]
+        for i, event in enumerate(sent):
+            relay(event)
+            if i == 50:  # pushed into Redis by someone without the key: dropped
+                raw = encode(sent[0])
+                relay.drain()
+                redis.Redis.from_url(server.url).xadd(STREAM, {"e": raw, "s": "0" * 64})
+        _wait(lambda: len(got) >= len(sent), 10, "the relayed events")
+        time.sleep(0.2)
+        assert got == sent and reader.forged == 1
+        # the advertisement: signed, and gone when its control plane stops
+        client = redis.Redis.from_url(server.url)
+        assert control_url(client, key) is None
+        advertiser = Advertiser(server.url, key, "http://cp:8080")
+        _wait(lambda: control_url(client, key) == "http://cp:8080", 5, "the advertisement")
+        assert control_url(client, b"another key of 32 characters....") is None
+        advertiser.close()
+        assert control_url(client, key) is None
+    finally:
+        reader.close()
+        relay.close()
+        server.stop()

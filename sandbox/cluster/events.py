@@ -133,13 +133,17 @@ class EventRelay:
         """Send what is pending, in order; returns how many went."""
         sent = 0
         while self._pending:
-            batch = list(self._pending)[:500]
+            batch: list[bytes] = []
+            while self._pending and len(batch) < 500:
+                batch.append(self._pending.popleft())
             pipe = self._redis.pipeline(transaction=False)
             for raw in batch:
                 pipe.xadd(STREAM, {"e": raw, "s": _mac(self._key, raw)}, maxlen=MAXLEN)
-            pipe.execute()
-            for _ in batch:
-                self._pending.popleft()
+            try:
+                pipe.execute()
+            except redis.RedisError:
+                self._pending.extendleft(reversed(batch))  # in order, for the next try
+                raise
             sent += len(batch)
         return sent
 
@@ -162,7 +166,8 @@ class RelayReader:
         self._subscribers: tuple[Callable[[Event], None], ...] = ()
         self._lock = threading.Lock()
         self._stop = threading.Event()
-        self.forged = 0
+        self.forged = 0  # entries dropped for a bad signature
+        self.ready = threading.Event()  # set once it knows where "from now on" starts
         self._thread = threading.Thread(target=self._loop, name="bashfleet-relayed", daemon=True)
 
     def subscribe(self, fn: Callable[[Event], None]) -> Callable[[], None]:
@@ -184,6 +189,7 @@ class RelayReader:
 
     def _loop(self) -> None:
         last = self._tip()
+        self.ready.set()
         while not self._stop.is_set():
             try:
                 answer = self._redis.xread({STREAM: last}, count=500, block=1000)

@@ -718,7 +718,12 @@ def _signed_queue(broker: str) -> Any:
             super().set_server(server)
             self.json = signed
 
-    return SignedRedisManager(broker, channel="bashfleet-socketio", json=signed)
+    return SignedRedisManager(
+        broker,
+        channel="bashfleet-socketio",
+        json=signed,
+        redis_options={"socket_connect_timeout": 5},  # an unreachable Redis stalls no emit long
+    )
 
 
 def init_live(app: Flask, service: Service) -> SocketIO:

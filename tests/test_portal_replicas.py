@@ -264,6 +264,23 @@ def test_the_replica_reads_as_the_control_plane_does(pair: tuple[Portal, Replica
         assert answer.status_code == 200 and "text/html" in answer.headers["Content-Type"], page
 
 
+def test_an_upload_and_a_download_stream_through_the_replica(
+    pair: tuple[Portal, Replica],
+) -> None:
+    """Bodies larger than the portal's 2 MB request cap go through as streams, both ways."""
+    control, replica = pair
+    auth = {"Authorization": f"Bearer {control.token('ops', 'operator')}"}
+    blob = bytes(range(256)) * (12 << 10)  # 3 MiB
+    made = requests.put(replica.url + "/api/v1/workspaces/up-ws", json={}, headers=auth)
+    assert made.status_code in (200, 201), made.text
+    url = replica.url + "/api/v1/workspaces/up-ws/files"
+    sent = requests.put(url + "?name=big.bin", data=blob, headers=auth, timeout=30)
+    assert sent.status_code == 201, sent.text
+    got = requests.get(url + "?path=big.bin", headers=auth, timeout=30, stream=True)
+    assert got.status_code == 200 and got.headers["Content-Length"] == str(len(blob))
+    assert got.raw.read() == blob
+
+
 def _login(portal: Portal, name: str, password: str) -> requests.Session:
     tab = requests.Session()
     answer = tab.post(portal.url + "/api/v1/session", json={"name": name, "password": password})

@@ -39,17 +39,20 @@ SCRIPT = '{ for i in $(seq 1 60); do echo "line $i"; sleep 0.02; done; echo done
 WANT = "".join(f"line {i}\n" for i in range(1, 61))
 
 
-class Replica(Portal):
-    """A portal process with its own log file (the data folder is shared)."""
+class Patient(Portal):
+    """A portal process that may take up to 90 s to start (the shared machine is busy),
+    logging to its own file in the shared data folder."""
+
+    log_name = "serve.log"
 
     def start(self) -> None:
         self.proc = subprocess.Popen(
             self.command(),
             env=self.env,
             stdout=subprocess.DEVNULL,
-            stderr=open(self.data / "replica.log", "ab"),  # noqa: SIM115 (the child keeps it)
+            stderr=open(self.data / self.log_name, "ab"),  # noqa: SIM115 (the child keeps it)
         )
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 90
         while time.monotonic() < deadline and self.proc.poll() is None:
             try:
                 with urllib.request.urlopen(self.url + "/healthz", timeout=1) as r:
@@ -57,11 +60,15 @@ class Replica(Portal):
                         return
             except OSError:
                 time.sleep(0.1)
-        raise AssertionError("the replica did not answer /healthz: " + self.log())
+        raise AssertionError(f"{self.log_name}: no answer on /healthz: " + self.log())
 
     def log(self) -> str:
-        path = self.data / "replica.log"
+        path = self.data / self.log_name
         return path.read_text(errors="replace")[-3000:] if path.exists() else ""
+
+
+class Replica(Patient):
+    log_name = "replica.log"
 
 
 class Watcher:
@@ -122,7 +129,7 @@ def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Portal, Rep
     node = WorkerNode("n1", root / "n1", server.url, env)
     data = root / "data"
     data.mkdir()
-    control = Portal(data=data, port=free_port(), env=env, extra=["--broker", server.url])
+    control = Patient(data=data, port=free_port(), env=env, extra=["--broker", server.url])
     replica = Replica(
         data=data, port=free_port(), env=env, extra=["--broker", server.url, "--replica"]
     )
@@ -317,6 +324,14 @@ def test_a_password_change_on_one_process_cuts_sockets_on_the_other(
         assert on_replica.get(replica.url + "/api/v1/session").status_code == 401
     finally:
         watcher.close()
+
+
+def test_a_second_control_plane_is_refused(pair: tuple[Portal, Replica]) -> None:
+    control, _replica = pair
+    broker = control.extra[1]
+    done = control.cli("serve", "--broker", broker, "--port", str(free_port()))
+    assert done.returncode != 0, done.stderr
+    assert f"another control plane is advertised at {control.url}" in done.stderr, done.stderr
 
 
 def test_without_a_control_plane_changes_answer_503_and_reads_go_on(

@@ -75,6 +75,9 @@ class ServeCommand:
 
             load_key()
             node_timeout_s()
+        advertise = _advertised(args, broker, replica)
+        if advertise is not None:
+            _one_control_plane(broker, advertise)
         password = None
         if not replica:  # the control plane's first run makes the admin, not a replica's
             store = open_store(data, args.database_url)
@@ -94,7 +97,7 @@ class ServeCommand:
             "ISOLATION": args.isolation or os.environ.get("BASHFLEET_ISOLATION") or "auto",
             "BROKER": broker,
             "REPLICA": replica,
-            "ADVERTISE_URL": _advertised(args, broker, replica),
+            "ADVERTISE_URL": advertise,
         }
         print(f"bashfleet: serving on http://{args.host}:{args.port}/", file=sys.stderr)
         hide_secrets()
@@ -125,6 +128,28 @@ def _advertised(args: argparse.Namespace, broker: str | None, replica: bool) -> 
     if not url.startswith(("http://", "https://")) or len(url) > 500:
         raise SystemExit(f"--advertise must be an http:// or https:// URL, not {url!r}")
     return url.rstrip("/")
+
+
+def _one_control_plane(broker: Any, url: str) -> None:
+    """Two control planes on one database would both schedule and recover: refuse to
+    start while another one is advertised (its advertisement ends 10 s after it stops;
+    the same URL is this one restarting). A broker that does not answer is no refusal."""
+    import redis
+
+    from sandbox.cluster.events import ADVERT_TTL_S, control_url
+    from sandbox.cluster.signing import load_key
+
+    try:
+        client = redis.Redis.from_url(broker, socket_timeout=2, socket_connect_timeout=2)
+        other = control_url(client, load_key())
+    except redis.RedisError:
+        return
+    if other is not None and other != url:
+        raise SystemExit(
+            f"another control plane is advertised at {other}: start this portal with "
+            f"--replica, or stop that one first (its advertisement ends {ADVERT_TTL_S:.0f} s "
+            "after it stops)"
+        )
 
 
 def _whole(raw: str) -> int:

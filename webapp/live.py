@@ -25,6 +25,12 @@ subscribe replays at most ``BACKLOG_TOTAL`` bytes; a socket whose unsent message
 ``queued_bytes`` (a reader that does not read) is cut with a ``cut`` event saying why.
 Credentials are checked on every subscribe, every ``RECHECK_S``, and at once when an
 admin disables a user or a token is revoked.
+
+Several portal processes (webapp/replica.py): every process's hub serves only its own
+sockets (``_emit`` never goes through the message queue); a replica's hub is fed the
+control plane's relayed events (sandbox/cluster/events.py) instead of a local bus, and
+does what the control plane relays of its cuts. Socket.IO's Redis queue carries only
+what goes to everyone: ``metrics`` (from the control plane alone) and ``scaling``.
 """
 
 from __future__ import annotations

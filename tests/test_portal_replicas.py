@@ -33,7 +33,9 @@ from sandbox.cluster.events import (
 from sandbox.events import BatchFinished, CommandStatusChanged, Event, OutputReceived
 from sandbox.model import Status
 from tests.cluster_fixtures import CLUSTER_KEY, RedisServer, WorkerNode, cluster_env
+from tests.mcp_helpers import ok, run_async
 from tests.portal import ADMIN_PASSWORD, Portal, free_port
+from tests.test_mcp_http import http_session
 
 SCRIPT = '{ for i in $(seq 1 60); do echo "line $i"; sleep 0.02; done; echo done >&2; }\n'
 WANT = "".join(f"line {i}\n" for i in range(1, 61))
@@ -324,6 +326,27 @@ def test_a_password_change_on_one_process_cuts_sockets_on_the_other(
         assert on_replica.get(replica.url + "/api/v1/session").status_code == 401
     finally:
         watcher.close()
+
+
+def test_mcp_runs_through_the_replica(pair: tuple[Portal, Replica]) -> None:
+    """/mcp is forwarded whole: the session, the tool call and its streamed progress."""
+    control, replica = pair
+    token = control.token("ops", "operator")
+    progress: list[float] = []
+
+    async def on_progress(done: float, _total: float | None, _message: str | None) -> None:
+        progress.append(done)
+
+    async def main() -> dict[str, Any]:
+        async with http_session(replica, token) as s:
+            script = "echo via-mcp\nsleep 1 && echo later\n"
+            return ok(
+                await s.call_tool("run_batch", {"script": script}, progress_callback=on_progress)
+            )
+
+    run = run_async(main)
+    assert [c["stdout"] for c in run["commands"]] == ["via-mcp\n", "later\n"], run
+    assert progress, "no progress came back through the replica"
 
 
 def test_a_second_control_plane_is_refused(pair: tuple[Portal, Replica]) -> None:

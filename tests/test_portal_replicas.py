@@ -311,6 +311,9 @@ def test_a_password_change_on_one_process_cuts_sockets_on_the_other(
     # a browser's change through the replica: its cookie and CSRF token go through unchanged
     made = on_replica.post(replica.url + "/api/v1/batches", json={"script": "true"})
     assert made.status_code == 201 and made.json()["user"] == "pat", made.text
+    # the replica keeps no caller's cookie: a forwarded call without credentials has none
+    bare = requests.get(replica.url + "/api/v1/metrics", timeout=10)
+    assert bare.status_code == 401, bare.text
     watcher = Watcher(replica.url)
     try:
         watcher.connect(cookie=cookie)

@@ -21,6 +21,7 @@ It starts no scheduler, executors, schedules, autoscaler, retention or judging p
 
 from __future__ import annotations
 
+import http.cookiejar
 import json
 import logging
 import threading
@@ -131,6 +132,10 @@ class Forwarder:
         self._redis = redis.Redis.from_url(broker, socket_timeout=2, socket_connect_timeout=2)
         self._key = key
         self._http = requests.Session()
+        # never keep a caller's cookie: it would go with the next caller's request
+        self._http.cookies.set_policy(_NoCookies())
+        self._http.trust_env = False  # no proxy settings, no ~/.netrc credentials of its own
+        self._http.headers.clear()  # no default headers: the caller's go as they came
         adapter = requests.adapters.HTTPAdapter(pool_maxsize=64, max_retries=0)
         self._http.mount("http://", adapter)
         self._http.mount("https://", adapter)
@@ -206,6 +211,14 @@ class Forwarder:
             headers.append(("Content-Length", length))
         start_response(f"{answer.status_code} {answer.reason}", headers)
         return _Streamed(answer)
+
+
+class _NoCookies(http.cookiejar.DefaultCookiePolicy):
+    def set_ok(self, cookie: Any, request: Any) -> bool:
+        return False
+
+    def return_ok(self, cookie: Any, request: Any) -> bool:
+        return False
 
 
 class _Streamed:

@@ -30,12 +30,14 @@ from sandbox.cluster.events import (
     control_url,
     encode,
 )
+from sandbox.cluster.signing import sign
 from sandbox.events import BatchFinished, CommandStatusChanged, Event, OutputReceived
 from sandbox.model import Status
 from tests.cluster_fixtures import CLUSTER_KEY, RedisServer, WorkerNode, cluster_env
 from tests.mcp_helpers import ok, run_async
 from tests.portal import ADMIN_PASSWORD, Portal, free_port
 from tests.test_mcp_http import http_session
+from webapp.cli import _one_control_plane
 
 SCRIPT = '{ for i in $(seq 1 60); do echo "line $i"; sleep 0.02; done; echo done >&2; }\n'
 WANT = "".join(f"line {i}\n" for i in range(1, 61))
@@ -439,8 +441,15 @@ def test_relayed_events_arrive_in_order_and_forged_ones_are_dropped(tmp_path: Pa
         advertiser = Advertiser(server.url, key, "http://cp:8080")
         _wait(lambda: control_url(client, key) == "http://cp:8080", 5, "the advertisement")
         assert control_url(client, b"another key of 32 characters....") is None
+        with pytest.raises(SystemExit, match="another control plane is advertised at http://cp"):
+            _one_control_plane(server.url, "http://me:8080", key)  # cp refreshes: it is alive
         advertiser.close()
         assert control_url(client, key) is None
+        # one that died leaves its advertisement until it ends: wait for that, then start
+        client.set(ADVERT, json.dumps(sign(key, {"url": "http://dead:8080"})), ex=2)
+        started = time.monotonic()
+        _one_control_plane(server.url, "http://me:8080", key)
+        assert 1.0 < time.monotonic() - started < 4
     finally:
         reader.close()
         relay.close()

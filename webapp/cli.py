@@ -77,7 +77,9 @@ class ServeCommand:
             node_timeout_s()
         advertise = _advertised(args, broker, replica)
         if advertise is not None:
-            _one_control_plane(broker, advertise)
+            from sandbox.cluster.signing import load_key
+
+            _one_control_plane(broker, advertise, load_key())
         password = None
         if not replica:  # the control plane's first run makes the admin, not a replica's
             store = open_store(data, args.database_url)
@@ -130,25 +132,33 @@ def _advertised(args: argparse.Namespace, broker: str | None, replica: bool) -> 
     return url.rstrip("/")
 
 
-def _one_control_plane(broker: Any, url: str) -> None:
+def _one_control_plane(broker: Any, url: str, key: bytes) -> None:
     """Two control planes on one database would both schedule and recover: refuse to
-    start while another one is advertised (its advertisement ends 10 s after it stops;
-    the same URL is this one restarting). A broker that does not answer is no refusal."""
+    start while another one is alive, i.e. advertised under another URL and seen to
+    refresh its advertisement (every 2 s). One that died leaves an advertisement that
+    ends within 10 s: wait for that, then start. A broker that does not answer is no
+    refusal (submissions answer 503 until it is back)."""
+    import time
+
     import redis
 
-    from sandbox.cluster.events import ADVERT_TTL_S, control_url
-    from sandbox.cluster.signing import load_key
+    from sandbox.cluster.events import ADVERT, ADVERT_TTL_S, control_url
 
     try:
         client = redis.Redis.from_url(broker, socket_timeout=2, socket_connect_timeout=2)
-        other = control_url(client, load_key())
+        other, first = control_url(client, key), client.get(ADVERT)
+        deadline = time.monotonic() + ADVERT_TTL_S + 1
+        while other is not None and other != url and time.monotonic() < deadline:
+            time.sleep(0.2)
+            if client.get(ADVERT) != first:  # gone, or refreshed by a live control plane
+                other = control_url(client, key)
+                break
     except redis.RedisError:
         return
     if other is not None and other != url:
         raise SystemExit(
             f"another control plane is advertised at {other}: start this portal with "
-            f"--replica, or stop that one first (its advertisement ends {ADVERT_TTL_S:.0f} s "
-            "after it stops)"
+            "--replica, or stop that one first"
         )
 
 

@@ -10,7 +10,9 @@ cap), ``UPLOAD_MAX_BYTES``, ``UPLOAD_EXTRACTED_BYTES``, ``UPLOAD_ENTRIES``,
 ``DOWNLOAD_MAX_BYTES``, ``ARTIFACT_MAX_BYTES``, ``RETENTION_DAYS`` (0: keep for ever),
 ``WORKSPACE_BUDGET_BYTES`` (0: no budget), ``RETENTION_EVERY_S``,
 ``SESSION_COOKIE_SECURE``, ``PROXY_HOPS`` (trusted proxies in front), ``SERVICE``
-(an already opened Service, for tests).
+(an already opened Service, for tests). Scale-out: ``BROKER`` (redis://...), ``REPLICA``
+(true: a web replica, webapp/replica.py), ``ADVERTISE_URL`` (the control plane's URL that
+replicas forward state changes to).
 """
 
 from __future__ import annotations
@@ -76,41 +78,50 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         RETENTION_EVERY_S=_int_env("BASHFLEET_RETENTION_EVERY_S", 3600),
     )
     app.config.update(config or {})
+    replica = bool(app.config.get("REPLICA"))
+    if replica and not app.config.get("BROKER"):
+        raise SystemExit("a replica (--replica) needs the control plane's --broker")
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.json.ensure_ascii = False  # type: ignore[attr-defined]  # UTF-8, not 6-byte escapes
     if not app.config.get("SECRET_KEY"):
         app.config["SECRET_KEY"] = os.environ.get("BASHFLEET_SECRET_KEY") or _secret_key(
             Path(app.config["DATA_DIR"])
         )
-    service = app.config.get("SERVICE")
+    service: Any = app.config.get("SERVICE")  # a Service, or a replica's ReplicaService
     if service is None:
-        service = Service.open(
-            ServiceConfig(
-                data_dir=Path(app.config["DATA_DIR"]),
-                database_url=app.config["DATABASE_URL"],
-                isolation=app.config["ISOLATION"],
-                jobs=app.config["JOBS"],
-                max_script_bytes=app.config["MAX_SCRIPT_BYTES"],
-                max_statements=app.config["MAX_STATEMENTS"],
-                disk_bytes=app.config["DISK_CAP_MB"] << 20 if app.config["DISK_CAP_MB"] else None,
-                uploads=UploadLimits(
-                    max_bytes=app.config["UPLOAD_MAX_BYTES"],
-                    extracted_bytes=app.config["UPLOAD_EXTRACTED_BYTES"],
-                    entries=app.config["UPLOAD_ENTRIES"],
-                ),
-                downloads=DownloadLimits(max_bytes=app.config["DOWNLOAD_MAX_BYTES"]),
-                artifacts=ArtifactLimits(max_bytes=app.config["ARTIFACT_MAX_BYTES"]),
-                retention_days=app.config["RETENTION_DAYS"],
-                workspace_budget_bytes=app.config["WORKSPACE_BUDGET_BYTES"],
-                retention_every_s=app.config["RETENTION_EVERY_S"],
-                broker=app.config.get("BROKER") or None,  # scale-out (sandbox/cluster/)
-            )
+        settings = ServiceConfig(
+            data_dir=Path(app.config["DATA_DIR"]),
+            database_url=app.config["DATABASE_URL"],
+            isolation=app.config["ISOLATION"],
+            jobs=app.config["JOBS"],
+            max_script_bytes=app.config["MAX_SCRIPT_BYTES"],
+            max_statements=app.config["MAX_STATEMENTS"],
+            disk_bytes=app.config["DISK_CAP_MB"] << 20 if app.config["DISK_CAP_MB"] else None,
+            uploads=UploadLimits(
+                max_bytes=app.config["UPLOAD_MAX_BYTES"],
+                extracted_bytes=app.config["UPLOAD_EXTRACTED_BYTES"],
+                entries=app.config["UPLOAD_ENTRIES"],
+            ),
+            downloads=DownloadLimits(max_bytes=app.config["DOWNLOAD_MAX_BYTES"]),
+            artifacts=ArtifactLimits(max_bytes=app.config["ARTIFACT_MAX_BYTES"]),
+            retention_days=app.config["RETENTION_DAYS"],
+            workspace_budget_bytes=app.config["WORKSPACE_BUDGET_BYTES"],
+            retention_every_s=app.config["RETENTION_EVERY_S"],
+            broker=app.config.get("BROKER") or None,  # scale-out (sandbox/cluster/)
         )
+        if replica:  # a web replica: reads here, state changes on the control plane
+            from webapp.replica import ReplicaService
+
+            service = ReplicaService.open(settings, _cluster_key())
+        else:
+            service = Service.open(settings)
     app.extensions["bashfleet"] = service
+    if app.config.get("BROKER") and not replica:
+        _relay(app, service)
     from webapp.auth import auth_failed
 
     auth_failed.limit = app.config["AUTH_FAIL_RATE"]
-    if app.config["JUDGE_DEADLINE_S"]:
+    if app.config["JUDGE_DEADLINE_S"] and not replica:
         from functools import partial
 
         from webapp.judging import JudgePool
@@ -153,6 +164,10 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     app.after_request(secure_headers)
     register_errors(app)
     app.extensions["socketio"] = init_live(app, service)
+    if replica:
+        from webapp.replica import init_replica
+
+        init_replica(app, _cluster_key())
     hops = app.config["PROXY_HOPS"]
     if hops:
         # behind that many trusted proxies: the client's address, scheme and host come from
@@ -164,6 +179,36 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
             app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops, x_port=hops
         )
     return app
+
+
+def _cluster_key() -> bytes:
+    from sandbox.cluster.signing import load_key
+
+    return load_key()
+
+
+def _relay(app: Flask, service: Service) -> None:
+    """The control plane of a cluster: its live events go to the broker for the web
+    replicas (after the store writer: see sandbox/cluster/events.py), and it advertises
+    where they forward state changes (``ADVERTISE_URL``)."""
+    from sandbox.cluster.events import Advertiser, EventRelay
+
+    key = _cluster_key()
+    relay = EventRelay(app.config["BROKER"], key)
+    service.subscribe(relay)
+    app.extensions["bashfleet_relay"] = relay
+    if app.config.get("ADVERTISE_URL"):
+        app.extensions["bashfleet_advertiser"] = Advertiser(
+            app.config["BROKER"], key, app.config["ADVERTISE_URL"]
+        )
+
+
+def close_cluster(app: Flask) -> None:
+    """No longer advertised, the last events relayed (a control plane that stops)."""
+    for name in ("bashfleet_advertiser", "bashfleet_relay"):
+        part = app.extensions.pop(name, None)
+        if part is not None:
+            part.close()
 
 
 def _schedules_count(app: Flask, service: Service) -> None:

@@ -43,22 +43,50 @@ class ServeCommand:
             help="scale out: redis://[:PASSWORD@]HOST:PORT/DB; jobs run on `bashfleet worker` "
             "nodes (default: $BASHFLEET_BROKER, else everything runs in this process)",
         )
+        p.add_argument(
+            "--replica",
+            action="store_true",
+            help="scale-out: a web replica of the control plane on --broker (same database, "
+            "data volume and secret key): serves pages, live streams and reads, forwards "
+            "every state change to the control plane (default: $BASHFLEET_REPLICA=1)",
+        )
+        p.add_argument(
+            "--advertise",
+            default=None,
+            metavar="URL",
+            help="scale-out: the URL where replicas reach this control plane (default: "
+            "$BASHFLEET_ADVERTISE_URL, else http://HOST:PORT, HOST this machine's name "
+            "when listening on all addresses)",
+        )
 
     def run(self, args: argparse.Namespace, data: Path) -> int:
         from sandbox.accounts_cli import ensure_admin, open_store
 
         broker = args.broker or os.environ.get("BASHFLEET_BROKER") or None
+        replica = args.replica or os.environ.get("BASHFLEET_REPLICA", "") in ("1", "true", "yes")
+        if replica and not broker:
+            raise SystemExit(
+                "--replica needs --broker (or $BASHFLEET_BROKER): the broker "
+                "that the control plane advertises itself on"
+            )
         if broker:  # scale-out: a missing key or a bad timeout stops the start here
             from sandbox.cluster.signing import load_key
             from sandbox.cluster.wire import node_timeout_s
 
             load_key()
             node_timeout_s()
-        store = open_store(data, args.database_url)
-        try:
-            password = ensure_admin(store)
-        finally:
-            store.close()
+        advertise = _advertised(args, broker, replica)
+        if advertise is not None:
+            from sandbox.cluster.signing import load_key
+
+            _one_control_plane(broker, advertise, load_key())
+        password = None
+        if not replica:  # the control plane's first run makes the admin, not a replica's
+            store = open_store(data, args.database_url)
+            try:
+                password = ensure_admin(store)
+            finally:
+                store.close()
         if password:
             print(
                 f"first run: created user `admin` with password {password} (shown once; "
@@ -70,6 +98,8 @@ class ServeCommand:
             "DATABASE_URL": args.database_url or os.environ.get("BASHFLEET_DATABASE_URL"),
             "ISOLATION": args.isolation or os.environ.get("BASHFLEET_ISOLATION") or "auto",
             "BROKER": broker,
+            "REPLICA": replica,
+            "ADVERTISE_URL": advertise,
         }
         print(f"bashfleet: serving on http://{args.host}:{args.port}/", file=sys.stderr)
         hide_secrets()
@@ -84,6 +114,52 @@ class ServeCommand:
         threads = args.threads or _whole(os.environ.get("BASHFLEET_THREADS") or "400")
         _gunicorn(config, args.host, args.port, threads)
         return 0
+
+
+def _advertised(args: argparse.Namespace, broker: str | None, replica: bool) -> str | None:
+    """Where replicas forward state changes to (only a control plane advertises)."""
+    if not broker or replica:
+        return None
+    url = args.advertise or os.environ.get("BASHFLEET_ADVERTISE_URL") or ""
+    if not url:
+        import socket
+
+        host = args.host if args.host not in ("", "0.0.0.0", "::") else socket.gethostname()
+        host = f"[{host}]" if ":" in host else host
+        url = f"http://{host}:{args.port}"
+    if not url.startswith(("http://", "https://")) or len(url) > 500:
+        raise SystemExit(f"--advertise must be an http:// or https:// URL, not {url!r}")
+    return url.rstrip("/")
+
+
+def _one_control_plane(broker: Any, url: str, key: bytes) -> None:
+    """Two control planes on one database would both schedule and recover: refuse to
+    start while another one is alive, i.e. advertised under another URL and seen to
+    refresh its advertisement (every 2 s). One that died leaves an advertisement that
+    ends within 10 s: wait for that, then start. A broker that does not answer is no
+    refusal (submissions answer 503 until it is back)."""
+    import time
+
+    import redis
+
+    from sandbox.cluster.events import ADVERT, ADVERT_TTL_S, control_url
+
+    try:
+        client = redis.Redis.from_url(broker, socket_timeout=2, socket_connect_timeout=2)
+        other, first = control_url(client, key), client.get(ADVERT)
+        deadline = time.monotonic() + ADVERT_TTL_S + 1
+        while other is not None and other != url and time.monotonic() < deadline:
+            time.sleep(0.2)
+            if client.get(ADVERT) != first:  # gone, or refreshed by a live control plane
+                other = control_url(client, key)
+                break
+    except redis.RedisError:
+        return
+    if other is not None and other != url:
+        raise SystemExit(
+            f"another control plane is advertised at {other}: start this portal with "
+            "--replica, or stop that one first"
+        )
 
 
 def _whole(raw: str) -> int:
@@ -146,7 +222,10 @@ def _gunicorn(config: dict[str, Any], host: str, port: int, threads: int) -> Non
 
     def worker_exit(_server: Any, _worker: Any) -> None:
         # drain: no new work, running commands get a grace period, the rest is interrupted
+        from webapp import close_cluster
+
         for app in apps:
+            close_cluster(app)  # replicas answer 503 from now on, not connection errors
             app.extensions["bashfleet"].close(grace_s=10.0)
 
     class Portal(BaseApplication):  # type: ignore[misc]

@@ -25,6 +25,12 @@ subscribe replays at most ``BACKLOG_TOTAL`` bytes; a socket whose unsent message
 ``queued_bytes`` (a reader that does not read) is cut with a ``cut`` event saying why.
 Credentials are checked on every subscribe, every ``RECHECK_S``, and at once when an
 admin disables a user or a token is revoked.
+
+Several portal processes (webapp/replica.py): every process's hub serves only its own
+sockets (``_emit`` never goes through the message queue); a replica's hub is fed the
+control plane's relayed events (sandbox/cluster/events.py) instead of a local bus, and
+does what the control plane relays of its cuts. Socket.IO's Redis queue carries only
+what goes to everyone: ``metrics`` (from the control plane alone) and ``scaling``.
 """
 
 from __future__ import annotations
@@ -45,6 +51,7 @@ from flask import Flask, request
 from flask_socketio import SocketIO, join_room, leave_room
 from socketio.exceptions import ConnectionRefusedError as Refused
 
+from sandbox.cluster.events import SocketsCut
 from sandbox.events import BatchFinished, CommandStatusChanged, Event, OutputReceived, PoolResized
 from sandbox.service import Service
 from sandbox.store import NotFound, UserRecord
@@ -96,11 +103,21 @@ class _Chunk:
 
 class LiveHub:
     def __init__(
-        self, socketio: SocketIO, service: Service, limits: LiveLimits | None = None
+        self,
+        socketio: SocketIO,
+        service: Service,
+        limits: LiveLimits | None = None,
+        *,
+        role: str = "embedded",
+        relay: Any = None,
     ) -> None:
         self.io = socketio
         self.service = service
         self.limits = limits or LiveLimits()
+        # scale-out (webapp/replica.py): "control" relays its cuts to the replicas and sends
+        # `metrics` to every process's sockets; a "replica" follows the relayed events
+        self.role = role
+        self.relay = relay
         self._unauthenticated: dict[str, float] = {}  # engine.io sid -> when it must be in
         self.cuts: dict[str, int] = defaultdict(int)  # why sockets were cut -> how many
         self._lock = threading.Lock()
@@ -173,6 +190,24 @@ class LiveHub:
                     }
                 )
             self._wake.set()
+        elif isinstance(event, SocketsCut) and self.role == "replica":
+            threading.Thread(target=self._relayed_cut, args=(event,), daemon=True).start()
+
+    def _emit(self, name: str, payload: Any, to: str) -> None:
+        """To this process's sockets only: every process's hub serves its own (with a
+        message queue, a room emit would otherwise reach the other processes' too)."""
+        self.io.emit(name, payload, to=to, ignore_queue=True)
+
+    def _relayed_cut(self, e: SocketsCut) -> None:
+        """A replica does to its own sockets what the control plane did to its."""
+        if e.kind == "user" and e.user_id is not None:
+            self.cut_user(e.user_id, e.reason)
+        elif e.kind == "recheck":
+            self._recheck_now()
+        elif e.kind == "password" and e.user_id is not None and e.nonce and e.epoch:
+            self.password_changed(e.user_id, e.keep, e.nonce, e.epoch)
+        elif e.kind == "session" and e.nonce:
+            self.end_session(e.nonce)
 
     def _remember(self, batch_id: str) -> _Recent:
         recent = self._recent.get(batch_id)
@@ -251,7 +286,7 @@ class LiveHub:
             client = self._clients.get(sid)
         try:
             if not deaf:
-                self.io.emit("cut", {"reason": reason}, to=sid)
+                self._emit("cut", {"reason": reason}, sid)
                 self.io.server.disconnect(sid, namespace="/")
         except Exception:  # already gone
             log.debug("cutting %s", sid, exc_info=True)
@@ -278,6 +313,8 @@ class LiveHub:
 
     def cut_user(self, user_id: int, reason: str) -> int:
         """An admin disabled the user (or changed their role): cut their sockets now."""
+        if self.relay is not None:
+            self.relay.cut("user", user_id=user_id, reason=reason)
         with self._lock:
             sids = [sid for sid, c in self._clients.items() if c.user_id == user_id]
         for sid in sids:
@@ -285,7 +322,13 @@ class LiveHub:
         return len(sids)
 
     def recheck(self) -> int:
-        """Check every open socket's credentials now (a token was revoked); cut the rest."""
+        """Check every open socket's credentials now (a token was revoked); cut the rest.
+        Here and, on a control plane, on every replica."""
+        if self.relay is not None:
+            self.relay.cut("recheck")
+        return self._recheck_now()
+
+    def _recheck_now(self) -> int:
         with self._lock:
             sids = list(self._clients)
         gone = [sid for sid in sids if not self._allowed(sid)]
@@ -297,6 +340,8 @@ class LiveHub:
         """The user changed their password from the browser session ``keep`` (now renamed
         ``nonce``, at ``epoch``): that session's sockets go on, every other browser
         session's are cut now. (API tokens stay valid: revoke them to cut theirs.)"""
+        if self.relay is not None:
+            self.relay.cut("password", user_id=user_id, keep=keep, nonce=nonce, epoch=epoch)
         with self._lock:
             mine = [(sid, c) for sid, c in self._clients.items() if c.user_id == user_id]
             for _sid, c in mine:
@@ -315,6 +360,8 @@ class LiveHub:
 
     def end_session(self, nonce: str) -> None:
         """Logout: cut every socket opened by that browser session."""
+        if self.relay is not None:
+            self.relay.cut("session", nonce=nonce)
         with self._lock:
             sids = [sid for sid, c in self._clients.items() if c.nonce == nonce]
         for sid in sids:
@@ -360,7 +407,7 @@ class LiveHub:
             # queued while holding the lock, so no live chunk (collected by the flusher under
             # this lock) can overtake the stored output on its way to this client
             for payload in backlog:
-                self.io.emit("command_output", payload, to=sid)
+                self._emit("command_output", payload, sid)
         return {
             "ok": True,
             "batch_id": batch_id,
@@ -501,8 +548,8 @@ class LiveHub:
         for sid in slow:
             self.cut(sid, "too_slow: this client does not read its messages", deaf=True)
         for name, to, payload in sends:
-            self.io.emit(name, payload, to=to)
-        for payload in scaling:
+            self._emit(name, payload, to)
+        for payload in scaling:  # to every process's sockets (Socket.IO's message queue)
             self.io.emit("scaling", payload)
 
     def _backed_up(self, sid: str) -> bool:
@@ -532,7 +579,7 @@ class LiveHub:
                 self.sweep()
                 if time.monotonic() - last_check >= RECHECK_S:
                     last_check = time.monotonic()
-                    self.recheck()
+                    self._recheck_now()
             except Exception:
                 log.exception("live guard failed")
 
@@ -587,9 +634,11 @@ class LiveHub:
     # --- metrics -------------------------------------------------------------------------------
 
     def _metrics_loop(self) -> None:
+        if self.role == "replica":
+            return  # the control plane sends them to every process's sockets
         while not self._stop.wait(METRICS_S):
             with self._lock:
-                anyone = bool(self._clients)
+                anyone = bool(self._clients) or self.role == "control"
             if not anyone:
                 continue
             try:
@@ -660,13 +709,42 @@ class _CompactJson:
         return json.loads(text, **kwargs)
 
 
+def _signed_queue(broker: str) -> Any:
+    """Socket.IO's Redis message queue, its messages signed with the cluster key (see
+    SignedJson; python-socketio would otherwise put the server's JSON module back)."""
+    import socketio as python_socketio
+
+    from sandbox.cluster.events import SignedJson
+    from sandbox.cluster.signing import load_key
+
+    signed = SignedJson(load_key())
+
+    class SignedRedisManager(python_socketio.RedisManager):  # type: ignore[misc]
+        def set_server(self, server: Any) -> None:
+            super().set_server(server)
+            self.json = signed
+
+    return SignedRedisManager(
+        broker,
+        channel="bashfleet-socketio",
+        json=signed,
+        redis_options={"socket_connect_timeout": 5},  # an unreachable Redis stalls no emit long
+    )
+
+
 def init_live(app: Flask, service: Service) -> SocketIO:
     """Attach Socket.IO to ``app`` (threading mode, simple-websocket, same origin only)."""
     from webapp.auth import auth_failed, session_user
 
+    broker = app.config.get("BROKER") or None
+    role = "replica" if app.config.get("REPLICA") else "control" if broker else "embedded"
+    queue: dict[str, Any] = {}
+    if broker:  # scale-out: broadcasts (metrics, scaling) reach every portal process's sockets
+        queue["client_manager"] = _signed_queue(broker)
     socketio = SocketIO(
         app,
         async_mode="threading",
+        **queue,
         json=_CompactJson,
         cors_allowed_origins=app.config.get("SOCKET_ORIGINS"),  # None: same origin only
         manage_session=False,  # read the cookie session; logout lives in the database
@@ -680,7 +758,8 @@ def init_live(app: Flask, service: Service) -> SocketIO:
         subscriptions=int(app.config.get("SUBSCRIPTIONS_PER_SOCKET", LiveLimits.subscriptions)),
         queued_bytes=int(app.config.get("SOCKET_QUEUE_KB", LiveLimits.queued_bytes >> 10)) << 10,
     )
-    hub = LiveHub(socketio, service, limits)
+    relay = app.extensions.get("bashfleet_relay")
+    hub = LiveHub(socketio, service, limits, role=role, relay=relay)
     app.extensions["bashfleet_live"] = hub
     app.extensions["bashfleet_end_session"] = hub.end_session
     eio = socketio.server.eio

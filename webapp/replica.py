@@ -69,7 +69,6 @@ class ReplicaService:
     """What a replica's views and live hub use of ``Service``: the store and its reads.
     Anything else raises ControlPlaneOnly, and the request is forwarded."""
 
-    cluster = None
     schedules = None
 
     def __init__(self, config: ServiceConfig, store: Store, relay: RelayReader) -> None:

@@ -362,8 +362,15 @@ class _StubPlane:
     def is_live(self, node: str) -> bool:
         return True
 
-    def _publish(self, node: str, body: dict[str, Any]) -> None:
+    def _publish(self, node: str, body: dict[str, Any], on_error: Any = None) -> None:
         self.answer(self.client, transfer.xfer_key(body["xfer"], "out"), body)
+
+    @property
+    def outbox(self) -> Any:
+        return self  # sent at once: nothing to wait for
+
+    def flush(self, timeout_s: float = 10.0) -> bool:
+        return True
 
     def append(self, action: str, **kw: Any) -> None:
         self.audited.append((action, kw))

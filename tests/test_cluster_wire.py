@@ -250,7 +250,8 @@ def test_a_burst_travels_coalesced_and_a_forged_body_in_a_list_is_audited(
         assert out["stdout"] == f"line{c['index']}\n"
     bodies = _metric(p, "bashfleet_cluster_published_bodies_total") - before["bodies"]
     messages = _metric(p, "bashfleet_cluster_published_messages_total") - before["messages"]
-    assert bodies == 150 and messages < 150, (bodies, messages)
+    # the 150 jobs, and the batch's close_batch once it has left the outbox
+    assert bodies in (150, 151) and messages < bodies, (bodies, messages)
 
     # a list pushed by a client with Redis access: the signed bodies run, the forged one
     # is refused and audited

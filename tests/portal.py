@@ -129,7 +129,7 @@ class Portal:
                 assert made.returncode == 0, made.stderr
                 self.tokens[user] = made.stdout.strip().splitlines()[-1]
             else:
-                self.tokens[user] = _user_token(self, user, role)
+                self.tokens[user] = user_token(self, user, role)
         return self.tokens[user]
 
     def request(
@@ -169,15 +169,17 @@ class Portal:
             time.sleep(0.1)
 
 
-def _user_token(portal: Portal, user: str, role: str) -> str:
-    """`bashfleet user add USER --role ROLE` then `bashfleet token create USER`, in process."""
+def user_token(portal: Portal, user: str, role: str, *, password: str | None = None) -> str:
+    """`bashfleet user add USER --role ROLE [--password-stdin]` then `bashfleet token create
+    USER`, done in the test process against a running portal's database (same rows, same
+    audit); returns the token. Without ``password`` one is generated (and not shown)."""
     from sandbox.store import Role, Store, default_url, make_engine
 
     url = portal.env.get("BASHFLEET_DATABASE_URL") or default_url(portal.data)
     store = Store.open(make_engine(url), portal.data)
     try:
         assert store.accounts.find_user(user) is None, f"user {user!r} exists already"
-        made = store.accounts.create_user(user, secrets.token_urlsafe(15), Role(role))
+        made = store.accounts.create_user(user, password or secrets.token_urlsafe(15), Role(role))
         store.audit.append(
             "user_created", actor="cli", target=made.name, detail={"role": made.role.value}
         )

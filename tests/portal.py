@@ -16,7 +16,7 @@ import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import psutil
 import pytest
@@ -44,6 +44,8 @@ class Portal:
     prefix: list[str] = field(default_factory=list)  # e.g. a command that enters a cgroup
     proc: subprocess.Popen[bytes] | None = None
     tokens: dict[str, str] = field(default_factory=dict)
+    # how long start() waits for /healthz: a loaded 2-core machine takes seconds
+    start_timeout_s: ClassVar[float] = 30.0
 
     @property
     def url(self) -> str:
@@ -72,7 +74,7 @@ class Portal:
             stdout=subprocess.DEVNULL,
             stderr=open(self.data / "serve.log", "ab"),  # noqa: SIM115 (the child keeps it)
         )
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + self.start_timeout_s
         while time.monotonic() < deadline and self.proc.poll() is None:
             try:
                 with urllib.request.urlopen(self.url + "/healthz", timeout=1) as r:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -15,7 +16,7 @@ import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import psutil
 import pytest
@@ -43,6 +44,8 @@ class Portal:
     prefix: list[str] = field(default_factory=list)  # e.g. a command that enters a cgroup
     proc: subprocess.Popen[bytes] | None = None
     tokens: dict[str, str] = field(default_factory=dict)
+    # how long start() waits for /healthz: a loaded 2-core machine takes seconds
+    start_timeout_s: ClassVar[float] = 30.0
 
     @property
     def url(self) -> str:
@@ -71,7 +74,7 @@ class Portal:
             stdout=subprocess.DEVNULL,
             stderr=open(self.data / "serve.log", "ab"),  # noqa: SIM115 (the child keeps it)
         )
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + self.start_timeout_s
         while time.monotonic() < deadline and self.proc.poll() is None:
             try:
                 with urllib.request.urlopen(self.url + "/healthz", timeout=1) as r:
@@ -114,12 +117,21 @@ class Portal:
         return path.read_text(errors="replace")[-3000:] if path.exists() else ""
 
     def token(self, user: str, role: str) -> str:
+        """A new user with ``role`` and an API token of theirs (cached per user name).
+
+        While the portal runs (its database migrated), this does in the test process what
+        `bashfleet user add` and `bashfleet token create` do, with the same audit rows: two
+        Python start-ups a user cost seconds on a loaded machine. Before a start it uses
+        the CLI itself (which migrates)."""
         if user not in self.tokens:
-            added = self.cli("user", "add", user, "--role", role)
-            assert added.returncode == 0, added.stderr
-            made = self.cli("token", "create", user)
-            assert made.returncode == 0, made.stderr
-            self.tokens[user] = made.stdout.strip().splitlines()[-1]
+            if self.proc is None or self.proc.poll() is not None:
+                added = self.cli("user", "add", user, "--role", role)
+                assert added.returncode == 0, added.stderr
+                made = self.cli("token", "create", user)
+                assert made.returncode == 0, made.stderr
+                self.tokens[user] = made.stdout.strip().splitlines()[-1]
+            else:
+                self.tokens[user] = user_token(self, user, role)
         return self.tokens[user]
 
     def request(
@@ -157,6 +169,27 @@ class Portal:
             ):
                 return batch
             time.sleep(0.1)
+
+
+def user_token(portal: Portal, user: str, role: str, *, password: str | None = None) -> str:
+    """`bashfleet user add USER --role ROLE [--password-stdin]` then `bashfleet token create
+    USER`, done in the test process against a running portal's database (same rows, same
+    audit); returns the token. Without ``password`` one is generated (and not shown)."""
+    from sandbox.store import Role, Store, default_url, make_engine
+
+    url = portal.env.get("BASHFLEET_DATABASE_URL") or default_url(portal.data)
+    store = Store.open(make_engine(url), portal.data)
+    try:
+        assert store.accounts.find_user(user) is None, f"user {user!r} exists already"
+        made = store.accounts.create_user(user, password or secrets.token_urlsafe(15), Role(role))
+        store.audit.append(
+            "user_created", actor="cli", target=made.name, detail={"role": made.role.value}
+        )
+        new = store.accounts.create_token(made.id, "cli")
+        store.audit.append("token_created", actor="cli", user_id=made.id, target=new.token.prefix)
+        return new.secret
+    finally:
+        store.close()
 
 
 P = TypeVar("P", bound=Portal)
@@ -197,6 +230,14 @@ def portal(tmp_path: Path) -> Iterator[Portal]:
         yield p
 
 
+@pytest.fixture
+def fresh_portal(tmp_path: Path) -> Iterator[Portal]:
+    """`portal` under a second name, for a test of a module that shares one portal
+    (``module_portal``) but needs a portal of its own (it kills, stops or floods it)."""
+    with running_portal(tmp_path, extra=["--isolation", "local"]) as p:
+        yield p
+
+
 @pytest.fixture(params=["sqlite", "postgresql"])
 def any_portal(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Portal]:
     env = {"BASHFLEET_SUBMIT_RATE": "1000"}
@@ -204,3 +245,21 @@ def any_portal(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Porta
         env["BASHFLEET_DATABASE_URL"] = request.getfixturevalue("pg_url")
     with running_portal(tmp_path, env=env, extra=["--isolation", "local"]) as p:
         yield p
+
+
+@pytest.fixture(scope="module")
+def module_portal(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Portal]:
+    """One `--isolation local` portal (SQLite) for a whole test module, for modules whose
+    tests each use users (and workspaces) of their own, so that none sees another's
+    changes: starting a portal costs seconds. A module opts in by overriding ``portal``
+    with a fixture that returns ``alive(module_portal)``; its tests that need a portal of
+    their own take ``fresh_portal``."""
+    with running_portal(tmp_path_factory.mktemp("portal"), extra=["--isolation", "local"]) as p:
+        yield p
+
+
+def alive(p: Portal) -> Portal:
+    """``p``, after checking that it still runs (a test that broke a shared portal shows
+    up here, by name, not as odd failures of the tests after it)."""
+    assert p.proc is not None and p.proc.poll() is None, "the shared portal died: " + p.log()
+    return p

@@ -11,8 +11,14 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests.portal import Portal, running_portal
+from tests.portal import Portal, alive, running_portal
 from webapp.judging import JudgePool, TooComplex
+
+
+@pytest.fixture
+def portal(module_portal: Portal) -> Portal:
+    """One portal for the module (tests that stop or kill theirs take ``fresh_portal``)."""
+    return alive(module_portal)
 
 
 def batch_count(p: Portal) -> int:
@@ -135,7 +141,10 @@ def test_openapi_and_health(portal: Portal) -> None:
     assert status == 404 and body["error"] == "not_found"
 
 
-def test_kill_9_then_restart_marks_interrupted_and_leaves_no_process(portal: Portal) -> None:
+def test_kill_9_then_restart_marks_interrupted_and_leaves_no_process(
+    fresh_portal: Portal,
+) -> None:
+    portal = fresh_portal
     token = portal.token("alice", "operator")
     status, batch = portal.request(
         "POST",
@@ -159,7 +168,8 @@ def test_kill_9_then_restart_marks_interrupted_and_leaves_no_process(portal: Por
     assert left == []
 
 
-def test_sigterm_drains_and_interrupts_what_remains(portal: Portal) -> None:
+def test_sigterm_drains_and_interrupts_what_remains(fresh_portal: Portal) -> None:
+    portal = fresh_portal
     token = portal.token("alice", "operator")
     status, batch = portal.request(
         "POST", "/api/v1/batches", {"script": "sleep 400.401\necho quick\n"}, token=token

@@ -8,7 +8,16 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tests.portal import Portal, running_portal
+import pytest
+
+from tests.portal import Portal, alive, running_portal
+
+
+@pytest.fixture
+def portal(module_portal: Portal) -> Portal:
+    """One portal for the module: each test gates a workspace of its own (the expiry and
+    the crash tests start portals of their own)."""
+    return alive(module_portal)
 
 
 def gate(portal: Portal, admin: str, ws: str, **settings: Any) -> None:
@@ -81,9 +90,12 @@ def test_two_person_approval_flow(portal: Portal) -> None:
 
 def test_reject_skips_what_uses_the_result(portal: Portal) -> None:
     admin, alice = portal.token("root", "admin"), portal.token("alice", "operator")
-    gate(portal, admin, "default", approve="sequential+dangerous")
+    gate(portal, admin, "rejecting", approve="sequential+dangerous")
     status, batch = portal.request(
-        "POST", "/api/v1/batches", {"script": "rm -rf out\nls out\necho free\n"}, token=alice
+        "POST",
+        "/api/v1/batches",
+        {"script": "rm -rf out\nls out\necho free\n", "workspace": "rejecting"},
+        token=alice,
     )
     assert status == 201
     bid, cid = batch["id"], batch["commands"][0]["id"]

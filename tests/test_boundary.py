@@ -38,6 +38,8 @@ class DefaultPathPortal(Portal):
 class ScriptPortal(Portal):
     """`scripts/serve` (data from BASHFLEET_DATA, as the script documents)."""
 
+    start_timeout_s = 180.0  # the script runs scripts/setup (pip) first
+
     def command(self) -> list[str]:
         return [str(ROOT / "scripts" / "serve"), "--port", str(self.port)]
 

@@ -18,7 +18,15 @@ import pytest
 import socketio
 import websocket
 
-from tests.portal import Portal
+from tests.portal import Portal, alive
+
+
+@pytest.fixture
+def portal(module_portal: Portal) -> Portal:
+    """One portal for the module: every test uses users of its own (none is changed by
+    another test), so sharing it costs no independence, and saves a start per test."""
+    return alive(module_portal)
+
 
 LINES = 'for i in $(seq 1 40); do echo "line $i"; sleep 0.1; done'
 

@@ -19,19 +19,30 @@ from sandbox.schedules import next_fire, trigger_for
 from sandbox.service import Service, ServiceConfig
 from sandbox.store import Role, ScheduleRecord, Source
 from sandbox.store.schedules import ScheduleRepository
-from tests.portal import Portal, running_portal
+from tests.portal import Portal, alive, running_portal
+
+# Schedules may run every second here (the default minimum is 60 s); a user may have 3
+# schedules and submit 5 batches a minute.
+ENV = {
+    "BASHFLEET_SCHEDULE_MIN_INTERVAL_S": "1",
+    "BASHFLEET_SCHEDULES_PER_USER": "3",
+    "BASHFLEET_SUBMIT_RATE": "5",
+}
 
 
 @pytest.fixture
 def portal(tmp_path: Path) -> Iterator[Portal]:
-    """Schedules may run every second here (the default minimum is 60 s); a user may
-    have 3 schedules and submit 5 batches a minute."""
-    env = {
-        "BASHFLEET_SCHEDULE_MIN_INTERVAL_S": "1",
-        "BASHFLEET_SCHEDULES_PER_USER": "3",
-        "BASHFLEET_SUBMIT_RATE": "5",
-    }
-    with running_portal(tmp_path, env=env, extra=["--isolation", "local"]) as p:
+    """A portal of the test's own: its schedules run (and restart) while it tests."""
+    with running_portal(tmp_path, env=ENV, extra=["--isolation", "local"]) as p:
+        yield p
+
+
+@pytest.fixture(scope="module")
+def checking_portal(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Portal]:
+    """One portal for the tests that only check what is refused (nothing is scheduled)."""
+    with running_portal(
+        tmp_path_factory.mktemp("checks"), env=ENV, extra=["--isolation", "local"]
+    ) as p:
         yield p
 
 
@@ -128,7 +139,8 @@ def schedule_batches_offline(p: Portal) -> list[int]:
         return [r[0] for r in db.execute("select 1 from batches where source = 'schedule'")]
 
 
-def test_schedule_validation_over_the_api(portal: Portal) -> None:
+def test_schedule_validation_over_the_api(checking_portal: Portal) -> None:
+    portal = alive(checking_portal)
     token = portal.token("sched", "operator")
     for body in (
         {"name": "x", "script": "ls", "cron": "bad cron"},
@@ -278,7 +290,8 @@ def test_a_disabled_users_schedules_pause_and_say_why(portal: Portal) -> None:
     assert len(schedule_batches(portal, admin)) == runs  # no run after the pause
 
 
-def test_the_minimum_interval_and_finite_timeouts(portal: Portal) -> None:
+def test_the_minimum_interval_and_finite_timeouts(checking_portal: Portal) -> None:
+    portal = alive(checking_portal)
     token = portal.token("sloppy", "operator")
     for body in (
         {"name": "n", "script": "ls", "interval_s": 1, "timeout_s": 1e999},

@@ -8,10 +8,13 @@ import sqlite3
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from tests.portal import ADMIN_PASSWORD, Portal, running_portal
+import pytest
+
+from tests.portal import ADMIN_PASSWORD, Portal, alive, running_portal
 
 
 class Browser:
@@ -36,6 +39,23 @@ class Browser:
                 return r.status, json.loads(r.read())
         except urllib.error.HTTPError as e:
             return e.code, json.loads(e.read())
+
+
+@pytest.fixture(scope="module")
+def sessions_portal(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Portal]:
+    # logins of several tests share one address: the login limit itself is tested on a
+    # portal of its own (test_login_rate_limit), with the default limit
+    env = {"BASHFLEET_LOGIN_RATE": "1000"}
+    with running_portal(
+        tmp_path_factory.mktemp("sessions"), env=env, extra=["--isolation", "local"]
+    ) as p:
+        yield p
+
+
+@pytest.fixture
+def portal(sessions_portal: Portal) -> Portal:
+    """One portal for the module; every test has users of its own."""
+    return alive(sessions_portal)
 
 
 def audit_actions(p: Portal) -> list[str]:
@@ -76,7 +96,8 @@ def test_login_csrf_and_logout(portal: Portal) -> None:
     assert {"login_failed", "login", "csrf_refused", "batch_submitted", "logout"} <= set(actions)
 
 
-def test_login_rate_limit(portal: Portal) -> None:
+def test_login_rate_limit(fresh_portal: Portal) -> None:
+    portal = fresh_portal
     tab = Browser(portal)
     codes = [
         tab.call("POST", "/api/v1/session", {"name": "admin", "password": f"guess{i}"})[0]

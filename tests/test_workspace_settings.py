@@ -7,17 +7,25 @@ import json
 import sqlite3
 from typing import Any
 
-from tests.portal import Portal
+import pytest
+
+from tests.portal import Portal, alive
 
 SECRET = "s3cr3t-Value-42"
 
 
-def _audit(p: Portal, action: str) -> list[dict[str, Any]]:
+@pytest.fixture
+def portal(module_portal: Portal) -> Portal:
+    """One portal for the module: each test has a workspace of its own."""
+    return alive(module_portal)
+
+
+def _audit(p: Portal, action: str, target: str | None = None) -> list[dict[str, Any]]:
     with sqlite3.connect(p.data / "bashfleet.db") as db:
         rows = db.execute(
             "select target, detail from audit_events where action = ? order by id", (action,)
         ).fetchall()
-    return [{"target": t, "detail": json.loads(d)} for t, d in rows]
+    return [{"target": t, "detail": json.loads(d)} for t, d in rows if target in (None, t)]
 
 
 def test_settings_round_trip_secrets_never_come_back(portal: Portal) -> None:
@@ -62,7 +70,7 @@ def test_settings_round_trip_secrets_never_come_back(portal: Portal) -> None:
     key = p.data / "workspace-secrets.key"
     assert key.stat().st_mode & 0o777 == 0o600
     # audited by name, never by value
-    changes = _audit(p, "workspace_changed")
+    changes = _audit(p, "workspace_changed", "proj")
     assert [c["detail"]["secrets_set"] for c in changes] == [["API_TOKEN", "OTHER"], []]
     assert changes[1]["detail"]["secrets_deleted"] == ["OTHER"]
     assert SECRET not in json.dumps(changes) and "hello world" not in json.dumps(changes)
@@ -123,7 +131,7 @@ def test_every_field_is_checked_and_a_refused_put_changes_nothing(portal: Portal
         assert answer["error"] == "invalid_input" and field in answer["message"], (body, answer)
     status, after = p.request("GET", "/api/v1/workspaces/w", token=admin)
     assert status == 200 and after == before
-    assert len(_audit(p, "workspace_changed")) == 1
+    assert len(_audit(p, "workspace_changed", "w")) == 1
     for name in ("../x", "a%2Fb"):
         status, answer = p.request("PUT", f"/api/v1/workspaces/{name}", {}, token=admin)
         assert 400 <= status < 500, (name, answer)
@@ -189,23 +197,23 @@ def test_approval_settings_go_through_the_general_endpoint(portal: Portal) -> No
     p = portal
     admin = p.token("root", "admin")
     op = p.token("olga", "operator")
-    status, ws = p.request("PUT", "/api/v1/workspaces/mine", {"env": {"A": "1"}}, token=op)
+    status, ws = p.request("PUT", "/api/v1/workspaces/gated", {"env": {"A": "1"}}, token=op)
     assert status == 200 and ws["approve"] == "none" and ws["two_person"] is False
     # the owner may change the rest, not the approvals
     status, err = p.request(
-        "PUT", "/api/v1/workspaces/mine", {"env": {"A": "2"}, "approve": "dangerous"}, token=op
+        "PUT", "/api/v1/workspaces/gated", {"env": {"A": "2"}, "approve": "dangerous"}, token=op
     )
     assert status == 403 and "approve" in err["message"]
     # a bad value names its field and changes nothing, the valid fields beside it included
     status, err = p.request(
-        "PUT", "/api/v1/workspaces/mine", {"env": {"A": "3"}, "approve": "always"}, token=admin
+        "PUT", "/api/v1/workspaces/gated", {"env": {"A": "3"}, "approve": "always"}, token=admin
     )
     assert status == 400 and "`approve`" in err["message"]
     status, ws = p.request(
-        "PUT", "/api/v1/workspaces/mine", {"approve": "dangerous", "two_person": True}, token=admin
+        "PUT", "/api/v1/workspaces/gated", {"approve": "dangerous", "two_person": True}, token=admin
     )
     assert status == 200 and ws["approve"] == "dangerous" and ws["two_person"] is True
-    status, got = p.request("GET", "/api/v1/workspaces/mine", token=op)
+    status, got = p.request("GET", "/api/v1/workspaces/gated", token=op)
     assert got["env"] == {"A": "1"} and got["approve"] == "dangerous"
-    status, approval = p.request("GET", "/api/v1/workspaces/mine/approval", token=admin)
+    status, approval = p.request("GET", "/api/v1/workspaces/gated/approval", token=admin)
     assert status == 200 and approval["approve"] == "dangerous" and approval["two_person"]

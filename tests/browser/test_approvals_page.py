@@ -11,19 +11,9 @@ import pytest
 from playwright.sync_api import Browser, Page
 
 from tests.browser.conftest import PageProblems
-from tests.portal import Portal
+from tests.portal import Portal, user_token
 
 PASSWORD = "approve-me-please-1"
-
-
-def _user(portal: Portal, name: str) -> str:
-    added = portal.cli(
-        "user", "add", name, "--role", "operator", "--password-stdin", input=PASSWORD
-    )
-    assert added.returncode == 0 or "exists" in added.stderr, added.stderr
-    made = portal.cli("token", "create", name)
-    assert made.returncode == 0, made.stderr
-    return made.stdout.strip().splitlines()[-1]
 
 
 @pytest.fixture
@@ -33,7 +23,7 @@ def people(
     out: dict[str, tuple[Page, PageProblems, str]] = {}
     contexts = []
     for name in ("alice", "bob"):
-        token = _user(browser_portal, name)
+        token = user_token(browser_portal, name, "operator", password=PASSWORD)
         context = browser.new_context(base_url=portal_url, viewport={"width": 1400, "height": 900})
         contexts.append(context)
         res = context.request.post("/api/v1/session", data={"name": name, "password": PASSWORD})

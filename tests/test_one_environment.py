@@ -4,6 +4,7 @@ Docker engine, real processes)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import time
@@ -269,3 +270,26 @@ def test_a_portal_spares_a_worker_nodes_containers() -> None:
     assert instance_alive("node.n1.999999.1")  # no such process here: still spared
     assert instance_alive(new_instance_id("server"))
     assert not instance_alive("server-999999-1")
+
+
+def test_unpack_containers_left_by_a_dead_process_are_swept(
+    trees: ImageTrees, docker_client: Any, sandbox_image: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A portal killed mid-unpack leaves its (never started) export container; the next
+    unpack removes the labelled ones older than any unpack may take, and nothing else."""
+    from sandbox.executors import rootfs
+
+    left = docker_client.containers.create(
+        sandbox_image, ["true"], labels={"bashfleet.rootfs": "1"}
+    )
+    other = docker_client.containers.create(sandbox_image, ["true"])
+    try:
+        monkeypatch.setattr(rootfs, "STALE_UNPACK_S", 1)
+        time.sleep(1.5)
+        trees._sweep()
+        ids = {c.id for c in docker_client.containers.list(all=True)}
+        assert left.id not in ids and other.id in ids
+    finally:
+        for c in (left, other):
+            with contextlib.suppress(Exception):
+                c.remove(force=True)

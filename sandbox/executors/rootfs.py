@@ -23,6 +23,7 @@ the mount points bubblewrap needs.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -51,6 +52,7 @@ def trees_dir(data: Path) -> Path:
 
 ID_TTL_S = 5.0  # an image's id is looked up again after this long
 EXPORT_TIMEOUT_S = 600.0
+STALE_UNPACK_S = 3600  # an unpack container older than this was left by a dead process
 
 
 class ImageTrees:
@@ -152,6 +154,7 @@ class ImageTrees:
         shutil.rmtree(partial, ignore_errors=True)
         partial.mkdir(mode=0o755)
         self._check_space(image_id)
+        self._sweep()
         container = self._create(image_id)
         try:
             self._export(container, partial)
@@ -207,6 +210,19 @@ class ImageTrees:
         )
         with self._lock:
             self._containers.discard(container)
+
+    def _sweep(self) -> None:
+        """Unpack containers left by a process killed mid-unpack (never started, labelled,
+        older than any unpack may take) are removed; failures only cost a leftover."""
+        assert self._docker is not None
+        with contextlib.suppress(OSError, subprocess.SubprocessError):
+            subprocess.run(
+                [self._docker, "container", "prune", "--force", "--filter",
+                 "label=bashfleet.rootfs=1", "--filter", f"until={STALE_UNPACK_S}s"],
+                capture_output=True,
+                timeout=60,
+                check=False,
+            )  # fmt: skip
 
     def _create(self, image_id: str) -> str:
         assert self._docker is not None

@@ -13,6 +13,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import docker
 import pytest
@@ -22,6 +23,22 @@ from tests.portal import BASHFLEET, SHARED_ROOTFS, Portal, free_port, running_po
 
 CLUSTER_KEY = "k" * 8 + secrets.token_hex(24)  # one per test session: shared by all sides
 TIMEOUT_S = 3.0  # BASHFLEET_NODE_TIMEOUT_S of the cluster tests
+
+
+def wait_until(predicate: Any, timeout: float, what: str, every: float = 0.1) -> Any:
+    """Poll until ``predicate()`` is truthy (and return it), or fail naming ``what``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        got = predicate()
+        if got:
+            return got
+        time.sleep(every)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def live_nodes(p: Portal, token: str) -> list[str]:
+    _s, body = p.request("GET", "/api/v1/nodes", token=token)
+    return [n["name"] for n in body["nodes"] if n["status"] == "live"]
 
 
 @dataclass

@@ -29,7 +29,9 @@ from tests.cluster_fixtures import (
     RedisServer,
     WorkerNode,
     cluster,
+    live_nodes,
     redis_server,
+    wait_until,
 )
 from tests.portal import BASHFLEET, Portal, running_portal
 
@@ -122,21 +124,6 @@ def _fields(job: Job) -> dict[str, Any]:
 # --- the cluster: portal, two workers, Redis -----------------------------------------------
 
 
-def _wait(predicate: Any, timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        got = predicate()
-        if got:
-            return got
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-def _live_nodes(p: Portal, token: str) -> list[str]:
-    _s, body = p.request("GET", "/api/v1/nodes", token=token)
-    return [n["name"] for n in body["nodes"] if n["status"] == "live"]
-
-
 def _safe_limit(p: Portal, token: str) -> int:
     _s, m = p.request("GET", "/api/v1/metrics", token=token)
     return int(m["pools"]["safe"]["limit"])
@@ -178,10 +165,10 @@ def _containers_of(node: WorkerNode) -> list[Any]:
 def test_two_nodes_a_lost_one_and_its_return(cluster: tuple[Portal, list[WorkerNode]]) -> None:
     p, nodes = cluster
     token = p.token("op", "operator")
-    _wait(lambda: sorted(_live_nodes(p, token)) == ["n1", "n2"], 30, "both nodes live")
+    wait_until(lambda: sorted(live_nodes(p, token)) == ["n1", "n2"], 30, "both nodes live")
     # the safe pool has the two nodes' slots (within DESIGN.md's maximum)
     want = min(MAX_LIMITS[CommandClass.SAFE], 2 * default_limits()[CommandClass.SAFE])
-    _wait(lambda: _safe_limit(p, token) == want, 10, f"a safe limit of {want}")
+    wait_until(lambda: _safe_limit(p, token) == want, 10, f"a safe limit of {want}")
 
     # two workspaces land on different nodes; each command records its node
     doomed = _submit(p, token, "sleep 60\ntouch started && sleep 60\n", "ws-a")
@@ -193,8 +180,8 @@ def test_two_nodes_a_lost_one_and_its_return(cluster: tuple[Portal, list[WorkerN
     assert {c["executor"] for c in doomed["commands"]} == {"local", "docker"}
     assert p.wait_running(doomed["id"], token, 2, timeout=30), p.log()
     ids = {c["id"] for c in doomed["commands"]}
-    _wait(lambda: _marked(ids), 10, "the local command's process on the node")
-    _wait(lambda: _containers_of(victim), 10, "the node's container")
+    wait_until(lambda: _marked(ids), 10, "the local command's process on the node")
+    wait_until(lambda: _containers_of(victim), 10, "the node's container")
 
     # kill -9 the node: its commands end interrupted within the heartbeat timeout
     victim.kill9()
@@ -216,7 +203,7 @@ def test_two_nodes_a_lost_one_and_its_return(cluster: tuple[Portal, list[WorkerN
     # the node removes the finished batch's container now, not when it stops
     keeper = next(n for n in nodes if n.name in home_b)
     assert {c["executor"] for c in other["commands"]} == {"local", "docker"}
-    _wait(
+    wait_until(
         lambda: not [c for c in _containers_of(keeper) if c.labels.get(LABEL_BATCH) == kept["id"]],
         15,
         "the finished batch's container removed",
@@ -226,9 +213,9 @@ def test_two_nodes_a_lost_one_and_its_return(cluster: tuple[Portal, list[WorkerN
 
     # restarting the node leaves no orphan processes or containers, and it works again
     victim.start()
-    _wait(lambda: victim.name in _live_nodes(p, token), 30, "the node back")
-    _wait(lambda: not _marked(ids), 15, "no leftover processes")
-    _wait(lambda: not _containers_of(victim), 15, "no leftover containers")
+    wait_until(lambda: victim.name in live_nodes(p, token), 30, "the node back")
+    wait_until(lambda: not _marked(ids), 15, "no leftover processes")
+    wait_until(lambda: not _containers_of(victim), 15, "no leftover containers")
     again = _submit(p, token, "echo back\n", "ws-a")
     assert {c["node"] for c in again["commands"]} == home_a
     assert p.wait_batch(again["id"], token, timeout=30)["status"] == "succeeded"
@@ -242,12 +229,12 @@ def test_a_frozen_node_is_lost_and_told_to_kill_on_its_return(
     end interrupted; on SIGCONT the control plane tells it to kill them."""
     p, nodes = cluster
     token = p.token("op", "operator")
-    _wait(lambda: len(_live_nodes(p, token)) == 2, 30, "both nodes live")
+    wait_until(lambda: len(live_nodes(p, token)) == 2, 30, "both nodes live")
     batch = _submit(p, token, "sleep 60\n", "ws-frozen")
     node = next(n for n in nodes if n.name == batch["commands"][0]["node"])
     assert p.wait_running(batch["id"], token, 1, timeout=20)
     ids = {batch["commands"][0]["id"]}
-    _wait(lambda: _marked(ids), 10, "the command's process")
+    wait_until(lambda: _marked(ids), 10, "the command's process")
     assert node.proc is not None
     os.kill(node.proc.pid, signal.SIGSTOP)
     try:
@@ -256,7 +243,7 @@ def test_a_frozen_node_is_lost_and_told_to_kill_on_its_return(
         assert _marked(ids)  # still running on the frozen node
     finally:
         os.kill(node.proc.pid, signal.SIGCONT)
-    _wait(lambda: not _marked(ids), 15, "the node to kill the ended command")
+    wait_until(lambda: not _marked(ids), 15, "the node to kill the ended command")
     assert p.wait_batch(batch["id"], token)["commands"][0]["status"] == "interrupted"
 
 
@@ -267,7 +254,7 @@ def test_forged_and_replayed_messages_are_refused_and_audited(
 ) -> None:
     p, nodes = cluster
     admin = p.token("boss", "admin")
-    _wait(lambda: "n1" in _live_nodes(p, admin), 30, "node n1 live")
+    wait_until(lambda: "n1" in live_nodes(p, admin), 30, "node n1 live")
     app = wire.celery_app(redis_server.url)
 
     def push(envelope: Any) -> None:  # what a client with access to Redis alone can do
@@ -304,14 +291,16 @@ def test_forged_and_replayed_messages_are_refused_and_audited(
         )
         return page["items"] if len(page["items"]) >= 5 else []
 
-    items = _wait(refusals, 20, "five audited refusals")
+    items = wait_until(refusals, 20, "five audited refusals")
     reasons = sorted(i["detail"]["reason"] for i in items)
     assert sum("bad signature" in r for r in reasons) == 3, reasons
     assert sum("meant for node 'n2'" in r for r in reasons) == 1, reasons
     assert sum("replayed" in r for r in reasons) == 1, reasons
     assert all(i["actor"] == "node:n1" for i in items)
     folder = nodes[0].data / "workspaces" / "ws-f"
-    ok = _wait(lambda: (folder / "ok.txt").exists() and folder / "ok.txt", 10, "the signed job")
+    ok = wait_until(
+        lambda: (folder / "ok.txt").exists() and folder / "ok.txt", 10, "the signed job"
+    )
     time.sleep(0.5)
     assert ok.read_text() == "once\n"  # the signed job ran once: the replay did not
     assert not (folder / "forged.txt").exists()
@@ -335,7 +324,7 @@ def test_without_redis_a_submission_answers_503_and_stores_nothing(
 ) -> None:
     p, _nodes = cluster
     token = p.token("op", "operator")
-    _wait(lambda: len(_live_nodes(p, token)) == 2, 30, "both nodes live")
+    wait_until(lambda: len(live_nodes(p, token)) == 2, 30, "both nodes live")
     first = _submit(p, token, "for i in 1 2 3 4 5 6; do echo line$i; sleep 0.5; done\n", "ws-r")
     assert p.wait_running(first["id"], token, 1, timeout=20)
     time.sleep(0.8)

@@ -26,7 +26,9 @@ from tests.cluster_fixtures import (
     RedisServer,
     WorkerNode,
     cluster_env,
+    live_nodes,
     running_cluster,
+    wait_until,
 )
 from tests.portal import BASHFLEET, Portal, running_portal
 
@@ -51,23 +53,8 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     with running_cluster(tmp_path_factory.mktemp("move"), env) as c:
         p, _nodes, _redis = c
         admin = p.token("boss", "admin")
-        _wait(lambda: len(_live(p, admin)) == 2, 30, "two live nodes")
+        wait_until(lambda: len(live_nodes(p, admin)) == 2, 30, "two live nodes")
         yield c
-
-
-def _wait(predicate: Any, timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        got = predicate()
-        if got:
-            return got
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-def _live(p: Portal, token: str) -> list[str]:
-    _s, body = p.request("GET", "/api/v1/nodes", token=token)
-    return [n["name"] for n in body["nodes"] if n["status"] == "live"]
 
 
 def _tarball() -> bytes:
@@ -190,7 +177,7 @@ def test_a_move_drains_archives_restores_and_runs_the_queued_commands_there(
         cmd = b["commands"][0]
         return cmd if cmd["status"] == "queued" and "moving" in (cmd["reason"] or "") else None
 
-    cmd = _wait(held, 10, "the new command held while the workspace moves")
+    cmd = wait_until(held, 10, "the new command held while the workspace moves")
     assert cmd["reason"] == f"workspace moving from {source} to {target}"
     _s, ws = p.request("GET", f"/api/v1/workspaces/{WS}", token=op)
     assert ws["move"]["state"] == "draining", ws
@@ -233,7 +220,7 @@ def test_a_move_drains_archives_restores_and_runs_the_queued_commands_there(
         member = tar.extractfile("hello.txt")  # relative to the folder
         assert member is not None and member.read() == HELLO
     assert (_node(nodes, target).data / "workspaces" / WS / "data" / "big.bin").exists()
-    _wait(
+    wait_until(
         lambda: not (_node(nodes, source).data / "workspaces" / WS).exists(),
         10,
         "the source's copy removed",
@@ -254,7 +241,7 @@ def test_a_failed_move_leaves_the_workspace_where_it_was(cluster: Cluster) -> No
     assert status == 201, done
     status, move = p.request("POST", f"/api/v1/workspaces/{WS}/move", {"node": other}, token=admin)
     assert status == 202, move
-    failed = _wait(lambda: _move_ended(p, op), 30, "the move to end")
+    failed = wait_until(lambda: _move_ended(p, op), 30, "the move to end")
     assert failed["state"] == "failed", failed
     assert f"over {30 << 20} bytes" in failed["error"], failed  # the limit
     assert _home(p, admin) == home
@@ -288,7 +275,7 @@ def test_a_forged_transfer_message_is_refused_and_audited(cluster: Cluster) -> N
         got = _audit(p, admin, "cluster_message_refused")
         return got[: len(got) - before] if len(got) - before >= 2 else None
 
-    items = _wait(refused, 20, "two audited refusals")
+    items = wait_until(refused, 20, "two audited refusals")
     assert all("bad signature" in i["detail"]["reason"] for i in items), items
     assert all(i["actor"] == f"node:{home}" for i in items)
     time.sleep(0.5)
@@ -303,7 +290,7 @@ def test_a_move_from_a_lost_node_needs_force_and_starts_empty(cluster: Cluster) 
     home = _home(p, admin)
     other = next(n.name for n in nodes if n.name != home)
     _node(nodes, home).kill9()
-    _wait(lambda: home not in _live(p, admin), 20, f"node {home} lost")
+    wait_until(lambda: home not in live_nodes(p, admin), 20, f"node {home} lost")
 
     status, err = p.request("POST", f"/api/v1/workspaces/{WS}/move", {"node": other}, token=admin)
     assert (status, err["error"]) == (409, "source_lost"), err

@@ -33,7 +33,13 @@ from sandbox.cluster.events import (
 from sandbox.cluster.signing import sign
 from sandbox.events import BatchFinished, CommandStatusChanged, Event, OutputReceived
 from sandbox.model import Status
-from tests.cluster_fixtures import CLUSTER_KEY, RedisServer, WorkerNode, cluster_env
+from tests.cluster_fixtures import (
+    CLUSTER_KEY,
+    RedisServer,
+    WorkerNode,
+    cluster_env,
+    wait_until,
+)
 from tests.mcp_helpers import ok, run_async
 from tests.portal import ADMIN_PASSWORD, Portal, free_port
 from tests.test_mcp_http import http_session
@@ -149,14 +155,6 @@ def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Portal, Rep
         server.stop()
 
 
-def _wait(check: Any, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
-
-
 def test_a_batch_submitted_through_the_replica_streams_exactly_once(
     pair: tuple[Portal, Replica],
 ) -> None:
@@ -171,7 +169,7 @@ def test_a_batch_submitted_through_the_replica_streams_exactly_once(
         assert early.subscribe(batch["id"])["ok"] and there.subscribe(batch["id"])["ok"]
         (command,) = batch["commands"]
         for w in (early, there):  # each process serves its own sockets, each byte once
-            _wait(lambda w=w: w.batches, 60, "batch_status: " + control.log())
+            wait_until(lambda w=w: w.batches, 60, "batch_status: " + control.log())
             assert [b["status"] for b in w.batches] == ["succeeded"], w.batches
             assert w.text(command["id"]) == WANT
             assert w.text(command["id"], "stderr") == "done\n"
@@ -182,7 +180,7 @@ def test_a_batch_submitted_through_the_replica_streams_exactly_once(
         late.connect(token=token)
         ack = late.subscribe(batch["id"])
         assert ack["ok"] and ack["status"] == "succeeded", ack
-        _wait(lambda: late.text(command["id"]) == WANT, 10, "the backlog")
+        wait_until(lambda: late.text(command["id"]) == WANT, 10, "the backlog")
         time.sleep(0.3)
         assert late.text(command["id"]) == WANT and late.text(command["id"], "stderr") == "done\n"
         # the replica's reads come from the shared database and output files
@@ -241,7 +239,7 @@ def test_only_signed_broadcasts_reach_the_browsers(pair: tuple[Portal, Replica])
         bad = json.loads(SignedJson(b"x" * 32).dumps(emit("wrong key")))
         broker.publish("bashfleet-socketio", json.dumps(bad))
         broker.publish("bashfleet-socketio", SignedJson(CLUSTER_KEY.encode()).dumps(emit("good")))
-        _wait(lambda: watcher.cut, 5, "the signed broadcast")
+        wait_until(lambda: watcher.cut, 5, "the signed broadcast")
         time.sleep(0.3)
         assert [c["reason"] for c in watcher.cut] == ["good"], watcher.cut
     finally:
@@ -437,14 +435,14 @@ def test_relayed_events_arrive_in_order_and_forged_ones_are_dropped(tmp_path: Pa
                 raw = encode(sent[0])
                 relay.drain()
                 redis.Redis.from_url(server.url).xadd(STREAM, {"e": raw, "s": "0" * 64})
-        _wait(lambda: len(got) >= len(sent), 10, "the relayed events")
+        wait_until(lambda: len(got) >= len(sent), 10, "the relayed events")
         time.sleep(0.2)
         assert got == sent and reader.forged == 1
         # the advertisement: signed, and gone when its control plane stops
         client = redis.Redis.from_url(server.url)
         assert control_url(client, key) is None
         advertiser = Advertiser(server.url, key, "http://cp:8080")
-        _wait(lambda: control_url(client, key) == "http://cp:8080", 5, "the advertisement")
+        wait_until(lambda: control_url(client, key) == "http://cp:8080", 5, "the advertisement")
         assert control_url(client, b"another key of 32 characters....") is None
         with pytest.raises(SystemExit, match="another control plane is advertised at http://cp"):
             _one_control_plane(server.url, "http://me:8080", key)  # cp refreshes: it is alive

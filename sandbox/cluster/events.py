@@ -35,7 +35,7 @@ from typing import Any, cast
 import redis
 
 from sandbox.cluster.signing import ForgedMessage, sign, verify
-from sandbox.events import BatchFinished, CommandStatusChanged, Event, OutputReceived
+from sandbox.events import BatchFinished, CommandStatusChanged, Event, EventBus, OutputReceived
 from sandbox.model import Status
 
 log = logging.getLogger(__name__)
@@ -164,22 +164,14 @@ class RelayReader:
     def __init__(self, url: str, key: bytes) -> None:
         self._redis = redis.Redis.from_url(url, socket_timeout=10, socket_connect_timeout=5)
         self._key = key
-        self._subscribers: tuple[Callable[[Event], None], ...] = ()
-        self._lock = threading.Lock()
+        self._bus = EventBus()  # the replica's hub subscribes here, as to a local bus
         self._stop = threading.Event()
         self.forged = 0  # entries dropped for a bad signature
         self.ready = threading.Event()  # set once it knows where "from now on" starts
         self._thread = threading.Thread(target=self._loop, name="bashfleet-relayed", daemon=True)
 
     def subscribe(self, fn: Callable[[Event], None]) -> Callable[[], None]:
-        with self._lock:
-            self._subscribers = (*self._subscribers, fn)
-
-        def unsubscribe() -> None:
-            with self._lock:
-                self._subscribers = tuple(s for s in self._subscribers if s is not fn)
-
-        return unsubscribe
+        return self._bus.subscribe(fn)
 
     def start(self) -> None:
         self._thread.start()
@@ -234,11 +226,7 @@ class RelayReader:
         except (ValueError, KeyError, TypeError) as e:
             log.warning("dropped a relayed live event: %s", e)
             return
-        for fn in self._subscribers:
-            try:
-                fn(event)
-            except Exception:  # a failing subscriber must not stop the stream
-                log.exception("relayed event subscriber failed on %s", type(event).__name__)
+        self._bus.publish(event)  # a failing subscriber is logged and never stops the stream
 
 
 def _id(entry_id: str) -> tuple[int, int]:

@@ -65,6 +65,7 @@ class ImageTrees:
         self._unpacking: dict[str, threading.Lock] = {}
         self._ids: dict[str, tuple[str, float]] = {}  # image -> (id, when looked up)
         self._containers: set[str] = set()  # created to unpack, not removed yet
+        self._swept = False  # stale unpack containers of dead processes (see _sweep)
 
     def tree(self, image: str) -> Path:
         """The image's unpacked root filesystem, made now if needed (seconds, once)."""
@@ -154,7 +155,9 @@ class ImageTrees:
         shutil.rmtree(partial, ignore_errors=True)
         partial.mkdir(mode=0o755)
         self._check_space(image_id)
-        self._sweep()
+        if not self._swept:  # once per process, beside the unpack (a prune may be slow)
+            self._swept = True
+            threading.Thread(target=self._sweep, name="rootfs-sweep", daemon=True).start()
         container = self._create(image_id)
         try:
             self._export(container, partial)

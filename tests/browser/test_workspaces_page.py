@@ -29,7 +29,8 @@ def test_workspace_settings_page(
     page.fill("#ws-new-name", name)
     page.click("#ws-new")
     expect(page.locator("#ws-form-title")).to_have_text(f"Settings of {name}")
-    expect(page.locator("#ws-image option")).not_to_have_count(0)
+    # the image list asks the local engine (three docker calls): slower on a busy engine
+    expect(page.locator("#ws-image option")).not_to_have_count(0, timeout=15_000)
     page.select_option("#ws-network", "egress")
     page.fill("#ws-env", f"CI=1\nNOTE={hostile}")
     page.fill("#ws-secret-name", "API_TOKEN")

@@ -32,7 +32,8 @@ def _attack(p: HPortal, token: str, tag: str, pool: str) -> dict[str, Any]:
     c = done["commands"][0]
     assert c["executor"] == pool, c
     # the grandchild holding stdout must not keep the command alive until its timeout
-    assert c["status"] == "succeeded" and c["duration_s"] < 5, c
+    # (20 s; the escapees sleep 41 s): 10 s leaves room for a busy machine's container
+    assert c["status"] == "succeeded" and c["duration_s"] < 10, c
     left_end = wait_gone(tag + "0", timeout=5)
     assert left_end == [], left_end
 

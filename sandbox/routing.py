@@ -14,6 +14,7 @@ import psutil
 from sandbox.breaker import CircuitBreaker
 from sandbox.errors import EngineUnavailable, ExecutorError
 from sandbox.executors.base import Executor
+from sandbox.executors.proctree import running_since
 from sandbox.model import CommandClass
 from sandbox.scheduler import Router
 
@@ -123,8 +124,4 @@ def instance_alive(instance_id: str) -> bool:
         or not (parts[2].isascii() and parts[2].isdigit())
     ):
         return False
-    try:
-        proc = psutil.Process(int(parts[1]))
-        return int(proc.create_time()) == int(parts[2]) and proc.status() != psutil.STATUS_ZOMBIE
-    except psutil.Error:
-        return False
+    return running_since(int(parts[1]), int(parts[2]))

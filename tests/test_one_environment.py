@@ -13,9 +13,11 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 
 from sandbox.events import CommandMisjudged, Event, EventBus, OutputReceived
+from sandbox.executors import cgroups
 from sandbox.executors.docker import DockerExecutor
 from sandbox.executors.local import LocalExecutor
 from sandbox.executors.rootfs import ImageTrees
@@ -270,6 +272,12 @@ def test_a_portal_spares_a_worker_nodes_containers() -> None:
     assert instance_alive("node.n1.999999.1")  # no such process here: still spared
     assert instance_alive(new_instance_id("server"))
     assert not instance_alive("server-999999-1")
+    # /proc/stat's btime may move a second between readers: still this live process
+    start = int(psutil.Process().create_time())
+    for off in (-1, 1):
+        assert instance_alive(f"server-{os.getpid()}-{start + off}")
+        assert cgroups._instance_alive(f"{os.getpid()}-{start + off}")
+    assert not instance_alive(f"server-{os.getpid()}-{start - 60}")  # a reused pid
 
 
 def test_unpack_containers_left_by_a_dead_process_are_swept(

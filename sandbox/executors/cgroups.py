@@ -54,6 +54,8 @@ from pathlib import Path
 
 import psutil
 
+from sandbox.executors.proctree import running_since
+
 log = logging.getLogger(__name__)
 
 # The limits, in one place (tasks: processes and threads).
@@ -438,10 +440,7 @@ def _instance_alive(name: str) -> bool:
     pid, _, start = name.partition("-")
     if not (pid.isdigit() and start.isdigit()):
         return False
-    try:
-        return int(psutil.Process(int(pid)).create_time()) == int(start)
-    except psutil.Error:
-        return False
+    return running_since(int(pid), int(start))
 
 
 def _remove_stale(owner: PidsCgroups, parent: Path) -> None:

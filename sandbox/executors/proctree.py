@@ -28,6 +28,22 @@ import time
 import psutil
 
 MARKER_VAR = "BASHFLEET_JOB"
+START_SLACK_S = 2.0  # psutil's create_time() rests on /proc/stat's btime, which can move 1 s
+
+
+def running_since(pid: int, start: int) -> bool:
+    """True when process ``pid`` runs and was started at ``start`` (whole seconds of its
+    ``create_time()``, as written into instance ids): a pid alone may have been reused.
+    The start may read a second off from another process (btime jitter), hence a slack."""
+    try:
+        proc = psutil.Process(pid)
+        return abs(proc.create_time() - start) < START_SLACK_S and (
+            proc.status() != psutil.STATUS_ZOMBIE
+        )
+    except psutil.Error:
+        return False
+
+
 _MARKER_KEY = MARKER_VAR.encode() + b"="
 
 

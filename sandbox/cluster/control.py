@@ -168,6 +168,10 @@ class ControlPlane:
             node = self.placement.get(workspace)
             if node is not None:
                 return node
+            known = any(not n.lost for n in self._nodes.values())
+        if not known:  # just started: the monitor may not have read the heartbeats yet
+            self._look_now()
+        with self._lock:
             live = [n for n in self._nodes.values() if not n.lost]
             if not live:
                 raise wire.BrokerUnavailable(
@@ -180,6 +184,18 @@ class ControlPlane:
         with self._lock:
             self.placement[workspace] = node
         return node
+
+    def _look_now(self) -> None:
+        """Read the heartbeats of nodes not heard of yet, now (not at the monitor's pace)."""
+        with contextlib.suppress(Exception):
+            every = self._known_nodes()
+            with self._lock:
+                names = [n for n in every if n not in self._nodes]
+            beats = self.redis.mget([wire.NODE_KEY + n for n in names]) if names else []
+            now = time.monotonic()
+            for name, raw in zip(names, beats, strict=True):
+                if raw:
+                    self._heard(name, json.loads(raw), now)
 
     def _score(self, n: _Node, homes: list[str]) -> tuple[float, int, float]:
         sent = sum(1 for f in self._flights.values() if f.node == n.name)

@@ -46,6 +46,7 @@ class Portal:
     tokens: dict[str, str] = field(default_factory=dict)
     # how long start() waits for /healthz: a loaded 2-core machine takes seconds
     start_timeout_s: ClassVar[float] = 30.0
+    log_name: ClassVar[str] = "serve.log"  # in the data folder
 
     @property
     def url(self) -> str:
@@ -72,7 +73,7 @@ class Portal:
             self.command(),
             env=self.env,
             stdout=subprocess.DEVNULL,
-            stderr=open(self.data / "serve.log", "ab"),  # noqa: SIM115 (the child keeps it)
+            stderr=open(self.data / self.log_name, "ab"),  # noqa: SIM115 (the child keeps it)
         )
         deadline = time.monotonic() + self.start_timeout_s
         while time.monotonic() < deadline and self.proc.poll() is None:
@@ -82,7 +83,7 @@ class Portal:
                         return
             except OSError:
                 time.sleep(0.1)
-        raise AssertionError("the portal did not answer /healthz: " + self.log())
+        raise AssertionError(f"{self.log_name}: no answer on /healthz: " + self.log())
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
         if self.proc and self.proc.poll() is None:
@@ -113,7 +114,7 @@ class Portal:
         return False
 
     def log(self) -> str:
-        path = self.data / "serve.log"
+        path = self.data / self.log_name
         return path.read_text(errors="replace")[-3000:] if path.exists() else ""
 
     def token(self, user: str, role: str) -> str:

@@ -6,10 +6,8 @@ second, cuts cross processes, and without a control plane state changes answer 5
 from __future__ import annotations
 
 import json
-import subprocess
 import threading
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -53,28 +51,7 @@ class Patient(Portal):
     """A portal process that may take up to 90 s to start (the shared machine is busy),
     logging to its own file in the shared data folder."""
 
-    log_name = "serve.log"
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen(
-            self.command(),
-            env=self.env,
-            stdout=subprocess.DEVNULL,
-            stderr=open(self.data / self.log_name, "ab"),  # noqa: SIM115 (the child keeps it)
-        )
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline and self.proc.poll() is None:
-            try:
-                with urllib.request.urlopen(self.url + "/healthz", timeout=1) as r:
-                    if r.status == 200:
-                        return
-            except OSError:
-                time.sleep(0.1)
-        raise AssertionError(f"{self.log_name}: no answer on /healthz: " + self.log())
-
-    def log(self) -> str:
-        path = self.data / self.log_name
-        return path.read_text(errors="replace")[-3000:] if path.exists() else ""
+    start_timeout_s = 90.0
 
 
 class Replica(Patient):

@@ -171,7 +171,9 @@ def cluster(
 
 def _remove_containers(nodes: list[WorkerNode]) -> None:
     client = docker.from_env()
-    for c in client.containers.list(all=True, filters={"label": LABEL_INSTANCE}):
+    for c in client.containers.list(
+        ignore_removed=True, all=True, filters={"label": LABEL_INSTANCE}
+    ):
         if any(c.labels[LABEL_INSTANCE].startswith(f"node.{n.name}.") for n in nodes):
             c.remove(force=True)
 

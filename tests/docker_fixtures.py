@@ -57,7 +57,9 @@ def docker_instance_id() -> str:
 
 def _containers_of(client: Any, instance_id: str) -> list[Any]:
     return list(
-        client.containers.list(all=True, filters={"label": f"bashfleet.instance={instance_id}"})
+        client.containers.list(
+            ignore_removed=True, all=True, filters={"label": f"bashfleet.instance={instance_id}"}
+        )
     )
 
 

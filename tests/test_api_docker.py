@@ -24,7 +24,9 @@ def docker_portal(tmp_path: Path, docker_client: Any, sandbox_image: str) -> Ite
 def server_containers(client: Any) -> list[Any]:
     return [
         c
-        for c in client.containers.list(all=True, filters={"label": "bashfleet.instance"})
+        for c in client.containers.list(
+            ignore_removed=True, all=True, filters={"label": "bashfleet.instance"}
+        )
         if c.labels.get("bashfleet.instance", "").startswith("server-")
     ]
 

@@ -155,7 +155,9 @@ def _containers_of(node: WorkerNode) -> list[Any]:
     client = docker.from_env()
     return [
         c
-        for c in client.containers.list(all=True, filters={"label": LABEL_INSTANCE})
+        for c in client.containers.list(
+            ignore_removed=True, all=True, filters={"label": LABEL_INSTANCE}
+        )
         if c.labels[LABEL_INSTANCE].startswith(f"node.{node.name}.")
     ]
 

@@ -337,14 +337,14 @@ def test_compose_cluster_runs_batches_on_two_nodes(
         stack("stop", "-t", "30", "worker1", "worker2", timeout=120)
         for batch_id in batch_ids:
             left = docker_client.containers.list(
-                all=True, filters={"label": f"bashfleet.batch={batch_id}"}
+                ignore_removed=True, all=True, filters={"label": f"bashfleet.batch={batch_id}"}
             )
             assert not left, [(c.name, c.labels) for c in left]
     finally:
         stack.down()
         for batch_id in batch_ids:  # ours only: labelled with this test's batches
             for c in docker_client.containers.list(
-                all=True, filters={"label": f"bashfleet.batch={batch_id}"}
+                ignore_removed=True, all=True, filters={"label": f"bashfleet.batch={batch_id}"}
             ):
                 c.remove(force=True)
         shutil.rmtree(nodes_dir, ignore_errors=True)

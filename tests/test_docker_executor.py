@@ -49,7 +49,7 @@ class Collected:
 
 def containers_of(client: Any, instance_id: str) -> list[Any]:
     label = f"bashfleet.instance={instance_id}"
-    return list(client.containers.list(all=True, filters={"label": label}))
+    return list(client.containers.list(ignore_removed=True, all=True, filters={"label": label}))
 
 
 # -- pure ------------------------------------------------------------------------------------

@@ -177,7 +177,7 @@ def test_a_misjudged_write_is_run_again_writable_before_what_follows(
         docker_executor.close_batch(batch_id)  # (the scheduler's own close is in the background)
         label = {"label": f"bashfleet.instance={docker_instance_id}"}
         deadline = time.monotonic() + 15
-        while docker_client.containers.list(all=True, filters=label):
+        while docker_client.containers.list(ignore_removed=True, all=True, filters=label):
             assert time.monotonic() < deadline, "the batch container was never removed"
             time.sleep(0.1)
     assert [r[1] for r in result] == [Status.SUCCEEDED, Status.SUCCEEDED], result
@@ -297,7 +297,7 @@ def test_unpack_containers_left_by_a_dead_process_are_swept(
         deadline = time.monotonic() + 20  # the engine runs one prune at a time: try again
         while True:
             trees._sweep()
-            ids = {c.id for c in docker_client.containers.list(all=True)}
+            ids = {c.id for c in docker_client.containers.list(ignore_removed=True, all=True)}
             if left.id not in ids or time.monotonic() > deadline:
                 break
             time.sleep(0.5)

@@ -22,7 +22,9 @@ OWNER = 1234  # a non-root workspace owner
 def labelled(client: Any, instance_prefix: str = "cli-") -> list[Any]:
     return [
         c
-        for c in client.containers.list(all=True, filters={"label": "bashfleet.instance"})
+        for c in client.containers.list(
+            ignore_removed=True, all=True, filters={"label": "bashfleet.instance"}
+        )
         if c.labels.get("bashfleet.instance", "").startswith(instance_prefix)
     ]
 

@@ -68,7 +68,7 @@ def service(
     finally:
         svc.close()
         left = docker_client.containers.list(
-            all=True, filters={"label": f"bashfleet.instance={instance}"}
+            ignore_removed=True, all=True, filters={"label": f"bashfleet.instance={instance}"}
         )
         for c in left:
             c.remove(force=True)

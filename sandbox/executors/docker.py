@@ -493,7 +493,9 @@ class DockerExecutor:
 
     def _list(self, filters: dict[str, str | list[str] | bool]) -> list[Any]:
         with self._guard("list containers"):
-            return list(self._docker().containers.list(all=True, filters=filters))
+            return list(
+                self._docker().containers.list(ignore_removed=True, all=True, filters=filters)
+            )
 
     def _exec_quick(self, container_id: str, cmd: list[str], user: str) -> tuple[int, bytes]:
         api = self._docker().api

@@ -219,7 +219,9 @@ def local_portal(tmp_path: Path) -> Iterator[HPortal]:
 
 def containers_of(client: Any, instance_id: str) -> list[Any]:
     return list(
-        client.containers.list(all=True, filters={"label": f"bashfleet.instance={instance_id}"})
+        client.containers.list(
+            ignore_removed=True, all=True, filters={"label": f"bashfleet.instance={instance_id}"}
+        )
     )
 
 
@@ -360,6 +362,8 @@ def integrity(db: Path) -> str:
 def server_containers(client: Any) -> list[Any]:
     return [
         c
-        for c in client.containers.list(all=True, filters={"label": "bashfleet.instance"})
+        for c in client.containers.list(
+            ignore_removed=True, all=True, filters={"label": "bashfleet.instance"}
+        )
         if c.labels.get("bashfleet.instance", "").startswith("server-")
     ]

@@ -139,11 +139,12 @@ def test_run_on_failure_and_deadline(tmp_path: Path) -> None:
 def test_eight_sleeps_run_in_parallel(tmp_path: Path) -> None:
     script = tmp_path / "s.sh"
     script.write_text("sleep 1\n" * 8)
-    started = time.monotonic()
-    done = bf("run", str(script), "--jobs", "8", "--workspace", str(tmp_path))
-    elapsed = time.monotonic() - started
+    done = bf("run", str(script), "--jobs", "8", "--workspace", str(tmp_path), "--json")
     assert done.returncode == 0, done.stderr
-    assert elapsed < 2.0, elapsed
+    summary = json.loads(done.stdout.strip().splitlines()[-1])
+    # The batch's own makespan (not the CLI's start-up, which a loaded machine stretches):
+    # eight 1 s sleeps in a row would take 8 s.
+    assert summary["makespan_s"] < 2.5, summary["makespan_s"]
 
 
 def test_timeout_kills_the_whole_tree(tmp_path: Path) -> None:
@@ -168,7 +169,10 @@ def test_timeout_kills_the_whole_tree(tmp_path: Path) -> None:
     elapsed = time.monotonic() - started
     summary = json.loads(done.stdout.strip().splitlines()[-1])
     assert [c["status"] for c in summary["commands"]] == ["timed_out"] * 3
-    assert elapsed < 2.5, elapsed
+    # Killed at 1 s, not left waiting on the tree's 100 s sleeps; the CLI's own start-up
+    # stretches on a loaded machine, so the wall-clock bound is loose and the batch's tight.
+    assert summary["makespan_s"] < 2.5, summary["makespan_s"]
+    assert elapsed < 20, elapsed
     time.sleep(0.2)
     left = [
         p.info["cmdline"]

@@ -99,14 +99,16 @@ def test_real_cpu_burners_shrink_then_release(tmp_path: Path) -> None:
             b.wait()
     shrink = next(r for r in resized if r.after < r.before)
     assert shrink.pool == "conditional" and "CPU" in shrink.reason
-    deadline = time.monotonic() + 30
+    # The release needs the whole machine under 60% CPU; on a shared 2-core machine whatever
+    # else runs (the engine removing an earlier test's containers) may hold it up a while.
+    deadline = time.monotonic() + 90
     while time.monotonic() < deadline and not any(
         r.after > r.before for r in resized[resized.index(shrink) :]
     ):
         scaler.step()
         time.sleep(0.5)
     grow = [r for r in resized[resized.index(shrink) :] if r.after > r.before]
-    assert grow and "queue" in grow[0].reason
+    assert grow and "queue" in grow[0].reason, f"no release; smoothed CPU {scaler.cpu}"
     assert grow[0].at - shrink.at >= 4.0  # a reversal waits twice the hold time
     sched.cancel_batch(bid)
     sched.wait(bid, 5)

@@ -18,6 +18,7 @@ from typing import Any
 import docker
 import pytest
 
+from sandbox.cluster.signing import node_key
 from sandbox.executors.docker_profiles import LABEL_INSTANCE
 from tests.portal import BASHFLEET, SHARED_ROOTFS, Portal, free_port, running_portal
 
@@ -99,10 +100,15 @@ class WorkerNode:
 
     def start(self) -> None:
         self.data.mkdir(parents=True, exist_ok=True)
+        env = dict(self.env)
+        if env.get("BASHFLEET_CLUSTER_KEY") == CLUSTER_KEY and "BASHFLEET_NODE_KEY" not in env:
+            # as deployed: the node holds its own key only, never the cluster's
+            del env["BASHFLEET_CLUSTER_KEY"]
+            env["BASHFLEET_NODE_KEY"] = node_key(CLUSTER_KEY.encode(), self.name).decode()
         self.proc = subprocess.Popen(
             [BASHFLEET, "worker", "--broker", self.broker, "--name", self.name,
              "--data", str(self.data)],
-            env=self.env,
+            env=env,
             stdout=subprocess.DEVNULL,
             stderr=open(self.data / "worker.log", "ab"),  # noqa: SIM115
             start_new_session=True,

@@ -18,7 +18,14 @@ import psutil
 import pytest
 
 from sandbox.cluster import wire
-from sandbox.cluster.signing import ForgedMessage, sign, verify
+from sandbox.cluster.signing import (
+    ForgedMessage,
+    entry_mac,
+    field_bytes,
+    node_key,
+    sign,
+    verify,
+)
 from sandbox.executors.docker_profiles import LABEL_BATCH, LABEL_INSTANCE
 from sandbox.executors.proctree import MARKER_VAR
 from sandbox.model import CommandClass, Job, Outcome, Status
@@ -99,6 +106,46 @@ def test_serve_with_a_broker_and_no_key_says_what_to_set(tmp_path: Path) -> None
         assert "needs a shared key of at least 32 characters in $BASHFLEET_CLUSTER_KEY" in (
             done.stderr
         )
+
+
+def test_each_node_has_its_own_key_and_print_key_gives_it(tmp_path: Path) -> None:
+    n1, n2 = node_key(KEY, "n1"), node_key(KEY, "n2")
+    assert len({n1, n2, KEY}) == 3 and len(n1) == 64
+    with pytest.raises(ForgedMessage, match="bad signature"):  # n2 cannot sign for n1
+        verify(n1, sign(n2, {"kind": "run", "node": "n1"}))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BASHFLEET_")}
+    env["BASHFLEET_CLUSTER_KEY"] = KEY.decode()
+    done = subprocess.run(
+        [BASHFLEET, "--data", str(tmp_path), "worker", "--name", "n1", "--print-key"],
+        env=env, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == n1.decode() + "\n"
+    env = {**env, "BASHFLEET_NODE_KEY": "short"}
+    del env["BASHFLEET_CLUSTER_KEY"]
+    done = subprocess.run(
+        [BASHFLEET, "--data", str(tmp_path), "worker", "--name", "n1",
+         "--broker", "redis://127.0.0.1:1/0"],
+        env=env, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert "$BASHFLEET_NODE_KEY is too short" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_a_reported_entry_is_signed_field_by_field() -> None:
+    fields = {
+        k: field_bytes(v) for k, v in {"t": "out", "o": 3, "d": b"\x00ab", "node": "n1"}.items()
+    }
+    mac = entry_mac(KEY, fields)
+    assert entry_mac(KEY, {**fields, "m": mac}) == mac  # the MAC travels beside what it covers
+    for name, value in (("o", b"4"), ("d", b"\x00ac"), ("node", b"n2"), ("extra", b"")):
+        assert entry_mac(KEY, {**fields, name: value}) != mac
+    assert entry_mac(node_key(KEY, "n2"), fields) != mac
+    # moving bytes between a name and its value changes the MAC (lengths are in it)
+    assert entry_mac(KEY, {"ab": b"c"}) != entry_mac(KEY, {"a": b"bc"})
+    with pytest.raises(TypeError):
+        field_bytes(True)
 
 
 @pytest.mark.parametrize(
@@ -279,26 +326,41 @@ def test_forged_and_replayed_messages_are_refused_and_audited(
         "output_cap": 1000,
         "executor": "local",
     }
+    n1_key = node_key(CLUSTER_KEY.encode(), "n1")
+    n2_key = node_key(CLUSTER_KEY.encode(), "n2")
     push({**body, "ts": time.time(), "nonce": "n" * 32, "sig": "0" * 64})  # no key
     push(sign(b"an attacker's guess at the key!!", body))  # the wrong key
-    push({**sign(CLUSTER_KEY.encode(), body), "command": "echo changed >> forged.txt"})
-    push(sign(CLUSTER_KEY.encode(), {**body, "node": "n2"}))  # meant for another node
-    good = sign(CLUSTER_KEY.encode(), {**body, "id": "signed1", "command": "echo once >> ok.txt"})
+    push({**sign(n1_key, body), "command": "echo changed >> forged.txt"})
+    push(sign(n2_key, body))  # node n2 (its own key only) signing for n1
+    push(sign(CLUSTER_KEY.encode(), body))  # a node takes jobs signed with its own key only
+    push(sign(n1_key, {**body, "node": "n2"}))  # meant for another node
+    good = sign(n1_key, {**body, "id": "signed1", "command": "echo once >> ok.txt"})
     push(good)
     push(good)  # a replay of a well-signed message
 
-    def refusals() -> list[dict[str, Any]]:
+    def refusals(actor: str, least: int) -> list[dict[str, Any]]:
         _s, page = p.request(
             "GET", "/api/v1/audit?action=cluster_message_refused&limit=50", token=admin
         )
-        return page["items"] if len(page["items"]) >= 5 else []
+        items = [i for i in page["items"] if i["actor"] == actor]
+        return items if len(items) >= least else []
 
-    items = wait_until(refusals, 20, "five audited refusals")
+    items = wait_until(lambda: refusals("node:n1", 7), 20, "seven audited refusals")
     reasons = sorted(i["detail"]["reason"] for i in items)
-    assert sum("bad signature" in r for r in reasons) == 3, reasons
+    assert sum("bad signature" in r for r in reasons) == 5, reasons
     assert sum("meant for node 'n2'" in r for r in reasons) == 1, reasons
     assert sum("replayed" in r for r in reasons) == 1, reasons
-    assert all(i["actor"] == "node:n1" for i in items)
+    # the node holds its own key only, and not where a process can read it
+    environ = Path(f"/proc/{nodes[0].proc.pid}/environ").read_bytes()  # type: ignore[union-attr]
+    assert b"BASHFLEET_NODE_KEY=" in environ and n1_key not in environ
+    # a report pushed into the results stream in a node's name, without its key, is dropped
+    wire.redis_client(redis_server.url).xadd(
+        wire.RESULTS, {"t": "refused", "node": "n1", "job": "fake1", "reason": "made up"}
+    )
+    (forged,) = wait_until(lambda: refusals("broker", 1), 20, "the forged report audited")
+    assert forged["target"] == "fake1"
+    assert forged["detail"]["reason"] == "a result entry its node did not sign"
+    assert not [i for i in refusals("node:n1", 1) if i["detail"]["reason"] == "made up"]
     folder = nodes[0].data / "workspaces" / "ws-f"
     ok = wait_until(
         lambda: (folder / "ok.txt").exists() and folder / "ok.txt", 10, "the signed job"
@@ -317,6 +379,7 @@ def test_forged_and_replayed_messages_are_refused_and_audited(
     with urllib.request.urlopen(p.url + "/metrics", timeout=10) as r:
         text = r.read().decode()
     assert 'bashfleet_node_up{node="n1"} 1.0' in text, text[-2000:]
+    assert "bashfleet_cluster_forged_results_total 1.0" in text
     assert 'bashfleet_node_slots{node="n2"}' in text
 
 

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from sandbox.cluster import node_files, transfer, wire
-from sandbox.cluster.signing import sign
+from sandbox.cluster.signing import node_key, sign
 from tests.cluster_fixtures import (
     CLUSTER_KEY,
     TIMEOUT_S,
@@ -349,6 +349,9 @@ class _StubPlane:
     def is_live(self, node: str) -> bool:
         return True
 
+    def node_key(self, node: str) -> bytes:
+        return node_key(self.key, node)
+
     def _publish(self, node: str, body: dict[str, Any], on_error: Any = None) -> None:
         self.answer(self.client, transfer.xfer_key(body["xfer"], "out"), body)
 
@@ -369,15 +372,20 @@ def _signed(key: bytes, body: dict[str, Any], **fields: Any) -> bytes:
 
 def test_the_control_plane_checks_a_nodes_answer(cluster: Cluster) -> None:
     _p, _nodes, redis_server = cluster
-    key = CLUSTER_KEY.encode()
+    key = node_key(CLUSTER_KEY.encode(), "n1")
 
     def forged(client: Any, out: str, body: dict[str, Any]) -> None:
         client.rpush(out, _signed(b"an attacker's guess at the key!!", body, t="h", ok=True))
 
-    plane = _StubPlane(redis_server.url, forged)
-    with pytest.raises(transfer.TransferFailed, match="refused: bad signature"):
-        transfer.FileChannel(plane).call("n1", "tree", WS)
-    assert plane.audited[0][0] == "cluster_message_refused"
+    def other_node(client: Any, out: str, body: dict[str, Any]) -> None:  # n2 as n1
+        n2_key = node_key(CLUSTER_KEY.encode(), "n2")
+        client.rpush(out, _signed(n2_key, body, t="h", ok=True))
+
+    for answer in (forged, other_node):
+        plane = _StubPlane(redis_server.url, answer)
+        with pytest.raises(transfer.TransferFailed, match="refused: bad signature"):
+            transfer.FileChannel(plane).call("n1", "tree", WS)
+        assert plane.audited[0][0] == "cluster_message_refused"
 
     def tampered(client: Any, out: str, body: dict[str, Any]) -> None:
         client.rpush(out, _signed(key, body, t="h", ok=True, stream=True, kind="file", size=3))

@@ -16,14 +16,14 @@ from typing import Any
 import pytest
 
 from sandbox.cluster import wire
-from sandbox.cluster.signing import sign
+from sandbox.cluster.signing import node_key, sign
 from sandbox.cluster.worker import NodeWorker
 from tests.cluster_fixtures import CLUSTER_KEY, RedisServer, WorkerNode, cluster, redis_server
 from tests.portal import Portal, free_port
 
 __all__ = ["cluster", "redis_server"]  # fixtures
 
-KEY = CLUSTER_KEY.encode()
+KEY = node_key(CLUSTER_KEY.encode(), "n1")  # what node n1 accepts
 
 
 # --- the outbox (no broker: it publishes through the function it is given) ---------------

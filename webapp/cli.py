@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import ctypes
 import os
 import sys
 from collections.abc import Sequence
@@ -11,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from sandbox import cli as engine_cli
+from sandbox.procenv import hide_secrets
 
 
 class ServeCommand:
@@ -166,40 +166,6 @@ def _whole(raw: str) -> int:
     if not (raw.isascii() and raw.isdigit() and 0 < int(raw) <= 10_000):
         raise SystemExit(f"BASHFLEET_THREADS must be a whole number from 1 to 10000, not {raw!r}")
     return int(raw)
-
-
-SECRETS = (
-    "BASHFLEET_SECRET_KEY",
-    "BASHFLEET_ADMIN_PASSWORD",
-    "BASHFLEET_DATABASE_URL",
-    "BASHFLEET_BROKER",  # scale-out: the URL may carry the Redis password
-    "BASHFLEET_CLUSTER_KEY",
-)
-
-
-def hide_secrets() -> int:
-    """Blank the secret settings in the environment block the process started with.
-
-    ``/proc/PID/environ`` shows that block, not ``os.environ``: a command running as the
-    same user (``--isolation local``) could read the secret key there. Python keeps its own
-    copy in ``os.environ``, so the portal still reads its settings; the children it starts
-    without an explicit environment see the blanked values. Returns how many were blanked.
-    """
-    try:
-        libc = ctypes.CDLL(None)
-        entries = ctypes.POINTER(ctypes.c_void_p).in_dll(libc, "environ")
-    except (OSError, ValueError):
-        return 0
-    blanked, i = 0, 0
-    while entries[i]:
-        address = entries[i]
-        entry = ctypes.string_at(address)
-        name, _, value = entry.partition(b"=")
-        if name.decode(errors="replace") in SECRETS and value:
-            ctypes.memset(address + len(name) + 1, ord("*"), len(value))
-            blanked += 1
-        i += 1
-    return blanked
 
 
 def _gunicorn(config: dict[str, Any], host: str, port: int, threads: int) -> None:

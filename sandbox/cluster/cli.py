@@ -21,9 +21,10 @@ class WorkerCommand:
             "worker",
             help="run an execution node of a cluster (jobs from a portal's broker)",
             description="An execution node: runs the jobs a `bashfleet serve --broker` "
-            "portal sends it (signed with the shared key in $BASHFLEET_CLUSTER_KEY or the "
-            "file in $BASHFLEET_CLUSTER_KEY_FILE) in its local pool and Docker engine; "
-            "workspaces live under its data folder.",
+            "portal sends it (signed with this node's own key: $BASHFLEET_NODE_KEY or the "
+            "file in $BASHFLEET_NODE_KEY_FILE, as --print-key gives it where the cluster key "
+            "is; or derived from the cluster key in $BASHFLEET_CLUSTER_KEY) in its local pool "
+            "and Docker engine; workspaces live under its data folder.",
         )
         p.add_argument(
             "--broker", default=None, help=f"redis://:PASSWORD@HOST:PORT/0 (${BROKER_ENV})"
@@ -41,8 +42,25 @@ class WorkerCommand:
             help="local: no containers on this node (default auto)",
         )
 
+        p.add_argument(
+            "--print-key",
+            action="store_true",
+            help="print this node's own key (from the cluster key in $BASHFLEET_CLUSTER_KEY) "
+            "for its $BASHFLEET_NODE_KEY, and exit: a node holding only its own key cannot "
+            "sign jobs for the others",
+        )
+
     def run(self, args: argparse.Namespace, data: Path) -> int:
+        from sandbox.cluster.wire import NODE_NAME
         from sandbox.cluster.worker import serve
+
+        if args.print_key:
+            from sandbox.cluster.signing import load_key, node_key
+
+            if not NODE_NAME.fullmatch(args.name):
+                raise BashfleetError(f"invalid node name {args.name!r}")
+            print(node_key(load_key(), args.name).decode())
+            return 0
 
         broker = args.broker or os.environ.get(BROKER_ENV, "")
         if not broker.startswith(("redis://", "rediss://")):

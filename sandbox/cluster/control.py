@@ -13,6 +13,7 @@ running commands end ``interrupted``; when it comes back it is told to kill them
 from __future__ import annotations
 
 import contextlib
+import hmac
 import json
 import logging
 import threading
@@ -25,7 +26,7 @@ from typing import Any
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from sandbox.cluster import wire
-from sandbox.cluster.signing import load_key, sign
+from sandbox.cluster.signing import entry_mac, load_key, node_key, sign
 from sandbox.errors import ExecutorError
 from sandbox.executors.base import DoneCallback, OutputSink
 from sandbox.model import CommandClass, Job, Outcome, Status
@@ -39,6 +40,7 @@ PING_TIMEOUT_S = 0.5
 DB_EVERY_S = 2.0  # a live node's row is refreshed this often
 CLOSE_FLUSH_S = 2.0  # what the outbox holds at shutdown is sent within this
 HOLD_ENTRIES = 64  # result entries handled while the outbox is held (releases wait that long)
+FORGED_AUDIT_EVERY_S = 10.0  # forged result entries are audited at most this often (a flood)
 
 
 @dataclass
@@ -76,6 +78,9 @@ class ControlPlane:
         self.scheduler: Scheduler | None = None
         self._capacity: dict[str, int] = {}
         self._files: Any = None  # transfer.FileChannel, made on first use
+        self._node_keys: dict[str, bytes] = {}
+        self.forged_results = 0
+        self._forged_audited_at = 0.0
         self._lock = threading.Lock()
         self._closed = threading.Event()
         self.outbox = wire.Outbox(self._send_bodies)
@@ -85,6 +90,13 @@ class ControlPlane:
         ]
         for t in self._threads:
             t.start()
+
+    def node_key(self, node: str) -> bytes:
+        """The key node ``node`` accepts jobs signed with and signs its reports with."""
+        key = self._node_keys.get(node)
+        if key is None:
+            key = self._node_keys[node] = node_key(self.key, node)
+        return key
 
     def executors(self) -> dict[str, Any]:
         return {"local": RemoteExecutor(self, "local"), "docker": RemoteExecutor(self, "docker")}
@@ -149,6 +161,11 @@ class ControlPlane:
             ("bodies", "Signed bodies (jobs, cancels, kills) in them", self.outbox.bodies),
         ):
             yield CounterMetricFamily(f"bashfleet_cluster_published_{what}", help_text, value=count)
+        yield CounterMetricFamily(
+            "bashfleet_cluster_forged_results",
+            "Result entries in the broker that no node signed (dropped)",
+            value=self.forged_results,
+        )
 
     # --- admission and placement (Service.submit) ----------------------------------------
 
@@ -292,7 +309,8 @@ class ControlPlane:
     def _send_bodies(self, node: str, bodies: list[dict[str, Any]]) -> None:
         """One Celery message: a signed envelope, or a list of them (each with its own
         nonce, so the node refuses a forged or replayed one and runs the rest)."""
-        signed = [sign(self.key, body) for body in bodies]
+        key = self.node_key(node)
+        signed = [sign(key, body) for body in bodies]
         self.app.send_task(
             wire.TASK_RUN,
             args=[signed[0] if len(signed) == 1 else signed],
@@ -331,9 +349,15 @@ class ControlPlane:
                             log.exception("cluster: bad result entry %s", last)
 
     def _result(self, f: dict[str, bytes]) -> None:
+        node = f.get("node", b"").decode(errors="replace")
+        if not (
+            wire.NODE_NAME.fullmatch(node)
+            and hmac.compare_digest(entry_mac(self.node_key(node), f), f.get("m", b""))
+        ):
+            self._forged_result(node, f)
+            return
         kind = f.get("t", b"").decode()
         job = f.get("job", b"").decode()
-        node = f.get("node", b"").decode()
         if kind == "refused":
             reason = f.get("reason", b"").decode(errors="replace")
             self.audit.append(
@@ -368,6 +392,27 @@ class ControlPlane:
                 )
             else:
                 flight.on_done(wire.outcome_from(json.loads(f["outcome"])))
+
+    def _forged_result(self, node: str, f: dict[str, bytes]) -> None:
+        """An entry that its node did not sign (pushed by whoever else reaches Redis, or
+        by one node in another's name): dropped, counted, audited at most every 10 s."""
+        self.forged_results += 1
+        now = time.monotonic()
+        if now - self._forged_audited_at < FORGED_AUDIT_EVERY_S and self._forged_audited_at:
+            return
+        self._forged_audited_at = now
+        log.warning("cluster: dropped a result entry no node signed (claims node %r)", node)
+        job = f.get("job", b"").decode(errors="replace")[:100]
+        self.audit.append(
+            "cluster_message_refused",
+            actor="broker",
+            target=job or None,
+            detail={
+                "node": node[:100],
+                "reason": "a result entry its node did not sign",
+                "dropped_so_far": self.forged_results,
+            },
+        )
 
     # --- nodes -----------------------------------------------------------------------------
 

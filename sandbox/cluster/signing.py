@@ -2,8 +2,13 @@
 JSON, with a timestamp and a nonce, so that a client with access to Redis alone can
 neither forge a job nor replay one.
 
-The key (at least 32 bytes) comes from ``BASHFLEET_CLUSTER_KEY`` or the file named by
-``BASHFLEET_CLUSTER_KEY_FILE``; both sides need the same one.
+The cluster key (at least 32 bytes) comes from ``BASHFLEET_CLUSTER_KEY`` or the file
+named by ``BASHFLEET_CLUSTER_KEY_FILE``; the portal processes hold it. Each node signs and
+accepts with its own key, derived from the cluster key and its name (``node_key``): the
+control plane signs a job for node n1 with n1's key, and n1 signs what it reports with it.
+A node given only its own key (``BASHFLEET_NODE_KEY`` / ``BASHFLEET_NODE_KEY_FILE``, as
+``bashfleet worker --name n1 --print-key`` prints it) can neither sign a job for another
+node nor pass its reports off as another's; a node given the cluster key derives its own.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import json
 import os
 import secrets
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +27,8 @@ from sandbox.errors import BashfleetError
 
 KEY_ENV = "BASHFLEET_CLUSTER_KEY"
 KEY_FILE_ENV = "BASHFLEET_CLUSTER_KEY_FILE"
+NODE_KEY_ENV = "BASHFLEET_NODE_KEY"
+NODE_KEY_FILE_ENV = "BASHFLEET_NODE_KEY_FILE"
 MIN_KEY_BYTES = 32
 MAX_AGE_S = 600.0  # a message older than this (or this far in the future) is refused
 
@@ -29,21 +37,74 @@ class ForgedMessage(BashfleetError):
     """A message whose signature, age or nonce does not hold up."""
 
 
-def load_key() -> bytes:
-    raw = os.environ.get(KEY_ENV, "").strip()
-    path = os.environ.get(KEY_FILE_ENV, "").strip()
+def _read(env: str, file_env: str) -> str:
+    raw = os.environ.get(env, "").strip()
+    path = os.environ.get(file_env, "").strip()
     if not raw and path:
         try:
             raw = Path(path).read_text().strip()
         except OSError as e:
-            raise BashfleetError(f"cannot read the cluster key file {path}: {e}") from e
+            raise BashfleetError(f"cannot read the key file {path}: {e}") from e
+    return raw
+
+
+def load_key() -> bytes:
+    """The cluster key (the portal's, or a node's that derives its own from it)."""
+    raw = _read(KEY_ENV, KEY_FILE_ENV)
     if len(raw.encode()) < MIN_KEY_BYTES:
         raise BashfleetError(
             f"a cluster needs a shared key of at least {MIN_KEY_BYTES} characters in "
-            f"${KEY_ENV} or a file named by ${KEY_FILE_ENV} (the same on the portal and "
-            "every worker), e.g. `python3 -c 'import secrets; print(secrets.token_hex(32))'`"
+            f"${KEY_ENV} or a file named by ${KEY_FILE_ENV} (the same on every portal "
+            "process; a worker takes it or its own key from `bashfleet worker --print-key` "
+            f"in ${NODE_KEY_ENV}), e.g. `python3 -c 'import secrets; print(secrets.token_hex(32))'`"
         )
     return raw.encode()
+
+
+def node_key(cluster_key: bytes, node: str) -> bytes:
+    """The key node ``node`` signs and accepts with (64 hex characters)."""
+    return (
+        hmac.new(cluster_key, b"bashfleet-node\0" + node.encode(), hashlib.sha256)
+        .hexdigest()
+        .encode()
+    )
+
+
+def load_node_key(node: str) -> bytes:
+    """A node's own key: ``$BASHFLEET_NODE_KEY`` (or its file), else derived from the
+    cluster key."""
+    own = _read(NODE_KEY_ENV, NODE_KEY_FILE_ENV)
+    if not own:
+        return node_key(load_key(), node)
+    if len(own.encode()) < MIN_KEY_BYTES:
+        raise BashfleetError(
+            f"${NODE_KEY_ENV} is too short: give the node the key that "
+            f"`bashfleet worker --name {node} --print-key` prints where the cluster key is"
+        )
+    return own.encode()
+
+
+def entry_mac(key: bytes, fields: Mapping[str, bytes]) -> bytes:
+    """The MAC of one reported entry (a Redis stream entry: names and byte values), over
+    every field but ``m``, where it travels."""
+    h = hmac.new(key, digestmod=hashlib.sha256)
+    for name in sorted(fields):
+        if name == "m":
+            continue
+        raw, value = name.encode(), fields[name]
+        h.update(len(raw).to_bytes(4, "big") + raw + len(value).to_bytes(8, "big") + value)
+    return h.hexdigest().encode()
+
+
+def field_bytes(value: object) -> bytes:
+    """A field value as Redis stores it (what ``entry_mac`` is taken over)."""
+    if isinstance(value, bytes):
+        return value
+    if isinstance(value, str):
+        return value.encode()
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return repr(value).encode()
+    raise TypeError(f"a reported field cannot hold {type(value).__name__}")
 
 
 def canonical(body: dict[str, Any]) -> bytes:

@@ -225,7 +225,7 @@ class FileChannel:
         if item[:1] != b"{":
             raise TransferFailed(f"node {node} answered out of order")
         try:
-            body = verify(self.plane.key, json.loads(item))
+            body = verify(self.plane.node_key(node), json.loads(item))
             if body.get("xfer") != xfer or body.get("node") != node:
                 raise ForgedMessage("an answer to another transfer")
         except (ForgedMessage, ValueError) as e:

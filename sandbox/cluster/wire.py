@@ -11,6 +11,7 @@ import contextlib
 import dataclasses
 import logging
 import os
+import re
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -20,6 +21,7 @@ from sandbox.model import CommandClass, Job, Limits, Outcome, Status
 
 log = logging.getLogger(__name__)
 
+NODE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 TASK_RUN = "bashfleet.node.run"  # a signed job, or a signed cancel
 RESULTS = "bashfleet:results"  # stream: output, outcomes, refusals from every node
 RESULTS_MAXLEN = 200_000  # entries kept (approximately); the consumer is seconds behind

@@ -34,7 +34,14 @@ from typing import Any
 import psutil
 
 from sandbox.cluster import wire
-from sandbox.cluster.signing import MAX_AGE_S, ForgedMessage, load_key, verify
+from sandbox.cluster.signing import (
+    MAX_AGE_S,
+    ForgedMessage,
+    entry_mac,
+    field_bytes,
+    load_node_key,
+    verify,
+)
 from sandbox.errors import BashfleetError, ExecutorError
 from sandbox.executors.base import BatchAware, Executor
 from sandbox.executors.local import LocalExecutor
@@ -48,7 +55,7 @@ from sandbox.scheduler import default_limits
 log = logging.getLogger(__name__)
 
 JOB_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
-NODE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
+NODE_NAME = wire.NODE_NAME
 
 
 class NodeWorker:
@@ -57,7 +64,7 @@ class NodeWorker:
             raise BashfleetError(f"invalid node name {name!r}: 1 to 64 letters, digits, '_' or '-'")
         self.name = name
         self.broker = broker
-        self.key = load_key()
+        self.key = load_node_key(name)  # its own: a job for another node fails here
         self.timeout_s = wire.node_timeout_s()
         self.data = data_dir.resolve()
         self.root = self.data / "workspaces"
@@ -368,7 +375,8 @@ class NodeWorker:
                 try:
                     pipe = self.redis.pipeline(transaction=False)
                     for e in items:
-                        fields = {k: v for k, v in e.items() if not k.startswith("_")}
+                        fields = {k: field_bytes(v) for k, v in e.items() if not k.startswith("_")}
+                        fields["m"] = entry_mac(self.key, fields)  # who reports, unforgeable
                         pipe.xadd(
                             wire.RESULTS, fields, maxlen=wire.RESULTS_MAXLEN, approximate=True
                         )
@@ -444,7 +452,10 @@ def serve(name: str, broker: str, data_dir: Path, *, isolation: str = "auto") ->
     message is only checked and handed over; jobs run on the executors' threads)."""
     from celery import signals
 
+    from sandbox.procenv import hide_secrets
+
     node = NodeWorker(name, broker, data_dir, isolation=isolation)
+    hide_secrets()  # its key and the broker's password, out of /proc/PID/environ
     node.start()
     app = wire.celery_app(broker)
     app.task(name=wire.TASK_RUN, acks_late=True)(node.handle)

@@ -205,7 +205,7 @@ def check_broker() -> Check:
 
     url = os.environ.get("BASHFLEET_BROKER", "")
     try:
-        load_key()
+        key = load_key()
     except BashfleetError as e:
         return Check(
             "broker", False, str(e), "export BASHFLEET_CLUSTER_KEY=$(openssl rand -hex 32)"
@@ -213,7 +213,7 @@ def check_broker() -> Check:
     try:
         client = wire.redis_client(url, timeout_s=2.0)
         client.ping()
-        nodes = wire.live_nodes(client)
+        nodes = wire.live_nodes(client, key)
     except Exception as e:
         return Check("broker", False, f"{_redact(url)}: {e}", "start Redis, check BASHFLEET_BROKER")
     if not nodes:

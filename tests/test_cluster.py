@@ -354,13 +354,23 @@ def test_forged_and_replayed_messages_are_refused_and_audited(
     environ = Path(f"/proc/{nodes[0].proc.pid}/environ").read_bytes()  # type: ignore[union-attr]
     assert b"BASHFLEET_NODE_KEY=" in environ and n1_key not in environ
     # a report pushed into the results stream in a node's name, without its key, is dropped
-    wire.redis_client(redis_server.url).xadd(
-        wire.RESULTS, {"t": "refused", "node": "n1", "job": "fake1", "reason": "made up"}
-    )
+    client = wire.redis_client(redis_server.url)
+    client.xadd(wire.RESULTS, {"t": "refused", "node": "n1", "job": "fake1", "reason": "made up"})
     (forged,) = wait_until(lambda: refusals("broker", 1), 20, "the forged report audited")
     assert forged["target"] == "fake1"
     assert forged["detail"]["reason"] == "a result entry its node did not sign"
     assert not [i for i in refusals("node:n1", 1) if i["detail"]["reason"] == "made up"]
+    # and a phantom node's heartbeat (to draw workspaces, and their secrets, to it) is silence
+    phantom = {"name": "evil", "slots": 64, "running": 0, "free_memory": 2**40, "at": time.time()}
+    client.sadd(wire.NODES, "evil")
+    client.set(
+        wire.NODE_KEY + "evil", json.dumps(sign(b"an attacker's guess at the key!!", phantom))
+    )
+    time.sleep(12)  # the audit of forged entries is held back 10 s during a flood
+    assert "evil" not in live_nodes(p, admin)
+    items = wait_until(lambda: refusals("broker", 2), 20, "the phantom heartbeat audited")
+    assert "a heartbeat its node did not sign (bad signature)" in items[0]["detail"]["reason"]
+    assert items[0]["detail"]["dropped_so_far"]["result"] == 1
     folder = nodes[0].data / "workspaces" / "ws-f"
     ok = wait_until(
         lambda: (folder / "ok.txt").exists() and folder / "ok.txt", 10, "the signed job"
@@ -379,7 +389,8 @@ def test_forged_and_replayed_messages_are_refused_and_audited(
     with urllib.request.urlopen(p.url + "/metrics", timeout=10) as r:
         text = r.read().decode()
     assert 'bashfleet_node_up{node="n1"} 1.0' in text, text[-2000:]
-    assert "bashfleet_cluster_forged_results_total 1.0" in text
+    assert 'bashfleet_cluster_forged_total{kind="result"} 1.0' in text
+    assert 'bashfleet_cluster_forged_total{kind="heartbeat"}' in text
     assert 'bashfleet_node_slots{node="n2"}' in text
 
 

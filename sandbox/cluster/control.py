@@ -26,7 +26,7 @@ from typing import Any
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from sandbox.cluster import wire
-from sandbox.cluster.signing import entry_mac, load_key, node_key, sign
+from sandbox.cluster.signing import ForgedMessage, entry_mac, load_key, node_key, sign
 from sandbox.errors import ExecutorError
 from sandbox.executors.base import DoneCallback, OutputSink
 from sandbox.model import CommandClass, Job, Outcome, Status
@@ -79,7 +79,7 @@ class ControlPlane:
         self._capacity: dict[str, int] = {}
         self._files: Any = None  # transfer.FileChannel, made on first use
         self._node_keys: dict[str, bytes] = {}
-        self.forged_results = 0
+        self.forged: dict[str, int] = {}  # what -> entries dropped (result, heartbeat)
         self._forged_audited_at = 0.0
         self._lock = threading.Lock()
         self._closed = threading.Event()
@@ -161,11 +161,14 @@ class ControlPlane:
             ("bodies", "Signed bodies (jobs, cancels, kills) in them", self.outbox.bodies),
         ):
             yield CounterMetricFamily(f"bashfleet_cluster_published_{what}", help_text, value=count)
-        yield CounterMetricFamily(
-            "bashfleet_cluster_forged_results",
-            "Result entries in the broker that no node signed (dropped)",
-            value=self.forged_results,
+        forged = CounterMetricFamily(
+            "bashfleet_cluster_forged",
+            "Entries in the broker (results, heartbeats) that their node did not sign (dropped)",
+            labels=["kind"],
         )
+        for what in ("result", "heartbeat"):
+            forged.add_metric([what], self.forged.get(what, 0))
+        yield forged
 
     # --- admission and placement (Service.submit) ----------------------------------------
 
@@ -211,8 +214,9 @@ class ControlPlane:
             beats = self.redis.mget([wire.NODE_KEY + n for n in names]) if names else []
             now = time.monotonic()
             for name, raw in zip(names, beats, strict=True):
-                if raw:
-                    self._heard(name, json.loads(raw), now)
+                beat = self._beat(name, raw)
+                if beat is not None:
+                    self._heard(name, beat, now)
 
     def _score(self, n: _Node, homes: list[str]) -> tuple[float, int, float]:
         sent = sum(1 for f in self._flights.values() if f.node == n.name)
@@ -394,23 +398,28 @@ class ControlPlane:
                 flight.on_done(wire.outcome_from(json.loads(f["outcome"])))
 
     def _forged_result(self, node: str, f: dict[str, bytes]) -> None:
-        """An entry that its node did not sign (pushed by whoever else reaches Redis, or
-        by one node in another's name): dropped, counted, audited at most every 10 s."""
-        self.forged_results += 1
-        now = time.monotonic()
-        if now - self._forged_audited_at < FORGED_AUDIT_EVERY_S and self._forged_audited_at:
-            return
-        self._forged_audited_at = now
-        log.warning("cluster: dropped a result entry no node signed (claims node %r)", node)
         job = f.get("job", b"").decode(errors="replace")[:100]
+        self._forged("result", node, job, "a result entry its node did not sign")
+
+    def _forged(self, what: str, node: str, target: str, reason: str) -> None:
+        """Something in the broker that its node did not sign (pushed by whoever else
+        reaches Redis, or by one node in another's name): dropped, counted, audited at
+        most every 10 s (a flood)."""
+        with self._lock:
+            self.forged[what] = self.forged.get(what, 0) + 1
+            now = time.monotonic()
+            if self._forged_audited_at and now - self._forged_audited_at < FORGED_AUDIT_EVERY_S:
+                return
+            self._forged_audited_at = now
+        log.warning("cluster: dropped a %s no node signed (claims node %r)", what, node)
         self.audit.append(
             "cluster_message_refused",
             actor="broker",
-            target=job or None,
+            target=target or None,
             detail={
                 "node": node[:100],
-                "reason": "a result entry its node did not sign",
-                "dropped_so_far": self.forged_results,
+                "reason": reason[:500],
+                "dropped_so_far": dict(self.forged),
             },
         )
 
@@ -441,11 +450,21 @@ class ControlPlane:
                         n.seen_at += now - blind_since
                 blind_since = None
             for name, raw in zip(names, beats, strict=True):
-                self._heard(name, json.loads(raw) if raw else None, now)
+                self._heard(name, self._beat(name, raw), now)
             for n in list(self._nodes.values()):
                 if not n.lost and now - n.seen_at > self.timeout_s:
                     self._lose(n)
             self._follow_capacity()
+
+    def _beat(self, name: str, raw: bytes | None) -> dict[str, Any] | None:
+        """The node's heartbeat if its key signed it; a forged one counts as silence."""
+        if not wire.NODE_NAME.fullmatch(name):
+            return None
+        try:
+            return wire.beat_of(raw, self.node_key(name), name)
+        except ForgedMessage as e:
+            self._forged("heartbeat", name, name, f"a heartbeat its node did not sign ({e})")
+            return None
 
     def _heard(self, name: str, beat: dict[str, Any] | None, now: float) -> None:
         with self._lock:
@@ -457,8 +476,8 @@ class ControlPlane:
             elif n is None:
                 n = self._nodes[name] = _Node(name, beat, now)
                 changed = True
-            else:
-                changed = beat != n.beat
+            else:  # a newer heartbeat (an older one put back in Redis keeps no node alive)
+                changed = beat != n.beat and float(beat.get("at", 0)) > float(n.beat.get("at", 0))
                 if changed:
                     n.beat, n.seen_at = beat, now
             back = changed and n.lost

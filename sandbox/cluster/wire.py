@@ -149,13 +149,38 @@ class BrokerUnavailable(BashfleetError):
     The portal answers 503."""
 
 
-def live_nodes(client: Any) -> dict[str, dict[str, Any]]:
-    """name -> heartbeat of every node whose heartbeat key is still there."""
+def beat_of(raw: bytes | None, key: bytes, name: str) -> dict[str, Any] | None:
+    """A node's heartbeat as its key signed it (without the envelope's ts, nonce and sig),
+    None when there is none; ForgedMessage when its node did not sign it."""
     import json
 
-    names = sorted(m.decode() for m in client.smembers(NODES))
+    from sandbox.cluster.signing import ForgedMessage, verify
+
+    if not raw:
+        return None
+    try:
+        envelope = json.loads(raw)
+    except ValueError as e:
+        raise ForgedMessage("a heartbeat that is not JSON") from e
+    body = verify(key, envelope)
+    if body.get("name") != name:
+        raise ForgedMessage(f"the heartbeat of {body.get('name')!r} under {name!r}")
+    return {k: v for k, v in body.items() if k not in ("ts", "nonce")}
+
+
+def live_nodes(client: Any, cluster_key: bytes) -> dict[str, dict[str, Any]]:
+    """name -> heartbeat of every node whose heartbeat is there and signed by its key."""
+    from sandbox.cluster.signing import ForgedMessage, node_key
+
+    names = sorted(m.decode(errors="replace") for m in client.smembers(NODES))
     beats = client.mget([NODE_KEY + n for n in names]) if names else []
-    return {n: json.loads(b) for n, b in zip(names, beats, strict=True) if b}
+    live = {}
+    for n, raw in zip(names, beats, strict=True):
+        with contextlib.suppress(ForgedMessage):
+            beat = beat_of(raw, node_key(cluster_key, n), n)
+            if beat is not None:
+                live[n] = beat
+    return live
 
 
 Failed = Callable[[Exception], None]

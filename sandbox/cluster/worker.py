@@ -40,6 +40,7 @@ from sandbox.cluster.signing import (
     entry_mac,
     field_bytes,
     load_node_key,
+    sign,
     verify,
 )
 from sandbox.errors import BashfleetError, ExecutorError
@@ -408,7 +409,8 @@ class NodeWorker:
     def _beat(self) -> None:
         ttl = max(5, int(self.timeout_s * 4))
         pipe = self.redis.pipeline(transaction=False)
-        pipe.set(wire.NODE_KEY + self.name, json.dumps(self.load()), ex=ttl)
+        beat = json.dumps(sign(self.key, self.load()))  # a heartbeat nobody else can fake
+        pipe.set(wire.NODE_KEY + self.name, beat, ex=ttl)
         pipe.sadd(wire.NODES, self.name)
         pipe.execute()
 

@@ -3,10 +3,14 @@ Redis with a password. The signing rules are tested on their own, without Redis.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
+import re
+import secrets
 import signal
 import subprocess
+import threading
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -294,6 +298,55 @@ def test_a_frozen_node_is_lost_and_told_to_kill_on_its_return(
         os.kill(node.proc.pid, signal.SIGCONT)
     wait_until(lambda: not _marked(ids), 15, "the node to kill the ended command")
     assert p.wait_batch(batch["id"], token)["commands"][0]["status"] == "interrupted"
+
+
+def test_a_jobs_secrets_and_its_output_cross_the_broker_sealed(
+    cluster: tuple[Portal, list[WorkerNode]], redis_server: RedisServer
+) -> None:
+    """Redis keeps jobs and output in memory and in its dump on disk: a workspace secret
+    and what a command prints travel sealed under the node's key, and still arrive."""
+    p, _nodes = cluster
+    admin = p.token("boss", "admin")
+    wait_until(lambda: len(live_nodes(p, admin)) == 2, 30, "both nodes live")
+    secret = "s3cr3t-" + secrets.token_hex(8)
+    status, _ws = p.request(
+        "PUT", "/api/v1/workspaces/ws-s", {"secrets": {"API_TOKEN": secret}}, token=admin
+    )
+    assert status == 200, _ws
+    seen: list[str] = []
+    listening, stop = threading.Event(), threading.Event()
+
+    def watch() -> None:  # every command Redis is given while the batch runs
+        with wire.redis_client(redis_server.url).monitor() as m:
+            listening.set()
+            while not stop.is_set():  # the nodes' heartbeats keep this loop turning
+                seen.append(m.next_command()["command"])
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    assert listening.wait(10)
+    try:
+        batch = _submit(p, admin, 'printf "%s\\n" "$API_TOKEN" | rev\nprintenv API_TOKEN\n', "ws-s")
+        done = p.wait_batch(batch["id"], admin, timeout=30)
+    finally:
+        stop.set()
+        watcher.join(10)
+    assert [c["status"] for c in done["commands"]] == ["succeeded"] * 2, done
+    _s, out = p.request(
+        "GET",
+        f"/api/v1/batches/{batch['id']}/commands/{batch['commands'][0]['id']}/output",
+        token=admin,
+    )
+    assert secret[::-1] in json.dumps(out)  # the secret reached the command
+    everything = "\n".join(seen)
+    bodies = [
+        base64.b64decode(b).decode() for b in re.findall(r'"body": "([A-Za-z0-9+/=]+)"', everything)
+    ]
+    jobs = [b for b in bodies if f'"{batch["commands"][0]["id"]}"' in b]
+    assert jobs and all("env_sealed" in b for b in jobs), bodies[:3]
+    assert sum("XADD bashfleet:results" in c for c in seen) >= 4  # output and outcomes went by
+    for plain in (secret, secret[::-1]):
+        assert plain not in everything and all(plain not in b for b in bodies)
 
 
 @pytest.mark.slow

@@ -26,7 +26,14 @@ from typing import Any
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from sandbox.cluster import wire
-from sandbox.cluster.signing import ForgedMessage, entry_mac, load_key, node_key, sign
+from sandbox.cluster.signing import (
+    ForgedMessage,
+    entry_mac,
+    load_key,
+    node_key,
+    sign,
+    unseal,
+)
 from sandbox.errors import ExecutorError
 from sandbox.executors.base import DoneCallback, OutputSink
 from sandbox.model import CommandClass, Job, Outcome, Status
@@ -314,7 +321,7 @@ class ControlPlane:
         """One Celery message: a signed envelope, or a list of them (each with its own
         nonce, so the node refuses a forged or replayed one and runs the rest)."""
         key = self.node_key(node)
-        signed = [sign(key, body) for body in bodies]
+        signed = [sign(key, wire.seal_env(key, body)) for body in bodies]
         self.app.send_task(
             wire.TASK_RUN,
             args=[signed[0] if len(signed) == 1 else signed],
@@ -376,7 +383,12 @@ class ControlPlane:
             return  # not ours, or already ended (a lost node's, a duplicate)
         if kind == "out":
             stream = f["s"].decode()
-            offset, data = int(f["o"]), f["d"]
+            offset = int(f["o"])
+            try:
+                data = unseal(self.node_key(node), f["d"], wire.out_context(job, stream, f["o"]))
+            except ForgedMessage:
+                self._forged_result(node, f)
+                return
             expected = flight.offsets.get(stream, 0)
             new = wire.fresh_part(expected, offset, data)
             if not new:

@@ -13,6 +13,7 @@ node nor pass its reports off as another's; a node given the cluster key derives
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import json
@@ -134,3 +135,31 @@ def verify(key: bytes, envelope: object, *, now: float | None = None) -> dict[st
     if not -MAX_AGE_S < age < MAX_AGE_S:
         raise ForgedMessage(f"stale message ({age:.0f} s old)")
     return body
+
+
+# --- sealing: what a node and the control plane say to each other stays between them -------
+# (a job's variables and secrets, a command's output: Redis keeps both, in memory and in its
+# dump on disk; AES-256-GCM under a key derived from the node's, bound to where it belongs)
+
+
+@functools.lru_cache(maxsize=256)
+def _aead(key: bytes) -> Any:
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    return AESGCM(hmac.new(key, b"bashfleet-seal\0", hashlib.sha256).digest())
+
+
+def seal(key: bytes, data: bytes, context: bytes) -> bytes:
+    """``data`` encrypted and authenticated under the node key ``key``; ``context`` (the
+    job, stream and offset it belongs to) must be given again to open it."""
+    nonce = os.urandom(12)
+    return nonce + bytes(_aead(key).encrypt(nonce, data, context))
+
+
+def unseal(key: bytes, blob: bytes, context: bytes) -> bytes:
+    from cryptography.exceptions import InvalidTag
+
+    try:
+        return bytes(_aead(key).decrypt(blob[:12], blob[12:], context))
+    except (InvalidTag, ValueError) as e:
+        raise ForgedMessage("a sealed field that does not open under its node's key") from e

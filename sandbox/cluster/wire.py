@@ -72,6 +72,47 @@ def job_body(job: Job, node: str, executor: str) -> dict[str, Any]:
     }
 
 
+def seal_env(key: bytes, body: dict[str, Any]) -> dict[str, Any]:
+    """A job's variables and secrets leave sealed under its node's key (``env_sealed``,
+    base64): whoever reads Redis, or its dump on disk, does not read them."""
+    import base64
+    import json
+
+    from sandbox.cluster.signing import seal
+
+    if body.get("kind") != "run" or not body.get("env"):
+        return body
+    out = {k: v for k, v in body.items() if k != "env"}
+    blob = seal(key, json.dumps(body["env"]).encode(), f"env:{body.get('id')}".encode())
+    out["env_sealed"] = base64.b64encode(blob).decode()
+    return out
+
+
+def open_env(key: bytes, body: dict[str, Any]) -> dict[str, Any]:
+    """The body with its sealed variables open again (ForgedMessage if they do not open)."""
+    import base64
+    import binascii
+    import json
+
+    from sandbox.cluster.signing import ForgedMessage, unseal
+
+    sealed = body.get("env_sealed")
+    if sealed is None:
+        return body
+    try:
+        blob = base64.b64decode(str(sealed), validate=True)
+    except (binascii.Error, ValueError) as e:
+        raise ForgedMessage("sealed variables that are not base64") from e
+    env = json.loads(unseal(key, blob, f"env:{body.get('id')}".encode()))
+    return {**{k: v for k, v in body.items() if k != "env_sealed"}, "env": env}
+
+
+def out_context(job: str, stream: str, offset: int | str | bytes) -> bytes:
+    """What a sealed output chunk is bound to: its job, stream and byte offset."""
+    raw = offset.decode() if isinstance(offset, bytes) else str(offset)
+    return f"out:{job}:{stream}:{raw}".encode()
+
+
 def job_from(body: dict[str, Any], workspace_root: Any) -> Job:
     from sandbox.store.workspaces import check_workspace_name
 

@@ -40,6 +40,7 @@ from sandbox.cluster.signing import (
     entry_mac,
     field_bytes,
     load_node_key,
+    seal,
     sign,
     verify,
 )
@@ -269,7 +270,7 @@ class NodeWorker:
             self._emit({"t": "refused", "reason": "bad job id", "job": ""})
             return
         try:
-            job = wire.job_from(body, self.root)
+            job = wire.job_from(wire.open_env(self.key, body), self.root)
             job.workspace.mkdir(parents=True, exist_ok=True)
             _own_workspace(job.workspace)
         except (BashfleetError, KeyError, TypeError, ValueError, OSError) as e:
@@ -377,6 +378,9 @@ class NodeWorker:
                     pipe = self.redis.pipeline(transaction=False)
                     for e in items:
                         fields = {k: field_bytes(v) for k, v in e.items() if not k.startswith("_")}
+                        if e.get("t") == "out":  # output stays between the node and the portal
+                            where = wire.out_context(e["job"], e["s"], e["o"])
+                            fields["d"] = seal(self.key, fields["d"], where)
                         fields["m"] = entry_mac(self.key, fields)  # who reports, unforgeable
                         pipe.xadd(
                             wire.RESULTS, fields, maxlen=wire.RESULTS_MAXLEN, approximate=True

@@ -325,9 +325,20 @@ def test_a_jobs_secrets_and_its_output_cross_the_broker_sealed(
     watcher = threading.Thread(target=watch, daemon=True)
     watcher.start()
     assert listening.wait(10)
+    note = ("a note with " + secret[::-1][:12]).encode()  # a file, up and back down
     try:
         batch = _submit(p, admin, 'printf "%s\\n" "$API_TOKEN" | rev\nprintenv API_TOKEN\n', "ws-s")
         done = p.wait_batch(batch["id"], admin, timeout=30)
+        status, put = p.request(
+            "PUT", "/api/v1/workspaces/ws-s/files?name=note.txt&format=file", raw=note, token=admin
+        )
+        assert status == 201, put
+        req = urllib.request.Request(
+            p.url + "/api/v1/workspaces/ws-s/files?path=note.txt",
+            headers={"Authorization": f"Bearer {admin}"},
+        )
+        with urllib.request.urlopen(req, timeout=30) as r:
+            assert r.read() == note
     finally:
         stop.set()
         watcher.join(10)
@@ -345,7 +356,8 @@ def test_a_jobs_secrets_and_its_output_cross_the_broker_sealed(
     jobs = [b for b in bodies if f'"{batch["commands"][0]["id"]}"' in b]
     assert jobs and all("env_sealed" in b for b in jobs), bodies[:3]
     assert sum("XADD bashfleet:results" in c for c in seen) >= 4  # output and outcomes went by
-    for plain in (secret, secret[::-1]):
+    assert sum("bashfleet:xfer:" in c for c in seen) >= 2  # the file went through the broker
+    for plain in (secret, secret[::-1], note.decode()[-12:]):
         assert plain not in everything and all(plain not in b for b in bodies)
 
 

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from sandbox.cluster import node_files, transfer, wire
-from sandbox.cluster.signing import node_key, sign
+from sandbox.cluster.signing import node_key, seal, sign
 from tests.cluster_fixtures import (
     CLUSTER_KEY,
     TIMEOUT_S,
@@ -387,9 +387,12 @@ def test_the_control_plane_checks_a_nodes_answer(cluster: Cluster) -> None:
             transfer.FileChannel(plane).call("n1", "tree", WS)
         assert plane.audited[0][0] == "cluster_message_refused"
 
+    def sealed(body: dict[str, Any], data: bytes, seq: int = 0) -> bytes:
+        return b"c" + seal(key, data, transfer.chunk_context(body["xfer"], "out", seq))
+
     def tampered(client: Any, out: str, body: dict[str, Any]) -> None:
         client.rpush(out, _signed(key, body, t="h", ok=True, stream=True, kind="file", size=3))
-        client.rpush(out, b"cabc")
+        client.rpush(out, sealed(body, b"abc"))
         sha = hashlib.sha256(b"xyz").hexdigest()
         client.rpush(out, _signed(key, body, t="e", bytes=3, sha256=sha))
 
@@ -399,9 +402,22 @@ def test_the_control_plane_checks_a_nodes_answer(cluster: Cluster) -> None:
     with pytest.raises(transfer.TransferFailed, match="do not match its checksum"):
         list(chunks)
 
+    # a chunk in clear (pushed by whoever reaches Redis), or one sealed for another place
+    for chunk in (lambda body: b"cabc", lambda body: sealed(body, b"abc", seq=1)):
+
+        def swapped(client: Any, out: str, body: dict[str, Any], chunk: Any = chunk) -> None:
+            client.rpush(out, _signed(key, body, t="h", ok=True, stream=True, kind="file"))
+            client.rpush(out, chunk(body))
+
+        plane = _StubPlane(redis_server.url, swapped)
+        _head, chunks = transfer.FileChannel(plane).call("n1", "get", WS)
+        with pytest.raises(transfer.TransferFailed, match="chunk from node n1 was refused"):
+            list(chunks)
+        assert "chunk 0" in plane.audited[0][1]["detail"]["reason"]
+
     def honest(client: Any, out: str, body: dict[str, Any]) -> None:
         client.rpush(out, _signed(key, body, t="h", ok=True, stream=True, kind="file", size=3))
-        client.rpush(out, b"cabc")
+        client.rpush(out, sealed(body, b"abc"))
         sha = hashlib.sha256(b"abc").hexdigest()
         client.rpush(out, _signed(key, body, t="e", bytes=3, sha256=sha))
 

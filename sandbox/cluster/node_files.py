@@ -18,8 +18,15 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from sandbox.cluster.signing import sign
-from sandbox.cluster.transfer import XFER_ID, TransferFailed, pull, push, xfer_key
+from sandbox.cluster.signing import ForgedMessage, seal, sign, unseal
+from sandbox.cluster.transfer import (
+    XFER_ID,
+    TransferFailed,
+    chunk_context,
+    pull,
+    push,
+    xfer_key,
+)
 from sandbox.uploads import UploadLimits, detect, install, plan
 from sandbox.workspace_files import (
     CHUNK,
@@ -48,6 +55,7 @@ class _Answer:
         self.xfer = xfer
         self.key = xfer_key(xfer, "out")
         self.started = False
+        self.sent = 0  # chunks so far (each sealed to its place)
 
     def _signed(self, t: str, **fields: Any) -> bytes:
         body = {"t": t, "xfer": self.xfer, "node": self.node.name, **fields}
@@ -74,11 +82,16 @@ class _Answer:
             size += len(piece)
             buf += piece
             while len(buf) >= CHUNK:
-                push(self.node.redis, self.key, b"c" + bytes(buf[:CHUNK]))
+                self._chunk(bytes(buf[:CHUNK]))
                 del buf[:CHUNK]
         if buf:
-            push(self.node.redis, self.key, b"c" + bytes(buf))
+            self._chunk(bytes(buf))
         push(self.node.redis, self.key, self._signed("e", bytes=size, sha256=h.hexdigest()))
+
+    def _chunk(self, data: bytes) -> None:
+        where = chunk_context(self.xfer, "out", self.sent)
+        push(self.node.redis, self.key, b"c" + seal(self.node.key, data, where))
+        self.sent += 1
 
 
 def serve_files(node: Any, body: dict[str, Any]) -> None:
@@ -200,11 +213,20 @@ def _op_pack(node: Any, ws: Path, body: dict[str, Any], answer: _Answer) -> None
 def _receive(node: Any, body: dict[str, Any], dest: Path) -> None:
     """The upload's chunks into ``dest``; its size and sha256 as the signed request says."""
     want_size, want_sha = int(body["size"]), str(body["sha256"])
-    key = xfer_key(str(body["xfer"]), "in")
-    h, size = hashlib.sha256(), 0
+    xfer = str(body["xfer"])
+    key = xfer_key(xfer, "in")
+    h, size, seq = hashlib.sha256(), 0, 0
     with open(dest, "xb") as f:
         while size < want_size:
-            chunk = pull(node.redis, key)
+            try:
+                chunk = unseal(node.key, pull(node.redis, key), chunk_context(xfer, "in", seq))
+            except ForgedMessage as e:
+                raise FilesError(
+                    f"chunk {seq} of the upload was refused ({e}); nothing was written",
+                    status=502,
+                    code="checksum_mismatch",
+                ) from e
+            seq += 1
             size += len(chunk)
             if size > want_size:
                 break

@@ -14,7 +14,10 @@ a forged one is refused and audited as ``cluster_message_refused``). Bytes trave
 chunks of at most 1 MiB under a random transfer id, at most ``WINDOW`` chunks waiting
 (the sender waits for the reader), keys expiring after ``TTL_S``. The node signs its
 header and its end marker (bytes and sha256), and the reader checks the bytes it got
-against them; the node checks an upload against the sha256 in the signed request.
+against them; the node checks an upload against the sha256 in the signed request. Every
+chunk is sealed (AES-256-GCM under the node's key, bound to its transfer, direction and
+place in the sequence): a workspace's files are not readable in Redis, nor can a chunk be
+swapped, dropped or moved unnoticed.
 
 Node operations (``op``): ``tree``, ``usage``, ``get`` (a file, or a folder as .tar.gz),
 ``put`` (an upload: the same checks as embedded, sandbox/uploads.py), ``pack`` (the whole
@@ -39,7 +42,7 @@ from typing import Any
 from redis.exceptions import RedisError
 
 from sandbox.cluster import wire
-from sandbox.cluster.signing import ForgedMessage, verify
+from sandbox.cluster.signing import ForgedMessage, seal, unseal, verify
 from sandbox.workspace_files import CHUNK, FilesError
 
 log = logging.getLogger(__name__)
@@ -63,6 +66,11 @@ class TransferFailed(FilesError):
 
 def xfer_key(xfer: str, way: str) -> str:
     return f"{XFER_KEY}{xfer}:{way}"
+
+
+def chunk_context(xfer: str, way: str, seq: int) -> bytes:
+    """What a sealed chunk is bound to: its transfer, its direction, its place."""
+    return f"xfer:{xfer}:{way}:{seq}".encode()
 
 
 def push(client: Any, key: str, item: bytes, *, alive: Any = None) -> None:
@@ -188,20 +196,25 @@ class FileChannel:
         return lambda: self.plane.is_live(node)
 
     def _send(self, node: str, xfer: str, path: Path) -> None:
+        key, seq = self.plane.node_key(node), 0
         with open(path, "rb") as f:
             while chunk := f.read(CHUNK):
-                push(self.redis, xfer_key(xfer, "in"), chunk, alive=self._alive(node))
+                sealed = seal(key, chunk, chunk_context(xfer, "in", seq))
+                push(self.redis, xfer_key(xfer, "in"), sealed, alive=self._alive(node))
+                seq += 1
 
     def _receive(self, node: str, xfer: str) -> Iterator[bytes]:
         key = xfer_key(xfer, "out")
-        h, size = hashlib.sha256(), 0
+        h, size, seq = hashlib.sha256(), 0, 0
         try:
             while True:
                 item = pull(self.redis, key, alive=self._alive(node))
                 if item[:1] == b"c":
-                    h.update(item[1:])
-                    size += len(item) - 1
-                    yield item[1:]
+                    chunk = self._open(node, xfer, item[1:], seq)
+                    seq += 1
+                    h.update(chunk)
+                    size += len(chunk)
+                    yield chunk
                     continue
                 end = self._signed(node, xfer, item)
                 if end.get("t") != "e":
@@ -221,6 +234,22 @@ class FileChannel:
             with contextlib.suppress(Exception):
                 self.redis.delete(key)
 
+    def _open(self, node: str, xfer: str, blob: bytes, seq: int) -> bytes:
+        try:
+            return unseal(self.plane.node_key(node), blob, chunk_context(xfer, "out", seq))
+        except ForgedMessage as e:
+            self._refused(node, xfer, f"chunk {seq}: {e}")
+            raise TransferFailed(f"a chunk from node {node} was refused: {e}") from e
+
+    def _refused(self, node: str, xfer: str, reason: str) -> None:
+        with contextlib.suppress(Exception):
+            self.plane.audit.append(
+                "cluster_message_refused",
+                actor="control",
+                target=xfer,
+                detail={"node": node, "reason": f"transfer answer: {reason}"[:500]},
+            )
+
     def _signed(self, node: str, xfer: str, item: bytes) -> dict[str, Any]:
         if item[:1] != b"{":
             raise TransferFailed(f"node {node} answered out of order")
@@ -229,13 +258,7 @@ class FileChannel:
             if body.get("xfer") != xfer or body.get("node") != node:
                 raise ForgedMessage("an answer to another transfer")
         except (ForgedMessage, ValueError) as e:
-            with contextlib.suppress(Exception):
-                self.plane.audit.append(
-                    "cluster_message_refused",
-                    actor="control",
-                    target=xfer,
-                    detail={"node": node, "reason": f"transfer answer: {e}"[:500]},
-                )
+            self._refused(node, xfer, str(e))
             raise TransferFailed(f"an answer from node {node} was refused: {e}") from e
         return body
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.cookiejar
 import json
+import re
 import sqlite3
 import urllib.error
 import urllib.parse
@@ -233,3 +234,35 @@ def test_an_admin_resets_a_password_from_the_cli(portal: Portal) -> None:
     assert Browser(portal).call("POST", "/api/v1/session", login)[0] == 200
     missing = portal.cli("user", "passwd", "nobody")
     assert missing.returncode != 0 and "no user" in missing.stderr
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
+def test_the_account_page_needs_a_session_and_lists_the_mail_events(portal: Portal) -> None:
+    from sandbox.webhooks import EVENTS
+
+    # logged out: to the login page, which comes back here
+    with pytest.raises(urllib.error.HTTPError) as caught:
+        urllib.request.build_opener(_NoRedirect).open(portal.url + "/account", timeout=10)
+    assert caught.value.code == 302
+    assert caught.value.headers["Location"].endswith("/login?next=/account")
+
+    # a viewer: the page, one checkbox per mail event, the header link marked current
+    admin = portal.token("root3", "admin")
+    who = {"name": "vic", "role": "viewer", "password": "vic-password-1"}
+    assert portal.request("POST", "/api/v1/users", who, token=admin)[0] == 201
+    tab = Browser(portal)
+    assert (
+        tab.call("POST", "/api/v1/session", {"name": "vic", "password": who["password"]})[0] == 200
+    )
+    with tab.opener.open(portal.url + "/account", timeout=10) as r:
+        assert r.status == 200
+        assert "script-src 'self'" in r.headers["Content-Security-Policy"]
+        page = r.read().decode()
+    boxes = re.findall(r'<input type="checkbox" name="events" value="([a-z_]+)">', page)
+    assert tuple(boxes) == EVENTS
+    assert re.search(r'<a class="user" href="/account"[^>]*aria-current="page"', page)
+    assert 'id="me-role">viewer<' in page

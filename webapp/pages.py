@@ -14,6 +14,7 @@ from flask import Blueprint, Response, redirect, render_template, request, sessi
 from werkzeug.wrappers import Response as BaseResponse
 
 from sandbox.store import Role, UserRecord
+from sandbox.webhooks import EVENTS
 from webapp.auth import session_user
 
 pages = Blueprint("pages", __name__)
@@ -112,6 +113,13 @@ def workspace_files(name: str) -> BaseResponse | str:
 @pages.get("/files")
 def files() -> BaseResponse:
     return redirect("/workspaces/default/files")
+
+
+@pages.get("/account")
+def account() -> BaseResponse | str:
+    """One's own name and role, API tokens and e-mail settings (any signed-in user); the
+    mail events are those of sandbox/webhooks.py, as the notify API accepts them."""
+    return _page("account.html", active="account", mail_events=EVENTS)
 
 
 @pages.get("/admin")

@@ -43,24 +43,6 @@
     input.select();
   }
 
-  function copy(input) {
-    var text = input.value;
-    function fallback() {
-      input.focus();
-      input.select();
-      var ok = false;
-      try {
-        ok = document.execCommand("copy");
-      } catch (e) {
-        ok = false;
-      }
-      BF.toast(ok ? "Copied" : "Select the text and copy it with Ctrl+C", ok ? "ok" : "info");
-    }
-    if (navigator.clipboard && window.isSecureContext) {
-      navigator.clipboard.writeText(text).then(function () { BF.toast("Copied to the clipboard", "ok"); }, fallback);
-    } else fallback();
-  }
-
   /* ---- users ---------------------------------------------------------------------------------- */
 
   function userRow(u) {
@@ -361,7 +343,7 @@
     document.getElementById("audit-refresh").addEventListener("click", function () { loadAudit(true); });
     document.getElementById("audit-more").addEventListener("click", function () { loadAudit(false); });
     document.querySelectorAll("[data-copy]").forEach(function (btn) {
-      btn.addEventListener("click", function () { copy(document.getElementById(btn.dataset.copy)); });
+      btn.addEventListener("click", function () { BF.copy(document.getElementById(btn.dataset.copy)); });
     });
     document.querySelectorAll("[data-dismiss]").forEach(function (btn) {
       btn.addEventListener("click", function () {

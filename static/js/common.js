@@ -131,6 +131,26 @@
     BF.toast(err && err.message ? err.message : String(err), "error");
   };
 
+  /* Copy a (read-only) input's value: the Clipboard API where the page may use it, else
+   * select and execCommand; a toast says what happened. */
+  BF.copy = function (input) {
+    var text = input.value;
+    function fallback() {
+      input.focus();
+      input.select();
+      var ok = false;
+      try {
+        ok = document.execCommand("copy");
+      } catch (e) {
+        ok = false;
+      }
+      BF.toast(ok ? "Copied" : "Select the text and copy it with Ctrl+C", ok ? "ok" : "info");
+    }
+    if (navigator.clipboard && window.isSecureContext) {
+      navigator.clipboard.writeText(text).then(function () { BF.toast("Copied to the clipboard", "ok"); }, fallback);
+    } else fallback();
+  };
+
   /* A confirmation in the page's <dialog id="confirm-dialog"> (templates/_confirm.html):
    * resolves true when the user confirms. Falls back to window.confirm without <dialog>. */
   BF.confirm = function (title, text, okLabel) {

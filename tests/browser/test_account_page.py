@@ -248,6 +248,7 @@ def test_a_viewer_has_an_account_page_too(
     expect(page.locator("#me-role")).to_have_text("viewer")
     page.fill("#t-name", "viewer-script")
     page.click("#token-form button[type=submit]")
+    expect(page.locator("#token-secret")).to_be_visible()  # the API answered
     secret = page.input_value("#token-secret-value")
     assert secret.startswith("bf_")
     assert _bearer(portal_url, secret)[0] == 200

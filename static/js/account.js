@@ -1,5 +1,6 @@
 /* bashfleet account: one's own API tokens (create with the secret shown once, revoke) and
- * e-mail notification settings with the last delivery attempts. Any signed-in user.
+ * e-mail notification settings with the last delivery attempts; a password change. Any
+ * signed-in user.
  * The secret goes into a read-only input as its value; nothing from the server is HTML. */
 (function () {
   "use strict";
@@ -148,6 +149,39 @@
       .then(function () { save.disabled = false; });
   }
 
+  /* ---- password ------------------------------------------------------------------------ */
+
+  function changePassword(ev) {
+    ev.preventDefault();
+    formError("password-error", null);
+    var old = $("p-old").value, fresh = $("p-new").value;
+    if (fresh.length < 8) {
+      formError("password-error", "The new password needs at least 8 characters.");
+      $("p-new").focus();
+      return;
+    }
+    if (fresh !== $("p-again").value) {
+      formError("password-error", "The two new passwords differ.");
+      $("p-again").focus();
+      return;
+    }
+    var save = $("password-save");
+    save.disabled = true;
+    BF.api("POST", "/api/v1/session/password", { old_password: old, new_password: fresh })
+      .then(function (res) {
+        // this session goes on under a new cookie, with a new CSRF token
+        var meta = document.querySelector('meta[name="csrf-token"]');
+        if (meta && res && res.csrf_token) meta.setAttribute("content", res.csrf_token);
+        $("password-form").reset();
+        BF.toast("Password changed; your other sessions were logged out", "ok");
+      })
+      .catch(function (err) {
+        formError("password-error", err);
+        $("p-old").focus();
+      })
+      .then(function () { save.disabled = false; });
+  }
+
   /* ---- wiring ----------------------------------------------------------------------------- */
 
   function start() {
@@ -163,6 +197,7 @@
       $("t-name").focus();
     });
     $("notify-form").addEventListener("submit", saveSettings);
+    $("password-form").addEventListener("submit", changePassword);
     loadTokens().catch(BF.showError);
     loadSettings().catch(BF.showError);
   }

@@ -267,3 +267,48 @@ def test_the_account_page_fits_a_phone(logged_in_page: Page) -> None:
     page.wait_for_timeout(500)
     overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
     assert overflow <= 1, f"/account scrolls sideways by {overflow}px"
+
+
+def _login_status(portal_url: str, name: str, password: str) -> int:
+    body = json.dumps({"name": name, "password": password}).encode()
+    req = urllib.request.Request(
+        portal_url + "/api/v1/session", data=body, headers={"Content-Type": "application/json"}
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return int(r.status)
+    except urllib.error.HTTPError as e:
+        return e.code
+
+
+def test_a_user_changes_their_password_and_the_page_goes_on(
+    user_page: Callable[[str], Page], portal_url: str
+) -> None:
+    page = user_page("viewer")
+    page.goto("/account")
+    name = page.locator("#me-name").inner_text()
+    old, new = f"{name}-password", "a-new-password-9"
+    error = page.locator("#password-error")
+    # the two new ones differ: checked here, nothing sent
+    page.fill("#p-old", old)
+    page.fill("#p-new", new)
+    page.fill("#p-again", new + "x")
+    page.click("#password-save")
+    expect(error).to_have_text("The two new passwords differ.")
+    # the old one is wrong: the API's answer, and nothing changed
+    page.fill("#p-old", "not-the-password")
+    page.fill("#p-again", new)
+    page.click("#password-save")
+    expect(error).to_have_text("the old password is wrong")
+    assert _login_status(portal_url, name, old) == 200
+    # right: changed, the form emptied, and this page keeps working (its new CSRF token)
+    page.fill("#p-old", old)
+    page.click("#password-save")
+    expect(page.locator("#toasts")).to_contain_text("Password changed")
+    expect(error).to_be_hidden()
+    assert page.input_value("#p-old") == page.input_value("#p-new") == ""
+    assert _login_status(portal_url, name, old) == 401
+    assert _login_status(portal_url, name, new) == 200
+    page.fill("#n-email", "pw@example.com")
+    page.click("#notify-save")
+    expect(page.locator("#toasts")).to_contain_text("Saved: mail goes to pw@example.com")

@@ -188,6 +188,11 @@ def _submit(p: Portal, token: str, script: str, workspace: str) -> dict[str, Any
     return batch  # type: ignore[no-any-return]
 
 
+def _newer(client: Any, node: str, than: bytes | None) -> bytes | None:
+    beat = client.get(wire.NODE_KEY + node)
+    return beat if beat is not None and beat != than else None
+
+
 def _marked(job_ids: set[str]) -> list[int]:
     """Processes that carry the job marker of one of these commands."""
     found = []
@@ -276,10 +281,11 @@ def test_two_nodes_a_lost_one_and_its_return(cluster: tuple[Portal, list[WorkerN
 
 @pytest.mark.slow
 def test_a_frozen_node_is_lost_and_told_to_kill_on_its_return(
-    cluster: tuple[Portal, list[WorkerNode]],
+    cluster: tuple[Portal, list[WorkerNode]], redis_server: RedisServer
 ) -> None:
-    """SIGSTOP: the node's commands keep running, but it stops heartbeating. Its commands
-    end interrupted; on SIGCONT the control plane tells it to kill them."""
+    """SIGSTOP: the node's commands keep running, but it stops heartbeating (its last
+    heartbeat, put back in Redis, does not keep it alive). Its commands end interrupted;
+    on SIGCONT the control plane tells it to kill them."""
     p, nodes = cluster
     token = p.token("op", "operator")
     wait_until(lambda: len(live_nodes(p, token)) == 2, 30, "both nodes live")
@@ -289,12 +295,28 @@ def test_a_frozen_node_is_lost_and_told_to_kill_on_its_return(
     ids = {batch["commands"][0]["id"]}
     wait_until(lambda: _marked(ids), 10, "the command's process")
     assert node.proc is not None
+    client = wire.redis_client(redis_server.url)
+    beats = [client.get(wire.NODE_KEY + node.name)]  # two of its older heartbeats
+    beats.append(wait_until(lambda: _newer(client, node.name, beats[0]), 10, "a newer beat"))
     os.kill(node.proc.pid, signal.SIGSTOP)
+    stop = threading.Event()
+
+    def replay() -> None:  # well-signed, but old: put back in turn, again and again
+        turn = 0
+        while not stop.wait(0.2):
+            client.set(wire.NODE_KEY + node.name, beats[turn % 2], ex=60)
+            turn += 1
+
+    replayer = threading.Thread(target=replay, daemon=True)
+    replayer.start()
     try:
         done = p.wait_batch(batch["id"], token, timeout=TIMEOUT_S + 10)
         assert done["commands"][0]["status"] == "interrupted", done
         assert _marked(ids)  # still running on the frozen node
+        assert node.name not in live_nodes(p, token)
     finally:
+        stop.set()
+        replayer.join(5)
         os.kill(node.proc.pid, signal.SIGCONT)
     wait_until(lambda: not _marked(ids), 15, "the node to kill the ended command")
     assert p.wait_batch(batch["id"], token)["commands"][0]["status"] == "interrupted"

@@ -80,17 +80,13 @@
     var id = btn.closest("tr").dataset.id;
     var t = tokens.filter(function (x) { return String(x.id) === id; })[0];
     if (!t) return;
-    BF.confirm("Revoke token “" + t.name + "”?", "Programs using " + t.prefix + "… lose access at once. This cannot be undone.", "Revoke").then(function (ok) {
-      if (!ok) return btn.focus();
-      BF.api("DELETE", "/api/v1/tokens/" + t.id)
-        .then(function () {
-          BF.toast("Revoked " + t.name, "ok");
-          if (t.id === shownId) hideSecret(); // a dead secret is not worth copying
-          return loadTokens();
-        })
-        .then(function () { $("tokens-title").focus(); })
-        .catch(BF.showError);
-    });
+    BF.revokeToken(t, null, btn)
+      .then(function (revoked) {
+        if (!revoked) return;
+        if (t.id === shownId) hideSecret(); // a dead secret is not worth copying
+        return loadTokens().then(function () { $("tokens-title").focus(); });
+      })
+      .catch(BF.showError);
   }
 
   function hideSecret() {

@@ -229,16 +229,14 @@
     var id = btn.closest("tr").dataset.id;
     var t = tokens.filter(function (x) { return String(x.id) === id; })[0];
     if (!t) return;
-    BF.confirm("Revoke token “" + t.name + "”?", "Programs using " + t.prefix + "… (" + userName(t.user_id) + ") lose access at once. This cannot be undone.", "Revoke").then(function (ok) {
-      if (!ok) return btn.focus();
-      BF.api("DELETE", "/api/v1/tokens/" + t.id)
-        .then(function () {
-          BF.toast("Revoked " + t.name, "ok");
-          return Promise.all([loadTokens(), loadAudit(true)]);
-        })
-        .then(function () { document.getElementById("tokens-title").focus(); })
-        .catch(BF.showError);
-    });
+    BF.revokeToken(t, userName(t.user_id), btn)
+      .then(function (revoked) {
+        if (!revoked) return;
+        return Promise.all([loadTokens(), loadAudit(true)]).then(function () {
+          document.getElementById("tokens-title").focus();
+        });
+      })
+      .catch(BF.showError);
   }
 
   /* ---- audit log -------------------------------------------------------------------------------- */

@@ -133,6 +133,22 @@
 
   /* Copy a (read-only) input's value: the Clipboard API where the page may use it, else
    * select and execCommand; a toast says what happened. */
+  /* BF.revokeToken(token, whose, button) -> Promise of true once revoked, false when the
+   * confirm dialog was cancelled (the focus goes back to the button). */
+  BF.revokeToken = function (t, whose, btn) {
+    var who = whose ? " (" + whose + ")" : "";
+    return BF.confirm("Revoke token “" + t.name + "”?", "Programs using " + t.prefix + "…" + who + " lose access at once. This cannot be undone.", "Revoke").then(function (ok) {
+      if (!ok) {
+        btn.focus();
+        return false;
+      }
+      return BF.api("DELETE", "/api/v1/tokens/" + t.id).then(function () {
+        BF.toast("Revoked " + t.name, "ok");
+        return true;
+      });
+    });
+  };
+
   BF.copy = function (input) {
     var text = input.value;
     function fallback() {

@@ -31,7 +31,11 @@ def test_durations_survive_a_portal_restart(tmp_path: Path) -> None:
         scope = str(ws.path)
         learned = svc.durations.estimate(fingerprint("sleep 0.4"), SAFE, scope)
         assert 0.35 < learned < 3, learned
-        assert svc.save_durations() == 3  # the whole batch in one transaction
+        # the whole batch in one transaction: by this call, or by the background save that
+        # runs every few seconds (on a loaded machine it may come first)
+        assert svc.save_durations() in (0, 3)
+        rows = [r for r in svc.store.durations.load() if r[0] == ws.id]
+        assert len(rows) == 3, rows
         assert svc.save_durations() == 0  # nothing new since
     finally:
         svc.close()

@@ -31,9 +31,9 @@ def test_durations_survive_a_portal_restart(tmp_path: Path) -> None:
         scope = str(ws.path)
         learned = svc.durations.estimate(fingerprint("sleep 0.4"), SAFE, scope)
         assert 0.35 < learned < 3, learned
-        # the whole batch in one transaction: by this call, or by the background save that
-        # runs every few seconds (on a loaded machine it may come first)
-        assert svc.save_durations() in (0, 3)
+        # stored by this call, or (part of it) by the background save that runs every few
+        # seconds and may come first on a loaded machine
+        svc.save_durations()
         rows = [r for r in svc.store.durations.load() if r[0] == ws.id]
         assert len(rows) == 3, rows
         assert svc.save_durations() == 0  # nothing new since

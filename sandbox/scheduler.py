@@ -18,6 +18,9 @@ worker thread that blocks in ``executor.run``; one timer thread wakes the
 scheduler for retry back-offs, aging and batch deadlines. All state is guarded by ``self._lock``;
 executors are never called while it is held: commands picked under the lock are
 launched by whichever thread picked them, right after it lets go of the lock.
+
+What a batch is: batch_spec.py; the records kept per command and batch: scheduler_state.py;
+methods in mixins: scheduler_jobs.py (a Job, its output), scheduler_outcomes.py (an end).
 """
 
 from __future__ import annotations
@@ -25,183 +28,81 @@ from __future__ import annotations
 import heapq
 import itertools
 import logging
-import os
-import random
 import threading
 import time
 import uuid
 from collections import deque
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
 from functools import partial
-from pathlib import Path
-from typing import Any
-
-import psutil
 
 from sandbox.approvals import APPROVAL_EXPIRED
+from sandbox.batch_spec import (
+    MAX_LIMITS,
+    NETWORKED,
+    NOT_IDEMPOTENT,
+    RETRYABLE,
+    BatchSpec,
+    CommandSpec,
+    _links,
+    _validate,
+    default_limits,
+)
 from sandbox.errors import ExecutorError, InputError
 from sandbox.events import (
     BatchFinished,
     BatchSubmitted,
-    CommandMisjudged,
     CommandStatusChanged,
     EventBus,
-    OutputReceived,
     PoolResized,
 )
-from sandbox.executors.base import BatchAware, Executor, OutputSink, Startable
+from sandbox.executors.base import BatchAware, Executor, Startable
 from sandbox.failure import FAILURES, halt_reason, skip_reason
 from sandbox.locks import READ, WRITE, LockRequest, LockTable
-from sandbox.model import (
-    DEFAULT_OUTPUT_CAP,
-    CommandClass,
-    EdgeKind,
-    FailurePolicy,
-    Job,
-    Limits,
-    Outcome,
-    Status,
-)
+from sandbox.model import CommandClass, EdgeKind, FailurePolicy, Job, Outcome, Status
 from sandbox.priority import AGING_PER_S, DurationModel, fingerprint, score
-from sandbox.redact import Redactor, StreamRedactor
-from sandbox.workspace_env import WorkspaceEnvironment
+from sandbox.redact import Redactor
+from sandbox.scheduler_jobs import JobsMixin
+from sandbox.scheduler_outcomes import OutcomesMixin
+from sandbox.scheduler_state import (
+    _approval_reason,
+    _Batch,
+    _close_batch,
+    _Cmd,
+    _held,
+    _internal_error,
+    _scope,
+    _where,
+)
+
+__all__ = [
+    "AGING_STEP_S",
+    "EXCLUSIVE",
+    "MAX_LIMITS",
+    "NETWORKED",
+    "NOT_IDEMPOTENT",
+    "RETRYABLE",
+    "SEQUENTIAL_TOKEN",
+    "SEQUENTIAL_WORKSPACES",
+    "BatchSpec",
+    "CommandSpec",
+    "Router",
+    "Scheduler",
+    "default_limits",
+]
 
 log = logging.getLogger(__name__)
 
-# DESIGN.md defaults: the maxima.
-MAX_LIMITS = {
-    CommandClass.SAFE: 16,
-    CommandClass.CONDITIONAL: 8,
-    CommandClass.SEQUENTIAL: 1,  # per workspace
-    CommandClass.DANGEROUS: 1,  # and exclusive in its workspace
-}
-NOT_IDEMPOTENT = (CommandClass.SEQUENTIAL, CommandClass.DANGEROUS)
-NETWORKED = (CommandClass.CONDITIONAL, CommandClass.SEQUENTIAL)  # in a workspace with network
-RETRYABLE = (Status.FAILED, Status.TIMED_OUT)
 EXCLUSIVE = "\x00exclusive"
 SEQUENTIAL_TOKEN = "\x00sequential"
 SEQUENTIAL_WORKSPACES = 8
 AGING_STEP_S = 5.0  # sequential commands of different workspaces may overlap
 
-
-def default_limits(jobs: int | None = None) -> dict[CommandClass, int]:
-    """Per-class slots: DESIGN.md maxima capped by cores and available memory.
-
-    Safe commands get 8 slots per core (16 from 2 cores on): they are read-only and
-    mostly wait on the disk, a pipe or the clock, and an agent fires its 8-16 reads at
-    once; a CPU-bound burst time-slices and takes as long as two waves would. Load is
-    the autoscaler's to answer (the portal's safe pool shrinks above 85% CPU).
-    An explicit ``jobs`` (``--jobs N``) is the user's word for how much runs at
-    once; it caps every class instead of the core count.
-    """
-    cores = os.cpu_count() or 1
-    avail_gb = psutil.virtual_memory().available / (1 << 30)
-    if jobs is not None:
-        safe = conditional = max(1, jobs)
-    else:
-        safe = max(2, 8 * cores)
-        conditional = max(1, cores)
-    conditional = min(conditional, max(1, int(avail_gb / 0.5)))
-    return {
-        CommandClass.SAFE: min(MAX_LIMITS[CommandClass.SAFE], safe),
-        CommandClass.CONDITIONAL: min(MAX_LIMITS[CommandClass.CONDITIONAL], conditional),
-        CommandClass.SEQUENTIAL: 1,
-        CommandClass.DANGEROUS: 1,
-    }
-
-
-@dataclass(frozen=True, slots=True)
-class CommandSpec:
-    """One command of a batch, as planned."""
-
-    index: int
-    command: str
-    cls: CommandClass
-    reasons: tuple[str, ...] = ()
-    reads: tuple[str, ...] = ()
-    writes: tuple[str, ...] = ()
-    resources: tuple[str, ...] = ()
-    needs: tuple[int, ...] = ()
-    needs_reasons: tuple[str, ...] = ()  # aligned with needs: "#3 writes out/a.txt"
-    # aligned with needs; without kinds every need is EdgeKind.NEEDS (uses its result)
-    needs_kinds: tuple[EdgeKind, ...] = ()
-    needs_paths: tuple[str, ...] = ()  # for a RAW edge: the path it reads of the other's writes
-    id: str = ""
-    approval: bool = False  # waits, ``awaiting_approval``, until a person approves it
-
-
-@dataclass(frozen=True, slots=True)
-class BatchSpec:
-    commands: tuple[CommandSpec, ...]
-    workspace: Path
-    id: str = ""
-    priority: int = 5  # the user's 1..10
-    timeout_s: float | None = None
-    retries: int = 0  # opt-in; never applied to sequential/dangerous
-    allow_network: bool = False
-    limits: Limits = field(default_factory=Limits)
-    output_cap: int = DEFAULT_OUTPUT_CAP
-    env: tuple[tuple[str, str], ...] = ()
-    on_failure: FailurePolicy = FailurePolicy.SKIP_DEPENDENTS
-    deadline_s: float | None = None  # for the whole batch, from its submission
-    # the workspace's image, variables, secrets (redacted from output) and per-class limits
-    environment: WorkspaceEnvironment | None = None
-    # an approval not given within this many seconds ends the command ``rejected``
-    approval_ttl_s: float | None = None
-
-
 # route(cls) -> (executor name, None) or (None, why it is refused)
 Router = Callable[[CommandClass], tuple[str | None, str | None]]
 
 
-@dataclass(eq=False)
-class _Cmd:
-    spec: CommandSpec
-    batch: _Batch
-    id: str
-    status: Status = Status.PENDING
-    waiting_on: int = 0
-    dependents: list[_Cmd] = field(default_factory=list)
-    attempt: int = 1
-    rank: float = 1.0  # estimated seconds on the longest chain from here to the end
-    executor: str | None = None
-    base: float = 0.0
-    fingerprint: str = ""
-    not_before: float = 0.0
-    infra_since: float | None = None
-    cancel_requested: bool = False
-    blocked: bool = False  # a dangerous command that waited for its exclusive lock
-    aged: int = 0  # whole AGING_STEP_S it has waited while queued (each raises priority)
-    heap_seq: int = -1  # its live entry in its class heap; older entries are stale
-    outcome: Outcome | None = None
-    reason: str = ""
-    offsets: dict[str, int] = field(default_factory=lambda: {"stdout": 0, "stderr": 0})
-    misjudged: bool = False  # judged safe, tried to write: runs again as conditional
-    links: dict[int, tuple[EdgeKind, str]] = field(default_factory=dict)  # need -> (kind, path)
-    root: tuple[int, Status] | None = None  # skipped: the failure upstream (index, status)
-    redactors: dict[str, StreamRedactor] = field(default_factory=dict)  # per stream, one attempt
-    gated: bool = False  # awaiting approval: the gate counts as one more unmet need
-
-
-@dataclass(eq=False)
-class _Batch:
-    spec: BatchSpec
-    id: str
-    commands: list[_Cmd] = field(default_factory=list)
-    remaining: int = 0
-    cancelled: bool = False
-    started: float = field(default_factory=time.monotonic)
-    done: threading.Event = field(default_factory=threading.Event)
-    status: Status = Status.RUNNING
-    executors: set[str] = field(default_factory=set)
-    halted_at: int | None = None  # on_failure=halt: the first failed index
-    expired: str = ""  # why its deadline stopped it
-    redactor: Redactor | None = None  # its secrets' forms, when it has secrets
-
-
-class Scheduler:
+class Scheduler(JobsMixin, OutcomesMixin):
     def __init__(
         self,
         executors: Mapping[str, Executor],
@@ -653,73 +554,6 @@ class Scheduler:
                 except RuntimeError:  # shut down in the meantime
                     self._done(cmd, ExecutorError("the server shut down"), launch=False)
 
-    def _job(self, cmd: _Cmd) -> Job:
-        b = cmd.batch.spec
-        env, limits, image, sized = b.env, b.limits, "", False
-        if b.environment is not None:
-            # the workspace's variables, then its secrets: both plain environment variables
-            # of the command (never on a command line: see executors/environment.py)
-            extra = {**b.environment.env, **b.environment.secrets}
-            env = (*b.env, *extra.items())
-            sized = cmd.spec.cls in b.environment.limits
-            limits = b.environment.limits.get(cmd.spec.cls, b.limits)
-            image = b.environment.image or ""
-        return Job(
-            id=cmd.id,
-            command=cmd.spec.command,
-            cls=cmd.spec.cls,
-            workspace=b.workspace,
-            batch_id=cmd.batch.id,
-            index=cmd.spec.index,
-            timeout_s=b.timeout_s,
-            limits=limits,
-            env=env,
-            read_only=cmd.spec.cls is CommandClass.SAFE,
-            # conditional and sequential commands share the batch's container, so both get
-            # the workspace's network (`curl -O`, `wget` are sequential); dangerous and safe
-            # commands never do
-            network=b.allow_network and cmd.spec.cls in NETWORKED,
-            output_cap=b.output_cap,
-            image=image,
-            sized=sized,
-        )
-
-    def _sink(self, cmd: _Cmd) -> OutputSink:
-        redactor = cmd.batch.redactor
-        if redactor is None:
-            return partial(self._publish_output, cmd)
-        # one StreamRedactor per stream and attempt; _done flushes what they keep back
-        cmd.redactors = {"stdout": redactor.stream(), "stderr": redactor.stream()}
-        redactors = cmd.redactors
-
-        def sink(stream: str, data: bytes) -> None:
-            r = redactors.get(stream)
-            self._publish_output(cmd, stream, r.feed(data) if r is not None else data)
-
-        return sink
-
-    def _flush_output(self, cmd: _Cmd) -> None:
-        """The tails the redactors kept back (an attempt's output ended)."""
-        redactors, cmd.redactors = cmd.redactors, {}
-        for stream, r in redactors.items():
-            self._publish_output(cmd, stream, r.flush())
-
-    def _publish_output(self, cmd: _Cmd, stream: str, data: bytes) -> None:
-        if not data:
-            return
-        offset = cmd.offsets.get(stream, 0)
-        cmd.offsets[stream] = offset + len(data)
-        self.bus.publish(
-            OutputReceived(
-                batch_id=cmd.batch.id,
-                command_id=cmd.id,
-                index=cmd.spec.index,
-                stream=stream,
-                data=data,
-                offset=offset,
-            )
-        )
-
     def _run(self, cmd: _Cmd, job: Job) -> None:
         """Worker thread: run one attempt, then hand the result back."""
         executor = self.executors[cmd.executor or ""]
@@ -750,128 +584,6 @@ class Scheduler:
                 self._wake.notify_all()
         if launch:  # (not when called from within _launch: its loop takes them)
             self._launch()
-
-    def _infra_failure(self, cmd: _Cmd, error: ExecutorError) -> None:
-        now = self.clock()
-        if cmd.infra_since is None:
-            cmd.infra_since = now
-        if cmd.cancel_requested:
-            self._emit(cmd, Status.CANCELLED, reason=cmd.reason or "cancelled")
-            self._settle(cmd)
-        elif error.started and cmd.spec.cls in NOT_IDEMPOTENT:
-            # it may have done part of its work: running it again could do it twice
-            why = (
-                f"{error} while it ran; a {cmd.spec.cls.value} command is not run again "
-                "(it may have done part of its work)"
-            )
-            cmd.outcome = Outcome(status=Status.INTERRUPTED, error=why)
-            self._emit(cmd, Status.INTERRUPTED, reason=why)
-            self._settle(cmd)
-        elif error.retryable and now - cmd.infra_since < self.infra_deadline_s:
-            name, _why = self.route(cmd.spec.cls)  # another pool may take it now
-            if name is not None and name in self.executors:
-                cmd.executor = name
-            cmd.reason = f"waiting for {cmd.executor}: {error}"
-            self._delay(cmd, now + min(5.0, 0.5 + (now - cmd.infra_since) / 4))
-            self._emit(cmd, Status.QUEUED, reason=cmd.reason)
-        else:
-            waited = f" (gave up after {now - cmd.infra_since:.0f} s)" if error.retryable else ""
-            cmd.outcome = Outcome(status=Status.FAILED, error=f"{error}{waited}")
-            self._emit(cmd, Status.FAILED, reason=f"{error}{waited}")
-            self._settle(cmd)
-
-    def _finished(self, cmd: _Cmd, outcome: Outcome) -> None:
-        cmd.infra_since = None
-        status = outcome.status
-        if cmd.cancel_requested and not status.ok:
-            status = Status.INTERRUPTED if self._closed else Status.CANCELLED
-            if cmd.batch.expired and not self._closed:
-                status = Status.TIMED_OUT
-                outcome = replace(outcome, error=f"stopped: {cmd.batch.expired}")
-        if status is Status.SUCCEEDED:
-            self.durations.observe(cmd.fingerprint, outcome.duration_s, _scope(cmd))
-        if (
-            outcome.wrote_read_only
-            and cmd.spec.cls is CommandClass.SAFE
-            and not (cmd.cancel_requested or cmd.batch.cancelled or self._closed)
-        ):
-            self._misjudged(cmd)
-            return
-        retries = 0 if cmd.spec.cls in NOT_IDEMPOTENT else cmd.batch.spec.retries
-        if status in RETRYABLE and cmd.attempt <= retries and not cmd.batch.cancelled:
-            delay = min(30.0, 0.5 * 2 ** (cmd.attempt - 1)) * random.uniform(0.5, 1.5)
-            why = f"exit {outcome.exit_code}" if status is Status.FAILED else "timed out"
-            self._emit_finished(cmd, replace(outcome, status=status))
-            cmd.attempt += 1
-            cmd.reason = f"retry {cmd.attempt - 1} of {retries} in {delay:.1f} s ({why})"
-            self._delay(cmd, self.clock() + delay)
-            self._emit(cmd, Status.QUEUED, reason=cmd.reason)
-            return
-        cmd.outcome = outcome if outcome.status is status else replace(outcome, status=status)
-        self._emit_finished(cmd, cmd.outcome)
-        self._settle(cmd)
-
-    def _misjudged(self, cmd: _Cmd) -> None:
-        """A command judged safe failed writing to its read-only sandbox: the judgement
-        was wrong, not the command. Its output is discarded and it runs again as a
-        conditional command (in a container, writable) holding a write lock on the whole
-        workspace, before every later command of its batch that has not started yet."""
-        name, why = self.route(CommandClass.CONDITIONAL)
-        where = f"again in {name}" if name else "nowhere"
-        reason = (
-            "misjudged: judged safe, but it tried to write (read-only file system); "
-            f"its output is discarded and it runs {where}, writable"
-        )
-        self.bus.publish(
-            CommandMisjudged(
-                batch_id=cmd.batch.id, command_id=cmd.id, index=cmd.spec.index, reason=reason
-            )
-        )
-        cmd.offsets = {"stdout": 0, "stderr": 0}
-        if name is None or name not in self.executors:
-            cmd.outcome = Outcome(status=Status.REFUSED, error=f"{reason}: {why}")
-            self._emit(cmd, Status.REFUSED, reason=f"{reason}: {why}")
-            self._settle(cmd)
-            return
-        writes = tuple(sorted({*cmd.spec.writes, "."}))
-        cmd.spec = replace(cmd.spec, cls=CommandClass.CONDITIONAL, writes=writes)
-        cmd.misjudged = True
-        cmd.executor = name
-        if name not in cmd.batch.executors:
-            cmd.batch.executors.add(name)
-            ex = self.executors[name]
-            if isinstance(ex, BatchAware):
-                try:
-                    ws = str(cmd.batch.spec.workspace)
-                    conditional = {CommandClass.CONDITIONAL.value}
-                    ex.open_batch(cmd.batch.id, ws, conditional, **_where(cmd.batch))
-                except ExecutorError as e:
-                    log.warning("could not prepare %s for batch %s: %s", name, cmd.batch.id, e)
-        for later in cmd.batch.commands:
-            if later.spec.index <= cmd.spec.index or later in cmd.dependents:
-                continue
-            if later.status in (Status.PENDING, Status.QUEUED, Status.AWAITING_APPROVAL):
-                cmd.dependents.append(later)
-                later.waiting_on += 1
-                if later.status is Status.QUEUED:  # its heap entry goes stale
-                    self._emit(later, Status.PENDING, reason=f"waits for #{cmd.spec.index + 1}")
-        estimate = self.durations.estimate(cmd.fingerprint, cmd.spec.cls, _scope(cmd))
-        cmd.base = score(cmd.spec.cls, estimate, cmd.batch.spec.priority)
-        cmd.reason = reason
-        self._enqueue(cmd)
-        self._emit(cmd, Status.QUEUED, reason=reason)
-
-    def _emit_finished(self, cmd: _Cmd, outcome: Outcome) -> None:
-        reason = outcome.error or cmd.reason or ""
-        self._emit(
-            cmd,
-            outcome.status,
-            reason=reason,
-            exit_code=outcome.exit_code,
-            signal=outcome.signal,
-            duration_s=outcome.duration_s,
-            truncated=outcome.truncated,
-        )
 
     def _delay(self, cmd: _Cmd, at: float) -> None:
         cmd.status = Status.QUEUED
@@ -1083,63 +795,3 @@ class Scheduler:
             del self._batches[batch_id]
             for c in batch.commands:
                 self._by_id.pop(c.id, None)
-
-
-def _approval_reason(cmd: _Cmd) -> str:
-    return f"awaits approval: a {cmd.spec.cls.value} command"
-
-
-def _held(batch: _Batch) -> bool:
-    """A batch with a command that awaits approval outlives a shutdown (see Service.recover)."""
-    return any(c.gated and c.status is Status.AWAITING_APPROVAL for c in batch.commands)
-
-
-def _internal_error(cmd: _Cmd, e: Exception) -> ExecutorError:
-    return ExecutorError(f"internal error in the {cmd.executor} executor: {e}", retryable=False)
-
-
-def _close_batch(ex: BatchAware, batch_id: str) -> None:
-    try:
-        ex.close_batch(batch_id)
-    except ExecutorError as e:
-        log.warning("could not clean up batch %s: %s", batch_id, e)
-
-
-def _scope(cmd: _Cmd) -> str:
-    """Durations are learned per workspace: the same command can take longer in another."""
-    return str(cmd.batch.spec.workspace)
-
-
-def _where(batch: _Batch) -> dict[str, Any]:
-    """``open_batch``'s image and network: what the batch's container jobs will ask for."""
-    env = batch.spec.environment
-    return {"image": (env.image if env else None) or "", "network": batch.spec.allow_network}
-
-
-def _links(spec: CommandSpec) -> dict[int, tuple[EdgeKind, str]]:
-    """Each need of a command with its edge kind and path (plain needs: EdgeKind.NEEDS)."""
-    out: dict[int, tuple[EdgeKind, str]] = {}
-    for i, n in enumerate(spec.needs):
-        kind = spec.needs_kinds[i] if i < len(spec.needs_kinds) else EdgeKind.NEEDS
-        path = spec.needs_paths[i] if i < len(spec.needs_paths) else ""
-        if n not in out or kind.uses_result:
-            out[n] = (EdgeKind(kind), path)
-    return out
-
-
-def _validate(spec: BatchSpec) -> None:
-    indices = [c.index for c in spec.commands]
-    if sorted(indices) != list(range(len(indices))):
-        raise InputError("command indices must be 0..n-1, each once")
-    if spec.deadline_s is not None and not spec.deadline_s > 0:
-        raise InputError("deadline_s must be more than 0 seconds")
-    for c in spec.commands:
-        for name, aligned in (("needs_kinds", c.needs_kinds), ("needs_paths", c.needs_paths)):
-            if aligned and len(aligned) != len(c.needs):
-                raise InputError(f"command #{c.index + 1}: {name} must match needs one to one")
-        for n in c.needs:
-            if not 0 <= n < c.index:
-                raise InputError(
-                    f"command #{c.index + 1} needs #{n + 1}: "
-                    "a command may only wait for earlier ones"
-                )

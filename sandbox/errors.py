@@ -4,8 +4,10 @@
      +-- InputError                the text or request is unusable (empty, binary, too big)
      |    +-- InputTooComplex      one statement is beyond the judge's limits (size, nesting)
      +-- PolicyError               the command may not run here (no isolation available)
+     |    +-- QuotaExceeded        a team's quota would be passed (the web answers 429)
      +-- ExecutorError             infrastructure failed, not the command itself
-          +-- EngineUnavailable    the Docker engine does not answer / breaker is open
+     |    +-- EngineUnavailable    the Docker engine does not answer / breaker is open
+     +-- Forbidden                 the user's role does not allow this (the web answers 403)
 
 Foreign errors are translated at the edge: ``raise ExecutorError(...) from e``.
 A command's own non-zero exit is never an exception: it is a status.
@@ -46,3 +48,11 @@ class EngineUnavailable(ExecutorError):
 class InputTooComplex(InputError):
     """One statement is beyond the judge's limits (size, words, nesting); the message says
     what to shorten. The portal answers it with a 4xx, never a stalled request."""
+
+
+class Forbidden(BashfleetError):
+    """The user's role does not allow this."""
+
+
+class QuotaExceeded(PolicyError):
+    """A team's quota would be passed (the web answers 429)."""

@@ -8,6 +8,9 @@ At start it recovers from a dead predecessor: commands left ``running`` (or
 waiting) become ``interrupted``, their leftover processes (found by the job
 marker in their environment, not by pid) are killed, and every labelled
 container is removed.
+
+Its sections live in mixins, one module each: service_retention.py, service_schedules.py,
+service_durations.py, service_recovery.py and service_approvals.py.
 """
 
 from __future__ import annotations
@@ -20,15 +23,16 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sandbox.approvals import approval_ttl_s, check_approval_settings
+from sandbox.approvals import approval_ttl_s
 from sandbox.artifacts import ArtifactCollector, ArtifactLimits, check_patterns
 from sandbox.autoscale import Autoscaler
 from sandbox.errors import BashfleetError, InputError, PolicyError
+from sandbox.errors import Forbidden as Forbidden  # kept importable from here
+from sandbox.errors import QuotaExceeded as QuotaExceeded
 from sandbox.events import Event, EventBus
 from sandbox.executors import egress
 from sandbox.executors.base import Executor
 from sandbox.executors.local import LocalExecutor
-from sandbox.executors.proctree import kill_jobs
 from sandbox.executors.rootfs import ROOTFS_ENV, ImageTrees, trees_dir
 from sandbox.image import SANDBOX_UID, default_image
 from sandbox.metrics import Metrics, host_usage
@@ -45,17 +49,21 @@ from sandbox.pipeline import (
 )
 from sandbox.priority import DurationModel
 from sandbox.retention import Retention
-from sandbox.routing import instance_alive, make_router, new_instance_id, open_docker
-from sandbox.scheduler import BatchSpec, Scheduler, default_limits
-from sandbox.schedules import ScheduleRunner, trigger_for
+from sandbox.routing import make_router, new_instance_id, open_docker
+from sandbox.scheduler import Scheduler, default_limits
+from sandbox.schedules import ScheduleRunner
+from sandbox.service_approvals import ApprovalOps, _gate
+from sandbox.service_durations import DURATIONS_EVERY_S as DURATIONS_EVERY_S
+from sandbox.service_durations import DurationOps
+from sandbox.service_recovery import RecoveryOps
+from sandbox.service_retention import RetentionOps
+from sandbox.service_schedules import ScheduleOps
 from sandbox.store import (
     BatchRecord,
-    CommandRecord,
     NewCommand,
     NotFound,
     Page,
     Role,
-    ScheduleRecord,
     Source,
     Store,
     UserRecord,
@@ -66,7 +74,6 @@ from sandbox.store import (
 )
 from sandbox.store.ids import new_id
 from sandbox.store.records import ExecutorKind, utcnow
-from sandbox.templates import bind, render
 from sandbox.uploads import UploadLimits
 from sandbox.webhooks import WebhookNotifier
 from sandbox.workspace_env import WorkspaceEnvironment
@@ -81,7 +88,6 @@ log = logging.getLogger(__name__)
 
 # What "re-run only what failed" takes again (in the original order).
 RERUN_FAILED = (Status.FAILED, Status.TIMED_OUT, Status.INTERRUPTED, Status.SKIPPED)
-DURATIONS_EVERY_S = 5.0  # learned durations go to the store in groups, this often
 
 
 @dataclass
@@ -110,15 +116,7 @@ class ServiceConfig:
     broker: str | None = None  # scale-out: redis://... ; jobs run on worker nodes (cluster/)
 
 
-class Forbidden(BashfleetError):
-    """The user's role does not allow this."""
-
-
-class QuotaExceeded(PolicyError):
-    """A team's quota would be passed (the web answers 429)."""
-
-
-class Service:
+class Service(RetentionOps, ScheduleOps, DurationOps, RecoveryOps, ApprovalOps):
     def __init__(self, config: ServiceConfig, store: Store) -> None:
         self.config = config
         self.store = store
@@ -296,200 +294,6 @@ class Service:
             ).start()
         return service
 
-    # --- retention ------------------------------------------------------------------------
-
-    def _live(self, batch_id: str) -> bool:
-        try:
-            return not self.scheduler.batch_status(batch_id).final
-        except KeyError:
-            return False
-
-    def remove_batch_files(self, batch_id: str) -> None:
-        """A batch's output files and artifacts (its rows are the caller's)."""
-        self.scheduler.forget(batch_id)
-        self.store.output.remove_batch(batch_id)
-        self.artifacts.remove(batch_id)
-
-    def run_retention(self) -> dict[str, int]:
-        done = self.retention.run()
-        if done["deleted"]:
-            self.store.audit.append("retention_ran", actor="retention", detail=done)
-        return done
-
-    def _retention_loop(self) -> None:
-        while not self._closed.wait(self.config.retention_every_s):
-            try:
-                self.run_retention()
-            except Exception:  # a store that went away: next time
-                log.exception("retention failed")
-
-    # --- schedules ------------------------------------------------------------------------
-
-    def _runner(self) -> ScheduleRunner:
-        if self.schedules is None:
-            raise PolicyError("schedules are switched off in this server")
-        return self.schedules
-
-    def create_schedule(self, user: UserRecord, **fields: Any) -> ScheduleRecord:
-        if not user.role.allows(Role.OPERATOR):
-            raise Forbidden("viewers may not create schedules")
-        runner = self._runner()
-        values = self._schedule_values(fields, creating=True, owner=user)
-        if self.store.schedules.find(user.id, values["name"]) is not None:
-            raise InputError(f"you have a schedule named {values['name']!r} already")
-        record = self.store.schedules.create(user_id=user.id, **values)
-        return runner.added(record)
-
-    def update_schedule(self, user: UserRecord, schedule_id: int, **fields: Any) -> ScheduleRecord:
-        runner = self._runner()
-        current = self.store.schedules.get(schedule_id)
-        self._may_manage(user, current.user_id)
-        values = self._schedule_values(fields, creating=False, current=current, owner=user)
-        record = self.store.schedules.update(schedule_id, **values)
-        trigger_changed = "cron" in values or "interval_s" in values
-        return runner.changed(record, trigger_changed)
-
-    def delete_schedule(self, user: UserRecord, schedule_id: int) -> None:
-        current = self.store.schedules.get(schedule_id)
-        self._may_manage(user, current.user_id)
-        self._runner().removed(schedule_id)
-        self.store.schedules.delete(schedule_id)
-
-    def run_schedule(self, user: UserRecord, schedule_id: int) -> BatchRecord:
-        """Run a schedule now, outside its trigger (its next run stays as it was): a batch
-        of its owner's, with source ``schedule``, as a scheduled run would make it."""
-        s = self.store.schedules.get(schedule_id)
-        self._may_manage(user, s.user_id)
-        owner = self.store.accounts.get_user(s.user_id)
-        if owner.disabled:
-            raise PolicyError(f"the schedule's owner {owner.name} is disabled")
-        script, params = self.schedule_script(s)
-        return self.submit(
-            owner,
-            script=script,
-            params=params,
-            workspace=self.store.workspaces.get(s.workspace_id).name,
-            priority=max(1, min(10, s.priority or 5)),
-            timeout_s=s.timeout_s,
-            retries=s.retries,
-            source=Source.SCHEDULE,
-            schedule_id=s.id,
-        )
-
-    def template_script(self, name: Any, values: Any) -> tuple[str, dict[str, str]]:
-        """A template's script rendered (placeholders become ``"${BF_PARAM_x}"``) and the
-        environment of its values, as ``POST /batches {"template", "params"}`` makes them;
-        InputError names what is missing or wrong."""
-        if not isinstance(name, str) or not name:
-            raise InputError("`template` is a template's name")
-        t = self.store.templates.find(name)
-        if t is None:
-            raise InputError(f"`template`: no template {name!r}")
-        definitions = list(t.params)
-        return render(t.script, definitions), bind(definitions, values)
-
-    def schedule_script(self, s: ScheduleRecord) -> tuple[str, dict[str, str] | None]:
-        """What a run of the schedule submits: its script, or its template as it is now."""
-        if s.template is None:
-            return s.script, None
-        return self.template_script(s.template, dict(s.params or {}))
-
-    def _may_manage(self, user: UserRecord, owner_id: int) -> None:
-        if user.role is Role.ADMIN:
-            return
-        if not user.role.allows(Role.OPERATOR) or user.id != owner_id:
-            raise Forbidden("operators manage only their own schedules")
-
-    def _schedule_values(
-        self,
-        fields: dict[str, Any],
-        *,
-        creating: bool,
-        current: ScheduleRecord | None = None,
-        owner: UserRecord | None = None,
-    ) -> dict[str, Any]:
-        allowed = {
-            "name",
-            "script",
-            "template",
-            "params",
-            "workspace",
-            "cron",
-            "interval_s",
-            "priority",
-            "timeout_s",
-            "retries",
-            "paused",
-        }
-        unknown = sorted(set(fields) - allowed)
-        if unknown:
-            raise InputError(f"unknown field(s) {', '.join(unknown)}")
-        values: dict[str, Any] = {}
-        if creating or "name" in fields:
-            name = fields.get("name")
-            if not isinstance(name, str) or not 1 <= len(name.strip()) <= 100:
-                raise InputError("a schedule needs a `name` of 1 to 100 characters")
-            values["name"] = name.strip()
-        if "template" in fields and "script" in fields:
-            raise InputError("give `template` (with `params`) or `script`, not both")
-        uses_template = "template" in fields or (
-            not creating and "script" not in fields and current is not None and current.template
-        )
-        if "params" in fields and not uses_template:
-            raise InputError("`params` goes with `template`")
-        if uses_template and ("template" in fields or "params" in fields):
-            name = fields.get("template", current.template if current else None)
-            given = fields.get("params", {} if "template" in fields or not current else None)
-            if given is None:
-                given = dict(current.params or {}) if current else {}
-            rendered, _env = self.template_script(name, given)
-            self.classify(rendered)  # the same limits and checks as a submission
-            values.update(script="", template=name, params=dict(given))
-        elif creating or "script" in fields:
-            script = fields.get("script")
-            if not isinstance(script, str):
-                raise InputError("`script` (text) or `template` is required")
-            self.classify(script)  # the same limits and checks as a submission
-            values.update(script=script, template=None, params=None)
-        if creating or "workspace" in fields:
-            ws = fields.get("workspace", "default")
-            if not isinstance(ws, str):
-                raise InputError("`workspace` is a name")
-            made_by = owner.id if owner is not None else None
-            values["workspace_id"] = self.store.workspaces.get_or_create(
-                ws, owner_user_id=made_by
-            ).id
-        if creating or "cron" in fields or "interval_s" in fields:
-            cron = fields.get(
-                "cron", None if creating or "interval_s" in fields else current and current.cron
-            )
-            interval = fields.get(
-                "interval_s",
-                None if creating or "cron" in fields else current and current.interval_s,
-            )
-            trigger_for(cron, interval)  # raises InputError with what is wrong
-            values["cron"], values["interval_s"] = cron, interval
-        for key, lo, hi in (("priority", 1, 10), ("retries", 0, 10)):
-            if key in fields:
-                v = fields[key]
-                if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
-                    raise InputError(f"`{key}` must be from {lo} to {hi}")
-                values[key] = v
-        if "timeout_s" in fields:
-            t = fields["timeout_s"]
-            if t is not None and (
-                isinstance(t, bool) or not isinstance(t, int | float) or not 0 < t <= 7 * 86400
-            ):
-                raise InputError("`timeout_s` is a number of seconds, more than 0, at most a week")
-            values["timeout_s"] = t
-        if "paused" in fields:
-            if not isinstance(fields["paused"], bool):
-                raise InputError("`paused` is true or false")
-            values["paused"] = fields["paused"]
-        elif creating:
-            values.setdefault("priority", 5)
-        return values
-
     def ensure_egress(self, *, needed: bool | None = None) -> str:
         """Make the egress network and its iptables rules (sandbox/executors/egress.py)
         when a workspace has ``network=egress`` (``needed``: known by the caller); a failure
@@ -535,199 +339,6 @@ class Service:
             log.warning("the Docker engine answers now: non-safe commands run in containers")
             self.ensure_egress()
             return
-
-    # --- learned durations ----------------------------------------------------------------
-
-    def load_durations(self) -> int:
-        """What earlier runs learned, so shortest-job-first works from the first batch."""
-        paths = {w.id: str(w.path) for w in self.store.workspaces.list()}
-        self._workspace_ids.update({p: i for i, p in paths.items()})
-        items = [(paths[w], f, e) for w, f, e in self.store.durations.load() if w in paths]
-        self.durations.remember(items)
-        return len(items)
-
-    def save_durations(self) -> int:
-        """Write what was learned since the last call, in one transaction."""
-        changed = self.durations.take_changed()
-        if not changed:
-            return 0
-        if any(scope not in self._workspace_ids for scope, _f, _e in changed):
-            self._workspace_ids.update({str(w.path): w.id for w in self.store.workspaces.list()})
-        rows = [
-            (self._workspace_ids[scope], fp, estimate)
-            for scope, fp, estimate in changed
-            if scope in self._workspace_ids
-        ]
-        try:
-            return self.store.durations.save(rows)
-        except Exception as e:  # a hint, not a record: a database that went away costs it
-            log.warning("cannot store %d learned durations: %s", len(rows), e)
-            return 0
-
-    def _save_durations_loop(self) -> None:
-        while not self._closed.wait(DURATIONS_EVERY_S):
-            self.save_durations()
-
-    # --- recovery -------------------------------------------------------------------------
-
-    def recover(self) -> list[str]:
-        """Mark what a dead process left unfinished as interrupted; kill its leftovers."""
-        lost = self.store.batches.interrupt_unfinished()
-        ids = {c.id for c in lost}
-        if ids:
-            kill_jobs(ids)
-            if self.cluster is not None:  # they may still run on the nodes
-                self.cluster.kill_everywhere(ids)
-        docker = self.executors.get("docker")
-        if docker is not None:
-            self._recover_containers(docker)
-        held = set(self.store.batches.held())
-        for batch_id in {c.batch_id for c in lost} - held:
-            self.store.batches.update_batch(
-                batch_id, status=Status.INTERRUPTED, finished_at=utcnow()
-            )
-        if lost:
-            log.warning("recovered %d interrupted commands", len(lost))
-        for batch_id in sorted(held):
-            try:
-                self._resume(batch_id)
-            except Exception:  # one odd batch must not stop the server from starting
-                log.exception("cannot resume batch %s: it ends interrupted", batch_id)
-                self._give_up(batch_id)
-        return sorted(ids)
-
-    def _resume(self, batch_id: str) -> None:
-        """A batch held for an approval when the last server stopped: plan it again (the
-        same script gives the same plan; explicit needs are the stored ones beyond it)
-        and hand it to the scheduler with what already ended, so what awaits approval
-        waits on and what never started runs when its needs are met."""
-        b = self.store.batches.get(batch_id)
-        plain = judge(b.script, max_statements=None)
-        if len(plain.plan.nodes) != len(b.commands):
-            raise BashfleetError("the script no longer gives the same commands")
-        extra = {
-            c.index: sorted(set(c.needs) - set(plain.plan.nodes[c.index].needs)) for c in b.commands
-        }
-        extra = {i: n for i, n in extra.items() if n}
-        judgement = judge(b.script, needs=extra, max_statements=None) if extra else plain
-        ws = self.store.workspaces.get(b.workspace_id)
-        age = (utcnow() - b.created_at).total_seconds()
-        deadline = None if b.deadline_s is None else max(0.001, b.deadline_s - age)
-        spec = batch_spec(
-            judgement,
-            ws.path,
-            batch_id=b.id,
-            priority=b.priority,
-            timeout_s=b.timeout_s or self.config.default_timeout_s,
-            retries=b.retries,
-            limits=Limits(disk_bytes=self.config.disk_bytes),
-            command_ids=[c.id for c in b.commands],
-            on_failure=b.on_failure,
-            deadline_s=deadline,
-            # the workspace's image, variables, secrets and limits as they are now
-            environment=environment_for(
-                self.store,
-                ws,
-                self.secret_box,
-                base=Limits(disk_bytes=self.config.disk_bytes),
-                maxima=Maxima.from_env(),
-            ),
-        )
-        gated = {c.index for c in b.commands if c.status is Status.AWAITING_APPROVAL}
-        spec = _gate(spec, gated, max(0.001, self.config.approval_ttl_s - age))
-        if b.params:
-            spec = replace(spec, env=tuple(sorted(b.params.items())))
-        ended = {c.index: c.status for c in b.commands if c.status.final}
-        self._workspace_ids[str(ws.path)] = ws.id
-        self.scheduler.submit(spec, ended=ended)
-        log.warning("resumed batch %s: %d command(s) await approval", batch_id, len(gated))
-
-    def _give_up(self, batch_id: str) -> None:
-        self.store.batches.set_commands_status(
-            batch_id,
-            only_from=[Status.PENDING, Status.QUEUED, Status.AWAITING_APPROVAL],
-            status=Status.INTERRUPTED,
-            finished_at=utcnow(),
-        )
-        self.store.batches.update_batch(batch_id, status=Status.INTERRUPTED, finished_at=utcnow())
-
-    # --- approvals ------------------------------------------------------------------------
-
-    def decide(
-        self,
-        user: UserRecord | None,
-        batch_id: str,
-        command_id: str,
-        *,
-        approve: bool,
-        reason: str | None = None,
-    ) -> CommandRecord:
-        """Approve or reject a command that awaits approval. Operators and admins decide;
-        under the workspace's two-person rule, never the batch's submitter (rejecting is
-        allowed to them: it is no more than cancelling their own command)."""
-        if user is not None and not user.role.allows(Role.OPERATOR):
-            raise Forbidden("viewers may not approve or reject commands")
-        batch = self.store.batches.get(batch_id)
-        command = next((c for c in batch.commands if c.id == command_id), None)
-        if command is None:
-            raise NotFound(f"batch {batch_id} has no command {command_id}")
-        if command.status is not Status.AWAITING_APPROVAL:
-            raise PolicyError(
-                f"command #{command.index + 1} is {command.status.value}, not awaiting approval"
-            )
-        ws = self.store.workspaces.get(batch.workspace_id)
-        if approve and ws.two_person and user is not None and batch.user_id == user.id:
-            raise Forbidden(
-                f"workspace {ws.name} has the two-person rule: "
-                "someone other than the submitter must approve"
-            )
-        name = user.name if user is not None else "system"
-        try:
-            if approve:
-                self.scheduler.approve(command_id, name)
-            else:
-                why = f"rejected by {name}" + (f": {reason}" if reason else "")
-                self.scheduler.reject(command_id, why)
-        except KeyError:
-            raise PolicyError("that command is not waiting in this server") from None
-        except InputError as e:
-            raise PolicyError(str(e)) from None
-        self.store.batches.update_command(
-            command_id,
-            approval="approved" if approve else "rejected",
-            approval_by=name,
-            approval_at=utcnow(),
-        )
-        self.writer.flush(5)
-        return self.store.batches.get_command(command_id)
-
-    def pending_approvals(self) -> list[tuple[CommandRecord, BatchRecord, WorkspaceRecord]]:
-        """Every command that awaits approval, with its batch and workspace."""
-        spaces = {w.id: w for w in self.store.workspaces.list()}
-        return [
-            (c, b, spaces[b.workspace_id])
-            for c, b in self.store.batches.awaiting_approval()
-            if b.workspace_id in spaces
-        ]
-
-    def set_approval(
-        self, user: UserRecord | None, workspace: str, **settings: Any
-    ) -> WorkspaceRecord:
-        """An admin changes a workspace's approval settings (see approvals.py)."""
-        if user is not None and user.role is not Role.ADMIN:
-            raise Forbidden("only admins change a workspace's approval settings")
-        values = check_approval_settings(settings)
-        ws = self.store.workspaces.get_or_create(workspace)  # settings may come first
-        return self.store.workspaces.set_approval(ws.id, **values)
-
-    def _recover_containers(self, docker: Executor) -> None:
-        try:
-            # every labelled container, except those of bashfleet processes still alive
-            docker.recover_orphans(  # type: ignore[attr-defined]
-                all_instances=True, alive=instance_alive
-            )
-        except BashfleetError as e:
-            log.warning("could not remove leftover containers: %s", e)
 
     # --- commands -------------------------------------------------------------------------
 
@@ -1069,12 +680,6 @@ def _class_timeout(
         return None
     chosen = [timeouts.get(c, default) for c in classes]
     return None if None in chosen else max(c for c in chosen if c is not None)
-
-
-def _gate(spec: BatchSpec, gated: set[int], ttl_s: float) -> BatchSpec:
-    """The batch with the commands at ``gated`` waiting for a person's approval."""
-    commands = tuple(replace(c, approval=True) if c.index in gated else c for c in spec.commands)
-    return replace(spec, commands=commands, approval_ttl_s=ttl_s)
 
 
 def _own_workspace(path: Path) -> None:

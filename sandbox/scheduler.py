@@ -56,7 +56,7 @@ from sandbox.events import (
     EventBus,
     PoolResized,
 )
-from sandbox.executors.base import BatchAware, Executor, Startable
+from sandbox.executors.base import BatchAware, Executor, Startable, close_batch_quietly
 from sandbox.failure import FAILURES, halt_reason, skip_reason
 from sandbox.locks import READ, WRITE, LockRequest, LockTable
 from sandbox.model import CommandClass, EdgeKind, FailurePolicy, Job, Outcome, Status
@@ -67,7 +67,6 @@ from sandbox.scheduler_outcomes import OutcomesMixin
 from sandbox.scheduler_state import (
     _approval_reason,
     _Batch,
-    _close_batch,
     _Cmd,
     _held,
     _internal_error,
@@ -739,7 +738,7 @@ class Scheduler(JobsMixin, OutcomesMixin):
         for name in batch.executors:
             ex = self.executors.get(name)
             if isinstance(ex, BatchAware):
-                self._pool.submit(_close_batch, ex, batch.id)
+                self._pool.submit(close_batch_quietly, ex, batch.id)
         self.bus.publish(
             BatchFinished(
                 batch_id=batch.id, status=batch.status, counts=counts, makespan_s=makespan

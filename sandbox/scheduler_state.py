@@ -11,7 +11,6 @@ from typing import Any
 
 from sandbox.batch_spec import BatchSpec, CommandSpec
 from sandbox.errors import ExecutorError
-from sandbox.executors.base import BatchAware
 from sandbox.model import EdgeKind, Outcome, Status
 from sandbox.redact import Redactor, StreamRedactor
 
@@ -74,13 +73,6 @@ def _held(batch: _Batch) -> bool:
 
 def _internal_error(cmd: _Cmd, e: Exception) -> ExecutorError:
     return ExecutorError(f"internal error in the {cmd.executor} executor: {e}", retryable=False)
-
-
-def _close_batch(ex: BatchAware, batch_id: str) -> None:
-    try:
-        ex.close_batch(batch_id)
-    except ExecutorError as e:
-        log.warning("could not clean up batch %s: %s", batch_id, e)
 
 
 def _scope(cmd: _Cmd) -> str:

@@ -45,7 +45,7 @@ from sandbox.cluster.signing import (
     verify,
 )
 from sandbox.errors import BashfleetError, ExecutorError
-from sandbox.executors.base import BatchAware, Executor
+from sandbox.executors.base import BatchAware, Executor, close_batch_quietly
 from sandbox.executors.local import LocalExecutor
 from sandbox.executors.proctree import kill_jobs
 from sandbox.executors.rootfs import ImageTrees, trees_dir
@@ -231,7 +231,7 @@ class NodeWorker:
             if JOB_ID.fullmatch(batch):
                 for ex in (self.local, self.docker):
                     if isinstance(ex, BatchAware):
-                        self._pool.submit(_close_batch, ex, batch)
+                        self._pool.submit(close_batch_quietly, ex, batch)
         elif kind == "files":  # workspace files through the broker (node_files.py)
             from sandbox.cluster.node_files import serve_files
 
@@ -428,13 +428,6 @@ class NodeWorker:
 
 
 _REPLAYED = "replayed message (its nonce was used before)"
-
-
-def _close_batch(ex: BatchAware, batch_id: str) -> None:
-    try:
-        ex.close_batch(batch_id)
-    except ExecutorError as e:
-        log.warning("could not clean up batch %s: %s", batch_id, e)
 
 
 def _interrupted(why: str) -> str:

@@ -20,6 +20,7 @@ failure is an ``Outcome``.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Protocol, runtime_checkable
 
@@ -67,3 +68,11 @@ class BatchAware(Protocol):
     ) -> None: ...
 
     def close_batch(self, batch_id: str) -> None: ...
+
+
+def close_batch_quietly(ex: BatchAware, batch_id: str) -> None:
+    """Release a batch's resources in the background: a failure is logged, not raised."""
+    try:
+        ex.close_batch(batch_id)
+    except ExecutorError as e:
+        logging.getLogger(__name__).warning("could not clean up batch %s: %s", batch_id, e)
